@@ -1,0 +1,687 @@
+//! The Engine.IO server: HTTP entry point, long-polling, WebSocket and the upgrade.
+//!
+//! Owns the session table and each session's lifecycle. Knows nothing of Socket.IO:
+//! the layer above plugs in through [`Handler`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+
+use crate::config::{Cors, EngineConfig};
+use crate::packet::{Inbound, decode_payload};
+use crate::session::{
+    Beat, CloseReason, Frame, Handshake, Heartbeat, Session, Sid, TransportKind, Upgrade,
+};
+
+/// A message from the client, for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(Bytes),
+}
+
+/// The layer above Engine.IO (Socket.IO, or the echo server of conformance mode).
+pub trait Handler: Send + Sync + 'static {
+    /// Per-session state the handler keeps inside the session.
+    type Data: Send + Sync + 'static;
+
+    fn new_data(&self, handshake: &Handshake) -> Self::Data;
+
+    /// The session is open and its handshake packet is queued.
+    fn on_open(&self, session: &Arc<Session<Self::Data>>);
+
+    /// One message, in order. The transport reads nothing else from this client until
+    /// the returned future completes.
+    fn on_message<'a>(
+        &'a self,
+        session: &'a Arc<Session<Self::Data>>,
+        msg: Message<'a>,
+    ) -> BoxFuture<'a, ()>;
+
+    /// The session is closed and gone from the table; called exactly once.
+    fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);
+}
+
+/// Response bodies of the Engine.IO endpoints.
+pub type Body = Full<Bytes>;
+
+/// An Engine.IO server bound to one path (the caller routes requests to it).
+pub struct Engine<H: Handler> {
+    config: EngineConfig,
+    handler: H,
+    sessions: Mutex<HashMap<Sid, Arc<Session<H::Data>>>>,
+    closing: AtomicBool,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// Engine.IO's error answers (code and message as Node's engine.io sends them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    UnsupportedVersion,
+    PayloadTooLarge,
+}
+
+impl HttpError {
+    fn code_and_message(self) -> (u8, &'static str) {
+        match self {
+            HttpError::UnknownTransport => (0, "Transport unknown"),
+            HttpError::UnknownSid => (1, "Session ID unknown"),
+            HttpError::BadHandshakeMethod => (2, "Bad handshake method"),
+            HttpError::BadRequest | HttpError::PayloadTooLarge => (3, "Bad request"),
+            HttpError::UnsupportedVersion => (5, "Unsupported protocol version"),
+        }
+    }
+}
+
+struct Query<'a> {
+    eio: Option<&'a str>,
+    transport: Option<&'a str>,
+    sid: Option<&'a str>,
+}
+
+fn parse_query(q: &str) -> Query<'_> {
+    let mut out = Query { eio: None, transport: None, sid: None };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "EIO" if out.eio.is_none() => out.eio = Some(v),
+            "transport" if out.transport.is_none() => out.transport = Some(v),
+            "sid" if out.sid.is_none() => out.sid = Some(v),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl<H: Handler> Engine<H> {
+    pub fn new(config: EngineConfig, handler: H, tasks: tokio_util::task::TaskTracker) -> Arc<Self> {
+        Arc::new(Engine {
+            config,
+            handler,
+            sessions: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+            tasks,
+        })
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Closes every session (reason: server shutting down) and refuses new ones.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let all: Vec<_> = self.sessions.lock().values().cloned().collect();
+        for s in all {
+            s.close(CloseReason::ServerShutdown);
+        }
+    }
+
+    /// Serves one HTTP request addressed to this engine's path.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut res = self.route(req).await;
+        self.apply_cors(origin.as_ref(), res.headers_mut());
+        res
+    }
+
+    async fn route<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if req.method() == Method::OPTIONS {
+            return empty(StatusCode::NO_CONTENT);
+        }
+        let raw_query = req.uri().query().unwrap_or("").to_owned();
+        let q = parse_query(&raw_query);
+        if q.eio != Some("4") {
+            return error(HttpError::UnsupportedVersion);
+        }
+        let sid = match q.sid {
+            Some(s) => match Sid::parse(s) {
+                Some(sid) => Some(sid),
+                None => return error(HttpError::UnknownSid),
+            },
+            None => None,
+        };
+        match q.transport {
+            Some("polling") if self.config.allow_polling => match (req.method(), sid) {
+                (&Method::GET, None) => self.open_polling(&raw_query, &req),
+                (&Method::GET, Some(sid)) => self.poll(sid).await,
+                (&Method::POST, Some(sid)) => self.post(sid, req.into_body()).await,
+                (_, None) => error(HttpError::BadHandshakeMethod),
+                _ => error(HttpError::BadRequest),
+            },
+            Some("websocket") if self.config.allow_websocket => {
+                if req.method() != Method::GET {
+                    return error(HttpError::BadRequest);
+                }
+                self.accept_websocket(req, &raw_query, sid)
+            }
+            _ => error(HttpError::UnknownTransport),
+        }
+    }
+
+    fn apply_cors(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        let Some(origin) = origin else { return };
+        let allowed = match &self.config.cors {
+            Cors::Off => return,
+            Cors::AnyOrigin => HeaderValue::from_static("*"),
+            Cors::Origins { origins, credentials } => {
+                if !origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
+                    return;
+                }
+                if *credentials {
+                    headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        HeaderValue::from_static("true"),
+                    );
+                }
+                headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+                origin.clone()
+            }
+        };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, authorization"),
+        );
+    }
+
+    fn handshake_packet(&self, sid: Sid, upgrades: bool) -> Frame {
+        let text = format!(
+            "0{{\"sid\":\"{sid}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            if upgrades && self.config.allow_websocket { "[\"websocket\"]" } else { "[]" },
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_payload,
+        );
+        Frame::Text(Utf8Bytes::from(text))
+    }
+
+    fn new_session(&self, raw_query: &str, remote: Option<std::net::SocketAddr>, kind: TransportKind)
+        -> Option<Arc<Session<H::Data>>> {
+        if self.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        let handshake = Handshake { query: raw_query.into(), remote };
+        let data = self.handler.new_data(&handshake);
+        let session = Arc::new(Session::new(
+            Sid::random(),
+            handshake,
+            kind,
+            self.config.max_buffered_packets,
+            data,
+        ));
+        self.sessions.lock().insert(session.sid(), session.clone());
+        Some(session)
+    }
+
+    /// Ends a session: out of the table, then the handler hears of it. Called once, by the
+    /// session's lifecycle owner.
+    fn finish(&self, session: &Arc<Session<H::Data>>) {
+        let reason = session.closed_reason().unwrap_or(CloseReason::TransportClose);
+        self.sessions.lock().remove(&session.sid());
+        tracing::debug!(sid = %session.sid(), reason = reason.as_str(), "engine.io session closed");
+        self.handler.on_close(session, reason);
+    }
+
+    fn lookup(&self, sid: Sid) -> Option<Arc<Session<H::Data>>> {
+        self.sessions.lock().get(&sid).cloned()
+    }
+
+    // ---- long-polling -------------------------------------------------------------
+
+    fn open_polling<B>(self: &Arc<Self>, raw_query: &str, req: &Request<B>) -> Response<Body> {
+        let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let Some(session) = self.new_session(raw_query, remote, TransportKind::Polling) else {
+            return error(HttpError::BadRequest);
+        };
+        let mut body = String::new();
+        self.handshake_packet(session.sid(), true).encode_polling(&mut body);
+        self.handler.on_open(&session);
+        // The handshake answers the opening GET at once; anything the handler queued
+        // waits for the next poll, as in Node.
+        let this = self.clone();
+        let s = session.clone();
+        self.tasks.spawn(async move { this.polling_lifecycle(s).await });
+        text_response(StatusCode::OK, body)
+    }
+
+    /// Heartbeat and close of a polling-born session (also after it upgrades).
+    async fn polling_lifecycle(self: Arc<Self>, session: Arc<Session<H::Data>>) {
+        let mut hb = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, Instant::now());
+        loop {
+            if session.is_closed() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(hb.deadline().into()) => {
+                    match hb.on_deadline(Instant::now()) {
+                        Beat::SendPing => { session.push(Frame::ping(), false); }
+                        Beat::TimedOut => session.close(CloseReason::PingTimeout),
+                    }
+                }
+                _ = session.control.notified() => {
+                    let pong = session.pong_seen.swap(false, Ordering::SeqCst);
+                    if pong { hb.on_pong(Instant::now()); }
+                }
+            }
+        }
+        self.finish(&session);
+    }
+
+    async fn poll(self: &Arc<Self>, sid: Sid) -> Response<Body> {
+        let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+        {
+            let mut st = session.state.lock();
+            if st.closed.is_some() && st.outbox.is_empty() {
+                return error(HttpError::UnknownSid);
+            }
+            if st.transport != TransportKind::Polling {
+                return error(HttpError::BadRequest);
+            }
+            if st.polling_get {
+                drop(st);
+                session.close(CloseReason::InvalidPacket);
+                return error(HttpError::BadRequest);
+            }
+            st.polling_get = true;
+        }
+        // Reset the flag however this request ends (answered or abandoned by the client).
+        let _guard = PollGuard(&session);
+        loop {
+            let notified = session.wake.notified();
+            {
+                let mut st = session.state.lock();
+                if !st.outbox.is_empty() {
+                    let frames = std::mem::take(&mut st.outbox);
+                    drop(st);
+                    let mut body = String::new();
+                    for (i, f) in frames.iter().enumerate() {
+                        if i > 0 {
+                            body.push(crate::packet::SEPARATOR);
+                        }
+                        f.encode_polling(&mut body);
+                    }
+                    return text_response(StatusCode::OK, body);
+                }
+                if st.closed.is_some() || st.upgrade == Upgrade::Probed {
+                    drop(st);
+                    let mut body = String::new();
+                    Frame::noop().encode_polling(&mut body);
+                    return text_response(StatusCode::OK, body);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    async fn post<B>(self: &Arc<Self>, sid: Sid, body: B) -> Response<Body>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+        {
+            let mut st = session.state.lock();
+            if st.closed.is_some() {
+                return error(HttpError::UnknownSid);
+            }
+            if st.transport != TransportKind::Polling {
+                return error(HttpError::BadRequest);
+            }
+            if st.polling_post {
+                drop(st);
+                session.close(CloseReason::InvalidPacket);
+                return error(HttpError::BadRequest);
+            }
+            st.polling_post = true;
+        }
+        let result = self.post_inner(&session, body).await;
+        session.state.lock().polling_post = false;
+        match result {
+            Ok(()) => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/html")
+                .body(Full::new(Bytes::from_static(b"ok")))
+                .unwrap_or_else(|_| empty(StatusCode::OK)),
+            Err(e) => {
+                session.close(CloseReason::InvalidPacket);
+                error(e)
+            }
+        }
+    }
+
+    async fn post_inner<B>(&self, session: &Arc<Session<H::Data>>, body: B) -> Result<(), HttpError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let bytes = Limited::new(body, self.config.max_payload)
+            .collect()
+            .await
+            .map_err(|_| HttpError::PayloadTooLarge)?
+            .to_bytes();
+        let text = std::str::from_utf8(&bytes).map_err(|_| HttpError::BadRequest)?;
+        let packets = decode_payload(text).map_err(|_| HttpError::BadRequest)?;
+        for p in packets {
+            if session.is_closed() {
+                break;
+            }
+            self.inbound(session, p).await;
+        }
+        Ok(())
+    }
+
+    /// Handles one packet from the client, whatever its transport.
+    async fn inbound(&self, session: &Arc<Session<H::Data>>, packet: Inbound<'_>) {
+        match packet {
+            Inbound::Message(text) => self.handler.on_message(session, Message::Text(text)).await,
+            Inbound::Binary(data) => self.handler.on_message(session, Message::Binary(data)).await,
+            Inbound::Pong { probe: false } => {
+                session.pong_seen.store(true, Ordering::SeqCst);
+                session.control.notify_one();
+            }
+            Inbound::Close => session.close(CloseReason::TransportClose),
+            // v4 clients never ping and probes belong to the WebSocket upgrade only.
+            Inbound::Ping { .. } | Inbound::Pong { probe: true } | Inbound::Upgrade | Inbound::Noop => {}
+        }
+    }
+
+    // ---- WebSocket -----------------------------------------------------------------
+
+    fn accept_websocket<B>(self: &Arc<Self>, mut req: Request<B>, raw_query: &str, sid: Option<Sid>) -> Response<Body>
+    where
+        B: Send + 'static,
+    {
+        let headers = req.headers();
+        let is_upgrade = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let version_ok = headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13");
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return error(HttpError::BadRequest);
+        };
+        if !is_upgrade || !version_ok {
+            return error(HttpError::BadRequest);
+        }
+        let accept = derive_accept_key(key.as_bytes());
+        // An upgrade must name a live polling session that is not upgrading already.
+        let upgrading = match sid {
+            Some(sid) => {
+                let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+                let mut st = session.state.lock();
+                if st.closed.is_some() || st.transport != TransportKind::Polling || st.upgrade != Upgrade::None {
+                    return error(HttpError::BadRequest);
+                }
+                st.upgrade = Upgrade::Pending;
+                drop(st);
+                Some(session)
+            }
+            None => None,
+        };
+        let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let this = self.clone();
+        let raw_query = raw_query.to_owned();
+        self.tasks.spawn(async move {
+            let io = match on_upgrade.await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    if let Some(s) = upgrading {
+                        s.state.lock().upgrade = Upgrade::None;
+                    }
+                    return;
+                }
+            };
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(this.ws_config())).await;
+            match upgrading {
+                Some(session) => this.run_upgrade(session, ws).await,
+                None => {
+                    if let Some(session) = this.new_session(&raw_query, remote, TransportKind::WebSocket) {
+                        this.run_websocket(session, ws).await
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.config.ws_read_buffer)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.config.ws_max_write_buffer)
+            .max_message_size(Some(self.config.max_payload))
+            .max_frame_size(Some(self.config.max_payload))
+    }
+
+    /// A WebSocket-born session: handshake, then the loop with an inline heartbeat.
+    async fn run_websocket<S>(self: Arc<Self>, session: Arc<Session<H::Data>>, mut ws: WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let open = self.handshake_packet(session.sid(), false);
+        if let Frame::Text(t) = open {
+            if ws.send(WsMessage::Text(t)).await.is_err() {
+                session.close(CloseReason::TransportError);
+                self.finish(&session);
+                return;
+            }
+        }
+        self.handler.on_open(&session);
+        let mut hb = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, Instant::now());
+        self.ws_loop(&session, &mut ws, Some(&mut hb)).await;
+        self.finish(&session);
+    }
+
+    /// A WebSocket joining a polling session: probe, then take over the transport.
+    async fn run_upgrade<S>(self: Arc<Self>, session: Arc<Session<H::Data>>, mut ws: WebSocketStream<S>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.upgrade_timeout;
+        let upgraded = tokio::time::timeout_at(deadline, async {
+            // Expect `2probe`, answer `3probe`, then expect `5`.
+            let mut probed = false;
+            while let Some(Ok(msg)) = ws.next().await {
+                let WsMessage::Text(text) = msg else { continue };
+                match (probed, Inbound::decode(&text)) {
+                    (false, Ok(Inbound::Ping { probe: true })) => {
+                        if ws.send(WsMessage::Text(Utf8Bytes::from_static("3probe"))).await.is_err() {
+                            return false;
+                        }
+                        probed = true;
+                        session.state.lock().upgrade = Upgrade::Probed;
+                        // Release a pending poll with a noop so the client can finish.
+                        session.wake.notify_one();
+                    }
+                    (true, Ok(Inbound::Upgrade)) => return true,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+
+        if !upgraded || session.is_closed() {
+            session.state.lock().upgrade = Upgrade::None;
+            let _ = ws.close(None).await;
+            return;
+        }
+        {
+            let mut st = session.state.lock();
+            st.transport = TransportKind::WebSocket;
+            st.upgrade = Upgrade::None;
+        }
+        // Whatever waited for the next poll now goes out on the WebSocket.
+        session.wake.notify_one();
+        // The polling lifecycle task keeps the heartbeat and finishes the session.
+        self.ws_loop(&session, &mut ws, None).await;
+    }
+
+    /// Reads client frames and writes the outbox until the session or socket closes.
+    async fn ws_loop<S>(
+        &self,
+        session: &Arc<Session<H::Data>>,
+        ws: &mut WebSocketStream<S>,
+        mut heartbeat: Option<&mut Heartbeat>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        loop {
+            if let Some(reason) = session.closed_reason() {
+                // Flush what is queued (an error event, a disconnect packet), then close.
+                let _ = self.flush_outbox(session, ws).await;
+                let code = if reason == CloseReason::ServerShutdown { CloseCode::Away } else { CloseCode::Normal };
+                let _ = ws.close(Some(CloseFrame { code, reason: Utf8Bytes::from_static("") })).await;
+                return;
+            }
+            let deadline = heartbeat.as_ref().map_or(far, |h| h.deadline());
+            tokio::select! {
+                biased;
+                _ = session.wake.notified() => {
+                    if self.flush_outbox(session, ws).await.is_err() {
+                        session.close(CloseReason::TransportError);
+                    }
+                }
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => match Inbound::decode(&text) {
+                        Ok(Inbound::Pong { probe: false }) => match heartbeat.as_deref_mut() {
+                            Some(hb) => hb.on_pong(Instant::now()),
+                            None => {
+                                session.pong_seen.store(true, Ordering::SeqCst);
+                                session.control.notify_one();
+                            }
+                        },
+                        Ok(p) => self.inbound(session, p).await,
+                        Err(_) => session.close(CloseReason::InvalidPacket),
+                    },
+                    Some(Ok(WsMessage::Binary(data))) => {
+                        self.handler.on_message(session, Message::Binary(data)).await
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => session.close(CloseReason::TransportError),
+                },
+                _ = tokio::time::sleep_until(deadline.into()), if heartbeat.is_some() => {
+                    if let Some(hb) = heartbeat.as_deref_mut() {
+                        match hb.on_deadline(Instant::now()) {
+                            Beat::SendPing => { session.push(Frame::ping(), false); }
+                            Beat::TimedOut => session.close(CloseReason::PingTimeout),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_outbox<S>(&self, session: &Session<H::Data>, ws: &mut WebSocketStream<S>) -> Result<(), ()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let frames = session.take_outbox();
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for f in frames {
+            let msg = match f {
+                Frame::Text(t) => WsMessage::Text(t),
+                Frame::Binary(b) => WsMessage::Binary(b),
+                Frame::Close => continue,
+            };
+            ws.feed(msg).await.map_err(|_| ())?;
+        }
+        ws.flush().await.map_err(|_| ())
+    }
+}
+
+/// The peer address of a connection, put into request extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
+
+struct PollGuard<'a, D>(&'a Session<D>);
+
+impl<D> Drop for PollGuard<'_, D> {
+    fn drop(&mut self) {
+        self.0.state.lock().polling_get = false;
+    }
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = status;
+    res
+}
+
+fn text_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+    res
+}
+
+fn error(e: HttpError) -> Response<Body> {
+    let (code, message) = e.code_and_message();
+    let status = if e == HttpError::PayloadTooLarge { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+    let mut res = Response::new(Full::new(Bytes::from(format!(
+        "{{\"code\":{code},\"message\":\"{message}\"}}"
+    ))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}

@@ -1,0 +1,18 @@
+//! Engine.IO v4 server core.
+//!
+//! # Layout
+//! - [`packet`]: the wire format (packets, polling payloads). Pure.
+//! - [`session`]: one session's identity, bounded outbox, heartbeat rules. No I/O.
+//! - [`engine`]: the HTTP entry point: long-polling, WebSocket, the upgrade, lifecycles.
+//! - [`config`]: every limit as a setting.
+//!
+//! The layer above (Socket.IO) plugs in through [`Handler`] and never sees a transport.
+
+pub mod config;
+pub mod engine;
+pub mod packet;
+pub mod session;
+
+pub use config::{Cors, EngineConfig};
+pub use engine::{Body, Engine, Handler, Message, RemoteAddr};
+pub use session::{CloseReason, Frame, Handshake, Push, Session, Sid, TransportKind};

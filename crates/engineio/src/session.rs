@@ -1,0 +1,454 @@
+//! One Engine.IO session: its identity, its bounded outbox and its transport state.
+//!
+//! A session never does I/O itself. Transports drain its outbox (the WebSocket task, or
+//! a pending long-polling GET) when `wake` fires; the session's lifecycle owner (the
+//! heartbeat task of a polling-born session, the WebSocket task of a WebSocket-born one)
+//! is the only place that finishes a close.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A session id: 20 URL-safe characters, stored inline (no heap).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sid([u8; 20]);
+
+impl Sid {
+    pub fn random() -> Sid {
+        let raw: [u8; 15] = rand::random();
+        let mut out = [0u8; 20];
+        // 15 bytes encode to exactly 20 base64 characters without padding.
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(raw, &mut out)
+            .expect("15 bytes always fit 20 base64 characters");
+        debug_assert_eq!(n, 20);
+        Sid(out)
+    }
+
+    /// Parses a sid from a query parameter; `None` if it cannot be one of ours.
+    pub fn parse(s: &str) -> Option<Sid> {
+        let bytes: [u8; 20] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(Sid(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from base64url characters, which are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One outbound unit. Text frames hold a complete Engine.IO packet (type character
+/// included), so a broadcast builds the buffer once and every recipient shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+    /// The session is being closed by the server: `1` on polling, a close frame on WebSocket.
+    Close,
+}
+
+impl Frame {
+    /// An Engine.IO message packet (`4` + text).
+    pub fn message(text: &str) -> Frame {
+        let mut s = String::with_capacity(text.len() + 1);
+        s.push('4');
+        s.push_str(text);
+        Frame::Text(Utf8Bytes::from(s))
+    }
+
+    pub(crate) fn ping() -> Frame {
+        Frame::Text(Utf8Bytes::from_static("2"))
+    }
+
+    pub(crate) fn noop() -> Frame {
+        Frame::Text(Utf8Bytes::from_static("6"))
+    }
+
+    /// Appends the polling form of this frame to `out`.
+    pub(crate) fn encode_polling(&self, out: &mut String) {
+        match self {
+            Frame::Text(t) => out.push_str(t),
+            Frame::Binary(b) => {
+                out.push('b');
+                BASE64.encode_string(b, out);
+            }
+            Frame::Close => out.push('1'),
+        }
+    }
+}
+
+/// Why a session ended. The Socket.IO layer maps these to its disconnect reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the transport or sent a close packet.
+    TransportClose,
+    /// The transport failed (I/O error, protocol violation on the WebSocket).
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent something that is not Engine.IO.
+    InvalidPacket,
+    /// The client's outbox overflowed with non-volatile messages.
+    SlowClient,
+    /// The application closed the session.
+    ServerClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// Whether the client may come back and recover its state (Socket.IO recovery).
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            CloseReason::TransportClose
+                | CloseReason::TransportError
+                | CloseReason::PingTimeout
+                | CloseReason::ServerShutdown
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::InvalidPacket => "parse error",
+            CloseReason::SlowClient => "slow client",
+            CloseReason::ServerClose => "forced close",
+            CloseReason::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// A volatile frame met a full outbox and was dropped.
+    Dropped,
+    /// The session is closed (or was just closed as a slow client).
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgrade {
+    None,
+    /// A WebSocket with this sid is open and has not finished the upgrade.
+    Pending,
+    /// The WebSocket answered the probe: pending polls are released with a noop.
+    Probed,
+}
+
+pub(crate) struct State {
+    pub(crate) outbox: VecDeque<Frame>,
+    pub(crate) transport: TransportKind,
+    pub(crate) upgrade: Upgrade,
+    pub(crate) polling_get: bool,
+    pub(crate) polling_post: bool,
+    pub(crate) closed: Option<CloseReason>,
+}
+
+/// What the connection looked like when the session opened.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// The raw query string of the opening request (without `?`).
+    pub query: Box<str>,
+    pub remote: Option<SocketAddr>,
+}
+
+impl Handshake {
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_param(&self.query, name)
+    }
+}
+
+/// One Engine.IO session. `D` is the layer above's per-session state.
+pub struct Session<D> {
+    sid: Sid,
+    handshake: Handshake,
+    pub data: D,
+    max_buffered: usize,
+    pub(crate) state: Mutex<State>,
+    /// Wakes whoever writes to the client (WebSocket task or pending poll).
+    pub(crate) wake: Notify,
+    /// Wakes the lifecycle owner of a polling-born session (pong or close).
+    pub(crate) control: Notify,
+    /// Set by a pong on any transport; read by the lifecycle owner.
+    pub(crate) pong_seen: AtomicBool,
+}
+
+impl<D> fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).finish()
+    }
+}
+
+impl<D> Session<D> {
+    pub(crate) fn new(
+        sid: Sid,
+        handshake: Handshake,
+        transport: TransportKind,
+        max_buffered: usize,
+        data: D,
+    ) -> Session<D> {
+        Session {
+            sid,
+            handshake,
+            data,
+            max_buffered,
+            state: Mutex::new(State {
+                outbox: VecDeque::new(),
+                transport,
+                upgrade: Upgrade::None,
+                polling_get: false,
+                polling_post: false,
+                closed: None,
+            }),
+            wake: Notify::new(),
+            control: Notify::new(),
+            pong_seen: AtomicBool::new(false),
+        }
+    }
+
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.state.lock().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Queues a frame. A full outbox drops a volatile frame, and closes the session as a
+    /// slow client for anything else.
+    pub fn push(&self, frame: Frame, volatile: bool) -> Push {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Push::Closed;
+        }
+        if st.outbox.len() >= self.max_buffered {
+            if volatile {
+                return Push::Dropped;
+            }
+            drop(st);
+            self.close(CloseReason::SlowClient);
+            return Push::Closed;
+        }
+        st.outbox.push_back(frame);
+        drop(st);
+        self.wake.notify_one();
+        Push::Queued
+    }
+
+    /// Queues several frames that must stay together (a packet and its binary attachments).
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Frame>, volatile: bool) -> Push {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Push::Closed;
+        }
+        let before = st.outbox.len();
+        st.outbox.extend(frames);
+        if st.outbox.len() > self.max_buffered && before > 0 {
+            st.outbox.truncate(before);
+            if volatile {
+                return Push::Dropped;
+            }
+            drop(st);
+            self.close(CloseReason::SlowClient);
+            return Push::Closed;
+        }
+        drop(st);
+        self.wake.notify_one();
+        Push::Queued
+    }
+
+    /// Starts closing the session. Idempotent: the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        st.closed = Some(reason);
+        // A pending poll learns about a server-side close from a close packet; a client
+        // that closed knows already and gets a noop.
+        if !matches!(reason, CloseReason::TransportClose) && st.transport == TransportKind::Polling
+        {
+            st.outbox.push_back(Frame::Close);
+        }
+        drop(st);
+        self.wake.notify_one();
+        self.control.notify_one();
+    }
+
+    pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
+        self.state.lock().closed
+    }
+
+    /// Takes everything queued, leaving an empty outbox that owns no memory.
+    pub(crate) fn take_outbox(&self) -> VecDeque<Frame> {
+        std::mem::take(&mut self.state.lock().outbox)
+    }
+}
+
+/// The heartbeat of one session: ping every interval, and expect a pong within the timeout.
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// When the next ping is due, or when the awaited pong is overdue.
+    deadline: Instant,
+    awaiting_pong: bool,
+}
+
+pub(crate) enum Beat {
+    SendPing,
+    TimedOut,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
+        Heartbeat { interval, timeout, deadline: now + interval, awaiting_pong: false }
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Called when the deadline has passed.
+    pub(crate) fn on_deadline(&mut self, now: Instant) -> Beat {
+        if self.awaiting_pong {
+            Beat::TimedOut
+        } else {
+            self.awaiting_pong = true;
+            self.deadline = now + self.timeout;
+            Beat::SendPing
+        }
+    }
+
+    pub(crate) fn on_pong(&mut self, now: Instant) {
+        if self.awaiting_pong {
+            self.awaiting_pong = false;
+            self.deadline = now + self.interval;
+        }
+    }
+}
+
+/// The first value of `name` in a raw query string, percent-decoded (`+` as space).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_is_20_url_safe_chars_and_parses_back() {
+        let sid = Sid::random();
+        assert_eq!(sid.as_str().len(), 20);
+        assert_eq!(Sid::parse(sid.as_str()), Some(sid));
+        assert_eq!(Sid::parse("short"), None);
+        assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa/"), None);
+    }
+
+    #[test]
+    fn query_params_are_decoded() {
+        let q = "EIO=4&transport=polling&token=a%20b+c&userId=7&bad=%zz&tail=%4";
+        assert_eq!(query_param(q, "token").as_deref(), Some("a b c"));
+        assert_eq!(query_param(q, "userId").as_deref(), Some("7"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
+        assert_eq!(query_param(q, "tail").as_deref(), Some("%4"));
+        assert_eq!(query_param(q, "missing"), None);
+    }
+
+    #[test]
+    fn full_outbox_drops_volatile_then_closes() {
+        let s = Session::new(Sid::random(), Handshake::default(), TransportKind::WebSocket, 2, ());
+        assert_eq!(s.push(Frame::message("a"), false), Push::Queued);
+        assert_eq!(s.push(Frame::message("b"), false), Push::Queued);
+        assert_eq!(s.push(Frame::message("c"), true), Push::Dropped);
+        assert!(!s.is_closed());
+        assert_eq!(s.push(Frame::message("d"), false), Push::Closed);
+        assert_eq!(s.closed_reason(), Some(CloseReason::SlowClient));
+        assert_eq!(s.push(Frame::message("e"), false), Push::Closed);
+    }
+
+    #[test]
+    fn heartbeat_pings_then_times_out() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(Duration::from_millis(300), Duration::from_millis(200), t0);
+        assert_eq!(hb.deadline(), t0 + Duration::from_millis(300));
+        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::SendPing));
+        assert_eq!(hb.deadline(), t0 + Duration::from_millis(500));
+        hb.on_pong(t0 + Duration::from_millis(350));
+        assert_eq!(hb.deadline(), t0 + Duration::from_millis(650));
+        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::SendPing));
+        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::TimedOut));
+    }
+}

@@ -1,0 +1,411 @@
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use crate::envelope::{Envelope, Payload};
+
+/// A room's name. Transports map their own names onto the fabric (see the socketio crate).
+pub type RoomId = Arc<str>;
+
+/// A member of the hub: one client connection of any transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(u64);
+
+/// What a transport implements to receive envelopes.
+pub trait Member: Send + Sync {
+    /// Hands one envelope to the client's queue. Called under the hub lock: it must not
+    /// block and must not call back into the hub.
+    fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery;
+    /// The transport's name, for per-transport counts (`socketio`, `ws`, `sse`).
+    fn transport(&self) -> &'static str;
+    /// The authenticated user behind this member, if any (presence counts users once).
+    fn user(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// What a member did with an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Volatile, and the client's queue was full.
+    Dropped,
+    /// The client is gone or was just disconnected as too slow.
+    Closed,
+}
+
+/// Limits of the hub. Every one is a setting.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Messages kept per room for replay.
+    pub history_len: usize,
+    /// How long a message stays replayable.
+    pub history_age: Duration,
+    /// Rooms one member may be in at once.
+    pub max_rooms_per_member: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_len: 1000,
+            history_age: Duration::from_secs(120),
+            max_rooms_per_member: 256,
+        }
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// Target rooms; a member in several of them gets the message once.
+    pub rooms: SmallVec<[RoomId; 1]>,
+    /// Members of these rooms are skipped.
+    pub except: SmallVec<[RoomId; 1]>,
+    pub event: Box<str>,
+    pub payload: Payload,
+    /// May be dropped for slow clients; never kept in history.
+    pub volatile: bool,
+    /// Kept in room history for replay.
+    pub persist: bool,
+}
+
+/// The replay cannot be complete: history no longer reaches back to the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    TooManyRooms,
+    UnknownMember,
+}
+
+/// A room as reported by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub members: usize,
+    pub by_transport: Vec<(String, usize)>,
+    /// Distinct users present (a user with several connections counts once).
+    pub users: Vec<String>,
+    pub history: usize,
+    pub last_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct HubStats {
+    pub members: usize,
+    pub rooms: usize,
+    pub history_entries: usize,
+    pub last_offset: u64,
+}
+
+struct Room {
+    members: HashMap<MemberId, Arc<dyn Member>>,
+    history: VecDeque<Arc<Envelope>>,
+    /// Highest offset dropped from `history`: a replay from below it would have a gap.
+    evicted_upto: u64,
+    last_offset: u64,
+}
+
+impl Room {
+    fn new() -> Room {
+        Room { members: HashMap::new(), history: VecDeque::new(), evicted_upto: 0, last_offset: 0 }
+    }
+}
+
+struct MemberEntry {
+    sink: Arc<dyn Member>,
+    rooms: SmallVec<[RoomId; 4]>,
+}
+
+struct Inner {
+    seq: u64,
+    next_member: u64,
+    rooms: HashMap<RoomId, Room>,
+    members: HashMap<MemberId, MemberEntry>,
+    /// Highest `evicted_upto` of rooms removed for being empty: rooms that no longer exist
+    /// may have had messages up to here.
+    removed_floor: u64,
+}
+
+/// The room fabric. Cheap to share (`Arc<Hub>`).
+pub struct Hub {
+    config: HubConfig,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            inner: Mutex::new(Inner {
+                seq: 0,
+                next_member: 1,
+                rooms: HashMap::new(),
+                members: HashMap::new(),
+                removed_floor: 0,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    pub fn add_member(&self, sink: Arc<dyn Member>) -> MemberId {
+        let mut inner = self.inner.lock();
+        let id = MemberId(inner.next_member);
+        inner.next_member += 1;
+        inner.members.insert(id, MemberEntry { sink, rooms: SmallVec::new() });
+        id
+    }
+
+    /// Removes a member from every room; returns the rooms it was in.
+    pub fn remove_member(&self, id: MemberId) -> Vec<RoomId> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.members.remove(&id) else { return Vec::new() };
+        for room in &entry.rooms {
+            if let Some(r) = inner.rooms.get_mut(room) {
+                r.members.remove(&id);
+            }
+        }
+        entry.rooms.into_vec()
+    }
+
+    pub fn join(&self, id: MemberId, room: &str) -> Result<(), JoinError> {
+        let mut inner = self.inner.lock();
+        Self::join_locked(&mut inner, id, room, self.config.max_rooms_per_member)
+    }
+
+    fn join_locked(inner: &mut Inner, id: MemberId, room: &str, max: usize) -> Result<(), JoinError> {
+        let entry = inner.members.get_mut(&id).ok_or(JoinError::UnknownMember)?;
+        if entry.rooms.iter().any(|r| &**r == room) {
+            return Ok(());
+        }
+        if entry.rooms.len() >= max {
+            return Err(JoinError::TooManyRooms);
+        }
+        let key: RoomId = match inner.rooms.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(room),
+        };
+        entry.rooms.push(key.clone());
+        let sink = entry.sink.clone();
+        inner.rooms.entry(key).or_insert_with(Room::new).members.insert(id, sink);
+        Ok(())
+    }
+
+    pub fn leave(&self, id: MemberId, room: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner.members.get_mut(&id) {
+            entry.rooms.retain(|r| &**r != room);
+        }
+        if let Some(r) = inner.rooms.get_mut(room) {
+            r.members.remove(&id);
+        }
+    }
+
+    pub fn rooms_of(&self, id: MemberId) -> Vec<RoomId> {
+        let inner = self.inner.lock();
+        inner.members.get(&id).map(|e| e.rooms.to_vec()).unwrap_or_default()
+    }
+
+    /// Publishes a message; returns its offset and how many members received it.
+    pub fn publish(&self, msg: Publish) -> (u64, usize) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        inner.seq += 1;
+        let offset = inner.seq;
+        let persist = msg.persist && !msg.volatile;
+        let rooms: SmallVec<[Arc<str>; 1]> = msg
+            .rooms
+            .iter()
+            .map(|r| inner.rooms.get_key_value(&**r).map(|(k, _)| k.clone()).unwrap_or_else(|| r.clone()))
+            .collect();
+        let env = Arc::new(Envelope::new(offset, msg.event, msg.payload, msg.volatile, rooms));
+        let except: HashSet<MemberId> = msg
+            .except
+            .iter()
+            .filter_map(|r| inner.rooms.get(&**r))
+            .flat_map(|r| r.members.keys().copied())
+            .collect();
+        let (history_len, history_age) = (self.config.history_len, self.config.history_age);
+        let mut delivered = 0;
+        let mut seen: HashSet<MemberId> = HashSet::new();
+        let multi = env.rooms.len() > 1;
+        for room_id in env.rooms.iter() {
+            let room = if persist {
+                Some(inner.rooms.entry(room_id.clone()).or_insert_with(Room::new))
+            } else {
+                inner.rooms.get_mut(&**room_id)
+            };
+            let Some(room) = room else { continue };
+            room.last_offset = offset;
+            if persist {
+                room.history.push_back(env.clone());
+                trim(room, history_len, history_age, now);
+            }
+            for (id, m) in &room.members {
+                if except.contains(id) || (multi && !seen.insert(*id)) {
+                    continue;
+                }
+                if m.deliver(&env) == Delivery::Delivered {
+                    delivered += 1;
+                }
+            }
+        }
+        (offset, delivered)
+    }
+
+    /// The newest offset assigned so far.
+    pub fn last_offset(&self) -> u64 {
+        self.inner.lock().seq
+    }
+
+    /// Joins `rooms` and collects every persisted message of those rooms after `after`,
+    /// in offset order, atomically with respect to publishing: `then` runs under the hub
+    /// lock with the replay, so it can queue the replay before any live message. Nothing
+    /// is joined when the history has a gap.
+    pub fn join_with_replay(
+        &self,
+        id: MemberId,
+        rooms: &[RoomId],
+        after: u64,
+        then: impl FnOnce(&[Arc<Envelope>]),
+    ) -> Result<(), Gap> {
+        let mut inner = self.inner.lock();
+        let replay = Self::replay_locked(&inner, rooms, after)?;
+        for r in rooms {
+            // A member over its room limit cannot have been in these rooms; skip quietly.
+            let _ = Self::join_locked(&mut inner, id, r, self.config.max_rooms_per_member);
+        }
+        then(&replay);
+        Ok(())
+    }
+
+    /// Every persisted message of `rooms` after `after`, or [`Gap`] if some may be missing.
+    pub fn replay(&self, rooms: &[RoomId], after: u64) -> Result<Vec<Arc<Envelope>>, Gap> {
+        let inner = self.inner.lock();
+        Self::replay_locked(&inner, rooms, after)
+    }
+
+    fn replay_locked(inner: &Inner, rooms: &[RoomId], after: u64) -> Result<Vec<Arc<Envelope>>, Gap> {
+        if after > inner.seq {
+            return Err(Gap);
+        }
+        let mut out: Vec<Arc<Envelope>> = Vec::new();
+        for r in rooms {
+            match inner.rooms.get(&**r) {
+                Some(room) => {
+                    if room.evicted_upto > after {
+                        return Err(Gap);
+                    }
+                    let start = room.history.partition_point(|e| e.offset <= after);
+                    out.extend(room.history.range(start..).cloned());
+                }
+                None => {
+                    if inner.removed_floor > after {
+                        return Err(Gap);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|e| e.offset);
+        out.dedup_by_key(|e| e.offset);
+        Ok(out)
+    }
+
+    /// Drops history older than the configured age and rooms left with nothing.
+    pub fn prune(&self, now: Instant) {
+        let mut inner = self.inner.lock();
+        let (len, age) = (self.config.history_len, self.config.history_age);
+        let mut floor = inner.removed_floor;
+        inner.rooms.retain(|_, room| {
+            trim(room, len, age, now);
+            let keep = !room.members.is_empty() || !room.history.is_empty();
+            if !keep {
+                floor = floor.max(room.evicted_upto);
+            }
+            keep
+        });
+        inner.removed_floor = floor;
+    }
+
+    pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
+        let inner = self.inner.lock();
+        let r = inner.rooms.get(room)?;
+        let mut by_transport: Vec<(String, usize)> = Vec::new();
+        let mut users: Vec<String> = Vec::new();
+        for m in r.members.values() {
+            match by_transport.iter_mut().find(|(t, _)| t == m.transport()) {
+                Some((_, n)) => *n += 1,
+                None => by_transport.push((m.transport().to_owned(), 1)),
+            }
+            if let Some(u) = m.user() {
+                users.push(u.to_owned());
+            }
+        }
+        users.sort();
+        users.dedup();
+        by_transport.sort();
+        Some(RoomInfo {
+            room: room.to_owned(),
+            members: r.members.len(),
+            by_transport,
+            users,
+            history: r.history.len(),
+            last_offset: r.last_offset,
+        })
+    }
+
+    /// Names of rooms that have members, with their member counts.
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        let inner = self.inner.lock();
+        let mut v: Vec<_> = inner
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty())
+            .map(|(k, r)| (k.to_string(), r.members.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let inner = self.inner.lock();
+        HubStats {
+            members: inner.members.len(),
+            rooms: inner.rooms.len(),
+            history_entries: inner.rooms.values().map(|r| r.history.len()).sum(),
+            last_offset: inner.seq,
+        }
+    }
+}
+
+fn trim(room: &mut Room, len: usize, age: Duration, now: Instant) {
+    while let Some(front) = room.history.front() {
+        let too_many = room.history.len() > len;
+        let too_old = now.saturating_duration_since(front.at) > age;
+        if !(too_many || too_old) {
+            break;
+        }
+        room.evicted_upto = room.evicted_upto.max(front.offset);
+        room.history.pop_front();
+    }
+    if room.history.is_empty() && room.history.capacity() > 0 {
+        room.history = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests;

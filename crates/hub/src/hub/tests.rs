@@ -1,0 +1,174 @@
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Default)]
+struct Sink {
+    got: Mutex<Vec<u64>>,
+    closed: bool,
+    user: Option<String>,
+}
+
+impl Member for Sink {
+    fn deliver(&self, e: &Arc<Envelope>) -> Delivery {
+        if self.closed {
+            return Delivery::Closed;
+        }
+        self.got.lock().push(e.offset);
+        Delivery::Delivered
+    }
+    fn transport(&self) -> &'static str {
+        "test"
+    }
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+fn publish(hub: &Hub, rooms: &[&str], except: &[&str]) -> u64 {
+    hub.publish(Publish {
+        rooms: rooms.iter().map(|r| Arc::from(*r)).collect(),
+        except: except.iter().map(|r| Arc::from(*r)).collect(),
+        event: "e".into(),
+        payload: Payload::json(&1),
+        volatile: false,
+        persist: true,
+    })
+    .0
+}
+
+fn member(hub: &Hub) -> (MemberId, Arc<Sink>) {
+    let s = Arc::new(Sink::default());
+    (hub.add_member(s.clone()), s)
+}
+
+#[test]
+fn room_members_get_messages_once_in_order() {
+    let hub = Hub::new(HubConfig::default());
+    let (a, sa) = member(&hub);
+    let (b, sb) = member(&hub);
+    let (_c, sc) = member(&hub);
+    hub.join(a, "r1").expect("join");
+    hub.join(a, "r2").expect("join");
+    hub.join(b, "r1").expect("join");
+    let o1 = publish(&hub, &["r1"], &[]);
+    let o2 = publish(&hub, &["r1", "r2"], &[]);
+    assert_eq!(*sa.got.lock(), vec![o1, o2]);
+    assert_eq!(*sb.got.lock(), vec![o1, o2]);
+    assert!(sc.got.lock().is_empty());
+}
+
+#[test]
+fn except_skips_members_of_those_rooms() {
+    let hub = Hub::new(HubConfig::default());
+    let (a, sa) = member(&hub);
+    let (b, sb) = member(&hub);
+    hub.join(a, "r").expect("join");
+    hub.join(a, "self-a").expect("join");
+    hub.join(b, "r").expect("join");
+    publish(&hub, &["r"], &["self-a"]);
+    assert!(sa.got.lock().is_empty());
+    assert_eq!(sb.got.lock().len(), 1);
+}
+
+#[test]
+fn leave_and_remove_stop_delivery() {
+    let hub = Hub::new(HubConfig::default());
+    let (a, sa) = member(&hub);
+    hub.join(a, "r").expect("join");
+    hub.leave(a, "r");
+    publish(&hub, &["r"], &[]);
+    hub.join(a, "r").expect("join");
+    assert_eq!(hub.remove_member(a), vec![Arc::<str>::from("r")]);
+    publish(&hub, &["r"], &[]);
+    assert!(sa.got.lock().is_empty());
+    assert_eq!(hub.stats().members, 0);
+}
+
+#[test]
+fn room_limit_is_enforced() {
+    let hub = Hub::new(HubConfig { max_rooms_per_member: 2, ..HubConfig::default() });
+    let (a, _) = member(&hub);
+    hub.join(a, "1").expect("join");
+    hub.join(a, "2").expect("join");
+    hub.join(a, "2").expect("rejoining is free");
+    assert_eq!(hub.join(a, "3"), Err(JoinError::TooManyRooms));
+    assert_eq!(hub.rooms_of(a).len(), 2);
+}
+
+#[test]
+fn replay_returns_missed_messages_in_order_without_duplicates() {
+    let hub = Hub::new(HubConfig::default());
+    let o1 = publish(&hub, &["r1"], &[]);
+    let o2 = publish(&hub, &["r2"], &[]);
+    let o3 = publish(&hub, &["r1", "r2"], &[]);
+    let _other = publish(&hub, &["r3"], &[]);
+    let rooms: Vec<RoomId> = vec!["r1".into(), "r2".into()];
+    let got: Vec<u64> = hub.replay(&rooms, o1).expect("complete").iter().map(|e| e.offset).collect();
+    assert_eq!(got, vec![o2, o3]);
+    assert_eq!(hub.replay(&rooms, 0).expect("complete").len(), 3);
+    assert_eq!(hub.replay(&rooms, 999).err(), Some(Gap), "an offset from the future");
+}
+
+#[test]
+fn replay_refuses_when_history_was_evicted() {
+    let hub = Hub::new(HubConfig { history_len: 2, ..HubConfig::default() });
+    let o1 = publish(&hub, &["r"], &[]);
+    publish(&hub, &["r"], &[]);
+    publish(&hub, &["r"], &[]);
+    let rooms: Vec<RoomId> = vec!["r".into()];
+    assert!(hub.replay(&rooms, o1).is_ok(), "o2 and o3 are still kept");
+    assert!(hub.replay(&rooms, 0).is_err(), "o1 was evicted: never a partial replay");
+}
+
+#[test]
+fn replay_refuses_after_pruned_room_is_gone() {
+    let hub = Hub::new(HubConfig { history_age: Duration::from_millis(0), ..HubConfig::default() });
+    publish(&hub, &["r"], &[]);
+    hub.prune(Instant::now() + Duration::from_millis(5));
+    assert_eq!(hub.stats().rooms, 0);
+    let rooms: Vec<RoomId> = vec!["r".into()];
+    assert!(hub.replay(&rooms, 0).is_err());
+    assert!(hub.replay(&rooms, 1).is_ok());
+}
+
+#[test]
+fn join_with_replay_is_atomic_and_joins() {
+    let hub = Hub::new(HubConfig::default());
+    let o1 = publish(&hub, &["r"], &[]);
+    let o2 = publish(&hub, &["r"], &[]);
+    let (a, sa) = member(&hub);
+    let rooms: Vec<RoomId> = vec!["r".into()];
+    let calls = AtomicUsize::new(0);
+    hub.join_with_replay(a, &rooms, o1, |replay| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(replay.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![o2]);
+    })
+    .expect("complete");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let o3 = publish(&hub, &["r"], &[]);
+    assert_eq!(*sa.got.lock(), vec![o3]);
+}
+
+#[test]
+fn room_info_counts_users_once() {
+    let hub = Hub::new(HubConfig::default());
+    for user in ["u1", "u1", "u2"] {
+        let s = Arc::new(Sink { user: Some(user.into()), ..Sink::default() });
+        let id = hub.add_member(s);
+        hub.join(id, "r").expect("join");
+    }
+    let info = hub.room_info("r").expect("room");
+    assert_eq!(info.members, 3);
+    assert_eq!(info.users, vec!["u1".to_owned(), "u2".to_owned()]);
+    assert_eq!(info.by_transport, vec![("test".to_owned(), 3)]);
+}
+
+#[test]
+fn closed_members_do_not_count_as_delivered() {
+    let hub = Hub::new(HubConfig::default());
+    let s = Arc::new(Sink { closed: true, ..Sink::default() });
+    let id = hub.add_member(s);
+    hub.join(id, "r").expect("join");
+    let (_, n) = hub.publish(Publish { rooms: ["r".into()].into_iter().collect(), event: "e".into(), ..Publish::default() });
+    assert_eq!(n, 0);
+}

@@ -1,0 +1,24 @@
+//! Socket.IO v5 server on the Engine.IO core.
+//!
+//! # Layout
+//! - [`packet`]: the Socket.IO packet format. Pure.
+//! - [`server`]: [`SocketIo`], the Engine.IO handler: namespaces, CONNECT and
+//!   CONNECT_ERROR, binary reassembly, acks, recovery.
+//! - [`socket`]: [`Socket`], one client in one namespace; a hub member.
+//! - [`namespace`]: [`Namespace`] settings and the [`NamespaceHandler`] trait the
+//!   application implements.
+//!
+//! Rooms, offsets and history live in the hub; this crate only maps Socket.IO's names and
+//! wire format onto it.
+
+pub mod namespace;
+pub mod packet;
+pub mod server;
+pub mod socket;
+
+pub use namespace::{
+    ConnectError, ConnectRequest, DisconnectReason, Event, Identity, Namespace, NamespaceConfig,
+    NamespaceHandler,
+};
+pub use server::{ConnState, SocketIo, SocketIoConfig};
+pub use socket::{AckError, Socket};

@@ -1,0 +1,219 @@
+//! A namespace: its settings, its application handler and its recoverable sessions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engineio::Handshake;
+use futures_util::future::BoxFuture;
+use hub::{FormatId, Hub, Payload, Publish, RoomId};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use crate::socket::Socket;
+
+/// Settings of one namespace.
+#[derive(Debug, Clone)]
+pub struct NamespaceConfig {
+    pub name: String,
+    /// Connection state recovery window; `None` turns recovery off.
+    pub recovery: Option<Duration>,
+    /// Rooms of this namespace are the hub's rooms by the same name, shared with the
+    /// plain WebSocket and SSE transports. Otherwise they are private to the namespace.
+    pub fabric: bool,
+}
+
+/// What the middleware learned about the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub user: Option<String>,
+}
+
+/// A refused connection, as the client will see it in `connect_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub message: String,
+    /// Raw JSON attached as `data`.
+    pub data: Option<String>,
+}
+
+impl ConnectError {
+    pub fn new(message: impl Into<String>) -> ConnectError {
+        ConnectError { message: message.into(), data: None }
+    }
+}
+
+/// A CONNECT as the middleware sees it.
+#[derive(Debug)]
+pub struct ConnectRequest<'a> {
+    pub nsp: &'a str,
+    /// The handshake `auth` object, raw JSON (`{}` when the client sent none).
+    pub auth: &'a str,
+    pub handshake: &'a Handshake,
+}
+
+/// One event from a client.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Box<RawValue>>,
+    pub attachments: Vec<Bytes>,
+    /// Present when the client waits for an answer: pass it to [`Socket::ack`].
+    pub ack: Option<u64>,
+}
+
+impl Event {
+    /// The event's arguments as a payload (binary placeholders and attachments kept).
+    pub fn payload(&self) -> Payload {
+        let mut p = Payload::raw_args(self.args.iter().map(|a| a.get()));
+        p.attachments = self.attachments.clone();
+        p
+    }
+}
+
+/// Why a socket left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client disconnected from the namespace (`socket.disconnect()`).
+    ClientNamespaceDisconnect,
+    /// The server disconnected the socket.
+    ServerNamespaceDisconnect,
+    /// The transport ended; with recovery on this fires when the window closes unused.
+    Transport(engineio::CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::Transport(r) => r.as_str(),
+        }
+    }
+}
+
+/// The application side of a namespace.
+pub trait NamespaceHandler: Send + Sync + 'static {
+    /// Middleware: accepts or refuses a CONNECT before it is answered. Skipped when a
+    /// session is recovered.
+    fn authorize(&self, req: &ConnectRequest<'_>) -> Result<Identity, ConnectError> {
+        let _ = req;
+        Ok(Identity::default())
+    }
+
+    /// The socket is connected and its CONNECT answered (also after a recovery).
+    fn on_connect<'a>(&'a self, socket: Arc<Socket>) -> BoxFuture<'a, ()> {
+        let _ = socket;
+        Box::pin(async {})
+    }
+
+    /// One event; events of one socket are handled one at a time, in order.
+    fn on_event<'a>(&'a self, socket: Arc<Socket>, event: Event) -> BoxFuture<'a, ()>;
+
+    /// The socket is gone for good (for a lost transport with recovery on: once the
+    /// recovery window has closed without the client coming back).
+    fn on_disconnect<'a>(&'a self, socket: Arc<Socket>, reason: DisconnectReason) -> BoxFuture<'a, ()> {
+        let _ = (socket, reason);
+        Box::pin(async {})
+    }
+}
+
+/// A socket whose transport is gone, waiting out the recovery window.
+pub(crate) struct Detached {
+    pub(crate) socket: Arc<Socket>,
+    pub(crate) rooms: Vec<RoomId>,
+    pub(crate) reason: DisconnectReason,
+}
+
+/// A namespace: settings, handler, hub room mapping and recoverable sessions.
+pub struct Namespace {
+    pub(crate) config: NamespaceConfig,
+    pub(crate) handler: Arc<dyn NamespaceHandler>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) format: FormatId,
+    /// The hub room every socket of this namespace is in.
+    pub(crate) all_room: RoomId,
+    pub(crate) detached: Mutex<HashMap<Box<str>, Detached>>,
+    pub(crate) connected: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &self.config.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(config: NamespaceConfig, handler: Arc<dyn NamespaceHandler>, hub: Arc<Hub>) -> Arc<Namespace> {
+        let all_room: RoomId = format!("nsp:{}", config.name).into();
+        Arc::new(Namespace {
+            config,
+            handler,
+            hub,
+            format: FormatId::register(),
+            all_room,
+            detached: Mutex::new(HashMap::new()),
+            connected: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Sockets connected now.
+    pub fn connected(&self) -> usize {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sockets waiting out their recovery window.
+    pub fn recoverable(&self) -> usize {
+        self.detached.lock().len()
+    }
+
+    /// The hub room for an application room name.
+    pub fn room_key(&self, room: &str) -> RoomId {
+        if self.config.fabric { room.into() } else { format!("{}#{}", self.config.name, room).into() }
+    }
+
+    /// The application room name of a hub room, if it is one of this namespace's rooms.
+    pub(crate) fn room_name<'a>(&self, key: &'a str) -> Option<&'a str> {
+        if key.starts_with("sid:") || key.starts_with("nsp:") {
+            return None;
+        }
+        if self.config.fabric {
+            Some(key)
+        } else {
+            key.strip_prefix(self.config.name.as_str())?.strip_prefix('#')
+        }
+    }
+
+    pub(crate) fn socket_room(id: &str) -> RoomId {
+        format!("sid:{id}").into()
+    }
+
+    /// Emits to every socket in `rooms` (all sockets of the namespace when empty),
+    /// skipping the sockets in `except`. Returns the number of recipients.
+    pub fn emit_to(&self, rooms: &[&str], except: &[RoomId], event: &str, payload: Payload, volatile: bool) -> usize {
+        let rooms = if rooms.is_empty() {
+            std::iter::once(self.all_room.clone()).collect()
+        } else {
+            rooms.iter().map(|r| self.room_key(r)).collect()
+        };
+        self.hub
+            .publish(Publish {
+                rooms,
+                except: except.iter().cloned().collect(),
+                event: event.into(),
+                payload,
+                volatile,
+                persist: self.config.recovery.is_some(),
+            })
+            .1
+    }
+}

@@ -1,0 +1,291 @@
+//! Socket.IO v5 packets: `<type>[<attachments>-][<nsp>,][<id>][<json>]`.
+//!
+//! Pure encoding and decoding. Decoding borrows from the frame, validates the JSON fully
+//! (serde_json's recursion limit stops deeply nested input), and never panics.
+
+use bytes::Bytes;
+use engineio::Frame;
+use hub::Payload;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    Connect,
+    Disconnect,
+    Event,
+    Ack,
+    ConnectError,
+    BinaryEvent,
+    BinaryAck,
+}
+
+/// A decoded packet. `data` is raw, validated JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<'a> {
+    pub kind: PacketType,
+    pub nsp: &'a str,
+    pub id: Option<u64>,
+    pub attachments: usize,
+    pub data: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty packet")]
+    Empty,
+    #[error("unknown packet type")]
+    UnknownType,
+    #[error("invalid attachment count")]
+    Attachments,
+    #[error("too many binary attachments")]
+    TooManyAttachments,
+    #[error("invalid packet id")]
+    Id,
+    #[error("invalid JSON payload")]
+    Json,
+    #[error("payload does not fit the packet type")]
+    Payload,
+}
+
+/// An event's name and arguments, borrowed from the packet.
+#[derive(Debug)]
+pub struct EventData<'a> {
+    pub name: String,
+    pub args: Vec<&'a RawValue>,
+}
+
+impl<'a> Packet<'a> {
+    pub fn decode(text: &'a str, max_attachments: usize) -> Result<Packet<'a>, ParseError> {
+        let bytes = text.as_bytes();
+        let kind = match bytes.first().ok_or(ParseError::Empty)? {
+            b'0' => PacketType::Connect,
+            b'1' => PacketType::Disconnect,
+            b'2' => PacketType::Event,
+            b'3' => PacketType::Ack,
+            b'4' => PacketType::ConnectError,
+            b'5' => PacketType::BinaryEvent,
+            b'6' => PacketType::BinaryAck,
+            _ => return Err(ParseError::UnknownType),
+        };
+        let mut i = 1;
+        let mut attachments = 0;
+        if matches!(kind, PacketType::BinaryEvent | PacketType::BinaryAck) {
+            let dash = text[i..].find('-').ok_or(ParseError::Attachments)? + i;
+            let digits = &text[i..dash];
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError::Attachments);
+            }
+            attachments = digits.parse::<usize>().map_err(|_| ParseError::TooManyAttachments)?;
+            if attachments > max_attachments {
+                return Err(ParseError::TooManyAttachments);
+            }
+            i = dash + 1;
+        }
+        let mut nsp = "/";
+        if bytes.get(i) == Some(&b'/') {
+            let end = text[i..].find(',').map_or(text.len(), |p| p + i);
+            nsp = &text[i..end];
+            i = (end + 1).min(text.len());
+        }
+        let mut id = None;
+        let digits_end = text[i..].bytes().position(|b| !b.is_ascii_digit()).map_or(text.len(), |p| p + i);
+        if digits_end > i {
+            id = Some(text[i..digits_end].parse::<u64>().map_err(|_| ParseError::Id)?);
+            i = digits_end;
+        }
+        let rest = &text[i..];
+        let data = if rest.is_empty() {
+            None
+        } else {
+            let raw: &RawValue = serde_json::from_str(rest).map_err(|_| ParseError::Json)?;
+            Some(raw.get())
+        };
+        let first = data.and_then(|d| d.bytes().next());
+        let valid = match kind {
+            PacketType::Connect => data.is_none() || first == Some(b'{'),
+            PacketType::Disconnect => data.is_none(),
+            PacketType::Event | PacketType::BinaryEvent => first == Some(b'['),
+            PacketType::Ack | PacketType::BinaryAck => first == Some(b'[') && id.is_some(),
+            // Only servers send CONNECT_ERROR.
+            PacketType::ConnectError => false,
+        };
+        if !valid {
+            return Err(ParseError::Payload);
+        }
+        Ok(Packet { kind, nsp, id, attachments, data })
+    }
+
+    /// The event name and arguments of an EVENT / BINARY_EVENT packet.
+    pub fn event(&self) -> Result<EventData<'a>, ParseError> {
+        let mut args: Vec<&'a RawValue> =
+            serde_json::from_str(self.data.ok_or(ParseError::Payload)?).map_err(|_| ParseError::Json)?;
+        if args.is_empty() {
+            return Err(ParseError::Payload);
+        }
+        let name: String = serde_json::from_str(args[0].get()).map_err(|_| ParseError::Payload)?;
+        args.remove(0);
+        Ok(EventData { name, args })
+    }
+
+    /// The arguments of an ACK / BINARY_ACK packet.
+    pub fn ack_args(&self) -> Result<Vec<&'a RawValue>, ParseError> {
+        serde_json::from_str(self.data.ok_or(ParseError::Payload)?).map_err(|_| ParseError::Json)
+    }
+}
+
+fn push_header(out: &mut String, kind: u8, attachments: usize, nsp: &str, id: Option<u64>) {
+    use std::fmt::Write as _;
+    out.push('4'); // Engine.IO message
+    out.push(kind as char);
+    if attachments > 0 {
+        let _ = write!(out, "{attachments}-");
+    }
+    if nsp != "/" {
+        out.push_str(nsp);
+        out.push(',');
+    }
+    if let Some(id) = id {
+        let _ = write!(out, "{id}");
+    }
+}
+
+fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
+    let mut v = Vec::with_capacity(1 + attachments.len());
+    v.push(Frame::Text(text.into()));
+    v.extend(attachments.iter().cloned().map(Frame::Binary));
+    v
+}
+
+/// An EVENT (or BINARY_EVENT) as Engine.IO frames. `offset` is appended as a last string
+/// argument, as connection state recovery expects.
+pub fn encode_event(nsp: &str, event: &str, payload: &Payload, id: Option<u64>, offset: Option<u64>) -> Vec<Frame> {
+    let n = payload.attachments.len();
+    let mut out = String::with_capacity(16 + nsp.len() + event.len() + payload.args.len());
+    push_header(&mut out, if n > 0 { b'5' } else { b'2' }, n, nsp, id);
+    out.push('[');
+    out.push_str(&serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned()));
+    if payload.arg_count > 0 {
+        out.push(',');
+        out.push_str(&payload.args);
+    }
+    if let Some(o) = offset {
+        use std::fmt::Write as _;
+        let _ = write!(out, ",\"{o}\"");
+    }
+    out.push(']');
+    frames(out, &payload.attachments)
+}
+
+/// An ACK (or BINARY_ACK) answering packet `id`.
+pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> Vec<Frame> {
+    let n = payload.attachments.len();
+    let mut out = String::with_capacity(16 + nsp.len() + payload.args.len());
+    push_header(&mut out, if n > 0 { b'6' } else { b'3' }, n, nsp, Some(id));
+    out.push('[');
+    out.push_str(&payload.args);
+    out.push(']');
+    frames(out, &payload.attachments)
+}
+
+/// A CONNECT answer with its JSON body.
+pub fn encode_connect(nsp: &str, body: &str) -> Frame {
+    let mut out = String::new();
+    push_header(&mut out, b'0', 0, nsp, None);
+    out.push_str(body);
+    Frame::Text(out.into())
+}
+
+/// A CONNECT_ERROR with a message (and optional raw JSON data).
+pub fn encode_connect_error(nsp: &str, message: &str, data: Option<&str>) -> Frame {
+    let mut out = String::new();
+    push_header(&mut out, b'4', 0, nsp, None);
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
+    match data {
+        Some(d) => out.push_str(&format!("{{\"message\":{msg},\"data\":{d}}}")),
+        None => out.push_str(&format!("{{\"message\":{msg}}}")),
+    }
+    Frame::Text(out.into())
+}
+
+pub fn encode_disconnect(nsp: &str) -> Frame {
+    let mut out = String::new();
+    push_header(&mut out, b'1', 0, nsp, None);
+    Frame::Text(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Result<Packet<'_>, ParseError> {
+        Packet::decode(s, 10)
+    }
+
+    #[test]
+    fn decodes_the_suite_examples() {
+        let p = dec("0").expect("connect");
+        assert_eq!((p.kind, p.nsp, p.data), (PacketType::Connect, "/", None));
+        let p = dec("0/custom,{\"token\":\"abc\"}").expect("connect");
+        assert_eq!((p.nsp, p.data), ("/custom", Some("{\"token\":\"abc\"}")));
+        assert_eq!(dec("0/custom").expect("no comma").nsp, "/custom");
+        assert_eq!(dec("1/custom").expect("disconnect").kind, PacketType::Disconnect);
+        let p = dec("2456[\"message-with-ack\",1,\"2\",{\"3\":[false]}]").expect("event");
+        assert_eq!(p.id, Some(456));
+        let ev = p.event().expect("event data");
+        assert_eq!(ev.name, "message-with-ack");
+        assert_eq!(ev.args.iter().map(|a| a.get()).collect::<Vec<_>>(), vec!["1", "\"2\"", "{\"3\":[false]}"]);
+        let p = dec("52-789[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]").expect("binary");
+        assert_eq!((p.kind, p.attachments, p.id), (PacketType::BinaryEvent, 2, Some(789)));
+        let p = dec("3/custom,12[\"x\"]").expect("ack");
+        assert_eq!((p.kind, p.nsp, p.id), (PacketType::Ack, "/custom", Some(12)));
+    }
+
+    #[test]
+    fn rejects_malformed_packets() {
+        assert_eq!(dec(""), Err(ParseError::Empty));
+        assert_eq!(dec("abc"), Err(ParseError::UnknownType));
+        assert_eq!(dec("2{}"), Err(ParseError::Payload));
+        assert_eq!(dec("2abc[\"m\"]"), Err(ParseError::Json));
+        assert_eq!(dec("2[]").expect("array").event().err(), Some(ParseError::Payload));
+        assert_eq!(dec("2[1]").expect("array").event().err(), Some(ParseError::Payload));
+        assert_eq!(dec("0[1]"), Err(ParseError::Payload));
+        assert_eq!(dec("1{}"), Err(ParseError::Payload));
+        assert_eq!(dec("4{\"message\":\"x\"}"), Err(ParseError::Payload));
+        assert_eq!(dec("3[1]"), Err(ParseError::Payload), "ack without id");
+        assert_eq!(dec("5[\"m\"]"), Err(ParseError::Attachments));
+        assert_eq!(dec("5x-[\"m\"]"), Err(ParseError::Attachments));
+        assert_eq!(dec("511-[\"m\"]"), Err(ParseError::TooManyAttachments));
+        assert_eq!(dec("599999999999999999999999-[\"m\"]"), Err(ParseError::TooManyAttachments));
+        assert_eq!(dec("299999999999999999999999[\"m\"]"), Err(ParseError::Id));
+        assert_eq!(dec("2[\"m\",\"\u{e9}"), Err(ParseError::Json), "truncated multibyte text");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let deep = format!("2[\"m\",{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(dec(&deep), Err(ParseError::Json));
+    }
+
+    #[test]
+    fn encodes_events_acks_and_errors() {
+        let p = Payload::raw_args(["1", "\"2\""]);
+        let f = encode_event("/", "m", &p, None, None);
+        assert_eq!(f, vec![Frame::Text("42[\"m\",1,\"2\"]".into())]);
+        let f = encode_event("/c", "m", &p, Some(7), Some(42));
+        assert_eq!(f, vec![Frame::Text("42/c,7[\"m\",1,\"2\",\"42\"]".into())]);
+        let bin = Payload {
+            args: "{\"_placeholder\":true,\"num\":0}".into(),
+            arg_count: 1,
+            attachments: vec![Bytes::from_static(&[1])],
+        };
+        let f = encode_ack("/", 789, &bin);
+        assert_eq!(f[0], Frame::Text("461-789[{\"_placeholder\":true,\"num\":0}]".into()));
+        assert_eq!(f[1], Frame::Binary(Bytes::from_static(&[1])));
+        assert_eq!(
+            encode_connect_error("/random", "Invalid namespace", None),
+            Frame::Text("44/random,{\"message\":\"Invalid namespace\"}".into())
+        );
+        assert_eq!(encode_connect("/", "{\"sid\":\"x\"}"), Frame::Text("40{\"sid\":\"x\"}".into()));
+        assert_eq!(encode_disconnect("/a"), Frame::Text("41/a,".into()));
+    }
+}

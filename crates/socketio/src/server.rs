@@ -1,0 +1,441 @@
+//! The Engine.IO handler that speaks Socket.IO: namespaces, CONNECT, binary reassembly,
+//! acks, recovery, and the per-socket ordered inbox that runs application handlers.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engineio::{CloseReason, Handler, Handshake, Message, Session};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use hub::{Hub, Payload};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use smallvec::SmallVec;
+
+use crate::namespace::{ConnectRequest, Detached, DisconnectReason, Event, Namespace, NamespaceConfig, NamespaceHandler};
+use crate::packet::{Packet, PacketType, encode_connect, encode_connect_error, encode_event};
+use crate::socket::{Socket, Work};
+
+/// Settings of the Socket.IO layer.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// Time a client has to connect to a namespace after the Engine.IO handshake.
+    pub connect_timeout: Duration,
+    /// Binary attachments accepted in one packet.
+    pub max_attachments: usize,
+    /// Events queued per socket before the server stops reading from that client.
+    pub max_inbox: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig { connect_timeout: Duration::from_secs(45), max_attachments: 10, max_inbox: 64 }
+    }
+}
+
+/// Per-connection state kept inside the Engine.IO session.
+#[derive(Default)]
+pub struct ConnState {
+    sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
+    partial: Mutex<Option<Partial>>,
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl ConnState {
+    /// The sockets (one per namespace) of this connection.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.lock().to_vec()
+    }
+}
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    text: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+}
+
+/// The Socket.IO server: plug it into an [`engineio::Engine`].
+pub struct SocketIo {
+    config: SocketIoConfig,
+    hub: Arc<Hub>,
+    namespaces: HashMap<String, Arc<Namespace>>,
+}
+
+impl std::fmt::Debug for SocketIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo").field("namespaces", &self.namespaces.keys()).finish()
+    }
+}
+
+type Conn = Arc<Session<ConnState>>;
+
+impl SocketIo {
+    pub fn new(config: SocketIoConfig, hub: Arc<Hub>) -> SocketIo {
+        SocketIo { config, hub, namespaces: HashMap::new() }
+    }
+
+    /// Adds a namespace. Namespaces not added are refused with `Invalid namespace`.
+    pub fn add_namespace(&mut self, config: NamespaceConfig, handler: Arc<dyn NamespaceHandler>) -> Arc<Namespace> {
+        let nsp = Namespace::new(config, handler, self.hub.clone());
+        self.namespaces.insert(nsp.name().to_owned(), nsp.clone());
+        nsp
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.namespaces.get(name)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    async fn on_text(&self, conn: &Conn, text: &str) {
+        if conn.data.partial.lock().is_some() {
+            // Text while attachments are outstanding: the stream is corrupt.
+            conn.close(CloseReason::InvalidPacket);
+            return;
+        }
+        let packet = match Packet::decode(text, self.config.max_attachments) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(sid = %conn.sid(), error = %e, "invalid socket.io packet");
+                conn.close(CloseReason::InvalidPacket);
+                return;
+            }
+        };
+        if packet.attachments > 0 {
+            *conn.data.partial.lock() = Some(Partial {
+                text: text.to_owned(),
+                expected: packet.attachments,
+                attachments: Vec::with_capacity(packet.attachments),
+            });
+            return;
+        }
+        self.dispatch(conn, packet, Vec::new()).await;
+    }
+
+    async fn on_binary(&self, conn: &Conn, data: Bytes) {
+        let complete = {
+            let mut guard = conn.data.partial.lock();
+            let Some(partial) = guard.as_mut() else {
+                drop(guard);
+                conn.close(CloseReason::InvalidPacket);
+                return;
+            };
+            partial.attachments.push(data);
+            if partial.attachments.len() == partial.expected { guard.take() } else { None }
+        };
+        if let Some(p) = complete {
+            match Packet::decode(&p.text, self.config.max_attachments) {
+                Ok(packet) => self.dispatch(conn, packet, p.attachments).await,
+                Err(_) => conn.close(CloseReason::InvalidPacket),
+            }
+        }
+    }
+
+    fn socket_of(conn: &Conn, nsp: &str) -> Option<Arc<Socket>> {
+        conn.data.sockets.lock().iter().find(|s| s.namespace().name() == nsp).cloned()
+    }
+
+    async fn dispatch(&self, conn: &Conn, packet: Packet<'_>, attachments: Vec<Bytes>) {
+        if packet.kind == PacketType::Connect {
+            self.connect(conn, packet.nsp, packet.data.unwrap_or("{}"));
+            return;
+        }
+        let Some(socket) = Self::socket_of(conn, packet.nsp) else {
+            // A packet for a namespace this client never joined.
+            conn.close(CloseReason::InvalidPacket);
+            return;
+        };
+        match packet.kind {
+            PacketType::Disconnect => remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect),
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Ok(ev) = packet.event() else {
+                    conn.close(CloseReason::InvalidPacket);
+                    return;
+                };
+                let event = Event {
+                    name: ev.name,
+                    args: ev.args.into_iter().map(RawValue::to_owned).collect(),
+                    attachments,
+                    ack: packet.id,
+                };
+                enqueue_event(&socket, event, self.config.max_inbox).await;
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                let (Ok(args), Some(id)) = (packet.ack_args(), packet.id) else {
+                    conn.close(CloseReason::InvalidPacket);
+                    return;
+                };
+                let mut payload = Payload::raw_args(args.iter().map(|a| a.get()));
+                payload.attachments = attachments;
+                socket.on_ack(id, payload);
+            }
+            PacketType::Connect | PacketType::ConnectError => conn.close(CloseReason::InvalidPacket),
+        }
+    }
+
+    fn connect(&self, conn: &Conn, nsp_name: &str, auth: &str) {
+        let Some(nsp) = self.namespaces.get(nsp_name).cloned() else {
+            conn.push(encode_connect_error(nsp_name, "Invalid namespace", None), false);
+            return;
+        };
+        if Self::socket_of(conn, nsp_name).is_some() {
+            conn.push(encode_connect_error(nsp_name, "Already connected to this namespace", None), false);
+            return;
+        }
+        if nsp.config.recovery.is_some() && self.try_recover(conn, &nsp, auth) {
+            return;
+        }
+        let req = ConnectRequest { nsp: nsp_name, auth, handshake: conn.handshake() };
+        let identity = match nsp.handler.authorize(&req) {
+            Ok(id) => id,
+            Err(e) => {
+                conn.push(encode_connect_error(nsp_name, &e.message, e.data.as_deref()), false);
+                return;
+            }
+        };
+        let id: Box<str> = engineio::Sid::random().as_str().into();
+        let pid: Option<Box<str>> = nsp.config.recovery.map(|_| engineio::Sid::random().as_str().into());
+        let socket = Arc::new(Socket::new(
+            id,
+            pid,
+            nsp.clone(),
+            conn.clone(),
+            identity.user.map(Into::into),
+            auth.into(),
+            false,
+        ));
+        let body = match socket.pid() {
+            Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id()),
+            None => format!("{{\"sid\":\"{}\"}}", socket.id()),
+        };
+        // CONNECT goes out before the socket can receive any broadcast.
+        conn.push(encode_connect(nsp_name, &body), false);
+        let member = nsp.hub.add_member(socket.clone());
+        let _ = socket.member.set(member);
+        let _ = nsp.hub.join(member, &socket.own_room());
+        let _ = nsp.hub.join(member, &nsp.all_room);
+        self.register(conn, &nsp, socket);
+    }
+
+    /// Resumes a detached session if the client names one and the history is complete.
+    fn try_recover(&self, conn: &Conn, nsp: &Arc<Namespace>, auth: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Resume {
+            pid: String,
+            offset: String,
+        }
+        let Ok(resume) = serde_json::from_str::<Resume>(auth) else { return false };
+        let Some(old) = nsp.detached.lock().remove(resume.pid.as_str()) else { return false };
+        let offset = resume.offset.parse::<u64>().ok();
+        let socket = Arc::new(Socket::new(
+            old.socket.id().into(),
+            old.socket.pid().map(Into::into),
+            nsp.clone(),
+            conn.clone(),
+            old.socket.user().map(Into::into),
+            auth.into(),
+            true,
+        ));
+        let member = nsp.hub.add_member(socket.clone());
+        let _ = socket.member.set(member);
+        let result = match offset {
+            Some(offset) => nsp.hub.join_with_replay(member, &old.rooms, offset, |replay| {
+                let body = format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
+                conn.push(encode_connect(nsp.name(), &body), false);
+                for env in replay {
+                    let frames = encode_event(nsp.name(), &env.event, &env.payload, None, Some(env.offset));
+                    conn.push_all(frames, false);
+                }
+            }),
+            None => Err(hub::Gap),
+        };
+        match result {
+            Ok(()) => {
+                self.register(conn, nsp, socket);
+                true
+            }
+            Err(hub::Gap) => {
+                // Never a partial replay: the old session ends and a fresh one starts.
+                nsp.hub.remove_member(member);
+                enqueue(&old.socket, Work::Disconnect(old.reason));
+                false
+            }
+        }
+    }
+
+    fn register(&self, conn: &Conn, nsp: &Arc<Namespace>, socket: Arc<Socket>) {
+        if let Some(timer) = conn.data.connect_timer.lock().take() {
+            timer.abort();
+        }
+        conn.data.sockets.lock().push(socket.clone());
+        nsp.connected.fetch_add(1, Ordering::Relaxed);
+        enqueue(&socket, Work::Connect);
+    }
+}
+
+/// Removes a socket for good (not recoverable) and tells the application.
+pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
+    if !socket.mark_disconnected() {
+        return;
+    }
+    socket.conn().data.sockets.lock().retain(|s| !Arc::ptr_eq(s, socket));
+    let nsp = socket.namespace();
+    nsp.connected.fetch_sub(1, Ordering::Relaxed);
+    if let Some(member) = socket.member_id() {
+        nsp.hub.remove_member(member);
+    }
+    enqueue(socket, Work::Disconnect(reason));
+}
+
+/// Sends DISCONNECT for every namespace of a connection and removes its sockets.
+pub(crate) fn disconnect_all(conn: &Conn, reason: DisconnectReason) {
+    for socket in conn.data.sockets() {
+        conn.push(crate::packet::encode_disconnect(socket.namespace().name()), false);
+        remove_socket(&socket, reason);
+    }
+}
+
+async fn enqueue_event(socket: &Arc<Socket>, event: Event, max: usize) {
+    let mut event = Some(event);
+    loop {
+        let space = socket.inbox_space.notified();
+        {
+            let mut inbox = socket.inbox.lock();
+            if inbox.queue.len() < max {
+                if let Some(e) = event.take() {
+                    inbox.queue.push_back(Work::Event(e));
+                }
+                let start = !inbox.running;
+                inbox.running = true;
+                drop(inbox);
+                if start {
+                    tokio::spawn(run_inbox(socket.clone()));
+                }
+                return;
+            }
+        }
+        // Back-pressure: stop reading this client until its handler catches up.
+        space.await;
+    }
+}
+
+fn enqueue(socket: &Arc<Socket>, work: Work) {
+    let mut inbox = socket.inbox.lock();
+    inbox.queue.push_back(work);
+    let start = !inbox.running;
+    inbox.running = true;
+    drop(inbox);
+    if start {
+        tokio::spawn(run_inbox(socket.clone()));
+    }
+}
+
+/// Runs a socket's queued work in order, then exits; at most one runs per socket.
+async fn run_inbox(socket: Arc<Socket>) {
+    let handler = socket.namespace().handler.clone();
+    loop {
+        let work = {
+            let mut inbox = socket.inbox.lock();
+            match inbox.queue.pop_front() {
+                Some(w) => w,
+                None => {
+                    inbox.running = false;
+                    inbox.queue = Default::default();
+                    return;
+                }
+            }
+        };
+        socket.inbox_space.notify_one();
+        let fut = match work {
+            Work::Connect => handler.on_connect(socket.clone()),
+            Work::Event(e) => handler.on_event(socket.clone(), e),
+            Work::Disconnect(r) => handler.on_disconnect(socket.clone(), r),
+        };
+        if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+            tracing::error!(socket = socket.id(), "application handler panicked; socket keeps serving");
+        }
+    }
+}
+
+impl Handler for SocketIo {
+    type Data = ConnState;
+
+    fn new_data(&self, _handshake: &Handshake) -> ConnState {
+        ConnState::default()
+    }
+
+    fn on_open(&self, session: &Conn) {
+        let weak = Arc::downgrade(session);
+        let timeout = self.config.connect_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(s) = weak.upgrade() {
+                if s.data.sockets.lock().is_empty() {
+                    s.close(CloseReason::ServerClose);
+                }
+            }
+        });
+        *session.data.connect_timer.lock() = Some(timer.abort_handle());
+    }
+
+    fn on_message<'a>(&'a self, session: &'a Conn, msg: Message<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match msg {
+                Message::Text(t) => self.on_text(session, t).await,
+                Message::Binary(b) => self.on_binary(session, b).await,
+            }
+        })
+    }
+
+    fn on_close(&self, session: &Conn, reason: CloseReason) {
+        if let Some(timer) = session.data.connect_timer.lock().take() {
+            timer.abort();
+        }
+        session.data.partial.lock().take();
+        let sockets = std::mem::take(&mut *session.data.sockets.lock());
+        for socket in sockets {
+            let nsp = socket.namespace().clone();
+            if !socket.mark_disconnected() {
+                continue;
+            }
+            nsp.connected.fetch_sub(1, Ordering::Relaxed);
+            let member = socket.member_id();
+            let window = nsp.config.recovery.filter(|_| reason.is_recoverable());
+            match (window, socket.pid(), member) {
+                (Some(window), Some(pid), Some(member)) => {
+                    let rooms = nsp.hub.remove_member(member);
+                    let pid: Box<str> = pid.into();
+                    let reason = DisconnectReason::Transport(reason);
+                    nsp.detached.lock().insert(pid.clone(), Detached { socket: socket.clone(), rooms, reason });
+                    let nsp2 = nsp.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(window).await;
+                        let expired = {
+                            let mut d = nsp2.detached.lock();
+                            match d.get(&pid) {
+                                Some(x) if Arc::ptr_eq(&x.socket, &socket) => d.remove(&pid),
+                                _ => None,
+                            }
+                        };
+                        if let Some(x) = expired {
+                            enqueue(&x.socket, Work::Disconnect(x.reason));
+                        }
+                    });
+                }
+                _ => {
+                    if let Some(member) = member {
+                        nsp.hub.remove_member(member);
+                    }
+                    enqueue(&socket, Work::Disconnect(DisconnectReason::Transport(reason)));
+                }
+            }
+        }
+    }
+}

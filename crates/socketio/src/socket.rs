@@ -1,0 +1,267 @@
+//! One client in one namespace. A socket is a hub member: room broadcasts reach it
+//! through [`hub::Member::deliver`], which queues the shared, pre-encoded frames.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use engineio::{Frame, Push, Session};
+use hub::{Delivery, Envelope, Member, MemberId, Payload, Publish, RoomId};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::namespace::{DisconnectReason, Event, Namespace};
+use crate::packet::{encode_ack, encode_disconnect, encode_event};
+use crate::server::ConnState;
+
+/// Why an emit with acknowledgement got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("the client did not answer in time")]
+    Timeout,
+    #[error("the socket disconnected")]
+    Disconnected,
+}
+
+pub(crate) enum Work {
+    Connect,
+    Event(Event),
+    Disconnect(DisconnectReason),
+}
+
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub(crate) queue: VecDeque<Work>,
+    pub(crate) running: bool,
+}
+
+#[derive(Default)]
+struct Acks {
+    next: u64,
+    pending: HashMap<u64, oneshot::Sender<Payload>>,
+}
+
+/// One client in one namespace.
+pub struct Socket {
+    id: Box<str>,
+    pid: Option<Box<str>>,
+    nsp: Arc<Namespace>,
+    conn: Arc<Session<ConnState>>,
+    user: Option<Box<str>>,
+    auth: Box<str>,
+    recovered: bool,
+    pub(crate) member: std::sync::OnceLock<MemberId>,
+    acks: Mutex<Acks>,
+    pub(crate) inbox: Mutex<Inbox>,
+    pub(crate) inbox_space: tokio::sync::Notify,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.nsp.name()).finish()
+    }
+}
+
+impl Socket {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: Box<str>,
+        pid: Option<Box<str>>,
+        nsp: Arc<Namespace>,
+        conn: Arc<Session<ConnState>>,
+        user: Option<Box<str>>,
+        auth: Box<str>,
+        recovered: bool,
+    ) -> Socket {
+        Socket {
+            id,
+            pid,
+            nsp,
+            conn,
+            user,
+            auth,
+            recovered,
+            member: std::sync::OnceLock::new(),
+            acks: Mutex::new(Acks::default()),
+            inbox: Mutex::new(Inbox::default()),
+            inbox_space: tokio::sync::Notify::new(),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// The socket id (stable across a recovery).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.nsp
+    }
+
+    /// The Engine.IO session underneath (handshake query, remote address, transport).
+    pub fn conn(&self) -> &Arc<Session<ConnState>> {
+        &self.conn
+    }
+
+    /// The user the middleware authenticated, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The handshake `auth` object as raw JSON.
+    pub fn auth(&self) -> &str {
+        &self.auth
+    }
+
+    /// Whether this socket resumed an earlier session with every missed event replayed.
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn member_id(&self) -> Option<MemberId> {
+        self.member.get().copied()
+    }
+
+    pub(crate) fn own_room(&self) -> RoomId {
+        Namespace::socket_room(&self.id)
+    }
+
+    /// Emits an event to this client. With recovery on it is numbered and kept for replay.
+    pub fn emit(&self, event: &str, payload: Payload) -> bool {
+        if self.nsp.config.recovery.is_some() {
+            let (_, n) = self.nsp.hub.publish(Publish {
+                rooms: std::iter::once(self.own_room()).collect(),
+                except: Default::default(),
+                event: event.into(),
+                payload,
+                volatile: false,
+                persist: true,
+            });
+            n > 0
+        } else {
+            let frames = encode_event(self.nsp.name(), event, &payload, None, None);
+            self.conn.push_all(frames, false) == Push::Queued
+        }
+    }
+
+    /// Emits an event and waits for the client's acknowledgement.
+    pub async fn emit_with_ack(&self, event: &str, payload: Payload, timeout: Duration) -> Result<Payload, AckError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut acks = self.acks.lock();
+            let id = acks.next;
+            acks.next += 1;
+            acks.pending.insert(id, tx);
+            id
+        };
+        let frames = encode_event(self.nsp.name(), event, &payload, Some(id), None);
+        if self.conn.push_all(frames, false) != Push::Queued {
+            self.acks.lock().pending.remove(&id);
+            return Err(AckError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.acks.lock().pending.remove(&id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    pub(crate) fn on_ack(&self, id: u64, payload: Payload) {
+        if let Some(tx) = self.acks.lock().pending.remove(&id) {
+            let _ = tx.send(payload);
+        }
+    }
+
+    /// Answers an event the client sent with an ack id.
+    pub fn ack(&self, id: u64, payload: &Payload) {
+        let frames = encode_ack(self.nsp.name(), id, payload);
+        self.conn.push_all(frames, false);
+    }
+
+    /// Joins a room (the namespace's name for it). Fails past the per-client room limit.
+    pub fn join(&self, room: &str) -> Result<(), hub::JoinError> {
+        let id = self.member_id().ok_or(hub::JoinError::UnknownMember)?;
+        self.nsp.hub.join(id, &self.nsp.room_key(room))
+    }
+
+    pub fn leave(&self, room: &str) {
+        if let Some(id) = self.member_id() {
+            self.nsp.hub.leave(id, &self.nsp.room_key(room));
+        }
+    }
+
+    /// The rooms this socket joined (its own and the namespace's are not listed).
+    pub fn rooms(&self) -> Vec<String> {
+        let Some(id) = self.member_id() else { return Vec::new() };
+        let mut v: Vec<String> = self
+            .nsp
+            .hub
+            .rooms_of(id)
+            .iter()
+            .filter_map(|k| self.nsp.room_name(k).map(str::to_owned))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Emits to `rooms` except this socket (Node's `socket.to(room).emit`).
+    pub fn broadcast_to(&self, rooms: &[&str], event: &str, payload: Payload) -> usize {
+        self.nsp.emit_to(rooms, &[self.own_room()], event, payload, false)
+    }
+
+    /// Disconnects this socket from its namespace; with `close_conn` the whole connection.
+    pub fn disconnect(self: &Arc<Self>, close_conn: bool) {
+        if close_conn {
+            crate::server::disconnect_all(&self.conn, DisconnectReason::ServerNamespaceDisconnect);
+            self.conn.close(engineio::CloseReason::ServerClose);
+        } else {
+            self.conn.push(encode_disconnect(self.nsp.name()), false);
+            crate::server::remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
+        }
+    }
+
+    pub(crate) fn mark_disconnected(&self) -> bool {
+        let was = self.connected.swap(false, Ordering::SeqCst);
+        if was {
+            // Waiters for acks learn the socket is gone.
+            self.acks.lock().pending.clear();
+        }
+        was
+    }
+}
+
+impl Member for Socket {
+    fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
+        let nsp = &self.nsp;
+        let frames: Arc<[Frame]> = envelope.encoded(nsp.format, |e| {
+            let offset = nsp.config.recovery.is_some().then_some(e.offset);
+            encode_event(nsp.name(), &e.event, &e.payload, None, offset).into()
+        });
+        match self.conn.push_all(frames.iter().cloned(), envelope.volatile) {
+            Push::Queued => Delivery::Delivered,
+            Push::Dropped => Delivery::Dropped,
+            Push::Closed => Delivery::Closed,
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        "socketio"
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
