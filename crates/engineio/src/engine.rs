@@ -450,16 +450,21 @@ impl<H: Handler> Engine<H> {
         }
         let accept = derive_accept_key(key.as_bytes());
         // An upgrade must name a live polling session that is not upgrading already.
+        // A session that is already upgrading or upgraded gets its WebSocket accepted and
+        // closed at once, as Node does (clients expect a close, not a failed handshake).
+        let mut refuse = false;
         let upgrading = match sid {
             Some(sid) => {
                 let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
                 let mut st = session.state.lock();
                 if st.closed.is_some() || st.transport != TransportKind::Polling || st.upgrade != Upgrade::None {
-                    return error(HttpError::BadRequest);
+                    refuse = true;
+                    None
+                } else {
+                    st.upgrade = Upgrade::Pending;
+                    drop(st);
+                    Some(session)
                 }
-                st.upgrade = Upgrade::Pending;
-                drop(st);
-                Some(session)
             }
             None => None,
         };
@@ -478,7 +483,11 @@ impl<H: Handler> Engine<H> {
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(this.ws_config())).await;
+            let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(this.ws_config())).await;
+            if refuse {
+                let _ = ws.close(None).await;
+                return;
+            }
             match upgrading {
                 Some(session) => this.run_upgrade(session, ws).await,
                 None => {

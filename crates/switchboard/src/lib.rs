@@ -1,0 +1,25 @@
+//! Switchboard: a realtime gateway in one binary.
+//!
+//! # Layout
+//! The path of a connection reads off the modules:
+//! accept ([`server`]) -> route ([`app`]) -> protocol session (the `engineio` and
+//! `socketio` crates) -> room fabric (the `hub` crate) -> application ([`realtime`]).
+//! - [`config`]: typed settings, file < env < flags, validated once.
+//! - [`cli`]: flags and subcommands.
+//! - [`app`]: builds the hub, engines and routes; no I/O.
+//! - [`server`]: `run(listener, app, shutdown, grace)`: accept loop and drain.
+//! - [`conformance`]: the server the official protocol suites expect.
+//! - [`realtime`]: the `/realtime` namespace.
+//! - [`telemetry`]: logging set-up.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod conformance;
+pub mod realtime;
+pub mod server;
+pub mod telemetry;
+
+pub use app::{App, build, build_conformance};
+pub use config::Config;
+pub use server::run;

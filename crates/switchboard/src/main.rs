@@ -1,1 +1,68 @@
-fn main() {}
+//! `switchboard`: parse flags, load config (exit 64 if bad), log, bind, serve, drain.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switchboard::cli::{Cli, Command};
+use switchboard::config::{Config, Sources};
+use switchboard::{app, server, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.sources(Sources::process_env()).and_then(|s| Config::load(&s).map_err(|e| e.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard: invalid configuration: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::CheckConfig = command {
+        println!("{}", toml::to_string(&config).unwrap_or_default());
+        eprintln!("switchboard: configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(config.log_format);
+    let (config, app) = match command {
+        Command::Conformance => {
+            let config = config.conformance();
+            let app = app::build_conformance(&config);
+            (config, app)
+        }
+        _ => {
+            let app = app::build(&config);
+            (config, app)
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+            return ExitCode::from(1);
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(listen = %addr, "switchboard listening");
+    server::run(listener, app, shutdown_signal(), Duration::from_millis(config.shutdown_grace_ms)).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

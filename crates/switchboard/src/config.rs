@@ -1,0 +1,309 @@
+//! Typed configuration, composed from a TOML file < `SWITCHBOARD_*` environment < flags,
+//! and validated once at start-up. The sources are injected ([`Sources`]), so tests
+//! never touch the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting, with its default. Keys are the TOML keys; the environment variable of
+/// a key is `SWITCHBOARD_` + the key in upper case (lists comma-separated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `text` or `json` log lines (levels from `RUST_LOG`).
+    pub log_format: LogFormat,
+    /// How long shutdown waits for connections to drain.
+    pub shutdown_grace_ms: u64,
+
+    /// Engine.IO heartbeat: ping every interval, close after the timeout without a pong.
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// Largest message or polling body accepted, in bytes.
+    pub max_payload: usize,
+    pub upgrade_timeout_ms: u64,
+    /// Packets queued per client before the slow-client policy applies (volatile
+    /// messages are dropped, anything else disconnects the client).
+    pub max_buffered_packets: usize,
+    /// WebSocket read buffer per connection, in bytes.
+    pub ws_read_buffer: usize,
+    /// Origins allowed to use long-polling from a browser: `["*"]` for any (without
+    /// credentials), `[]` for none, or a list of exact origins.
+    pub cors_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials` to listed origins.
+    pub cors_credentials: bool,
+
+    /// Time a client has to connect to a namespace after the handshake.
+    pub connect_timeout_ms: u64,
+    /// Binary attachments accepted in one Socket.IO packet.
+    pub max_attachments: usize,
+    /// Events queued per socket before the server stops reading from it.
+    pub max_inbox: usize,
+    /// Connection state recovery window of `/realtime`, in seconds; 0 turns it off.
+    pub recovery_window_secs: u64,
+
+    /// Messages kept per room for replay, and for how long.
+    pub history_len: usize,
+    pub history_age_secs: u64,
+    /// Rooms one client may be in at once.
+    pub max_rooms_per_client: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8880)),
+            log_format: LogFormat::Text,
+            shutdown_grace_ms: 10_000,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 1_000_000,
+            upgrade_timeout_ms: 10_000,
+            max_buffered_packets: 1024,
+            ws_read_buffer: 1024,
+            cors_origins: vec!["*".to_owned()],
+            cors_credentials: false,
+            connect_timeout_ms: 45_000,
+            max_attachments: 10,
+            max_inbox: 64,
+            recovery_window_secs: 120,
+            history_len: 1000,
+            history_age_secs: 120,
+            max_rooms_per_client: 256,
+        }
+    }
+}
+
+/// Where settings come from. `env` holds variables by name; `overrides` are flags as
+/// `key=value` (they win over everything).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<(String, String)>,
+    pub env: HashMap<String, String>,
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment's `SWITCHBOARD_*` variables.
+    pub fn process_env() -> HashMap<String, String> {
+        std::env::vars().filter(|(k, _)| k.starts_with("SWITCHBOARD_")).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{origin}: unknown setting `{key}`")]
+    UnknownKey { origin: String, key: String },
+    #[error("{origin}: `{key}` = {value:?}: {message}")]
+    BadValue { origin: String, key: String, value: String, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Composes file < environment < overrides, then validates.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+            key: "defaults",
+            message: e.to_string(),
+        })?;
+        let mut table = defaults.clone();
+        if let Some((path, text)) = &sources.file {
+            let file: toml::Table = toml::from_str(text)
+                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+            for (k, v) in file {
+                if !defaults.contains_key(&k) {
+                    return Err(ConfigError::UnknownKey { origin: path.clone(), key: k });
+                }
+                table.insert(k, v);
+            }
+        }
+        let mut env: Vec<_> = sources.env.iter().filter(|(k, _)| k.starts_with("SWITCHBOARD_")).collect();
+        env.sort();
+        for (name, value) in env {
+            let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase();
+            // Variables of other components (API keys, secrets) are not settings here.
+            if let Some(default) = defaults.get(&key) {
+                table.insert(key.clone(), parse_like(default, value, name, &key)?);
+            }
+        }
+        for (key, value) in &sources.overrides {
+            let Some(default) = defaults.get(key) else {
+                return Err(ConfigError::UnknownKey { origin: "flag".into(), key: key.clone() });
+            };
+            table.insert(key.clone(), parse_like(default, value, "flag", key)?);
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            ConfigError::File { path: "composed config".into(), message: e.to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, message: message.to_owned() }) }
+        }
+        check(self.ping_interval_ms >= 10, "ping_interval_ms", "must be at least 10")?;
+        check(self.ping_timeout_ms >= 10, "ping_timeout_ms", "must be at least 10")?;
+        check(self.max_payload >= 1024, "max_payload", "must be at least 1024 bytes")?;
+        check(self.max_buffered_packets >= 16, "max_buffered_packets", "must be at least 16")?;
+        check(self.ws_read_buffer >= 128, "ws_read_buffer", "must be at least 128 bytes")?;
+        check(self.connect_timeout_ms >= 10, "connect_timeout_ms", "must be at least 10")?;
+        check(self.max_attachments <= 1000, "max_attachments", "must be at most 1000")?;
+        check(self.max_inbox >= 1, "max_inbox", "must be at least 1")?;
+        check(self.history_len >= 1, "history_len", "must be at least 1")?;
+        check(self.max_rooms_per_client >= 1, "max_rooms_per_client", "must be at least 1")?;
+        check(
+            !(self.cors_credentials && self.cors_origins.iter().any(|o| o == "*")),
+            "cors_credentials",
+            "cannot be combined with cors_origins = [\"*\"]; list the origins",
+        )?;
+        Ok(())
+    }
+
+    pub fn engine(&self) -> engineio::EngineConfig {
+        let cors = if self.cors_origins.iter().any(|o| o == "*") {
+            engineio::Cors::AnyOrigin
+        } else if self.cors_origins.is_empty() {
+            engineio::Cors::Off
+        } else {
+            engineio::Cors::Origins { origins: self.cors_origins.clone(), credentials: self.cors_credentials }
+        };
+        engineio::EngineConfig {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            max_payload: self.max_payload,
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
+            max_buffered_packets: self.max_buffered_packets,
+            ws_read_buffer: self.ws_read_buffer,
+            cors,
+            ..engineio::EngineConfig::default()
+        }
+    }
+
+    pub fn socketio(&self) -> socketio::SocketIoConfig {
+        socketio::SocketIoConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            max_attachments: self.max_attachments,
+            max_inbox: self.max_inbox,
+        }
+    }
+
+    pub fn hub(&self) -> hub::HubConfig {
+        hub::HubConfig {
+            history_len: self.history_len,
+            history_age: Duration::from_secs(self.history_age_secs),
+            max_rooms_per_member: self.max_rooms_per_client,
+        }
+    }
+
+    pub fn recovery_window(&self) -> Option<Duration> {
+        (self.recovery_window_secs > 0).then(|| Duration::from_secs(self.recovery_window_secs))
+    }
+
+    /// The settings of `switchboard conformance`: what the official suites expect.
+    pub fn conformance(mut self) -> Config {
+        self.ping_interval_ms = 300;
+        self.ping_timeout_ms = 200;
+        self.connect_timeout_ms = 1000;
+        self.max_payload = 1_000_000;
+        self
+    }
+}
+
+/// Parses an environment or flag string as the same TOML type as the default.
+fn parse_like(default: &toml::Value, raw: &str, origin: &str, key: &str) -> Result<toml::Value, ConfigError> {
+    let bad = |message: &str| ConfigError::BadValue {
+        origin: origin.to_owned(),
+        key: key.to_owned(),
+        value: raw.to_owned(),
+        message: message.to_owned(),
+    };
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse::<i64>().map_err(|_| bad("expected a whole number"))?)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad("expected true or false")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        _ => return Err(bad("cannot be set from a string")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(&Sources::default()).expect("defaults load");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8880");
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let sources = Sources {
+            file: Some(("sb.toml".into(), "ping_interval_ms = 1000\nmax_payload = 5000\nlisten = \"0.0.0.0:9000\"".into())),
+            env: env(&[("SWITCHBOARD_MAX_PAYLOAD", "6000"), ("SWITCHBOARD_CORS_ORIGINS", "https://a.test, https://b.test"), ("SWITCHBOARD_API_KEY", "not-a-setting")]),
+            overrides: vec![("listen".into(), "127.0.0.1:0".into())],
+        };
+        let c = Config::load(&sources).expect("loads");
+        assert_eq!(c.ping_interval_ms, 1000, "file");
+        assert_eq!(c.max_payload, 6000, "env beats file");
+        assert_eq!(c.cors_origins, vec!["https://a.test", "https://b.test"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0", "flag beats file");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = Config::load(&Sources { env: env(&[("SWITCHBOARD_PING_INTERVAL_MS", "soon")]), ..Sources::default() })
+            .expect_err("not a number");
+        assert!(e.to_string().contains("SWITCHBOARD_PING_INTERVAL_MS"), "{e}");
+        let e = Config::load(&Sources { file: Some(("f.toml".into(), "nope = 1".into())), ..Sources::default() })
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("unknown setting `nope`"), "{e}");
+        let e = Config::load(&Sources { overrides: vec![("ping_timeout_ms".into(), "0".into())], ..Sources::default() })
+            .expect_err("invalid");
+        assert!(e.to_string().contains("ping_timeout_ms"), "{e}");
+        let e = Config::load(&Sources { file: Some(("f.toml".into(), "listen = \"nowhere\"".into())), ..Sources::default() })
+            .expect_err("bad address");
+        assert!(e.to_string().contains("composed config") || e.to_string().contains("listen"), "{e}");
+        let e = Config::load(&Sources {
+            overrides: vec![("cors_credentials".into(), "true".into())],
+            ..Sources::default()
+        })
+        .expect_err("credentials with *");
+        assert!(e.to_string().contains("cors_credentials"), "{e}");
+    }
+}
