@@ -305,6 +305,15 @@ impl<H: Handler> Engine<H> {
                 }
             }
         }
+        // A polling client learns of a server-side close (and reads what was queued before
+        // it, e.g. a DISCONNECT) from its next poll: keep the session until then, briefly.
+        let linger = tokio::time::Instant::now() + self.config.ping_timeout.min(std::time::Duration::from_secs(2));
+        loop {
+            let drained = !session.state.lock().polling_owes_client();
+            if drained || tokio::time::timeout_at(linger, session.control.notified()).await.is_err() {
+                break;
+            }
+        }
         self.finish(&session);
     }
 
@@ -312,7 +321,7 @@ impl<H: Handler> Engine<H> {
         let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
         {
             let mut st = session.state.lock();
-            if st.closed.is_some() && st.outbox.is_empty() {
+            if st.closed.is_some() && !st.polling_owes_client() {
                 return error(HttpError::UnknownSid);
             }
             if st.transport != TransportKind::Polling {
@@ -334,6 +343,7 @@ impl<H: Handler> Engine<H> {
                 if !st.outbox.is_empty() {
                     let frames = std::mem::take(&mut st.outbox);
                     drop(st);
+                    session.control.notify_one();
                     let mut body = String::new();
                     for (i, f) in frames.iter().enumerate() {
                         if i > 0 {
@@ -343,7 +353,16 @@ impl<H: Handler> Engine<H> {
                     }
                     return text_response(StatusCode::OK, body);
                 }
-                if st.closed.is_some() || st.upgrade == Upgrade::Probed {
+                if let Some(reason) = st.closed {
+                    // Queued packets went out in earlier polls; now the close itself: `1`
+                    // for a server-side close, a noop for a client that closed.
+                    let server_side = reason != CloseReason::TransportClose;
+                    st.close_sent |= server_side;
+                    drop(st);
+                    session.control.notify_one();
+                    return text_response(StatusCode::OK, if server_side { "1" } else { "6" }.to_owned());
+                }
+                if st.upgrade == Upgrade::Probed {
                     drop(st);
                     let mut body = String::new();
                     Frame::noop().encode_polling(&mut body);

@@ -177,6 +177,17 @@ pub(crate) struct State {
     pub(crate) polling_get: bool,
     pub(crate) polling_post: bool,
     pub(crate) closed: Option<CloseReason>,
+    /// A poll has carried the close packet of a server-side close.
+    pub(crate) close_sent: bool,
+}
+
+impl State {
+    /// Whether a polling client still has to be told (queued packets, then `1`).
+    pub(crate) fn polling_owes_client(&self) -> bool {
+        self.transport == TransportKind::Polling
+            && (!self.outbox.is_empty()
+                || (self.closed.is_some_and(|r| r != CloseReason::TransportClose) && !self.close_sent))
+    }
 }
 
 /// What the connection looked like when the session opened.
@@ -235,6 +246,7 @@ impl<D> Session<D> {
                 polling_get: false,
                 polling_post: false,
                 closed: None,
+                close_sent: false,
             }),
             wake: Notify::new(),
             control: Notify::new(),
@@ -308,12 +320,6 @@ impl<D> Session<D> {
             return;
         }
         st.closed = Some(reason);
-        // A pending poll learns about a server-side close from a close packet; a client
-        // that closed knows already and gets a noop.
-        if !matches!(reason, CloseReason::TransportClose) && st.transport == TransportKind::Polling
-        {
-            st.outbox.push_back(Frame::Close);
-        }
         drop(st);
         self.wake.notify_one();
         self.control.notify_one();
