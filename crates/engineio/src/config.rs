@@ -10,7 +10,10 @@ pub enum Cors {
     /// `Access-Control-Allow-Origin: *`, no credentials.
     AnyOrigin,
     /// Reflect the request's `Origin` when it is in the list.
-    Origins { origins: Vec<String>, credentials: bool },
+    Origins {
+        origins: Vec<String>,
+        credentials: bool,
+    },
 }
 
 /// Settings of one Engine.IO server.

@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode,
+};
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 
 use crate::config::{Cors, EngineConfig};
@@ -97,7 +99,11 @@ struct Query<'a> {
 }
 
 fn parse_query(q: &str) -> Query<'_> {
-    let mut out = Query { eio: None, transport: None, sid: None };
+    let mut out = Query {
+        eio: None,
+        transport: None,
+        sid: None,
+    };
     for pair in q.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -111,7 +117,11 @@ fn parse_query(q: &str) -> Query<'_> {
 }
 
 impl<H: Handler> Engine<H> {
-    pub fn new(config: EngineConfig, handler: H, tasks: tokio_util::task::TaskTracker) -> Arc<Self> {
+    pub fn new(
+        config: EngineConfig,
+        handler: H,
+        tasks: tokio_util::task::TaskTracker,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             config,
             handler,
@@ -200,7 +210,10 @@ impl<H: Handler> Engine<H> {
         let allowed = match &self.config.cors {
             Cors::Off => return,
             Cors::AnyOrigin => HeaderValue::from_static("*"),
-            Cors::Origins { origins, credentials } => {
+            Cors::Origins {
+                origins,
+                credentials,
+            } => {
                 if !origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
                     return;
                 }
@@ -228,7 +241,11 @@ impl<H: Handler> Engine<H> {
     fn handshake_packet(&self, sid: Sid, upgrades: bool) -> Frame {
         let text = format!(
             "0{{\"sid\":\"{sid}\",\"upgrades\":{},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
-            if upgrades && self.config.allow_websocket { "[\"websocket\"]" } else { "[]" },
+            if upgrades && self.config.allow_websocket {
+                "[\"websocket\"]"
+            } else {
+                "[]"
+            },
             self.config.ping_interval.as_millis(),
             self.config.ping_timeout.as_millis(),
             self.config.max_payload,
@@ -236,12 +253,19 @@ impl<H: Handler> Engine<H> {
         Frame::Text(Utf8Bytes::from(text))
     }
 
-    fn new_session(&self, raw_query: &str, remote: Option<std::net::SocketAddr>, kind: TransportKind)
-        -> Option<Arc<Session<H::Data>>> {
+    fn new_session(
+        &self,
+        raw_query: &str,
+        remote: Option<std::net::SocketAddr>,
+        kind: TransportKind,
+    ) -> Option<Arc<Session<H::Data>>> {
         if self.closing.load(Ordering::SeqCst) {
             return None;
         }
-        let handshake = Handshake { query: raw_query.into(), remote };
+        let handshake = Handshake {
+            query: raw_query.into(),
+            remote,
+        };
         let data = self.handler.new_data(&handshake);
         let session = Arc::new(Session::new(
             Sid::random(),
@@ -257,7 +281,9 @@ impl<H: Handler> Engine<H> {
     /// Ends a session: out of the table, then the handler hears of it. Called once, by the
     /// session's lifecycle owner.
     fn finish(&self, session: &Arc<Session<H::Data>>) {
-        let reason = session.closed_reason().unwrap_or(CloseReason::TransportClose);
+        let reason = session
+            .closed_reason()
+            .unwrap_or(CloseReason::TransportClose);
         self.sessions.lock().remove(&session.sid());
         tracing::debug!(sid = %session.sid(), reason = reason.as_str(), "engine.io session closed");
         self.handler.on_close(session, reason);
@@ -275,19 +301,22 @@ impl<H: Handler> Engine<H> {
             return error(HttpError::BadRequest);
         };
         let mut body = String::new();
-        self.handshake_packet(session.sid(), true).encode_polling(&mut body);
+        self.handshake_packet(session.sid(), true)
+            .encode_polling(&mut body);
         self.handler.on_open(&session);
         // The handshake answers the opening GET at once; anything the handler queued
         // waits for the next poll, as in Node.
         let this = self.clone();
         let s = session.clone();
-        self.tasks.spawn(async move { this.polling_lifecycle(s).await });
+        let opened = Instant::now();
+        self.tasks
+            .spawn(async move { this.polling_lifecycle(s, opened).await });
         text_response(StatusCode::OK, body)
     }
 
     /// Heartbeat and close of a polling-born session (also after it upgrades).
-    async fn polling_lifecycle(self: Arc<Self>, session: Arc<Session<H::Data>>) {
-        let mut hb = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, Instant::now());
+    async fn polling_lifecycle(self: Arc<Self>, session: Arc<Session<H::Data>>, opened: Instant) {
+        let mut hb = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, opened);
         loop {
             if session.is_closed() {
                 break;
@@ -295,22 +324,36 @@ impl<H: Handler> Engine<H> {
             tokio::select! {
                 _ = tokio::time::sleep_until(hb.deadline().into()) => {
                     match hb.on_deadline(Instant::now()) {
-                        Beat::SendPing => { session.push(Frame::ping(), false); }
+                        Beat::SendPing => {
+                            session.state.lock().pong_deadline = Some(hb.deadline());
+                            session.push(Frame::ping(), false);
+                        }
                         Beat::TimedOut => session.close(CloseReason::PingTimeout),
                     }
                 }
                 _ = session.control.notified() => {
                     let pong = session.pong_seen.swap(false, Ordering::SeqCst);
-                    if pong { hb.on_pong(Instant::now()); }
+                    if pong {
+                        session.state.lock().pong_deadline = None;
+                        hb.on_pong(Instant::now());
+                    }
                 }
             }
         }
         // A polling client learns of a server-side close (and reads what was queued before
         // it, e.g. a DISCONNECT) from its next poll: keep the session until then, briefly.
-        let linger = tokio::time::Instant::now() + self.config.ping_timeout.min(std::time::Duration::from_secs(2));
+        let linger = tokio::time::Instant::now()
+            + self
+                .config
+                .ping_timeout
+                .min(std::time::Duration::from_secs(2));
         loop {
             let drained = !session.state.lock().polling_owes_client();
-            if drained || tokio::time::timeout_at(linger, session.control.notified()).await.is_err() {
+            if drained
+                || tokio::time::timeout_at(linger, session.control.notified())
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }
@@ -318,7 +361,10 @@ impl<H: Handler> Engine<H> {
     }
 
     async fn poll(self: &Arc<Self>, sid: Sid) -> Response<Body> {
-        let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+        let Some(session) = self.lookup(sid) else {
+            return error(HttpError::UnknownSid);
+        };
+        session.check_ping_timeout(Instant::now());
         {
             let mut st = session.state.lock();
             if st.closed.is_some() && !st.polling_owes_client() {
@@ -360,7 +406,10 @@ impl<H: Handler> Engine<H> {
                     st.close_sent |= server_side;
                     drop(st);
                     session.control.notify_one();
-                    return text_response(StatusCode::OK, if server_side { "1" } else { "6" }.to_owned());
+                    return text_response(
+                        StatusCode::OK,
+                        if server_side { "1" } else { "6" }.to_owned(),
+                    );
                 }
                 if st.upgrade == Upgrade::Probed {
                     drop(st);
@@ -379,7 +428,10 @@ impl<H: Handler> Engine<H> {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+        let Some(session) = self.lookup(sid) else {
+            return error(HttpError::UnknownSid);
+        };
+        session.check_ping_timeout(Instant::now());
         {
             let mut st = session.state.lock();
             if st.closed.is_some() {
@@ -436,20 +488,32 @@ impl<H: Handler> Engine<H> {
     async fn inbound(&self, session: &Arc<Session<H::Data>>, packet: Inbound<'_>) {
         match packet {
             Inbound::Message(text) => self.handler.on_message(session, Message::Text(text)).await,
-            Inbound::Binary(data) => self.handler.on_message(session, Message::Binary(data)).await,
+            Inbound::Binary(data) => {
+                self.handler
+                    .on_message(session, Message::Binary(data))
+                    .await
+            }
             Inbound::Pong { probe: false } => {
                 session.pong_seen.store(true, Ordering::SeqCst);
                 session.control.notify_one();
             }
             Inbound::Close => session.close(CloseReason::TransportClose),
             // v4 clients never ping and probes belong to the WebSocket upgrade only.
-            Inbound::Ping { .. } | Inbound::Pong { probe: true } | Inbound::Upgrade | Inbound::Noop => {}
+            Inbound::Ping { .. }
+            | Inbound::Pong { probe: true }
+            | Inbound::Upgrade
+            | Inbound::Noop => {}
         }
     }
 
     // ---- WebSocket -----------------------------------------------------------------
 
-    fn accept_websocket<B>(self: &Arc<Self>, mut req: Request<B>, raw_query: &str, sid: Option<Sid>) -> Response<Body>
+    fn accept_websocket<B>(
+        self: &Arc<Self>,
+        mut req: Request<B>,
+        raw_query: &str,
+        sid: Option<Sid>,
+    ) -> Response<Body>
     where
         B: Send + 'static,
     {
@@ -474,9 +538,14 @@ impl<H: Handler> Engine<H> {
         let mut refuse = false;
         let upgrading = match sid {
             Some(sid) => {
-                let Some(session) = self.lookup(sid) else { return error(HttpError::UnknownSid) };
+                let Some(session) = self.lookup(sid) else {
+                    return error(HttpError::UnknownSid);
+                };
                 let mut st = session.state.lock();
-                if st.closed.is_some() || st.transport != TransportKind::Polling || st.upgrade != Upgrade::None {
+                if st.closed.is_some()
+                    || st.transport != TransportKind::Polling
+                    || st.upgrade != Upgrade::None
+                {
                     refuse = true;
                     None
                 } else {
@@ -502,7 +571,12 @@ impl<H: Handler> Engine<H> {
                     return;
                 }
             };
-            let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(this.ws_config())).await;
+            let mut ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(io),
+                Role::Server,
+                Some(this.ws_config()),
+            )
+            .await;
             if refuse {
                 let _ = ws.close(None).await;
                 return;
@@ -510,7 +584,9 @@ impl<H: Handler> Engine<H> {
             match upgrading {
                 Some(session) => this.run_upgrade(session, ws).await,
                 None => {
-                    if let Some(session) = this.new_session(&raw_query, remote, TransportKind::WebSocket) {
+                    if let Some(session) =
+                        this.new_session(&raw_query, remote, TransportKind::WebSocket)
+                    {
                         this.run_websocket(session, ws).await
                     }
                 }
@@ -535,8 +611,11 @@ impl<H: Handler> Engine<H> {
     }
 
     /// A WebSocket-born session: handshake, then the loop with an inline heartbeat.
-    async fn run_websocket<S>(self: Arc<Self>, session: Arc<Session<H::Data>>, mut ws: WebSocketStream<S>)
-    where
+    async fn run_websocket<S>(
+        self: Arc<Self>,
+        session: Arc<Session<H::Data>>,
+        mut ws: WebSocketStream<S>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let open = self.handshake_packet(session.sid(), false);
@@ -548,14 +627,21 @@ impl<H: Handler> Engine<H> {
             }
         }
         self.handler.on_open(&session);
-        let mut hb = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, Instant::now());
+        let mut hb = Heartbeat::new(
+            self.config.ping_interval,
+            self.config.ping_timeout,
+            Instant::now(),
+        );
         self.ws_loop(&session, &mut ws, Some(&mut hb)).await;
         self.finish(&session);
     }
 
     /// A WebSocket joining a polling session: probe, then take over the transport.
-    async fn run_upgrade<S>(self: Arc<Self>, session: Arc<Session<H::Data>>, mut ws: WebSocketStream<S>)
-    where
+    async fn run_upgrade<S>(
+        self: Arc<Self>,
+        session: Arc<Session<H::Data>>,
+        mut ws: WebSocketStream<S>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let deadline = tokio::time::Instant::now() + self.config.upgrade_timeout;
@@ -566,7 +652,11 @@ impl<H: Handler> Engine<H> {
                 let WsMessage::Text(text) = msg else { continue };
                 match (probed, Inbound::decode(&text)) {
                     (false, Ok(Inbound::Ping { probe: true })) => {
-                        if ws.send(WsMessage::Text(Utf8Bytes::from_static("3probe"))).await.is_err() {
+                        if ws
+                            .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
+                            .await
+                            .is_err()
+                        {
                             return false;
                         }
                         probed = true;
@@ -613,8 +703,17 @@ impl<H: Handler> Engine<H> {
             if let Some(reason) = session.closed_reason() {
                 // Flush what is queued (an error event, a disconnect packet), then close.
                 let _ = self.flush_outbox(session, ws).await;
-                let code = if reason == CloseReason::ServerShutdown { CloseCode::Away } else { CloseCode::Normal };
-                let _ = ws.close(Some(CloseFrame { code, reason: Utf8Bytes::from_static("") })).await;
+                let code = if reason == CloseReason::ServerShutdown {
+                    CloseCode::Away
+                } else {
+                    CloseCode::Normal
+                };
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(""),
+                    }))
+                    .await;
                 return;
             }
             let deadline = heartbeat.as_ref().map_or(far, |h| h.deadline());
@@ -656,7 +755,11 @@ impl<H: Handler> Engine<H> {
         }
     }
 
-    async fn flush_outbox<S>(&self, session: &Session<H::Data>, ws: &mut WebSocketStream<S>) -> Result<(), ()>
+    async fn flush_outbox<S>(
+        &self,
+        session: &Session<H::Data>,
+        ws: &mut WebSocketStream<S>,
+    ) -> Result<(), ()>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -697,19 +800,27 @@ fn empty(status: StatusCode) -> Response<Body> {
 fn text_response(status: StatusCode, body: String) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=UTF-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
     res
 }
 
 fn error(e: HttpError) -> Response<Body> {
     let (code, message) = e.code_and_message();
-    let status = if e == HttpError::PayloadTooLarge { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+    let status = if e == HttpError::PayloadTooLarge {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     let mut res = Response::new(Full::new(Bytes::from(format!(
         "{{\"code\":{code},\"message\":\"{message}\"}}"
     ))));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }

@@ -110,7 +110,6 @@ impl Packet {
     }
 }
 
-
 /// A packet received from a client, borrowing its text from the frame or body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound<'a> {
@@ -159,7 +158,6 @@ impl<'a> Inbound<'a> {
             other => Err(DecodeError::UnknownType(other)),
         }
     }
-
 }
 
 /// Decodes a long-polling POST body into packets, in order.
@@ -187,9 +185,15 @@ mod tests {
     fn decodes_every_packet_type() {
         assert_eq!(Packet::decode_text("1"), Ok(Packet::Close));
         assert_eq!(Packet::decode_text("2"), Ok(Packet::Ping { probe: false }));
-        assert_eq!(Packet::decode_text("2probe"), Ok(Packet::Ping { probe: true }));
+        assert_eq!(
+            Packet::decode_text("2probe"),
+            Ok(Packet::Ping { probe: true })
+        );
         assert_eq!(Packet::decode_text("3"), Ok(Packet::Pong { probe: false }));
-        assert_eq!(Packet::decode_text("4héllo"), Ok(Packet::Message("héllo".into())));
+        assert_eq!(
+            Packet::decode_text("4héllo"),
+            Ok(Packet::Message("héllo".into()))
+        );
         assert_eq!(Packet::decode_text("5"), Ok(Packet::Upgrade));
         assert_eq!(Packet::decode_text("6"), Ok(Packet::Noop));
         assert_eq!(
@@ -201,8 +205,14 @@ mod tests {
     #[test]
     fn rejects_bad_packets() {
         assert_eq!(Packet::decode_text(""), Err(DecodeError::Empty));
-        assert_eq!(Packet::decode_text("abc"), Err(DecodeError::UnknownType('a')));
-        assert_eq!(Packet::decode_text("0{}"), Err(DecodeError::UnknownType('0')));
+        assert_eq!(
+            Packet::decode_text("abc"),
+            Err(DecodeError::UnknownType('a'))
+        );
+        assert_eq!(
+            Packet::decode_text("0{}"),
+            Err(DecodeError::UnknownType('0'))
+        );
         assert_eq!(Packet::decode_text("b!!"), Err(DecodeError::Base64));
         assert_eq!(Packet::decode_text("1x"), Err(DecodeError::TrailingData));
         assert_eq!(Packet::decode_text("2prob"), Err(DecodeError::TrailingData));

@@ -132,6 +132,15 @@ impl CloseReason {
         )
     }
 
+    /// A deliberate server-side close: a polling client still gets what was queued, then
+    /// a close packet. Errors and timeouts end the session at once.
+    pub fn is_graceful(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ServerClose | CloseReason::SlowClient | CloseReason::ServerShutdown
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -179,14 +188,18 @@ pub(crate) struct State {
     pub(crate) closed: Option<CloseReason>,
     /// A poll has carried the close packet of a server-side close.
     pub(crate) close_sent: bool,
+    /// When an unanswered ping times out (polling sessions): checked by every request,
+    /// so a late timer cannot let a dead session answer.
+    pub(crate) pong_deadline: Option<Instant>,
 }
 
 impl State {
-    /// Whether a polling client still has to be told (queued packets, then `1`).
+    /// Whether a gracefully closed polling session still has to tell its client
+    /// (queued packets, then `1`).
     pub(crate) fn polling_owes_client(&self) -> bool {
         self.transport == TransportKind::Polling
-            && (!self.outbox.is_empty()
-                || (self.closed.is_some_and(|r| r != CloseReason::TransportClose) && !self.close_sent))
+            && self.closed.is_some_and(CloseReason::is_graceful)
+            && (!self.outbox.is_empty() || !self.close_sent)
     }
 }
 
@@ -247,6 +260,7 @@ impl<D> Session<D> {
                 polling_post: false,
                 closed: None,
                 close_sent: false,
+                pong_deadline: None,
             }),
             wake: Notify::new(),
             control: Notify::new(),
@@ -325,6 +339,21 @@ impl<D> Session<D> {
         self.control.notify_one();
     }
 
+    /// Closes the session if its ping went unanswered past the deadline; true if closed.
+    pub(crate) fn check_ping_timeout(&self, now: Instant) -> bool {
+        let expired = {
+            let st = self.state.lock();
+            if st.closed.is_some() {
+                return true;
+            }
+            st.pong_deadline.is_some_and(|d| now >= d)
+        };
+        if expired {
+            self.close(CloseReason::PingTimeout);
+        }
+        expired
+    }
+
     pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
         self.state.lock().closed
     }
@@ -352,7 +381,12 @@ pub(crate) enum Beat {
 
 impl Heartbeat {
     pub(crate) fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
-        Heartbeat { interval, timeout, deadline: now + interval, awaiting_pong: false }
+        Heartbeat {
+            interval,
+            timeout,
+            deadline: now + interval,
+            awaiting_pong: false,
+        }
     }
 
     pub(crate) fn deadline(&self) -> Instant {
@@ -365,7 +399,9 @@ impl Heartbeat {
             Beat::TimedOut
         } else {
             self.awaiting_pong = true;
-            self.deadline = now + self.timeout;
+            // From the scheduled time, not the (possibly late) wake-up: no drift.
+            let _ = now;
+            self.deadline += self.timeout;
             Beat::SendPing
         }
     }
@@ -435,7 +471,13 @@ mod tests {
 
     #[test]
     fn full_outbox_drops_volatile_then_closes() {
-        let s = Session::new(Sid::random(), Handshake::default(), TransportKind::WebSocket, 2, ());
+        let s = Session::new(
+            Sid::random(),
+            Handshake::default(),
+            TransportKind::WebSocket,
+            2,
+            (),
+        );
         assert_eq!(s.push(Frame::message("a"), false), Push::Queued);
         assert_eq!(s.push(Frame::message("b"), false), Push::Queued);
         assert_eq!(s.push(Frame::message("c"), true), Push::Dropped);

@@ -23,7 +23,11 @@ impl Payload {
     /// A payload of one JSON value.
     pub fn json(value: &impl serde::Serialize) -> Payload {
         let args = serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned());
-        Payload { args, arg_count: 1, attachments: Vec::new() }
+        Payload {
+            args,
+            arg_count: 1,
+            attachments: Vec::new(),
+        }
     }
 
     /// A payload of several raw JSON values (each must be valid JSON).
@@ -37,7 +41,11 @@ impl Payload {
             out.push_str(a);
             n += 1;
         }
-        Payload { args: out, arg_count: n, attachments: Vec::new() }
+        Payload {
+            args: out,
+            arg_count: n,
+            attachments: Vec::new(),
+        }
     }
 
     /// The payload as one JSON value: the single argument, `null`, or an array.
@@ -154,6 +162,9 @@ mod tests {
     fn single_json_view() {
         assert_eq!(Payload::raw_args([]).as_single_json(), "null");
         assert_eq!(Payload::raw_args(["1"]).as_single_json(), "1");
-        assert_eq!(Payload::raw_args(["1", "\"a\""]).as_single_json(), "[1,\"a\"]");
+        assert_eq!(
+            Payload::raw_args(["1", "\"a\""]).as_single_json(),
+            "[1,\"a\"]"
+        );
     }
 }

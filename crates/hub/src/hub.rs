@@ -113,7 +113,12 @@ struct Room {
 
 impl Room {
     fn new() -> Room {
-        Room { members: HashMap::new(), history: VecDeque::new(), evicted_upto: 0, last_offset: 0 }
+        Room {
+            members: HashMap::new(),
+            history: VecDeque::new(),
+            evicted_upto: 0,
+            last_offset: 0,
+        }
     }
 }
 
@@ -166,14 +171,22 @@ impl Hub {
         let mut inner = self.inner.lock();
         let id = MemberId(inner.next_member);
         inner.next_member += 1;
-        inner.members.insert(id, MemberEntry { sink, rooms: SmallVec::new() });
+        inner.members.insert(
+            id,
+            MemberEntry {
+                sink,
+                rooms: SmallVec::new(),
+            },
+        );
         id
     }
 
     /// Removes a member from every room; returns the rooms it was in.
     pub fn remove_member(&self, id: MemberId) -> Vec<RoomId> {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.members.remove(&id) else { return Vec::new() };
+        let Some(entry) = inner.members.remove(&id) else {
+            return Vec::new();
+        };
         for room in &entry.rooms {
             if let Some(r) = inner.rooms.get_mut(room) {
                 r.members.remove(&id);
@@ -187,7 +200,12 @@ impl Hub {
         Self::join_locked(&mut inner, id, room, self.config.max_rooms_per_member)
     }
 
-    fn join_locked(inner: &mut Inner, id: MemberId, room: &str, max: usize) -> Result<(), JoinError> {
+    fn join_locked(
+        inner: &mut Inner,
+        id: MemberId,
+        room: &str,
+        max: usize,
+    ) -> Result<(), JoinError> {
         let entry = inner.members.get_mut(&id).ok_or(JoinError::UnknownMember)?;
         if entry.rooms.iter().any(|r| &**r == room) {
             return Ok(());
@@ -201,7 +219,12 @@ impl Hub {
         };
         entry.rooms.push(key.clone());
         let sink = entry.sink.clone();
-        inner.rooms.entry(key).or_insert_with(Room::new).members.insert(id, sink);
+        inner
+            .rooms
+            .entry(key)
+            .or_insert_with(Room::new)
+            .members
+            .insert(id, sink);
         Ok(())
     }
 
@@ -217,7 +240,11 @@ impl Hub {
 
     pub fn rooms_of(&self, id: MemberId) -> Vec<RoomId> {
         let inner = self.inner.lock();
-        inner.members.get(&id).map(|e| e.rooms.to_vec()).unwrap_or_default()
+        inner
+            .members
+            .get(&id)
+            .map(|e| e.rooms.to_vec())
+            .unwrap_or_default()
     }
 
     /// Publishes a message; returns its offset and how many members received it.
@@ -230,9 +257,21 @@ impl Hub {
         let rooms: SmallVec<[Arc<str>; 1]> = msg
             .rooms
             .iter()
-            .map(|r| inner.rooms.get_key_value(&**r).map(|(k, _)| k.clone()).unwrap_or_else(|| r.clone()))
+            .map(|r| {
+                inner
+                    .rooms
+                    .get_key_value(&**r)
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| r.clone())
+            })
             .collect();
-        let env = Arc::new(Envelope::new(offset, msg.event, msg.payload, msg.volatile, rooms));
+        let env = Arc::new(Envelope::new(
+            offset,
+            msg.event,
+            msg.payload,
+            msg.volatile,
+            rooms,
+        ));
         let except: HashSet<MemberId> = msg
             .except
             .iter()
@@ -299,7 +338,11 @@ impl Hub {
         Self::replay_locked(&inner, rooms, after)
     }
 
-    fn replay_locked(inner: &Inner, rooms: &[RoomId], after: u64) -> Result<Vec<Arc<Envelope>>, Gap> {
+    fn replay_locked(
+        inner: &Inner,
+        rooms: &[RoomId],
+        after: u64,
+    ) -> Result<Vec<Arc<Envelope>>, Gap> {
         if after > inner.seq {
             return Err(Gap);
         }

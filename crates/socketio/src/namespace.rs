@@ -40,7 +40,10 @@ pub struct ConnectError {
 
 impl ConnectError {
     pub fn new(message: impl Into<String>) -> ConnectError {
-        ConnectError { message: message.into(), data: None }
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
     }
 }
 
@@ -113,7 +116,11 @@ pub trait NamespaceHandler: Send + Sync + 'static {
 
     /// The socket is gone for good (for a lost transport with recovery on: once the
     /// recovery window has closed without the client coming back).
-    fn on_disconnect<'a>(&'a self, socket: Arc<Socket>, reason: DisconnectReason) -> BoxFuture<'a, ()> {
+    fn on_disconnect<'a>(
+        &'a self,
+        socket: Arc<Socket>,
+        reason: DisconnectReason,
+    ) -> BoxFuture<'a, ()> {
         let _ = (socket, reason);
         Box::pin(async {})
     }
@@ -140,12 +147,18 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &self.config.name).finish()
+        f.debug_struct("Namespace")
+            .field("name", &self.config.name)
+            .finish()
     }
 }
 
 impl Namespace {
-    pub(crate) fn new(config: NamespaceConfig, handler: Arc<dyn NamespaceHandler>, hub: Arc<Hub>) -> Arc<Namespace> {
+    pub(crate) fn new(
+        config: NamespaceConfig,
+        handler: Arc<dyn NamespaceHandler>,
+        hub: Arc<Hub>,
+    ) -> Arc<Namespace> {
         let all_room: RoomId = format!("nsp:{}", config.name).into();
         Arc::new(Namespace {
             config,
@@ -178,7 +191,11 @@ impl Namespace {
 
     /// The hub room for an application room name.
     pub fn room_key(&self, room: &str) -> RoomId {
-        if self.config.fabric { room.into() } else { format!("{}#{}", self.config.name, room).into() }
+        if self.config.fabric {
+            room.into()
+        } else {
+            format!("{}#{}", self.config.name, room).into()
+        }
     }
 
     /// The application room name of a hub room, if it is one of this namespace's rooms.
@@ -189,7 +206,8 @@ impl Namespace {
         if self.config.fabric {
             Some(key)
         } else {
-            key.strip_prefix(self.config.name.as_str())?.strip_prefix('#')
+            key.strip_prefix(self.config.name.as_str())?
+                .strip_prefix('#')
         }
     }
 
@@ -199,7 +217,14 @@ impl Namespace {
 
     /// Emits to every socket in `rooms` (all sockets of the namespace when empty),
     /// skipping the sockets in `except`. Returns the number of recipients.
-    pub fn emit_to(&self, rooms: &[&str], except: &[RoomId], event: &str, payload: Payload, volatile: bool) -> usize {
+    pub fn emit_to(
+        &self,
+        rooms: &[&str],
+        except: &[RoomId],
+        event: &str,
+        payload: Payload,
+        volatile: bool,
+    ) -> usize {
         let rooms = if rooms.is_empty() {
             std::iter::once(self.all_room.clone()).collect()
         } else {

@@ -75,7 +75,9 @@ impl<'a> Packet<'a> {
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ParseError::Attachments);
             }
-            attachments = digits.parse::<usize>().map_err(|_| ParseError::TooManyAttachments)?;
+            attachments = digits
+                .parse::<usize>()
+                .map_err(|_| ParseError::TooManyAttachments)?;
             if attachments > max_attachments {
                 return Err(ParseError::TooManyAttachments);
             }
@@ -88,9 +90,16 @@ impl<'a> Packet<'a> {
             i = (end + 1).min(text.len());
         }
         let mut id = None;
-        let digits_end = text[i..].bytes().position(|b| !b.is_ascii_digit()).map_or(text.len(), |p| p + i);
+        let digits_end = text[i..]
+            .bytes()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(text.len(), |p| p + i);
         if digits_end > i {
-            id = Some(text[i..digits_end].parse::<u64>().map_err(|_| ParseError::Id)?);
+            id = Some(
+                text[i..digits_end]
+                    .parse::<u64>()
+                    .map_err(|_| ParseError::Id)?,
+            );
             i = digits_end;
         }
         let rest = &text[i..];
@@ -112,13 +121,20 @@ impl<'a> Packet<'a> {
         if !valid {
             return Err(ParseError::Payload);
         }
-        Ok(Packet { kind, nsp, id, attachments, data })
+        Ok(Packet {
+            kind,
+            nsp,
+            id,
+            attachments,
+            data,
+        })
     }
 
     /// The event name and arguments of an EVENT / BINARY_EVENT packet.
     pub fn event(&self) -> Result<EventData<'a>, ParseError> {
         let mut args: Vec<&'a RawValue> =
-            serde_json::from_str(self.data.ok_or(ParseError::Payload)?).map_err(|_| ParseError::Json)?;
+            serde_json::from_str(self.data.ok_or(ParseError::Payload)?)
+                .map_err(|_| ParseError::Json)?;
         if args.is_empty() {
             return Err(ParseError::Payload);
         }
@@ -158,7 +174,13 @@ fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
 
 /// An EVENT (or BINARY_EVENT) as Engine.IO frames. `offset` is appended as a last string
 /// argument, as connection state recovery expects.
-pub fn encode_event(nsp: &str, event: &str, payload: &Payload, id: Option<u64>, offset: Option<u64>) -> Vec<Frame> {
+pub fn encode_event(
+    nsp: &str,
+    event: &str,
+    payload: &Payload,
+    id: Option<u64>,
+    offset: Option<u64>,
+) -> Vec<Frame> {
     let n = payload.attachments.len();
     let mut out = String::with_capacity(16 + nsp.len() + event.len() + payload.args.len());
     push_header(&mut out, if n > 0 { b'5' } else { b'2' }, n, nsp, id);
@@ -228,16 +250,31 @@ mod tests {
         let p = dec("0/custom,{\"token\":\"abc\"}").expect("connect");
         assert_eq!((p.nsp, p.data), ("/custom", Some("{\"token\":\"abc\"}")));
         assert_eq!(dec("0/custom").expect("no comma").nsp, "/custom");
-        assert_eq!(dec("1/custom").expect("disconnect").kind, PacketType::Disconnect);
+        assert_eq!(
+            dec("1/custom").expect("disconnect").kind,
+            PacketType::Disconnect
+        );
         let p = dec("2456[\"message-with-ack\",1,\"2\",{\"3\":[false]}]").expect("event");
         assert_eq!(p.id, Some(456));
         let ev = p.event().expect("event data");
         assert_eq!(ev.name, "message-with-ack");
-        assert_eq!(ev.args.iter().map(|a| a.get()).collect::<Vec<_>>(), vec!["1", "\"2\"", "{\"3\":[false]}"]);
-        let p = dec("52-789[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]").expect("binary");
-        assert_eq!((p.kind, p.attachments, p.id), (PacketType::BinaryEvent, 2, Some(789)));
+        assert_eq!(
+            ev.args.iter().map(|a| a.get()).collect::<Vec<_>>(),
+            vec!["1", "\"2\"", "{\"3\":[false]}"]
+        );
+        let p = dec(
+            "52-789[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]",
+        )
+        .expect("binary");
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (PacketType::BinaryEvent, 2, Some(789))
+        );
         let p = dec("3/custom,12[\"x\"]").expect("ack");
-        assert_eq!((p.kind, p.nsp, p.id), (PacketType::Ack, "/custom", Some(12)));
+        assert_eq!(
+            (p.kind, p.nsp, p.id),
+            (PacketType::Ack, "/custom", Some(12))
+        );
     }
 
     #[test]
@@ -246,8 +283,14 @@ mod tests {
         assert_eq!(dec("abc"), Err(ParseError::UnknownType));
         assert_eq!(dec("2{}"), Err(ParseError::Payload));
         assert_eq!(dec("2abc[\"m\"]"), Err(ParseError::Json));
-        assert_eq!(dec("2[]").expect("array").event().err(), Some(ParseError::Payload));
-        assert_eq!(dec("2[1]").expect("array").event().err(), Some(ParseError::Payload));
+        assert_eq!(
+            dec("2[]").expect("array").event().err(),
+            Some(ParseError::Payload)
+        );
+        assert_eq!(
+            dec("2[1]").expect("array").event().err(),
+            Some(ParseError::Payload)
+        );
         assert_eq!(dec("0[1]"), Err(ParseError::Payload));
         assert_eq!(dec("1{}"), Err(ParseError::Payload));
         assert_eq!(dec("4{\"message\":\"x\"}"), Err(ParseError::Payload));
@@ -255,9 +298,16 @@ mod tests {
         assert_eq!(dec("5[\"m\"]"), Err(ParseError::Attachments));
         assert_eq!(dec("5x-[\"m\"]"), Err(ParseError::Attachments));
         assert_eq!(dec("511-[\"m\"]"), Err(ParseError::TooManyAttachments));
-        assert_eq!(dec("599999999999999999999999-[\"m\"]"), Err(ParseError::TooManyAttachments));
+        assert_eq!(
+            dec("599999999999999999999999-[\"m\"]"),
+            Err(ParseError::TooManyAttachments)
+        );
         assert_eq!(dec("299999999999999999999999[\"m\"]"), Err(ParseError::Id));
-        assert_eq!(dec("2[\"m\",\"\u{e9}"), Err(ParseError::Json), "truncated multibyte text");
+        assert_eq!(
+            dec("2[\"m\",\"\u{e9}"),
+            Err(ParseError::Json),
+            "truncated multibyte text"
+        );
     }
 
     #[test]
@@ -279,13 +329,19 @@ mod tests {
             attachments: vec![Bytes::from_static(&[1])],
         };
         let f = encode_ack("/", 789, &bin);
-        assert_eq!(f[0], Frame::Text("461-789[{\"_placeholder\":true,\"num\":0}]".into()));
+        assert_eq!(
+            f[0],
+            Frame::Text("461-789[{\"_placeholder\":true,\"num\":0}]".into())
+        );
         assert_eq!(f[1], Frame::Binary(Bytes::from_static(&[1])));
         assert_eq!(
             encode_connect_error("/random", "Invalid namespace", None),
             Frame::Text("44/random,{\"message\":\"Invalid namespace\"}".into())
         );
-        assert_eq!(encode_connect("/", "{\"sid\":\"x\"}"), Frame::Text("40{\"sid\":\"x\"}".into()));
+        assert_eq!(
+            encode_connect("/", "{\"sid\":\"x\"}"),
+            Frame::Text("40{\"sid\":\"x\"}".into())
+        );
         assert_eq!(encode_disconnect("/a"), Frame::Text("41/a,".into()));
     }
 }

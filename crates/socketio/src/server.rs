@@ -16,7 +16,9 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
-use crate::namespace::{ConnectRequest, Detached, DisconnectReason, Event, Namespace, NamespaceConfig, NamespaceHandler};
+use crate::namespace::{
+    ConnectRequest, Detached, DisconnectReason, Event, Namespace, NamespaceConfig, NamespaceHandler,
+};
 use crate::packet::{Packet, PacketType, encode_connect, encode_connect_error, encode_event};
 use crate::socket::{Socket, Work};
 
@@ -33,7 +35,11 @@ pub struct SocketIoConfig {
 
 impl Default for SocketIoConfig {
     fn default() -> Self {
-        SocketIoConfig { connect_timeout: Duration::from_secs(45), max_attachments: 10, max_inbox: 64 }
+        SocketIoConfig {
+            connect_timeout: Duration::from_secs(45),
+            max_attachments: 10,
+            max_inbox: 64,
+        }
     }
 }
 
@@ -68,7 +74,9 @@ pub struct SocketIo {
 
 impl std::fmt::Debug for SocketIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketIo").field("namespaces", &self.namespaces.keys()).finish()
+        f.debug_struct("SocketIo")
+            .field("namespaces", &self.namespaces.keys())
+            .finish()
     }
 }
 
@@ -76,11 +84,19 @@ type Conn = Arc<Session<ConnState>>;
 
 impl SocketIo {
     pub fn new(config: SocketIoConfig, hub: Arc<Hub>) -> SocketIo {
-        SocketIo { config, hub, namespaces: HashMap::new() }
+        SocketIo {
+            config,
+            hub,
+            namespaces: HashMap::new(),
+        }
     }
 
     /// Adds a namespace. Namespaces not added are refused with `Invalid namespace`.
-    pub fn add_namespace(&mut self, config: NamespaceConfig, handler: Arc<dyn NamespaceHandler>) -> Arc<Namespace> {
+    pub fn add_namespace(
+        &mut self,
+        config: NamespaceConfig,
+        handler: Arc<dyn NamespaceHandler>,
+    ) -> Arc<Namespace> {
         let nsp = Namespace::new(config, handler, self.hub.clone());
         self.namespaces.insert(nsp.name().to_owned(), nsp.clone());
         nsp
@@ -128,7 +144,11 @@ impl SocketIo {
                 return;
             };
             partial.attachments.push(data);
-            if partial.attachments.len() == partial.expected { guard.take() } else { None }
+            if partial.attachments.len() == partial.expected {
+                guard.take()
+            } else {
+                None
+            }
         };
         if let Some(p) = complete {
             match Packet::decode(&p.text, self.config.max_attachments) {
@@ -139,7 +159,12 @@ impl SocketIo {
     }
 
     fn socket_of(conn: &Conn, nsp: &str) -> Option<Arc<Socket>> {
-        conn.data.sockets.lock().iter().find(|s| s.namespace().name() == nsp).cloned()
+        conn.data
+            .sockets
+            .lock()
+            .iter()
+            .find(|s| s.namespace().name() == nsp)
+            .cloned()
     }
 
     async fn dispatch(&self, conn: &Conn, packet: Packet<'_>, attachments: Vec<Bytes>) {
@@ -153,7 +178,9 @@ impl SocketIo {
             return;
         };
         match packet.kind {
-            PacketType::Disconnect => remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect),
+            PacketType::Disconnect => {
+                remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect)
+            }
             PacketType::Event | PacketType::BinaryEvent => {
                 let Ok(ev) = packet.event() else {
                     conn.close(CloseReason::InvalidPacket);
@@ -176,32 +203,50 @@ impl SocketIo {
                 payload.attachments = attachments;
                 socket.on_ack(id, payload);
             }
-            PacketType::Connect | PacketType::ConnectError => conn.close(CloseReason::InvalidPacket),
+            PacketType::Connect | PacketType::ConnectError => {
+                conn.close(CloseReason::InvalidPacket)
+            }
         }
     }
 
     fn connect(&self, conn: &Conn, nsp_name: &str, auth: &str) {
         let Some(nsp) = self.namespaces.get(nsp_name).cloned() else {
-            conn.push(encode_connect_error(nsp_name, "Invalid namespace", None), false);
+            conn.push(
+                encode_connect_error(nsp_name, "Invalid namespace", None),
+                false,
+            );
             return;
         };
         if Self::socket_of(conn, nsp_name).is_some() {
-            conn.push(encode_connect_error(nsp_name, "Already connected to this namespace", None), false);
+            conn.push(
+                encode_connect_error(nsp_name, "Already connected to this namespace", None),
+                false,
+            );
             return;
         }
         if nsp.config.recovery.is_some() && self.try_recover(conn, &nsp, auth) {
             return;
         }
-        let req = ConnectRequest { nsp: nsp_name, auth, handshake: conn.handshake() };
+        let req = ConnectRequest {
+            nsp: nsp_name,
+            auth,
+            handshake: conn.handshake(),
+        };
         let identity = match nsp.handler.authorize(&req) {
             Ok(id) => id,
             Err(e) => {
-                conn.push(encode_connect_error(nsp_name, &e.message, e.data.as_deref()), false);
+                conn.push(
+                    encode_connect_error(nsp_name, &e.message, e.data.as_deref()),
+                    false,
+                );
                 return;
             }
         };
         let id: Box<str> = engineio::Sid::random().as_str().into();
-        let pid: Option<Box<str>> = nsp.config.recovery.map(|_| engineio::Sid::random().as_str().into());
+        let pid: Option<Box<str>> = nsp
+            .config
+            .recovery
+            .map(|_| engineio::Sid::random().as_str().into());
         let socket = Arc::new(Socket::new(
             id,
             pid,
@@ -231,8 +276,12 @@ impl SocketIo {
             pid: String,
             offset: String,
         }
-        let Ok(resume) = serde_json::from_str::<Resume>(auth) else { return false };
-        let Some(old) = nsp.detached.lock().remove(resume.pid.as_str()) else { return false };
+        let Ok(resume) = serde_json::from_str::<Resume>(auth) else {
+            return false;
+        };
+        let Some(old) = nsp.detached.lock().remove(resume.pid.as_str()) else {
+            return false;
+        };
         let offset = resume.offset.parse::<u64>().ok();
         let socket = Arc::new(Socket::new(
             old.socket.id().into(),
@@ -246,14 +295,23 @@ impl SocketIo {
         let member = nsp.hub.add_member(socket.clone());
         let _ = socket.member.set(member);
         let result = match offset {
-            Some(offset) => nsp.hub.join_with_replay(member, &old.rooms, offset, |replay| {
-                let body = format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
-                conn.push(encode_connect(nsp.name(), &body), false);
-                for env in replay {
-                    let frames = encode_event(nsp.name(), &env.event, &env.payload, None, Some(env.offset));
-                    conn.push_all(frames, false);
-                }
-            }),
+            Some(offset) => nsp
+                .hub
+                .join_with_replay(member, &old.rooms, offset, |replay| {
+                    let body =
+                        format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
+                    conn.push(encode_connect(nsp.name(), &body), false);
+                    for env in replay {
+                        let frames = encode_event(
+                            nsp.name(),
+                            &env.event,
+                            &env.payload,
+                            None,
+                            Some(env.offset),
+                        );
+                        conn.push_all(frames, false);
+                    }
+                }),
             None => Err(hub::Gap),
         };
         match result {
@@ -285,7 +343,12 @@ pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
     if !socket.mark_disconnected() {
         return;
     }
-    socket.conn().data.sockets.lock().retain(|s| !Arc::ptr_eq(s, socket));
+    socket
+        .conn()
+        .data
+        .sockets
+        .lock()
+        .retain(|s| !Arc::ptr_eq(s, socket));
     let nsp = socket.namespace();
     nsp.connected.fetch_sub(1, Ordering::Relaxed);
     if let Some(member) = socket.member_id() {
@@ -297,7 +360,10 @@ pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
 /// Sends DISCONNECT for every namespace of a connection and removes its sockets.
 pub(crate) fn disconnect_all(conn: &Conn, reason: DisconnectReason) {
     for socket in conn.data.sockets() {
-        conn.push(crate::packet::encode_disconnect(socket.namespace().name()), false);
+        conn.push(
+            crate::packet::encode_disconnect(socket.namespace().name()),
+            false,
+        );
         remove_socket(&socket, reason);
     }
 }
@@ -359,7 +425,10 @@ async fn run_inbox(socket: Arc<Socket>) {
             Work::Disconnect(r) => handler.on_disconnect(socket.clone(), r),
         };
         if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-            tracing::error!(socket = socket.id(), "application handler panicked; socket keeps serving");
+            tracing::error!(
+                socket = socket.id(),
+                "application handler panicked; socket keeps serving"
+            );
         }
     }
 }
@@ -413,7 +482,14 @@ impl Handler for SocketIo {
                     let rooms = nsp.hub.remove_member(member);
                     let pid: Box<str> = pid.into();
                     let reason = DisconnectReason::Transport(reason);
-                    nsp.detached.lock().insert(pid.clone(), Detached { socket: socket.clone(), rooms, reason });
+                    nsp.detached.lock().insert(
+                        pid.clone(),
+                        Detached {
+                            socket: socket.clone(),
+                            rooms,
+                            reason,
+                        },
+                    );
                     let nsp2 = nsp.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(window).await;
@@ -433,7 +509,10 @@ impl Handler for SocketIo {
                     if let Some(member) = member {
                         nsp.hub.remove_member(member);
                     }
-                    enqueue(&socket, Work::Disconnect(DisconnectReason::Transport(reason)));
+                    enqueue(
+                        &socket,
+                        Work::Disconnect(DisconnectReason::Transport(reason)),
+                    );
                 }
             }
         }

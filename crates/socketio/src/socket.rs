@@ -60,7 +60,10 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.nsp.name()).finish()
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.nsp.name())
+            .finish()
     }
 }
 
@@ -155,7 +158,12 @@ impl Socket {
     }
 
     /// Emits an event and waits for the client's acknowledgement.
-    pub async fn emit_with_ack(&self, event: &str, payload: Payload, timeout: Duration) -> Result<Payload, AckError> {
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Payload, AckError> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut acks = self.acks.lock();
@@ -205,7 +213,9 @@ impl Socket {
 
     /// The rooms this socket joined (its own and the namespace's are not listed).
     pub fn rooms(&self) -> Vec<String> {
-        let Some(id) = self.member_id() else { return Vec::new() };
+        let Some(id) = self.member_id() else {
+            return Vec::new();
+        };
         let mut v: Vec<String> = self
             .nsp
             .hub
@@ -219,7 +229,8 @@ impl Socket {
 
     /// Emits to `rooms` except this socket (Node's `socket.to(room).emit`).
     pub fn broadcast_to(&self, rooms: &[&str], event: &str, payload: Payload) -> usize {
-        self.nsp.emit_to(rooms, &[self.own_room()], event, payload, false)
+        self.nsp
+            .emit_to(rooms, &[self.own_room()], event, payload, false)
     }
 
     /// Disconnects this socket from its namespace; with `close_conn` the whole connection.
@@ -250,7 +261,10 @@ impl Member for Socket {
             let offset = nsp.config.recovery.is_some().then_some(e.offset);
             encode_event(nsp.name(), &e.event, &e.payload, None, offset).into()
         });
-        match self.conn.push_all(frames.iter().cloned(), envelope.volatile) {
+        match self
+            .conn
+            .push_all(frames.iter().cloned(), envelope.volatile)
+        {
             Push::Queued => Delivery::Delivered,
             Push::Dropped => Delivery::Dropped,
             Push::Closed => Delivery::Closed,

@@ -47,13 +47,19 @@ impl App {
 }
 
 /// Routes an Engine.IO path (with and without the trailing slash) to `engine`.
-fn engine_routes<H: engineio::Handler>(router: Router, path: &str, engine: Arc<Engine<H>>) -> Router {
+fn engine_routes<H: engineio::Handler>(
+    router: Router,
+    path: &str,
+    engine: Arc<Engine<H>>,
+) -> Router {
     let svc = tower::service_fn(move |req: axum::extract::Request| {
         let engine = engine.clone();
         async move { Ok::<Response, Infallible>(engine.handle(req).await.map(Body::new)) }
     });
     let bare = path.trim_end_matches('/').to_owned();
-    router.route_service(path, svc.clone()).route_service(&bare, svc)
+    router
+        .route_service(path, svc.clone())
+        .route_service(&bare, svc)
 }
 
 fn hub_pruner(hub: &Arc<Hub>, tasks: &TaskTracker) {
@@ -78,14 +84,23 @@ pub fn build(config: &Config) -> App {
     let hub = Hub::new(config.hub());
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
     sio.add_namespace(
-        NamespaceConfig { name: "/realtime".into(), recovery: config.recovery_window(), fabric: true },
+        NamespaceConfig {
+            name: "/realtime".into(),
+            recovery: config.recovery_window(),
+            fabric: true,
+        },
         Arc::new(realtime::Realtime),
     );
     let engine = socketio_engine(config, sio, &tasks);
     hub_pruner(&hub, &tasks);
     let mut router = Router::new().route("/health", get(health));
     router = engine_routes(router, "/socket.io/", engine.clone());
-    App { router, tasks, hub, engines: vec![engine] }
+    App {
+        router,
+        tasks,
+        hub,
+        engines: vec![engine],
+    }
 }
 
 /// The server the official Socket.IO and Engine.IO suites expect (see `conformance`).
@@ -100,7 +115,12 @@ pub fn build_conformance(config: &Config) -> App {
     let mut router = Router::new().route("/health", get(health));
     router = engine_routes(router, "/socket.io/", engine.clone());
     router = engine_routes(router, "/engine.io/", echo.clone());
-    App { router, tasks, hub, engines: vec![engine, echo] }
+    App {
+        router,
+        tasks,
+        hub,
+        engines: vec![engine, echo],
+    }
 }
 
 async fn health() -> impl IntoResponse {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Sources;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "A realtime gateway: Socket.IO v4, WebSocket and SSE in one binary")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A realtime gateway: Socket.IO v4, WebSocket and SSE in one binary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -44,7 +48,10 @@ pub enum Command {
 
 impl Cli {
     /// The config sources these flags name, with `env` injected.
-    pub fn sources(&self, env: std::collections::HashMap<String, String>) -> Result<Sources, String> {
+    pub fn sources(
+        &self,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Sources, String> {
         let file = match &self.common.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -58,7 +65,9 @@ impl Cli {
             overrides.push(("listen".to_owned(), "127.0.0.1:3000".to_owned()));
         }
         for kv in &self.common.set {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
             overrides.push((k.trim().to_owned(), v.to_owned()));
         }
         if let Some(l) = &self.common.listen {
@@ -67,6 +76,10 @@ impl Cli {
         if let Some(f) = &self.common.log_format {
             overrides.push(("log_format".to_owned(), f.clone()));
         }
-        Ok(Sources { file, env, overrides })
+        Ok(Sources {
+            file,
+            env,
+            overrides,
+        })
     }
 }

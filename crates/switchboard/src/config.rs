@@ -97,20 +97,30 @@ pub struct Sources {
 impl Sources {
     /// The process environment's `SWITCHBOARD_*` variables.
     pub fn process_env() -> HashMap<String, String> {
-        std::env::vars().filter(|(k, _)| k.starts_with("SWITCHBOARD_")).collect()
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+            .collect()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
     #[error("{origin}: unknown setting `{key}`")]
     UnknownKey { origin: String, key: String },
     #[error("{origin}: `{key}` = {value:?}: {message}")]
-    BadValue { origin: String, key: String, value: String, message: String },
+    BadValue {
+        origin: String,
+        key: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid setting `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -118,22 +128,32 @@ pub enum ConfigError {
 impl Config {
     /// Composes file < environment < overrides, then validates.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-        let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-            key: "defaults",
-            message: e.to_string(),
-        })?;
+        let defaults =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: "defaults",
+                message: e.to_string(),
+            })?;
         let mut table = defaults.clone();
         if let Some((path, text)) = &sources.file {
-            let file: toml::Table = toml::from_str(text)
-                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+            let file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             for (k, v) in file {
                 if !defaults.contains_key(&k) {
-                    return Err(ConfigError::UnknownKey { origin: path.clone(), key: k });
+                    return Err(ConfigError::UnknownKey {
+                        origin: path.clone(),
+                        key: k,
+                    });
                 }
                 table.insert(k, v);
             }
         }
-        let mut env: Vec<_> = sources.env.iter().filter(|(k, _)| k.starts_with("SWITCHBOARD_")).collect();
+        let mut env: Vec<_> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD_"))
+            .collect();
         env.sort();
         for (name, value) in env {
             let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase();
@@ -144,31 +164,77 @@ impl Config {
         }
         for (key, value) in &sources.overrides {
             let Some(default) = defaults.get(key) else {
-                return Err(ConfigError::UnknownKey { origin: "flag".into(), key: key.clone() });
+                return Err(ConfigError::UnknownKey {
+                    origin: "flag".into(),
+                    key: key.clone(),
+                });
             };
             table.insert(key.clone(), parse_like(default, value, "flag", key)?);
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            ConfigError::File { path: "composed config".into(), message: e.to_string() }
-        })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::File {
+                    path: "composed config".into(),
+                    message: e.to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn check(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
-            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, message: message.to_owned() }) }
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: message.to_owned(),
+                })
+            }
         }
-        check(self.ping_interval_ms >= 10, "ping_interval_ms", "must be at least 10")?;
-        check(self.ping_timeout_ms >= 10, "ping_timeout_ms", "must be at least 10")?;
-        check(self.max_payload >= 1024, "max_payload", "must be at least 1024 bytes")?;
-        check(self.max_buffered_packets >= 16, "max_buffered_packets", "must be at least 16")?;
-        check(self.ws_read_buffer >= 128, "ws_read_buffer", "must be at least 128 bytes")?;
-        check(self.connect_timeout_ms >= 10, "connect_timeout_ms", "must be at least 10")?;
-        check(self.max_attachments <= 1000, "max_attachments", "must be at most 1000")?;
+        check(
+            self.ping_interval_ms >= 10,
+            "ping_interval_ms",
+            "must be at least 10",
+        )?;
+        check(
+            self.ping_timeout_ms >= 10,
+            "ping_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            self.max_payload >= 1024,
+            "max_payload",
+            "must be at least 1024 bytes",
+        )?;
+        check(
+            self.max_buffered_packets >= 16,
+            "max_buffered_packets",
+            "must be at least 16",
+        )?;
+        check(
+            self.ws_read_buffer >= 128,
+            "ws_read_buffer",
+            "must be at least 128 bytes",
+        )?;
+        check(
+            self.connect_timeout_ms >= 10,
+            "connect_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            self.max_attachments <= 1000,
+            "max_attachments",
+            "must be at most 1000",
+        )?;
         check(self.max_inbox >= 1, "max_inbox", "must be at least 1")?;
         check(self.history_len >= 1, "history_len", "must be at least 1")?;
-        check(self.max_rooms_per_client >= 1, "max_rooms_per_client", "must be at least 1")?;
+        check(
+            self.max_rooms_per_client >= 1,
+            "max_rooms_per_client",
+            "must be at least 1",
+        )?;
         check(
             !(self.cors_credentials && self.cors_origins.iter().any(|o| o == "*")),
             "cors_credentials",
@@ -183,7 +249,10 @@ impl Config {
         } else if self.cors_origins.is_empty() {
             engineio::Cors::Off
         } else {
-            engineio::Cors::Origins { origins: self.cors_origins.clone(), credentials: self.cors_credentials }
+            engineio::Cors::Origins {
+                origins: self.cors_origins.clone(),
+                credentials: self.cors_credentials,
+            }
         };
         engineio::EngineConfig {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
@@ -228,7 +297,12 @@ impl Config {
 }
 
 /// Parses an environment or flag string as the same TOML type as the default.
-fn parse_like(default: &toml::Value, raw: &str, origin: &str, key: &str) -> Result<toml::Value, ConfigError> {
+fn parse_like(
+    default: &toml::Value,
+    raw: &str,
+    origin: &str,
+    key: &str,
+) -> Result<toml::Value, ConfigError> {
     let bad = |message: &str| ConfigError::BadValue {
         origin: origin.to_owned(),
         key: key.to_owned(),
@@ -237,9 +311,11 @@ fn parse_like(default: &toml::Value, raw: &str, origin: &str, key: &str) -> Resu
     };
     Ok(match default {
         toml::Value::String(_) => toml::Value::String(raw.to_owned()),
-        toml::Value::Integer(_) => {
-            toml::Value::Integer(raw.trim().parse::<i64>().map_err(|_| bad("expected a whole number"))?)
-        }
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse::<i64>()
+                .map_err(|_| bad("expected a whole number"))?,
+        ),
         toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
@@ -261,7 +337,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -274,8 +353,15 @@ mod tests {
     #[test]
     fn file_then_env_then_flags() {
         let sources = Sources {
-            file: Some(("sb.toml".into(), "ping_interval_ms = 1000\nmax_payload = 5000\nlisten = \"0.0.0.0:9000\"".into())),
-            env: env(&[("SWITCHBOARD_MAX_PAYLOAD", "6000"), ("SWITCHBOARD_CORS_ORIGINS", "https://a.test, https://b.test"), ("SWITCHBOARD_API_KEY", "not-a-setting")]),
+            file: Some((
+                "sb.toml".into(),
+                "ping_interval_ms = 1000\nmax_payload = 5000\nlisten = \"0.0.0.0:9000\"".into(),
+            )),
+            env: env(&[
+                ("SWITCHBOARD_MAX_PAYLOAD", "6000"),
+                ("SWITCHBOARD_CORS_ORIGINS", "https://a.test, https://b.test"),
+                ("SWITCHBOARD_API_KEY", "not-a-setting"),
+            ]),
             overrides: vec![("listen".into(), "127.0.0.1:0".into())],
         };
         let c = Config::load(&sources).expect("loads");
@@ -287,18 +373,36 @@ mod tests {
 
     #[test]
     fn bad_values_are_clear_errors() {
-        let e = Config::load(&Sources { env: env(&[("SWITCHBOARD_PING_INTERVAL_MS", "soon")]), ..Sources::default() })
-            .expect_err("not a number");
-        assert!(e.to_string().contains("SWITCHBOARD_PING_INTERVAL_MS"), "{e}");
-        let e = Config::load(&Sources { file: Some(("f.toml".into(), "nope = 1".into())), ..Sources::default() })
-            .expect_err("unknown key");
+        let e = Config::load(&Sources {
+            env: env(&[("SWITCHBOARD_PING_INTERVAL_MS", "soon")]),
+            ..Sources::default()
+        })
+        .expect_err("not a number");
+        assert!(
+            e.to_string().contains("SWITCHBOARD_PING_INTERVAL_MS"),
+            "{e}"
+        );
+        let e = Config::load(&Sources {
+            file: Some(("f.toml".into(), "nope = 1".into())),
+            ..Sources::default()
+        })
+        .expect_err("unknown key");
         assert!(e.to_string().contains("unknown setting `nope`"), "{e}");
-        let e = Config::load(&Sources { overrides: vec![("ping_timeout_ms".into(), "0".into())], ..Sources::default() })
-            .expect_err("invalid");
+        let e = Config::load(&Sources {
+            overrides: vec![("ping_timeout_ms".into(), "0".into())],
+            ..Sources::default()
+        })
+        .expect_err("invalid");
         assert!(e.to_string().contains("ping_timeout_ms"), "{e}");
-        let e = Config::load(&Sources { file: Some(("f.toml".into(), "listen = \"nowhere\"".into())), ..Sources::default() })
-            .expect_err("bad address");
-        assert!(e.to_string().contains("composed config") || e.to_string().contains("listen"), "{e}");
+        let e = Config::load(&Sources {
+            file: Some(("f.toml".into(), "listen = \"nowhere\"".into())),
+            ..Sources::default()
+        })
+        .expect_err("bad address");
+        assert!(
+            e.to_string().contains("composed config") || e.to_string().contains("listen"),
+            "{e}"
+        );
         let e = Config::load(&Sources {
             overrides: vec![("cors_credentials".into(), "true".into())],
             ..Sources::default()

@@ -21,7 +21,11 @@ impl engineio::Handler for Echo {
 
     fn on_open(&self, _: &Arc<Session<()>>) {}
 
-    fn on_message<'a>(&'a self, session: &'a Arc<Session<()>>, msg: Message<'a>) -> BoxFuture<'a, ()> {
+    fn on_message<'a>(
+        &'a self,
+        session: &'a Arc<Session<()>>,
+        msg: Message<'a>,
+    ) -> BoxFuture<'a, ()> {
         let frame = match msg {
             Message::Text(t) => Frame::message(t),
             Message::Binary(b) => Frame::Binary(b),
@@ -62,7 +66,10 @@ impl NamespaceHandler for Suite {
 struct E2e;
 
 fn str_arg(event: &Event, i: usize) -> Option<String> {
-    event.args.get(i).and_then(|a| serde_json::from_str::<String>(a.get()).ok())
+    event
+        .args
+        .get(i)
+        .and_then(|a| serde_json::from_str::<String>(a.get()).ok())
 }
 
 fn rest(event: &Event, from: usize) -> Payload {
@@ -81,7 +88,9 @@ impl NamespaceHandler for E2e {
             };
             match event.name.as_str() {
                 "join" | "leave" => {
-                    let Some(room) = str_arg(&event, 0) else { return };
+                    let Some(room) = str_arg(&event, 0) else {
+                        return;
+                    };
                     if event.name == "join" {
                         let _ = socket.join(&room);
                     } else {
@@ -90,29 +99,49 @@ impl NamespaceHandler for E2e {
                     ack(Payload::json(&room));
                 }
                 "to-room" | "to-room-except-me" => {
-                    let (Some(room), Some(name)) = (str_arg(&event, 0), str_arg(&event, 1)) else { return };
+                    let (Some(room), Some(name)) = (str_arg(&event, 0), str_arg(&event, 1)) else {
+                        return;
+                    };
                     if event.name == "to-room" {
-                        socket.namespace().emit_to(&[&room], &[], &name, rest(&event, 2), false);
+                        socket
+                            .namespace()
+                            .emit_to(&[&room], &[], &name, rest(&event, 2), false);
                     } else {
                         socket.broadcast_to(&[&room], &name, rest(&event, 2));
                     }
                 }
                 "to-all" => {
-                    let Some(name) = str_arg(&event, 0) else { return };
-                    socket.namespace().emit_to(&[], &[], &name, rest(&event, 1), false);
+                    let Some(name) = str_arg(&event, 0) else {
+                        return;
+                    };
+                    socket
+                        .namespace()
+                        .emit_to(&[], &[], &name, rest(&event, 1), false);
                 }
                 "ask" => {
-                    let Some(name) = str_arg(&event, 0) else { return };
+                    let Some(name) = str_arg(&event, 0) else {
+                        return;
+                    };
                     let mut args = event
                         .args
                         .get(1)
-                        .and_then(|a| serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(a.get()).ok())
+                        .and_then(|a| {
+                            serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(a.get())
+                                .ok()
+                        })
                         .map(|v| Payload::raw_args(v.iter().map(|a| a.get())))
                         .unwrap_or_default();
                     args.attachments = event.attachments.clone();
-                    let answer = match socket.emit_with_ack(&name, args, Duration::from_secs(2)).await {
+                    let answer = match socket
+                        .emit_with_ack(&name, args, Duration::from_secs(2))
+                        .await
+                    {
                         Ok(resp) => {
-                            let mut p = Payload { args: format!("[{}]", resp.args), arg_count: 1, attachments: resp.attachments };
+                            let mut p = Payload {
+                                args: format!("[{}]", resp.args),
+                                arg_count: 1,
+                                attachments: resp.attachments,
+                            };
                             if resp.arg_count == 0 {
                                 p.args = "[]".into();
                             }
@@ -132,11 +161,29 @@ impl NamespaceHandler for E2e {
 
 /// Adds `/`, `/custom` (no recovery) and `/e2e` (recovery, 2 minutes).
 pub fn namespaces(sio: &mut SocketIo) {
-    let plain = |name: &str| NamespaceConfig { name: name.into(), recovery: None, fabric: false };
-    sio.add_namespace(plain("/"), Arc::new(Suite { echo_messages: true }));
-    sio.add_namespace(plain("/custom"), Arc::new(Suite { echo_messages: false }));
+    let plain = |name: &str| NamespaceConfig {
+        name: name.into(),
+        recovery: None,
+        fabric: false,
+    };
     sio.add_namespace(
-        NamespaceConfig { name: "/e2e".into(), recovery: Some(Duration::from_secs(120)), fabric: false },
+        plain("/"),
+        Arc::new(Suite {
+            echo_messages: true,
+        }),
+    );
+    sio.add_namespace(
+        plain("/custom"),
+        Arc::new(Suite {
+            echo_messages: false,
+        }),
+    );
+    sio.add_namespace(
+        NamespaceConfig {
+            name: "/e2e".into(),
+            recovery: Some(Duration::from_secs(120)),
+            fabric: false,
+        },
         Arc::new(E2e),
     );
 }

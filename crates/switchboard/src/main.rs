@@ -11,7 +11,10 @@ use switchboard::{app, server, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match cli.sources(Sources::process_env()).and_then(|s| Config::load(&s).map_err(|e| e.to_string())) {
+    let config = match cli
+        .sources(Sources::process_env())
+        .and_then(|s| Config::load(&s).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: invalid configuration: {e}");
@@ -43,9 +46,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(listen = %addr, "switchboard listening");
-    server::run(listener, app, shutdown_signal(), Duration::from_millis(config.shutdown_grace_ms)).await;
+    server::run(
+        listener,
+        app,
+        shutdown_signal(),
+        Duration::from_millis(config.shutdown_grace_ms),
+    )
+    .await;
     ExitCode::SUCCESS
 }
 

@@ -10,18 +10,24 @@ use std::time::Duration;
 use engineio::RemoteAddr;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::sync::CancellationToken;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::app::App;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then closes every client session
 /// (reason: server shutting down) and waits up to `grace` for connections to drain.
-pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>, grace: Duration) {
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let stop = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -37,7 +43,9 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), service(app.router.clone(), addr)).with_upgrades();
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service(app.router.clone(), addr))
+            .with_upgrades();
         let stop = stop.clone();
         app.tasks.spawn(async move {
             tokio::pin!(conn);
@@ -65,11 +73,17 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
     .await;
     match drained {
         Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections"),
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "grace period over; closing remaining connections"
+        ),
     }
 }
 
-type Reply = futures_util::future::BoxFuture<'static, Result<axum::response::Response, std::convert::Infallible>>;
+type Reply = futures_util::future::BoxFuture<
+    'static,
+    Result<axum::response::Response, std::convert::Infallible>,
+>;
 
 /// The router as a hyper service that also records the peer address.
 fn service(

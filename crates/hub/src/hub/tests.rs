@@ -86,7 +86,10 @@ fn leave_and_remove_stop_delivery() {
 
 #[test]
 fn room_limit_is_enforced() {
-    let hub = Hub::new(HubConfig { max_rooms_per_member: 2, ..HubConfig::default() });
+    let hub = Hub::new(HubConfig {
+        max_rooms_per_member: 2,
+        ..HubConfig::default()
+    });
     let (a, _) = member(&hub);
     hub.join(a, "1").expect("join");
     hub.join(a, "2").expect("join");
@@ -103,26 +106,44 @@ fn replay_returns_missed_messages_in_order_without_duplicates() {
     let o3 = publish(&hub, &["r1", "r2"], &[]);
     let _other = publish(&hub, &["r3"], &[]);
     let rooms: Vec<RoomId> = vec!["r1".into(), "r2".into()];
-    let got: Vec<u64> = hub.replay(&rooms, o1).expect("complete").iter().map(|e| e.offset).collect();
+    let got: Vec<u64> = hub
+        .replay(&rooms, o1)
+        .expect("complete")
+        .iter()
+        .map(|e| e.offset)
+        .collect();
     assert_eq!(got, vec![o2, o3]);
     assert_eq!(hub.replay(&rooms, 0).expect("complete").len(), 3);
-    assert_eq!(hub.replay(&rooms, 999).err(), Some(Gap), "an offset from the future");
+    assert_eq!(
+        hub.replay(&rooms, 999).err(),
+        Some(Gap),
+        "an offset from the future"
+    );
 }
 
 #[test]
 fn replay_refuses_when_history_was_evicted() {
-    let hub = Hub::new(HubConfig { history_len: 2, ..HubConfig::default() });
+    let hub = Hub::new(HubConfig {
+        history_len: 2,
+        ..HubConfig::default()
+    });
     let o1 = publish(&hub, &["r"], &[]);
     publish(&hub, &["r"], &[]);
     publish(&hub, &["r"], &[]);
     let rooms: Vec<RoomId> = vec!["r".into()];
     assert!(hub.replay(&rooms, o1).is_ok(), "o2 and o3 are still kept");
-    assert!(hub.replay(&rooms, 0).is_err(), "o1 was evicted: never a partial replay");
+    assert!(
+        hub.replay(&rooms, 0).is_err(),
+        "o1 was evicted: never a partial replay"
+    );
 }
 
 #[test]
 fn replay_refuses_after_pruned_room_is_gone() {
-    let hub = Hub::new(HubConfig { history_age: Duration::from_millis(0), ..HubConfig::default() });
+    let hub = Hub::new(HubConfig {
+        history_age: Duration::from_millis(0),
+        ..HubConfig::default()
+    });
     publish(&hub, &["r"], &[]);
     hub.prune(Instant::now() + Duration::from_millis(5));
     assert_eq!(hub.stats().rooms, 0);
@@ -141,7 +162,10 @@ fn join_with_replay_is_atomic_and_joins() {
     let calls = AtomicUsize::new(0);
     hub.join_with_replay(a, &rooms, o1, |replay| {
         calls.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(replay.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![o2]);
+        assert_eq!(
+            replay.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            vec![o2]
+        );
     })
     .expect("complete");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -153,7 +177,10 @@ fn join_with_replay_is_atomic_and_joins() {
 fn room_info_counts_users_once() {
     let hub = Hub::new(HubConfig::default());
     for user in ["u1", "u1", "u2"] {
-        let s = Arc::new(Sink { user: Some(user.into()), ..Sink::default() });
+        let s = Arc::new(Sink {
+            user: Some(user.into()),
+            ..Sink::default()
+        });
         let id = hub.add_member(s);
         hub.join(id, "r").expect("join");
     }
@@ -166,9 +193,16 @@ fn room_info_counts_users_once() {
 #[test]
 fn closed_members_do_not_count_as_delivered() {
     let hub = Hub::new(HubConfig::default());
-    let s = Arc::new(Sink { closed: true, ..Sink::default() });
+    let s = Arc::new(Sink {
+        closed: true,
+        ..Sink::default()
+    });
     let id = hub.add_member(s);
     hub.join(id, "r").expect("join");
-    let (_, n) = hub.publish(Publish { rooms: ["r".into()].into_iter().collect(), event: "e".into(), ..Publish::default() });
+    let (_, n) = hub.publish(Publish {
+        rooms: ["r".into()].into_iter().collect(),
+        event: "e".into(),
+        ..Publish::default()
+    });
     assert_eq!(n, 0);
 }
