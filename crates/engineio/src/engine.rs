@@ -619,12 +619,12 @@ impl<H: Handler> Engine<H> {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let open = self.handshake_packet(session.sid(), false);
-        if let Frame::Text(t) = open {
-            if ws.send(WsMessage::Text(t)).await.is_err() {
-                session.close(CloseReason::TransportError);
-                self.finish(&session);
-                return;
-            }
+        if let Frame::Text(t) = open
+            && ws.send(WsMessage::Text(t)).await.is_err()
+        {
+            session.close(CloseReason::TransportError);
+            self.finish(&session);
+            return;
         }
         self.handler.on_open(&session);
         let mut hb = Heartbeat::new(

@@ -120,10 +120,12 @@ impl Envelope {
         T: Any + Send + Sync + Clone,
     {
         let mut cache = self.cache.lock();
-        if let Some((_, v)) = cache.iter().find(|(f, _)| *f == format) {
-            if let Some(t) = v.downcast_ref::<T>() {
-                return t.clone();
-            }
+        if let Some(t) = cache
+            .iter()
+            .find(|(f, _)| *f == format)
+            .and_then(|(_, v)| v.downcast_ref::<T>())
+        {
+            return t.clone();
         }
         let t = encode(self);
         cache.push((format, Arc::new(t.clone())));

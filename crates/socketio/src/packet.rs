@@ -45,6 +45,42 @@ pub enum ParseError {
     Json,
     #[error("payload does not fit the packet type")]
     Payload,
+    #[error("JSON nested too deeply")]
+    TooDeep,
+}
+
+/// Deepest JSON nesting accepted in a packet. Legitimate events are shallow; the limit
+/// keeps every later parse (the application's) far from stack trouble.
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether brackets outside strings nest at most `max` deep. One pass, no allocation.
+fn nesting_within(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// An event's name and arguments, borrowed from the packet.
@@ -106,6 +142,9 @@ impl<'a> Packet<'a> {
         let data = if rest.is_empty() {
             None
         } else {
+            if !nesting_within(rest, MAX_DEPTH) {
+                return Err(ParseError::TooDeep);
+            }
             let raw: &RawValue = serde_json::from_str(rest).map_err(|_| ParseError::Json)?;
             Some(raw.get())
         };
@@ -313,7 +352,18 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_without_overflow() {
         let deep = format!("2[\"m\",{}{}]", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(dec(&deep), Err(ParseError::Json));
+        assert_eq!(dec(&deep), Err(ParseError::TooDeep));
+        let ok = format!(
+            "2[\"m\",{}{}]",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(dec(&ok).is_ok());
+        let in_string = format!("2[\"m\",\"{}\\\"\"]", "[".repeat(1000));
+        assert!(
+            dec(&in_string).is_ok(),
+            "brackets inside strings do not count"
+        );
     }
 
     #[test]

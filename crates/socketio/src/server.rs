@@ -445,10 +445,10 @@ impl Handler for SocketIo {
         let timeout = self.config.connect_timeout;
         let timer = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            if let Some(s) = weak.upgrade() {
-                if s.data.sockets.lock().is_empty() {
-                    s.close(CloseReason::ServerClose);
-                }
+            if let Some(s) = weak.upgrade()
+                && s.data.sockets.lock().is_empty()
+            {
+                s.close(CloseReason::ServerClose);
             }
         });
         *session.data.connect_timer.lock() = Some(timer.abort_handle());

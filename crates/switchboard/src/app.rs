@@ -21,15 +21,21 @@ use crate::{conformance, realtime};
 /// Something holding client sessions that shutdown must close.
 trait Sessions: Send + Sync {
     fn close_all(&self);
+    fn count(&self) -> usize;
 }
 
 impl<H: engineio::Handler> Sessions for Engine<H> {
     fn close_all(&self) {
         Engine::close_all(self);
     }
+    fn count(&self) -> usize {
+        self.session_count()
+    }
 }
 
-/// A built server: routes, the engines behind them, and the tasks they spawn.
+/// A built server: routes, the engines behind them, and the tasks they spawn. Clones
+/// share everything (tests keep one to inspect the running server).
+#[derive(Clone)]
 pub struct App {
     pub router: Router,
     pub tasks: TaskTracker,
@@ -43,6 +49,11 @@ impl App {
         for e in &self.engines {
             e.close_all();
         }
+    }
+
+    /// Open Engine.IO sessions across every engine.
+    pub fn session_count(&self) -> usize {
+        self.engines.iter().map(|e| e.count()).sum()
     }
 }
 

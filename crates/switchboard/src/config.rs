@@ -291,7 +291,6 @@ impl Config {
         self.ping_interval_ms = 300;
         self.ping_timeout_ms = 200;
         self.connect_timeout_ms = 1000;
-        self.max_payload = 1_000_000;
         self
     }
 }
