@@ -31,8 +31,8 @@ export function freePort() {
 }
 
 /** Which server to start, as {name, command, args}. */
-export function serverCommand(port) {
-  if (process.env.E2E_SERVER === "reference") {
+export function serverCommand(port, opts = {}) {
+  if (process.env.E2E_SERVER === "reference" && !opts.args) {
     return {
       name: "reference (node socket.io)",
       command: process.execPath,
@@ -52,7 +52,8 @@ export function serverCommand(port) {
   return {
     name: `switchboard (${bin})`,
     command: bin,
-    args: ["conformance", "--listen", `${HOST}:${port}`],
+    // `opts.args` selects another mode (e.g. `serve --data-dir memory`); default: conformance.
+    args: [...(opts.args ?? ["conformance"]), "--listen", `${HOST}:${port}`],
   };
 }
 
@@ -67,9 +68,9 @@ function appendCapped(buf, chunk) {
  *
  * @returns {Promise<{url: string, port: number, name: string, stop: () => Promise<void>, logs: () => {stdout: string, stderr: string}}>}
  */
-export async function startServer() {
+export async function startServer(opts = {}) {
   const port = await freePort();
-  const { name, command, args } = serverCommand(port);
+  const { name, command, args } = serverCommand(port, opts);
 
   const child = spawn(command, args, {
     cwd: E2E_DIR,

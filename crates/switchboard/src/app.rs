@@ -15,7 +15,12 @@ use hub::Hub;
 use socketio::{NamespaceConfig, SocketIo};
 use tokio_util::task::TaskTracker;
 
+use crate::tickets::HoldStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::tickets::HoldService;
 use crate::{conformance, realtime};
 
 /// Something holding client sessions that shutdown must close.
@@ -41,11 +46,14 @@ pub struct App {
     pub tasks: TaskTracker,
     pub hub: Arc<Hub>,
     engines: Vec<Arc<dyn Sessions>>,
+    /// Stops background work (expiry timer) at shutdown.
+    stop: CancellationToken,
 }
 
 impl App {
     /// Closes every client session (reason: server shutting down).
     pub fn close_sessions(&self) {
+        self.stop.cancel();
         for e in &self.engines {
             e.close_all();
         }
@@ -89,29 +97,102 @@ fn socketio_engine(config: &Config, sio: SocketIo, tasks: &TaskTracker) -> Arc<E
     Engine::new(config.engine(), sio, tasks.clone())
 }
 
-/// The production server: `/realtime` on the room fabric, with recovery.
-pub fn build(config: &Config) -> App {
+/// Why the server could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Catalog(#[from] crate::tickets::CatalogError),
+    #[error("hold store in {dir}: {message}")]
+    Store { dir: String, message: String },
+    #[error("JWT key: {0}")]
+    Key(String),
+}
+
+fn auth_of(config: &Config) -> Result<Auth, BuildError> {
+    if !config.jwt_public_key_file.is_empty() {
+        let pem = std::fs::read(&config.jwt_public_key_file)
+            .map_err(|e| BuildError::Key(format!("{}: {e}", config.jwt_public_key_file)))?;
+        return Auth::rs256(&pem).map_err(BuildError::Key);
+    }
+    if !config.jwt_secret.is_empty() && !config.dev_mode {
+        return Ok(Auth::hs256(config.jwt_secret.as_bytes()));
+    }
+    tracing::warn!(
+        "DEVELOPMENT MODE: client tokens are NOT verified; the user id comes from ?userId=. \
+         Set SWITCHBOARD_JWT_SECRET (or jwt_public_key_file) before exposing this server."
+    );
+    Ok(Auth::Development)
+}
+
+fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
+    if config.data_dir == "memory" {
+        let store = crate::tickets::SqliteStore::memory().map_err(|e| BuildError::Store {
+            dir: config.data_dir.clone(),
+            message: e.to_string(),
+        })?;
+        return Ok(Box::new(store));
+    }
+    let store =
+        crate::tickets::SqliteStore::open(std::path::Path::new(&config.data_dir)).map_err(|e| {
+            BuildError::Store {
+                dir: config.data_dir.clone(),
+                message: e.to_string(),
+            }
+        })?;
+    Ok(Box::new(store))
+}
+
+/// The production server: `/realtime` on the room fabric, with recovery and ticket holds.
+pub fn build(config: &Config) -> Result<App, BuildError> {
     let tasks = TaskTracker::new();
     let hub = Hub::new(config.hub());
+    let catalog = if config.catalog.is_empty() {
+        crate::tickets::demo_catalog()
+    } else {
+        crate::tickets::load_catalog(std::path::Path::new(&config.catalog))?
+    };
+    let holds = HoldService::open(
+        config.holds(),
+        catalog,
+        store_of(config)?,
+        hub.clone(),
+        std::time::Duration::from_millis(config.coalesce_ms),
+    )
+    .map_err(|e| BuildError::Store {
+        dir: config.data_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let stop = CancellationToken::new();
+    tasks.spawn(holds.clone().run_expiry(stop.clone()));
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
-    sio.add_namespace(
+    let realtime = sio.add_namespace(
         NamespaceConfig {
             name: "/realtime".into(),
             recovery: config.recovery_window(),
             fabric: true,
         },
-        Arc::new(realtime::Realtime),
+        Arc::new(realtime::Realtime {
+            auth: auth_of(config)?,
+            holds: holds.clone(),
+        }),
     );
     let engine = socketio_engine(config, sio, &tasks);
     hub_pruner(&hub, &tasks);
-    let mut router = Router::new().route("/health", get(health));
+    let admin = crate::admin::AdminState {
+        holds,
+        hub: hub.clone(),
+        realtime,
+        api_key: config.api_key.clone(),
+    };
+    let mut router = crate::admin::routes(admin);
     router = engine_routes(router, "/socket.io/", engine.clone());
-    App {
+    Ok(App {
         router,
         tasks,
         hub,
         engines: vec![engine],
-    }
+        stop,
+    })
 }
 
 /// The server the official Socket.IO and Engine.IO suites expect (see `conformance`).
@@ -131,9 +212,10 @@ pub fn build_conformance(config: &Config) -> App {
         tasks,
         hub,
         engines: vec![engine, echo],
+        stop: CancellationToken::new(),
     }
 }
 
-async fn health() -> impl IntoResponse {
+pub(crate) async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }

@@ -30,6 +30,12 @@ pub struct Common {
     /// `text` or `json` logs (overrides `log_format`).
     #[arg(long, global = true)]
     pub log_format: Option<String>,
+    /// Catalog file (overrides `catalog`).
+    #[arg(long, global = true)]
+    pub catalog: Option<String>,
+    /// Data directory for holds (overrides `data_dir`).
+    #[arg(long, global = true)]
+    pub data_dir: Option<String>,
     /// Any setting as KEY=VALUE, e.g. `--set ping_interval_ms=10000` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -72,6 +78,12 @@ impl Cli {
         }
         if let Some(l) = &self.common.listen {
             overrides.push(("listen".to_owned(), l.clone()));
+        }
+        if let Some(c) = &self.common.catalog {
+            overrides.push(("catalog".to_owned(), c.clone()));
+        }
+        if let Some(d) = &self.common.data_dir {
+            overrides.push(("data_dir".to_owned(), d.clone()));
         }
         if let Some(f) = &self.common.log_format {
             overrides.push(("log_format".to_owned(), f.clone()));

@@ -51,6 +51,27 @@ pub struct Config {
     pub history_age_secs: u64,
     /// Rooms one client may be in at once.
     pub max_rooms_per_client: usize,
+
+    /// Catalog file (`{"events": [...]}`); empty serves the demo catalog.
+    pub catalog: String,
+    /// Where holds, confirmations and sales are stored (SQLite); `memory` keeps nothing.
+    pub data_dir: String,
+    /// Hold rules.
+    pub hold_ttl_secs: u64,
+    pub max_hold_quantity: u32,
+    pub order_timeout_secs: u64,
+    /// Availability updates of one category within this window are merged into one.
+    pub coalesce_ms: u64,
+    /// HS256 secret for client JWTs (`SWITCHBOARD_JWT_SECRET`).
+    pub jwt_secret: String,
+    /// RS256 public key (PEM file) for client JWTs; used instead of the secret when set.
+    pub jwt_public_key_file: String,
+    /// Skip token checks and take the user from the `userId` query parameter. When no
+    /// key is configured and the server listens on loopback, this is on by default.
+    pub dev_mode: bool,
+    /// Bearer key of the admin and publish HTTP APIs (`SWITCHBOARD_API_KEY`); empty
+    /// disables them.
+    pub api_key: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +102,16 @@ impl Default for Config {
             history_len: 1000,
             history_age_secs: 120,
             max_rooms_per_client: 256,
+            catalog: String::new(),
+            data_dir: "./data".to_owned(),
+            hold_ttl_secs: 300,
+            max_hold_quantity: 10,
+            order_timeout_secs: 900,
+            coalesce_ms: 100,
+            jwt_secret: String::new(),
+            jwt_public_key_file: String::new(),
+            dev_mode: false,
+            api_key: String::new(),
         }
     }
 }
@@ -279,6 +310,40 @@ impl Config {
             history_len: self.history_len,
             history_age: Duration::from_secs(self.history_age_secs),
             max_rooms_per_member: self.max_rooms_per_client,
+        }
+    }
+
+    pub fn has_jwt_key(&self) -> bool {
+        !self.jwt_secret.is_empty() || !self.jwt_public_key_file.is_empty()
+    }
+
+    /// Development mode: asked for, or implied by no key on a loopback listener.
+    pub fn effective_dev_mode(&self) -> bool {
+        self.dev_mode || !self.has_jwt_key()
+    }
+
+    pub fn holds(&self) -> tickets::HoldConfig {
+        tickets::HoldConfig {
+            max_quantity: self.max_hold_quantity,
+            hold_ttl_ms: self.hold_ttl_secs as i64 * 1000,
+            order_timeout_ms: self.order_timeout_secs as i64 * 1000,
+            ..tickets::HoldConfig::default()
+        }
+    }
+
+    /// This config with secrets replaced, for printing.
+    pub fn redacted(&self) -> Config {
+        let hide = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                "<redacted>".to_owned()
+            }
+        };
+        Config {
+            jwt_secret: hide(&self.jwt_secret),
+            api_key: hide(&self.api_key),
+            ..self.clone()
         }
     }
 

@@ -9,16 +9,22 @@
 //! - [`app`]: builds the hub, engines and routes; no I/O.
 //! - [`server`]: `run(listener, app, shutdown, grace)`: accept loop and drain.
 //! - [`conformance`]: the server the official protocol suites expect.
-//! - [`realtime`]: the `/realtime` namespace.
+//! - [`realtime`]: the `/realtime` namespace (the ticketing contract).
+//! - [`tickets`]: the hold service (rules + store + timer + broadcasts).
+//! - [`auth`]: JWT (HS256/RS256) or development identities.
+//! - [`admin`]: `/health`, `/ready`, `/stats`, the catalog admin API.
 //! - [`telemetry`]: logging set-up.
 
+pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod realtime;
 pub mod server;
 pub mod telemetry;
+pub mod tickets;
 
 pub use app::{App, build, build_conformance};
 pub use config::Config;

@@ -23,7 +23,10 @@ async fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::CheckConfig = command {
-        println!("{}", toml::to_string(&config).unwrap_or_default());
+        println!(
+            "{}",
+            toml::to_string(&config.redacted()).unwrap_or_default()
+        );
         eprintln!("switchboard: configuration ok");
         return ExitCode::SUCCESS;
     }
@@ -34,10 +37,13 @@ async fn main() -> ExitCode {
             let app = app::build_conformance(&config);
             (config, app)
         }
-        _ => {
-            let app = app::build(&config);
-            (config, app)
-        }
+        _ => match app::build(&config) {
+            Ok(app) => (config, app),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::from(64);
+            }
+        },
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,

@@ -1,25 +1,298 @@
-//! The `/realtime` namespace. The ticketing contract (holds, availability, orders) is
-//! built on this; for now it refuses unknown events with a clear `error`.
+//! The `/realtime` namespace: the ticketing platform's event contract (names and payload
+//! fields exactly as its Next.js front end expects them).
+//!
+//! Owns: decoding each event's fields (ids as numbers or numeric strings), answering by
+//! emit and by ack, room membership (`event_{id}`, `user:{id}`). Never: hold rules (the
+//! hold service) or token checks (`auth`).
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use hub::Payload;
-use socketio::{Event, NamespaceHandler, Socket};
+use serde_json::{Value, json};
+use socketio::{
+    ConnectError, ConnectRequest, DisconnectReason, Event, Identity, NamespaceHandler, Socket,
+};
+use tickets::HoldRequest;
 
+use crate::auth::Auth;
+use crate::tickets::{HoldService, ServiceError};
+
+pub struct Realtime {
+    pub auth: Auth,
+    pub holds: Arc<HoldService>,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime")
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// The per-user room that receives order notifications on every transport.
+pub fn user_room(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// A bad field, reported to the client as `{success: false, message}`.
 #[derive(Debug)]
-pub struct Realtime;
+struct BadInput(String);
+
+fn field<'a>(data: &'a Value, name: &str) -> Result<&'a Value, BadInput> {
+    data.get(name)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| BadInput(format!("Missing field: {name}")))
+}
+
+/// An id: an integer, or a string of one. Anything else is refused with a message.
+fn id(data: &Value, name: &str) -> Result<i64, BadInput> {
+    let v = field(data, name)?;
+    let parsed = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| BadInput(format!("Invalid {name}: expected an integer id")))
+}
+
+/// A quantity: a whole number (or numeric string) within 1..=max.
+fn quantity(data: &Value, max: u32) -> Result<u32, BadInput> {
+    let v = field(data, "quantity")?;
+    let n = match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e18)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| BadInput("Invalid quantity: expected a whole number".into()))?;
+    if n < 1 || n > i64::from(max) {
+        return Err(BadInput(format!(
+            "Invalid quantity: must be between 1 and {max}"
+        )));
+    }
+    Ok(n as u32)
+}
+
+/// Sends a response as an event and, when the client asked for one, through its ack.
+fn respond(socket: &Socket, ack: Option<u64>, event: &str, body: Value) {
+    let payload = Payload::json(&body);
+    if let Some(id) = ack {
+        socket.ack(id, &payload);
+    }
+    socket.emit(event, payload);
+}
+
+impl Realtime {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<HoldService>) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let holds = self.holds.clone();
+        tokio::task::spawn_blocking(move || f(holds))
+            .await
+            .unwrap_or_else(|_| Err(ServiceError::Storage("hold operation panicked".into())))
+    }
+
+    async fn handle(&self, socket: &Arc<Socket>, event: &Event) -> Result<(), BadInput> {
+        let data: Value = match event.args.first() {
+            Some(raw) => {
+                serde_json::from_str(raw.get()).map_err(|_| BadInput("Invalid payload".into()))?
+            }
+            None => json!({}),
+        };
+        if !data.is_object() {
+            return Err(BadInput("Invalid payload: expected an object".into()));
+        }
+        let user = socket.user().unwrap_or("anonymous").to_owned();
+        let ack = event.ack;
+        match event.name.as_str() {
+            "join-event-room" => {
+                let event_id = id(&data, "eventId")?;
+                let Some(categories) = self.holds.event_availability(event_id) else {
+                    respond(
+                        socket,
+                        ack,
+                        "joined-event-room",
+                        json!({"success": false, "eventId": event_id, "message": format!("Event {event_id} not found")}),
+                    );
+                    return Ok(());
+                };
+                if socket.join(&crate::tickets::event_room(event_id)).is_err() {
+                    respond(
+                        socket,
+                        ack,
+                        "joined-event-room",
+                        json!({"success": false, "eventId": event_id, "message": "Too many rooms joined"}),
+                    );
+                    return Ok(());
+                }
+                respond(
+                    socket,
+                    ack,
+                    "joined-event-room",
+                    json!({"success": true, "eventId": event_id, "message": format!("Joined event {event_id}")}),
+                );
+                for a in &categories {
+                    socket.emit("availability-update", HoldService::update_payload(a));
+                }
+            }
+            "leave-event-room" => {
+                let event_id = id(&data, "eventId")?;
+                socket.leave(&crate::tickets::event_room(event_id));
+                respond(
+                    socket,
+                    ack,
+                    "left-event-room",
+                    json!({"success": true, "eventId": event_id, "message": format!("Left event {event_id}")}),
+                );
+            }
+            "lock-tickets" => {
+                let req = HoldRequest {
+                    user_id: user,
+                    session_id: socket.id().to_owned(),
+                    event_id: id(&data, "eventId")?,
+                    category_id: id(&data, "categoryId")?,
+                    quantity: quantity(&data, self.holds.config().max_quantity)?,
+                };
+                let (ev, cat) = (req.event_id, req.category_id);
+                let body = match self.blocking(move |h| h.lock(req)).await {
+                    Ok(hold) => json!({
+                        "success": true,
+                        "lockId": hold.lock_id,
+                        "expiresAt": hold.expires_at,
+                        "message": format!("Locked {} ticket(s)", hold.quantity),
+                        "availableTickets": self.holds.availability(ev, cat).map(|a| a.available_tickets),
+                    }),
+                    Err(e) => json!({
+                        "success": false,
+                        "message": e.to_string(),
+                        "availableTickets": self.holds.availability(ev, cat).map(|a| a.available_tickets),
+                    }),
+                };
+                respond(socket, ack, "lock-tickets-response", body);
+            }
+            "unlock-tickets" => {
+                let (ev, cat) = (id(&data, "eventId")?, id(&data, "categoryId")?);
+                let body = match self.blocking(move |h| h.unlock(&user, ev, cat)).await {
+                    Ok(hold) => {
+                        json!({"success": true, "message": format!("Released {} ticket(s)", hold.quantity)})
+                    }
+                    Err(e) => json!({"success": false, "message": e.to_string()}),
+                };
+                respond(socket, ack, "unlock-tickets-response", body);
+            }
+            "get-my-locks" => {
+                let locks = self.holds.holds_of_user(&user);
+                respond(socket, ack, "my-locks-response", json!({"locks": locks}));
+            }
+            "heartbeat" => {
+                respond(
+                    socket,
+                    ack,
+                    "heartbeat-response",
+                    json!({"success": true, "timestamp": crate::tickets::now_ms()}),
+                );
+            }
+            other => return Err(BadInput(format!("Unknown event: {other}"))),
+        }
+        Ok(())
+    }
+}
 
 impl NamespaceHandler for Realtime {
-    fn on_event<'a>(&'a self, socket: Arc<Socket>, event: Event) -> BoxFuture<'a, ()> {
-        let message = format!("Unknown event: {}", event.name);
-        let payload = Payload::json(&serde_json::json!({ "message": message }));
-        match event.ack {
-            Some(id) => socket.ack(id, &payload),
-            None => {
-                socket.emit("error", payload);
-            }
+    fn authorize(&self, req: &ConnectRequest<'_>) -> Result<Identity, ConnectError> {
+        let auth: Value = serde_json::from_str(req.auth).unwrap_or(Value::Null);
+        let token = auth
+            .get("token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| req.handshake.query_param("token"));
+        let query_user = req.handshake.query_param("userId");
+        match self.auth.identify(token.as_deref(), query_user.as_deref()) {
+            Ok(user) => Ok(Identity { user: Some(user) }),
+            Err(e) => Err(ConnectError::new(e.to_string())),
         }
-        Box::pin(async {})
+    }
+
+    fn on_connect<'a>(&'a self, socket: Arc<Socket>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(user) = socket.user() {
+                let _ = socket.join(&user_room(user));
+            }
+            socket.emit(
+                "connected",
+                Payload::json(&json!({
+                    "success": true,
+                    "sessionId": socket.id(),
+                    "message": if socket.recovered() { "Session recovered" } else { "Connected to realtime service" },
+                })),
+            );
+        })
+    }
+
+    fn on_event<'a>(&'a self, socket: Arc<Socket>, event: Event) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(BadInput(message)) = self.handle(&socket, &event).await {
+                let body = json!({"success": false, "message": message});
+                if let Some(id) = event.ack {
+                    socket.ack(id, &Payload::json(&body));
+                }
+                socket.emit("error", Payload::json(&json!({"message": message})));
+            }
+        })
+    }
+
+    fn on_disconnect<'a>(
+        &'a self,
+        socket: Arc<Socket>,
+        _reason: DisconnectReason,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let session = socket.id().to_owned();
+            if let Err(e) = self.blocking(move |h| h.release_session(&session)).await {
+                tracing::warn!(error = %e, "releasing a session's holds failed");
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_numbers_and_numeric_strings_only() {
+        let d =
+            json!({"a": 5, "b": "6", "c": 1.5, "d": "x", "e": 1e20, "f": null});
+        assert_eq!(id(&d, "a").ok(), Some(5));
+        assert_eq!(id(&d, "b").ok(), Some(6));
+        for bad in ["c", "d", "e", "f", "missing"] {
+            assert!(id(&d, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities_are_whole_and_in_range() {
+        let q = |v: Value| quantity(&json!({ "quantity": v }), 10).ok();
+        assert_eq!(q(json!(3)), Some(3));
+        assert_eq!(q(json!("4")), Some(4));
+        assert_eq!(q(json!(2.0)), Some(2));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(11),
+            json!(1.5),
+            json!("many"),
+            json!(1e300),
+            json!([1]),
+            json!(u64::MAX),
+        ] {
+            assert_eq!(q(bad.clone()), None, "{bad}");
+        }
     }
 }

@@ -1,0 +1,176 @@
+//! Operator and service HTTP endpoints: `/health` (liveness), `/ready`, `/stats`, and the
+//! catalog admin API (`Authorization: Bearer <api_key>`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use hub::Hub;
+use serde_json::json;
+use socketio::Namespace;
+use tickets::{Category, Event};
+
+use crate::tickets::{HoldService, ServiceError};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub holds: Arc<HoldService>,
+    pub hub: Arc<Hub>,
+    pub realtime: Arc<Namespace>,
+    pub api_key: String,
+}
+
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(crate::app::health))
+        .route("/ready", get(ready))
+        .route("/stats", get(stats))
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}", put(put_event))
+        .route("/api/events/{id}/categories/{category}", put(put_category))
+        .with_state(state)
+}
+
+/// One answer for every admin error: a status and `{error}`; the cause is logged once.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Refused(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
+            ServiceError::Storage(cause) => {
+                tracing::error!(%cause, "admin operation failed in the store");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage unavailable".into(),
+                )
+            }
+        }
+    }
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.api_key.is_empty() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin API disabled: set SWITCHBOARD_API_KEY".into(),
+        ));
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the key is a secret.
+    let ok = given.is_some_and(|g| {
+        g.len() == state.api_key.len()
+            && g.bytes()
+                .zip(state.api_key.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "invalid or missing API key".into(),
+        ))
+    }
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    // The store answered at start-up; the service exists only if it opened.
+    let _ = &s.holds;
+    Json(json!({"status": "ready", "store": "open"}))
+}
+
+async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
+    let t = s.holds.stats();
+    let hub = s.hub.stats();
+    Json(json!({
+        "service": "realtime-service",
+        "status": "ok",
+        "connectedUsers": s.realtime.connected(),
+        "recoverableSessions": s.realtime.recoverable(),
+        "ticketLocks": {
+            "totalLocks": t.total_locks,
+            "activeLocks": t.active_locks,
+            "usersWithLocks": t.users_with_locks,
+            "categoriesWithLocks": t.categories_with_locks,
+            "locksByStatus": {
+                "active": t.locks_by_status.active,
+                "expired": t.locks_by_status.expired,
+                "confirmed": t.locks_by_status.confirmed,
+                "released": t.locks_by_status.released,
+                "completed": t.locks_by_status.completed,
+            },
+        },
+        "hub": hub,
+    }))
+}
+
+async fn list_events(State(s): State<AdminState>) -> impl IntoResponse {
+    Json(json!({"events": s.holds.catalog()}))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    name: String,
+    categories: Vec<Category>,
+}
+
+async fn put_event(
+    State(s): State<AdminState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Result<Json<EventBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let event = Event {
+        id,
+        name: body.name,
+        categories: body.categories,
+    };
+    let holds = s.holds.clone();
+    tokio::task::spawn_blocking(move || holds.upsert_event(event))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
+    Ok((StatusCode::OK, Json(json!({"success": true}))))
+}
+
+async fn put_category(
+    State(s): State<AdminState>,
+    Path((id, category)): Path<(i64, i64)>,
+    headers: HeaderMap,
+    body: Result<Json<Category>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    let Json(mut cat) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    cat.id = category;
+    let holds = s.holds.clone();
+    let mut event = holds
+        .catalog()
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("event {id} not found")))?;
+    match event.categories.iter_mut().find(|c| c.id == category) {
+        Some(c) => *c = cat,
+        None => event.categories.push(cat),
+    }
+    tokio::task::spawn_blocking(move || holds.upsert_event(event))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
+    Ok((StatusCode::OK, Json(json!({"success": true}))))
+}

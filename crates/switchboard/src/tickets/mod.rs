@@ -1,0 +1,14 @@
+//! Ticket holds on the room fabric: the pure rules (`tickets` crate) driven with a clock,
+//! made durable by a store (`holdstore` crate), and broadcast as `availability-update`.
+//!
+//! Owns: the single `State` behind a mutex, the expiry timer, coalescing of updates.
+//! Never: speaks a protocol (the `/realtime` handler does), or decides who a client is.
+
+mod catalog;
+mod coalesce;
+mod service;
+mod store;
+
+pub use catalog::{CatalogError, demo_catalog, load_catalog};
+pub use service::{HoldService, ServiceError, event_room, now_ms};
+pub use store::{HoldStore, SqliteStore, StoreError};

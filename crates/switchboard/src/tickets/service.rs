@@ -1,0 +1,333 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::store::HoldStore;
+use hub::{Hub, Payload, Publish};
+use parking_lot::Mutex;
+use tickets::{
+    Availability, CategoryKey, Event, Hold, HoldConfig, HoldRequest, OrderEffect, OrderMessage,
+    Outcome, State, Stats,
+};
+use tokio::sync::Notify;
+
+use super::coalesce::{Coalescer, Decision};
+
+/// Why an operation failed, as the caller should report it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The rules refused it; the message is fit for the client.
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not make it durable; nothing changed.
+    #[error("storage unavailable, nothing changed")]
+    Storage(String),
+}
+
+struct Inner {
+    state: State,
+    store: Box<dyn HoldStore + Send>,
+}
+
+/// The hold service: one `State`, its store, the expiry timer and the broadcasts.
+pub struct HoldService {
+    inner: Mutex<Inner>,
+    hub: Arc<Hub>,
+    coalescer: Coalescer,
+    /// Re-arms the expiry timer after a mutation.
+    timer: Notify,
+    config: HoldConfig,
+}
+
+impl std::fmt::Debug for HoldService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldService").finish()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The hub room of an event.
+pub fn event_room(event_id: i64) -> String {
+    format!("event_{event_id}")
+}
+
+impl HoldService {
+    /// Restores the persisted state, or seeds the catalog on a first start.
+    pub fn open(
+        config: HoldConfig,
+        catalog: Vec<Event>,
+        mut store: Box<dyn HoldStore + Send>,
+        hub: Arc<Hub>,
+        coalesce_window: Duration,
+    ) -> Result<Arc<HoldService>, ServiceError> {
+        let snapshot = store
+            .load()
+            .map_err(|e| ServiceError::Storage(e.to_string()))?;
+        let state = match snapshot {
+            Some(s) => State::restore(config.clone(), s)
+                .map_err(|e| ServiceError::Storage(e.to_string()))?,
+            None => {
+                let mut state =
+                    State::new(config.clone()).map_err(|e| ServiceError::Refused(e.to_string()))?;
+                for event in catalog {
+                    let out = state
+                        .upsert_event(event)
+                        .map_err(|e| ServiceError::Refused(e.to_string()))?;
+                    store
+                        .apply(&out.changes)
+                        .map_err(|e| ServiceError::Storage(e.to_string()))?;
+                }
+                state
+            }
+        };
+        Ok(Arc::new(HoldService {
+            inner: Mutex::new(Inner { state, store }),
+            hub,
+            coalescer: Coalescer::new(coalesce_window),
+            timer: Notify::new(),
+            config,
+        }))
+    }
+
+    pub fn config(&self) -> &HoldConfig {
+        &self.config
+    }
+
+    /// Runs one mutation: sweep expired holds, apply, make it durable, then broadcast.
+    /// If the store fails, the state is rebuilt from the store: nothing changed.
+    fn mutate<T, E: std::fmt::Display>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
+    ) -> Result<T, ServiceError> {
+        let now = now_ms();
+        let mut touched: Vec<CategoryKey> = Vec::new();
+        let result = {
+            let mut inner = self.inner.lock();
+            let swept = inner.state.expire_due(now);
+            if !swept.changes.is_empty() {
+                self.persist(&mut inner, &swept.changes)?;
+                touched.extend(swept.touched);
+            }
+            match op(&mut inner.state, now) {
+                Ok(out) => {
+                    if !out.changes.is_empty() {
+                        self.persist(&mut inner, &out.changes)?;
+                    }
+                    touched.extend(out.touched);
+                    Ok(out.value)
+                }
+                Err(e) => Err(ServiceError::Refused(e.to_string())),
+            }
+        };
+        self.timer.notify_one();
+        touched.sort();
+        touched.dedup();
+        for key in touched {
+            self.availability_changed(key);
+        }
+        result
+    }
+
+    fn persist(&self, inner: &mut Inner, changes: &[tickets::Change]) -> Result<(), ServiceError> {
+        if let Err(e) = inner.store.apply(changes) {
+            tracing::error!(error = %e, "hold store write failed; reloading state from the store");
+            let reloaded = inner
+                .store
+                .load()
+                .ok()
+                .flatten()
+                .and_then(|s| State::restore(self.config.clone(), s).ok());
+            if let Some(state) = reloaded {
+                inner.state = state;
+            }
+            return Err(ServiceError::Storage(e.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn lock(self: &Arc<Self>, req: HoldRequest) -> Result<Hold, ServiceError> {
+        self.mutate(|s, now| s.lock(req, now))
+    }
+
+    pub fn unlock(
+        self: &Arc<Self>,
+        user: &str,
+        event_id: i64,
+        category_id: i64,
+    ) -> Result<Hold, ServiceError> {
+        self.mutate(|s, _| s.unlock(user, event_id, category_id))
+    }
+
+    /// Releases every active hold of a session that ended for good.
+    pub fn release_session(self: &Arc<Self>, session_id: &str) -> Result<Vec<Hold>, ServiceError> {
+        self.mutate(|s, _| Ok::<_, std::convert::Infallible>(s.release_session(session_id)))
+    }
+
+    pub fn confirm(self: &Arc<Self>, lock_id: &str) -> Result<Hold, ServiceError> {
+        self.mutate(|s, now| s.confirm(lock_id, now))
+    }
+
+    pub fn order_completed(
+        self: &Arc<Self>,
+        msg: &OrderMessage,
+    ) -> Result<OrderEffect, ServiceError> {
+        self.mutate(|s, _| s.order_completed(msg))
+    }
+
+    pub fn order_cancelled(
+        self: &Arc<Self>,
+        msg: &OrderMessage,
+    ) -> Result<OrderEffect, ServiceError> {
+        self.mutate(|s, _| s.order_cancelled(msg))
+    }
+
+    pub fn event_cancelled(self: &Arc<Self>, event_id: i64) -> Result<Vec<Hold>, ServiceError> {
+        self.mutate(|s, _| Ok::<_, std::convert::Infallible>(s.event_cancelled(event_id)))
+    }
+
+    pub fn upsert_event(self: &Arc<Self>, event: Event) -> Result<(), ServiceError> {
+        let id = event.id;
+        let cats: Vec<i64> = event.categories.iter().map(|c| c.id).collect();
+        self.mutate(|s, _| s.upsert_event(event))?;
+        // A capacity change is news to everyone watching the event.
+        for c in cats {
+            self.availability_changed(CategoryKey::new(id, c));
+        }
+        Ok(())
+    }
+
+    pub fn change_capacity(
+        self: &Arc<Self>,
+        event_id: i64,
+        category_id: i64,
+        total: u32,
+        available: u32,
+    ) -> Result<Availability, ServiceError> {
+        self.mutate(|s, _| s.change_capacity(event_id, category_id, total, available))
+    }
+
+    pub fn catalog(&self) -> Vec<Event> {
+        self.inner.lock().state.catalog()
+    }
+
+    pub fn event_exists(&self, event_id: i64) -> bool {
+        self.inner
+            .lock()
+            .state
+            .catalog()
+            .iter()
+            .any(|e| e.id == event_id)
+    }
+
+    /// Availability of every category of an event (`None` for an unknown event).
+    pub fn event_availability(&self, event_id: i64) -> Option<Vec<Availability>> {
+        let inner = self.inner.lock();
+        let event = inner
+            .state
+            .catalog()
+            .into_iter()
+            .find(|e| e.id == event_id)?;
+        Some(
+            event
+                .categories
+                .iter()
+                .filter_map(|c| inner.state.availability(event_id, c.id))
+                .collect(),
+        )
+    }
+
+    pub fn availability(&self, event_id: i64, category_id: i64) -> Option<Availability> {
+        self.inner.lock().state.availability(event_id, category_id)
+    }
+
+    pub fn holds_of_user(&self, user: &str) -> Vec<Hold> {
+        self.inner.lock().state.holds_of_user(user)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().state.stats()
+    }
+
+    /// The `availability-update` payload of a category, stamped now.
+    pub fn update_payload(a: &Availability) -> Payload {
+        Payload::json(&serde_json::json!({
+            "eventId": a.event_id,
+            "categoryId": a.category_id,
+            "availableTickets": a.available_tickets,
+            "lockedTickets": a.locked_tickets,
+            "totalTickets": a.total_tickets,
+            "timestamp": now_ms(),
+        }))
+    }
+
+    fn broadcast(&self, key: CategoryKey) {
+        let Some(a) = self.availability(key.event_id, key.category_id) else {
+            return;
+        };
+        self.hub.publish(Publish {
+            rooms: std::iter::once(event_room(key.event_id).into()).collect(),
+            event: "availability-update".into(),
+            payload: Self::update_payload(&a),
+            persist: true,
+            ..Publish::default()
+        });
+    }
+
+    fn availability_changed(self: &Arc<Self>, key: CategoryKey) {
+        match self.coalescer.touch(key, Instant::now()) {
+            Decision::SendNow => self.broadcast(key),
+            Decision::Later {
+                delay,
+                schedule: true,
+            } => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    this.coalescer.flushed(key, Instant::now());
+                    this.broadcast(key);
+                });
+            }
+            Decision::Later {
+                schedule: false, ..
+            } => {}
+        }
+    }
+
+    /// Expires holds at their own deadline (not on a sweep), until `stop` fires.
+    pub async fn run_expiry(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let next = self.inner.lock().state.next_deadline();
+            let wait = match next {
+                Some(d) => Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.timer.notified() => continue,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // The sweep inside every mutation does the work; an empty one just sweeps.
+            let due = next.is_some_and(|d| d <= now_ms());
+            if due {
+                let svc = self.clone();
+                let swept = tokio::task::spawn_blocking(move || {
+                    svc.mutate(|_, _| {
+                        Ok::<_, std::convert::Infallible>(Outcome {
+                            value: (),
+                            changes: Vec::new(),
+                            touched: Vec::new(),
+                        })
+                    })
+                })
+                .await;
+                if let Ok(Err(e)) = swept {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Durable hold storage: change records written to SQLite, one transaction per mutation,
+//! `synchronous = FULL`, so a hold is on disk before the client hears it was granted.
+//!
+//! Behind [`HoldStore`] so Redis can replace it for many nodes. `memory` mode uses the
+//! same code on an in-memory database.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tickets::{
+    Category, Change, EndedCounts, Event, Hold, HoldStatus, OrderKind, ProcessedOrder, Snapshot,
+};
+
+/// Where the hold service keeps its state between restarts.
+pub trait HoldStore: Send {
+    /// The persisted state, or `None` on a first start.
+    fn load(&mut self) -> Result<Option<Snapshot>, StoreError>;
+    /// Makes one mutation's change records durable, all or nothing.
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// How many processed order ids are kept (older ones are forgotten first).
+const ORDER_MEMORY: i64 = 10_000;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `holds.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir(dir.display().to_string(), e))?;
+        let conn = Connection::open(dir.join("holds.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::migrate(conn)
+    }
+
+    /// The same store on an in-memory database (keeps nothing across restarts).
+    pub fn memory() -> Result<SqliteStore, StoreError> {
+        Self::migrate(Connection::open_in_memory()?)
+    }
+
+    fn migrate(conn: Connection) -> Result<SqliteStore, StoreError> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT NOT NULL, position INTEGER NOT NULL);
+                 CREATE TABLE categories (event_id INTEGER NOT NULL, id INTEGER NOT NULL, name TEXT NOT NULL,
+                     price REAL NOT NULL, total_seats INTEGER NOT NULL, available_seats INTEGER NOT NULL,
+                     position INTEGER NOT NULL, PRIMARY KEY (event_id, id));
+                 CREATE TABLE holds (lock_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE processed_orders (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL, kind TEXT NOT NULL);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        } else if version != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "unknown schema version {version}"
+            )));
+        }
+        Ok(SqliteStore { conn })
+    }
+}
+
+fn bump(tx: &rusqlite::Transaction<'_>, key: &str, by: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + ?2",
+        params![key, by],
+    )?;
+    Ok(())
+}
+
+fn kind_str(k: OrderKind) -> &'static str {
+    match k {
+        OrderKind::Completed => "completed",
+        OrderKind::Cancelled => "cancelled",
+    }
+}
+
+/// The sequence number inside a generated lock id (`lock_<seq>_<ms>`).
+fn lock_seq(lock_id: &str) -> Option<i64> {
+    lock_id
+        .strip_prefix("lock_")?
+        .split('_')
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl HoldStore for SqliteStore {
+    fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let mut events: Vec<Event> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, name FROM events ORDER BY position, id")?;
+            st.query_map([], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    categories: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        if events.is_empty() {
+            return Ok(None);
+        }
+        {
+            let mut st = self.conn.prepare(
+                "SELECT event_id, id, name, price, total_seats, available_seats FROM categories ORDER BY position, id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    Category {
+                        id: r.get(1)?,
+                        name: r.get(2)?,
+                        price: r.get(3)?,
+                        total_seats: r.get(4)?,
+                        available_seats: r.get(5)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (event_id, cat) = row?;
+                let event = events
+                    .iter_mut()
+                    .find(|e| e.id == event_id)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("category of unknown event {event_id}"))
+                    })?;
+                event.categories.push(cat);
+            }
+        }
+        let holds: Vec<Hold> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT body FROM holds ORDER BY lock_id")?;
+            let bodies: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            bodies
+                .iter()
+                .map(|b| serde_json::from_str(b))
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?
+        };
+        let processed_orders: Vec<ProcessedOrder> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT order_id, kind FROM processed_orders ORDER BY seq")?;
+            let rows: Vec<(String, String)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(order_id, kind)| {
+                    let kind = match kind.as_str() {
+                        "completed" => OrderKind::Completed,
+                        "cancelled" => OrderKind::Cancelled,
+                        other => return Err(StoreError::Corrupt(format!("order kind {other}"))),
+                    };
+                    Ok(ProcessedOrder { order_id, kind })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let meta = |key: &str| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        };
+        Ok(Some(Snapshot {
+            events,
+            holds,
+            processed_orders,
+            ended: EndedCounts {
+                expired: meta("ended_expired")? as u64,
+                released: meta("ended_released")? as u64,
+                completed: meta("ended_completed")? as u64,
+            },
+            next_lock_seq: meta("next_lock_seq")? as u64,
+        }))
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for change in changes {
+            match change {
+                Change::EventUpserted { event_id, name } => {
+                    tx.execute(
+                        "INSERT INTO events (id, name, position) VALUES (?1, ?2, (SELECT COUNT(*) FROM events))
+                         ON CONFLICT(id) DO UPDATE SET name = ?2",
+                        params![event_id, name],
+                    )?;
+                }
+                Change::CategoryUpserted {
+                    event_id,
+                    category: c,
+                } => {
+                    tx.execute(
+                        "INSERT INTO categories (event_id, id, name, price, total_seats, available_seats, position)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT COUNT(*) FROM categories))
+                         ON CONFLICT(event_id, id) DO UPDATE SET name = ?3, price = ?4, total_seats = ?5, available_seats = ?6",
+                        params![event_id, c.id, c.name, c.price, c.total_seats, c.available_seats],
+                    )?;
+                }
+                Change::HoldCreated(hold) => {
+                    let body = serde_json::to_string(hold)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    tx.execute(
+                        "INSERT INTO holds (lock_id, body) VALUES (?1, ?2)",
+                        params![hold.lock_id, body],
+                    )?;
+                    if let Some(seq) = lock_seq(&hold.lock_id) {
+                        tx.execute(
+                            "INSERT INTO meta (key, value) VALUES ('next_lock_seq', ?1)
+                             ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?1)",
+                            params![seq + 1],
+                        )?;
+                    }
+                }
+                Change::HoldStatus {
+                    lock_id,
+                    status,
+                    expires_at,
+                } => {
+                    if status.is_live() {
+                        let body: Option<String> = tx
+                            .query_row(
+                                "SELECT body FROM holds WHERE lock_id = ?1",
+                                [lock_id],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        let mut hold: Hold = serde_json::from_str(&body.ok_or_else(|| {
+                            StoreError::Corrupt(format!("status of unknown hold {lock_id}"))
+                        })?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        hold.status = *status;
+                        hold.expires_at = *expires_at;
+                        let body = serde_json::to_string(&hold)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        tx.execute(
+                            "UPDATE holds SET body = ?2 WHERE lock_id = ?1",
+                            params![lock_id, body],
+                        )?;
+                    } else {
+                        tx.execute("DELETE FROM holds WHERE lock_id = ?1", [lock_id])?;
+                        let key = match status {
+                            HoldStatus::Expired => "ended_expired",
+                            HoldStatus::Completed => "ended_completed",
+                            _ => "ended_released",
+                        };
+                        bump(&tx, key, 1)?;
+                    }
+                }
+                Change::SeatsSold {
+                    event_id,
+                    category_id,
+                    available_seats,
+                    ..
+                } => {
+                    tx.execute(
+                        "UPDATE categories SET available_seats = ?3 WHERE event_id = ?1 AND id = ?2",
+                        params![event_id, category_id, available_seats],
+                    )?;
+                }
+                Change::OrderRecorded { order_id, kind } => {
+                    tx.execute(
+                        "INSERT INTO processed_orders (order_id, kind) VALUES (?1, ?2)",
+                        params![order_id, kind_str(*kind)],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM processed_orders WHERE seq <= (SELECT MAX(seq) FROM processed_orders) - ?1",
+                        [ORDER_MEMORY],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickets::{HoldConfig, HoldRequest, OrderMessage, State};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn catalog() -> Event {
+        let c = |id, seats| Category {
+            id,
+            name: format!("c{id}"),
+            price: 10.0,
+            total_seats: seats,
+            available_seats: seats,
+        };
+        Event {
+            id: 1,
+            name: "Show".into(),
+            categories: vec![c(1, 10), c(2, 5)],
+        }
+    }
+
+    fn req(user: &str, cat: i64, q: u32) -> HoldRequest {
+        HoldRequest {
+            user_id: user.into(),
+            session_id: format!("s-{user}"),
+            event_id: 1,
+            category_id: cat,
+            quantity: q,
+        }
+    }
+
+    #[test]
+    fn restart_restores_holds_confirmations_and_sales() {
+        let dir = temp_dir("restart");
+        let mut store = SqliteStore::open(&dir).expect("open");
+        assert!(store.load().expect("load").is_none(), "first start");
+        let mut state = State::new(HoldConfig::default()).expect("state");
+        let t = 1_700_000_000_000;
+        let mut run = |out: Vec<Change>| store.apply(&out).expect("apply");
+        run(state.upsert_event(catalog()).expect("event").changes);
+        let a = state.lock(req("a", 1, 3), t).expect("lock a");
+        run(a.changes);
+        let b = state.lock(req("b", 1, 2), t).expect("lock b");
+        run(b.changes);
+        let c = state.lock(req("c", 2, 1), t).expect("lock c");
+        run(c.changes);
+        let lock_b = b.value.lock_id.clone();
+        run(state.confirm(&lock_b, t + 1000).expect("confirm").changes);
+        let sold = OrderMessage {
+            order_id: "o1".into(),
+            event_id: 1,
+            category_id: 1,
+            quantity: 3,
+            user_id: "a".into(),
+        };
+        run(state.order_completed(&sold).expect("sold").changes);
+        run(state.unlock("c", 1, 2).expect("unlock").changes);
+
+        drop(store);
+
+        let mut reopened = SqliteStore::open(&dir).expect("reopen");
+        let snapshot = reopened.load().expect("load").expect("data");
+        assert_eq!(snapshot, state.snapshot());
+        let restored = State::restore(HoldConfig::default(), snapshot).expect("restore");
+        assert_eq!(restored.availability(1, 1), state.availability(1, 1));
+        assert_eq!(
+            restored.hold(&lock_b).map(|h| (h.status, h.expires_at)),
+            state.hold(&lock_b).map(|h| (h.status, h.expires_at))
+        );
+        // Generated lock ids stay unique after a restart.
+        let mut restored = restored;
+        let next = restored
+            .lock(req("d", 2, 1), t + 5000)
+            .expect("lock after restart");
+        assert!(next.value.lock_id != b.value.lock_id && next.value.lock_id != a.value.lock_id);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_database_is_an_error_not_a_panic() {
+        let dir = temp_dir("corrupt");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("holds.db"),
+            b"this is not a database at all, not even close........",
+        )
+        .expect("write");
+        let result = SqliteStore::open(&dir).and_then(|mut s| s.load());
+        assert!(result.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
