@@ -267,8 +267,7 @@ mod tests {
 
     #[test]
     fn ids_accept_numbers_and_numeric_strings_only() {
-        let d =
-            json!({"a": 5, "b": "6", "c": 1.5, "d": "x", "e": 1e20, "f": null});
+        let d = json!({"a": 5, "b": "6", "c": 1.5, "d": "x", "e": 1e20, "f": null});
         assert_eq!(id(&d, "a").ok(), Some(5));
         assert_eq!(id(&d, "b").ok(), Some(6));
         for bad in ["c", "d", "e", "f", "missing"] {
