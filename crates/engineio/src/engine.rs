@@ -560,8 +560,9 @@ impl<H: Handler> Engine<H> {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
         let raw_query = raw_query.to_owned();
-        self.tasks.spawn(async move {
-            let io = match on_upgrade.await {
+        let fut = async move {
+            // Boxed: one-shot futures must not size the long-lived connection task.
+            let io = match Box::pin(on_upgrade).await {
                 Ok(io) => io,
                 Err(e) => {
                     tracing::debug!(error = %e, "websocket upgrade failed");
@@ -571,27 +572,29 @@ impl<H: Handler> Engine<H> {
                     return;
                 }
             };
-            let mut ws = WebSocketStream::from_raw_socket(
+            let mut ws = Box::pin(WebSocketStream::from_raw_socket(
                 TokioIo::new(io),
                 Role::Server,
                 Some(this.ws_config()),
-            )
+            ))
             .await;
             if refuse {
-                let _ = ws.close(None).await;
+                let _ = Box::pin(ws.close(None)).await;
                 return;
             }
             match upgrading {
-                Some(session) => this.run_upgrade(session, ws).await,
+                Some(session) => Box::pin(this.run_upgrade(session, ws)).await,
                 None => {
-                    if let Some(session) =
-                        this.new_session(&raw_query, remote, TransportKind::WebSocket)
-                    {
-                        this.run_websocket(session, ws).await
+                    let session = this.new_session(&raw_query, remote, TransportKind::WebSocket);
+                    // Nothing of the request outlives the handshake.
+                    drop(raw_query);
+                    if let Some(session) = session {
+                        Box::pin(this.run_websocket(session, ws)).await
                     }
                 }
             }
-        });
+        };
+        self.tasks.spawn(fut);
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "Upgrade")
@@ -620,7 +623,7 @@ impl<H: Handler> Engine<H> {
     {
         let open = self.handshake_packet(session.sid(), false);
         if let Frame::Text(t) = open
-            && ws.send(WsMessage::Text(t)).await.is_err()
+            && Box::pin(ws.send(WsMessage::Text(t))).await.is_err()
         {
             session.close(CloseReason::TransportError);
             self.finish(&session);
@@ -702,25 +705,26 @@ impl<H: Handler> Engine<H> {
         loop {
             if let Some(reason) = session.closed_reason() {
                 // Flush what is queued (an error event, a disconnect packet), then close.
-                let _ = self.flush_outbox(session, ws).await;
+                let _ = Box::pin(self.flush_outbox(session, ws)).await;
                 let code = if reason == CloseReason::ServerShutdown {
                     CloseCode::Away
                 } else {
                     CloseCode::Normal
                 };
-                let _ = ws
-                    .close(Some(CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(""),
-                    }))
-                    .await;
+                let _ = Box::pin(ws.close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(""),
+                })))
+                .await;
                 return;
             }
             let deadline = heartbeat.as_ref().map_or(far, |h| h.deadline());
             tokio::select! {
                 biased;
                 _ = session.wake.notified() => {
-                    if self.flush_outbox(session, ws).await.is_err() {
+                    // Boxed (like every one-off future here) so an idle connection's task
+                    // is only as large as its waiting state.
+                    if Box::pin(self.flush_outbox(session, ws)).await.is_err() {
                         session.close(CloseReason::TransportError);
                     }
                 }
@@ -733,7 +737,7 @@ impl<H: Handler> Engine<H> {
                                 session.control.notify_one();
                             }
                         },
-                        Ok(p) => self.inbound(session, p).await,
+                        Ok(p) => Box::pin(self.inbound(session, p)).await,
                         Err(_) => session.close(CloseReason::InvalidPacket),
                     },
                     Some(Ok(WsMessage::Binary(data))) => {

@@ -71,6 +71,8 @@ pub struct Publish {
     pub volatile: bool,
     /// Kept in room history for replay.
     pub persist: bool,
+    /// Addressed to one client (its own room): skip the shared encode cache.
+    pub single: bool,
 }
 
 /// The replay cannot be complete: history no longer reaches back to the offset.
@@ -271,6 +273,7 @@ impl Hub {
             msg.payload,
             msg.volatile,
             rooms,
+            !msg.single,
         ));
         let except: HashSet<MemberId> = msg
             .except

@@ -149,6 +149,7 @@ impl Socket {
                 payload,
                 volatile: false,
                 persist: true,
+                single: true,
             });
             n > 0
         } else {

@@ -81,12 +81,16 @@ fn engine_routes<H: engineio::Handler>(
         .route_service(&bare, svc)
 }
 
-fn hub_pruner(hub: &Arc<Hub>, tasks: &TaskTracker) {
+fn hub_pruner(hub: &Arc<Hub>, tasks: &TaskTracker, stop: &CancellationToken) {
     let weak = Arc::downgrade(hub);
+    let stop = stop.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             let Some(hub) = weak.upgrade() else { return };
             hub.prune(std::time::Instant::now());
         }
@@ -177,7 +181,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         }),
     );
     let engine = socketio_engine(config, sio, &tasks);
-    hub_pruner(&hub, &tasks);
+    hub_pruner(&hub, &tasks, &stop);
     let admin = crate::admin::AdminState {
         holds,
         hub: hub.clone(),
@@ -203,7 +207,8 @@ pub fn build_conformance(config: &Config) -> App {
     conformance::namespaces(&mut sio);
     let engine = socketio_engine(config, sio, &tasks);
     let echo = Engine::new(config.engine(), conformance::Echo, tasks.clone());
-    hub_pruner(&hub, &tasks);
+    let stop = CancellationToken::new();
+    hub_pruner(&hub, &tasks, &stop);
     let mut router = Router::new().route("/health", get(health));
     router = engine_routes(router, "/socket.io/", engine.clone());
     router = engine_routes(router, "/engine.io/", echo.clone());
@@ -212,7 +217,7 @@ pub fn build_conformance(config: &Config) -> App {
         tasks,
         hub,
         engines: vec![engine, echo],
-        stop: CancellationToken::new(),
+        stop,
     }
 }
 

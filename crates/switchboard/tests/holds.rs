@@ -1,6 +1,5 @@
 //! The hold service under concurrency and across a restart.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::tickets::{HoldService, SqliteStore};

@@ -32,6 +32,7 @@ fn publish(hub: &Hub, rooms: &[&str], except: &[&str]) -> u64 {
         payload: Payload::json(&1),
         volatile: false,
         persist: true,
+        single: false,
     })
     .0
 }

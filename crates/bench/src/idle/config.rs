@@ -1,0 +1,139 @@
+//! Flags of `switchboard-bench idle` and the validated [`IdleConfig`] they become.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags as typed by a person.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// Server base URL (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8880")]
+    pub url: String,
+    /// Clients to open and keep idle.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Socket.IO namespace every client connects to.
+    #[arg(long, default_value = "/")]
+    pub namespace: String,
+    /// Handshake auth as JSON, e.g. '{"token":"x"}'.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Room each client joins with `emit("join", ROOM)`, waiting for the ack.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Server process whose RSS is read before and after (skipped when absent).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Handshakes (connect + join) in flight at once.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Seconds between the last join and the second RSS reading.
+    #[arg(long, default_value_t = 3)]
+    pub settle_secs: u64,
+    /// Seconds to keep the clients open (answering pings) after the RSS reading.
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
+    /// Give up on one client's connect + join after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout_secs: u64,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// CI scale: 20 clients, 1 s settle, 1 s hold (overrides those flags).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// What a run needs, checked.
+#[derive(Debug, Clone)]
+pub struct IdleConfig {
+    pub url: String,
+    pub clients: usize,
+    pub namespace: String,
+    pub auth: Option<String>,
+    pub join: Option<String>,
+    pub server_pid: Option<u32>,
+    pub concurrency: usize,
+    pub settle: Duration,
+    pub hold: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--clients must be at least 1")]
+    NoClients,
+    #[error("--concurrency must be at least 1")]
+    NoConcurrency,
+    #[error("--namespace must start with '/' and contain no ',' (got {0:?})")]
+    Namespace(String),
+    #[error("--auth is not JSON: {0}")]
+    Auth(serde_json::Error),
+    #[error("--connect-timeout-secs must be at least 1")]
+    NoTimeout,
+}
+
+impl IdleConfig {
+    /// The settings `--smoke` stands for: small enough for CI, long enough to see pings.
+    pub fn smoke(url: &str, namespace: &str, join: Option<&str>) -> Self {
+        Self {
+            url: url.into(),
+            clients: 20,
+            namespace: namespace.into(),
+            auth: None,
+            join: join.map(Into::into),
+            server_pid: None,
+            concurrency: 20,
+            settle: Duration::from_secs(1),
+            hold: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.clients == 0 {
+            return Err(ConfigError::NoClients);
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::NoConcurrency);
+        }
+        if !self.namespace.starts_with('/') || self.namespace.contains(',') {
+            return Err(ConfigError::Namespace(self.namespace.clone()));
+        }
+        if let Some(auth) = &self.auth {
+            serde_json::from_str::<serde_json::Value>(auth).map_err(ConfigError::Auth)?;
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::NoTimeout);
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<&IdleArgs> for IdleConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: &IdleArgs) -> Result<Self, ConfigError> {
+        let mut c = Self {
+            url: a.url.clone(),
+            clients: a.clients,
+            namespace: a.namespace.clone(),
+            auth: a.auth.clone(),
+            join: a.join.clone(),
+            server_pid: a.server_pid,
+            concurrency: a.concurrency,
+            settle: Duration::from_secs(a.settle_secs),
+            hold: Duration::from_secs(a.hold_secs),
+            connect_timeout: Duration::from_secs(a.connect_timeout_secs),
+        };
+        if a.smoke {
+            let smoke = Self::smoke(&a.url, &a.namespace, a.join.as_deref());
+            c.clients = smoke.clients;
+            c.concurrency = c.concurrency.min(smoke.concurrency);
+            c.settle = smoke.settle;
+            c.hold = smoke.hold;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

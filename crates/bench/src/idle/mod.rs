@@ -1,0 +1,13 @@
+//! `idle`: how much server memory one connected, room-joined, silent client costs, and
+//! how fast clients can connect and join. Owns its flags, run and report; knows nothing
+//! of other scenarios.
+
+mod config;
+mod report;
+mod run;
+#[cfg(test)]
+mod tests;
+
+pub use config::{ConfigError, IdleArgs, IdleConfig};
+pub use report::{IdleReport, Percentiles};
+pub use run::{IdleError, run};

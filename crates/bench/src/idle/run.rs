@@ -1,0 +1,230 @@
+//! The idle run: open N clients (bounded handshakes in flight), let them join a room,
+//! measure the server's memory per idle client, hold, close. One task per client; the
+//! run ends by itself after `connect_timeout`-bounded handshakes, settle and hold.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::IdleConfig;
+use super::report::{IdleReport, Percentiles};
+use crate::sio::{Client, Namespace, SioError, Target, TargetError};
+use crate::sys::{self, Proc};
+
+/// How long closing all clients may take before the run returns anyway.
+const DRAIN: Duration = Duration::from_secs(10);
+/// File descriptors the generator needs besides its clients (stdio, runtime, /proc).
+const SPARE_FDS: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdleError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cannot read the RSS of server pid {pid}: {source}")]
+    ServerRss { pid: u32, source: std::io::Error },
+    #[error("{clients} clients need {need} open files but the limit is {have}: raise `ulimit -n`")]
+    FdLimit {
+        clients: usize,
+        need: u64,
+        have: u64,
+    },
+}
+
+/// What every client task shares; built once per run.
+struct Shared {
+    target: Target,
+    nsp: Arc<Namespace>,
+    auth: Option<String>,
+    /// The room as a JSON string argument, encoded once.
+    join: Option<String>,
+    handshakes: Semaphore,
+    connect_timeout: Duration,
+    stop: CancellationToken,
+    /// Why joined clients lost their session while idle, by [`SioError::kind`].
+    dropped: Mutex<BTreeMap<&'static str, u64>>,
+    pongs: AtomicU64,
+}
+
+/// One client's connect + join: its latency and when it finished, or why it failed.
+type Outcome = Result<(Duration, Instant), &'static str>;
+
+/// Runs the scenario. `shutdown` ends it early (the report then shows the clients that
+/// did not finish as `cancelled` failures).
+pub async fn run(
+    config: &IdleConfig,
+    shutdown: CancellationToken,
+) -> Result<IdleReport, IdleError> {
+    let target = Target::resolve(&config.url).await?;
+    check_fd_limit(config.clients)?;
+    let server_rss = |pid: u32| {
+        sys::rss_bytes(Proc::Pid(pid)).map_err(|source| IdleError::ServerRss { pid, source })
+    };
+    let server_before = config.server_pid.map(server_rss).transpose()?;
+    let generator_before = sys::rss_bytes(Proc::This).ok();
+
+    let shared = Arc::new(Shared {
+        target,
+        nsp: Namespace::new(&config.namespace),
+        auth: config.auth.clone(),
+        join: config
+            .join
+            .as_ref()
+            .map(|room| serde_json::Value::from(room.as_str()).to_string()),
+        handshakes: Semaphore::new(config.concurrency),
+        connect_timeout: config.connect_timeout,
+        stop: shutdown.child_token(),
+        dropped: Mutex::default(),
+        pongs: AtomicU64::new(0),
+    });
+    let tracker = TaskTracker::new();
+    let (tx, mut rx) = mpsc::channel::<Outcome>(1024);
+    let started = Instant::now();
+    for _ in 0..config.clients {
+        tracker.spawn(client_task(Arc::clone(&shared), tx.clone()));
+    }
+    tracker.close();
+    drop(tx);
+
+    // Every task sends exactly one outcome, then drops its sender: this ends.
+    let mut latencies_us = Vec::with_capacity(config.clients);
+    let mut failure_kinds = BTreeMap::new();
+    let mut last_ack = started;
+    while let Some(outcome) = rx.recv().await {
+        match outcome {
+            Ok((latency, at)) => {
+                latencies_us.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                last_ack = last_ack.max(at);
+            }
+            Err(kind) => *failure_kinds.entry(kind).or_insert(0) += 1,
+        }
+    }
+    let joined = latencies_us.len();
+    let connect_join_secs = last_ack.duration_since(started).as_secs_f64();
+
+    pause(config.settle, &shutdown).await;
+    let server_after = config.server_pid.map(server_rss).transpose()?;
+    let generator_after = sys::rss_bytes(Proc::This).ok();
+    pause(config.hold, &shutdown).await;
+    let dropped_kinds = lock(&shared.dropped).clone();
+
+    shared.stop.cancel();
+    let _ = tokio::time::timeout(DRAIN, tracker.wait()).await;
+    let pings_answered = shared.pongs.load(Ordering::Relaxed);
+
+    let per_client = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if joined > 0 => Some((a as f64 - b as f64) / joined as f64),
+        _ => None,
+    };
+    Ok(IdleReport {
+        scenario: "idle",
+        url: config.url.clone(),
+        namespace: config.namespace.clone(),
+        room: config.join.clone(),
+        clients: config.clients,
+        concurrency: config.concurrency,
+        joined,
+        failures: config.clients - joined,
+        failure_kinds,
+        dropped_while_idle: dropped_kinds.values().sum(),
+        dropped_kinds,
+        pings_answered,
+        connect_join_secs,
+        connect_join_rate_per_sec: if connect_join_secs > 0.0 {
+            joined as f64 / connect_join_secs
+        } else {
+            0.0
+        },
+        latency_ms: Percentiles::from_micros(&mut latencies_us),
+        server_rss_before_bytes: server_before,
+        server_rss_after_bytes: server_after,
+        server_bytes_per_client: per_client(server_before, server_after),
+        generator_rss_bytes: generator_after,
+        generator_bytes_per_client: per_client(generator_before, generator_after),
+        cpus: sys::cpus(),
+        settle_secs: config.settle.as_secs_f64(),
+        hold_secs: config.hold.as_secs_f64(),
+    })
+}
+
+fn check_fd_limit(clients: usize) -> Result<(), IdleError> {
+    let need = clients as u64 + SPARE_FDS;
+    match sys::open_files_limit() {
+        Some(have) if have < need => Err(IdleError::FdLimit {
+            clients,
+            need,
+            have,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A poisoned counter map still holds valid counts.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn pause(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+async fn client_task(shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
+    let (outcome, client) = tokio::select! {
+        biased;
+        () = shared.stop.cancelled() => (Err("cancelled"), None),
+        r = handshake(&shared) => r,
+    };
+    let _ = tx.send(outcome).await;
+    drop(tx);
+    let Some(mut client) = client else {
+        return;
+    };
+    // Idle: read only to answer heartbeats; anything else the server sends is ignored.
+    let dropped = loop {
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break None,
+            r = client.recv_packet() => {
+                if let Err(e) = r {
+                    break Some(e.kind());
+                }
+            }
+        }
+    };
+    shared.pongs.fetch_add(client.pongs, Ordering::Relaxed);
+    match dropped {
+        Some(kind) => *lock(&shared.dropped).entry(kind).or_insert(0) += 1,
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.close()).await;
+        }
+    }
+}
+
+/// Waits for a handshake slot, then connects and joins under `connect_timeout`.
+async fn handshake(shared: &Shared) -> (Outcome, Option<Client>) {
+    let Ok(_permit) = shared.handshakes.acquire().await else {
+        return (Err("cancelled"), None);
+    };
+    let began = Instant::now();
+    match tokio::time::timeout(shared.connect_timeout, connect_and_join(shared)).await {
+        Ok(Ok(client)) => (Ok((began.elapsed(), Instant::now())), Some(client)),
+        Ok(Err(e)) => (Err(e.kind()), None),
+        Err(_) => (Err("timeout"), None),
+    }
+}
+
+async fn connect_and_join(shared: &Shared) -> Result<Client, SioError> {
+    let mut client = Client::connect(&shared.target, &shared.nsp, shared.auth.as_deref()).await?;
+    if let Some(room) = &shared.join {
+        let id = client.emit_with_ack("join", &[room]).await?;
+        client.wait_ack(id).await?;
+    }
+    Ok(client)
+}

@@ -1,0 +1,247 @@
+//! One Socket.IO client on one namespace, over one WebSocket. It answers heartbeats
+//! itself and hands every other packet for its namespace to the caller; it never spawns,
+//! buffers or retries, so the caller (one task per client) owns all timing.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+use super::packet::{self, Frame, PacketKind};
+use super::target::Target;
+
+/// A namespace name and its packet prefix, built once and shared by all clients.
+#[derive(Debug)]
+pub struct Namespace {
+    name: Box<str>,
+    prefix: Box<str>,
+}
+
+impl Namespace {
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            prefix: packet::nsp_prefix(name).into(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SioError {
+    #[error("tcp connect: {0}")]
+    Tcp(#[source] std::io::Error),
+    #[error("websocket: {0}")]
+    Ws(#[from] tungstenite::Error),
+    #[error("namespace refused the connection: {0}")]
+    ConnectRefused(String),
+    #[error("server disconnected the namespace")]
+    Disconnected,
+    #[error("connection closed")]
+    Closed,
+    #[error(transparent)]
+    Malformed(#[from] packet::ParseError),
+    #[error("expected the Engine.IO open packet, got {0:?}")]
+    NoOpen(String),
+}
+
+impl SioError {
+    /// A short stable label, for counting failures by cause.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tcp(_) => "tcp",
+            Self::Ws(_) => "websocket",
+            Self::ConnectRefused(_) => "connect_error",
+            Self::Disconnected => "disconnected",
+            Self::Closed => "closed",
+            Self::Malformed(_) | Self::NoOpen(_) => "protocol",
+        }
+    }
+}
+
+/// A packet for the client's namespace other than a heartbeat; owns the frame text.
+#[derive(Debug)]
+pub struct Incoming {
+    pub kind: PacketKind,
+    pub id: Option<u64>,
+    text: Utf8Bytes,
+    data: Range<usize>,
+}
+
+impl Incoming {
+    /// The JSON payload, e.g. `["event",1]` for an event or `["room1"]` for an ack.
+    pub fn data(&self) -> &str {
+        self.text
+            .as_str()
+            .get(self.data.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Small buffers: thousands of idle clients live in one process, and frames are tiny.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+pub struct Client<S = TcpStream> {
+    ws: WebSocketStream<S>,
+    nsp: Arc<Namespace>,
+    next_ack: u64,
+    /// Events that arrived while waiting for something else (see [`Client::wait_ack`]).
+    pub skipped_events: u64,
+    /// Heartbeats answered so far.
+    pub pongs: u64,
+}
+
+impl Client<TcpStream> {
+    /// TCP connect, WebSocket upgrade, Engine.IO open, Socket.IO namespace connect.
+    pub async fn connect(
+        target: &Target,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
+        let tcp = TcpStream::connect(target.addr)
+            .await
+            .map_err(SioError::Tcp)?;
+        tcp.set_nodelay(true).map_err(SioError::Tcp)?;
+        Self::handshake(tcp, &target.ws_url, nsp, auth).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// The protocol part of [`Client::connect`] over any byte stream.
+    pub async fn handshake(
+        stream: S,
+        ws_url: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(ws_config())).await?;
+        let mut client = Self {
+            ws,
+            nsp: Arc::clone(nsp),
+            next_ack: 1,
+            skipped_events: 0,
+            pongs: 0,
+        };
+        let open = client.next_text().await?;
+        if !matches!(packet::parse_frame(&open), Ok(Frame::Open(_))) {
+            return Err(SioError::NoOpen(open.as_str().chars().take(64).collect()));
+        }
+        let connect = packet::connect(&client.nsp.prefix, auth);
+        client.send(connect).await?;
+        loop {
+            let p = client.recv_packet().await?;
+            match p.kind {
+                PacketKind::Connect => return Ok(client),
+                PacketKind::ConnectError => return Err(SioError::ConnectRefused(p.data().into())),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.nsp
+    }
+
+    /// Emits `event` with already-encoded JSON `args`, without an ack.
+    pub async fn emit(&mut self, event: &str, args: &[&str]) -> Result<(), SioError> {
+        let text = packet::event(&self.nsp.prefix, None, event, args);
+        self.send(text).await
+    }
+
+    /// Emits `event` asking for an ack; returns the ack id to pass to [`Client::wait_ack`].
+    pub async fn emit_with_ack(&mut self, event: &str, args: &[&str]) -> Result<u64, SioError> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let text = packet::event(&self.nsp.prefix, Some(id), event, args);
+        self.send(text).await?;
+        Ok(id)
+    }
+
+    /// Answers an event the server sent with ack id `id`.
+    pub async fn ack(&mut self, id: u64, args: &[&str]) -> Result<(), SioError> {
+        let text = packet::ack(&self.nsp.prefix, id, args);
+        self.send(text).await
+    }
+
+    /// Reads until the ack for `id` arrives; events read meanwhile are only counted.
+    pub async fn wait_ack(&mut self, id: u64) -> Result<Incoming, SioError> {
+        loop {
+            let p = self.recv_packet().await?;
+            match p.kind {
+                PacketKind::Ack | PacketKind::BinaryAck if p.id == Some(id) => return Ok(p),
+                PacketKind::Event | PacketKind::BinaryEvent => self.skipped_events += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next event or ack for this namespace. Heartbeats are answered on the way;
+    /// a disconnect or close ends the client. Cancel-safe between frames.
+    pub async fn recv_packet(&mut self) -> Result<Incoming, SioError> {
+        loop {
+            let text = self.next_text().await?;
+            let parsed = match packet::parse_frame(&text)? {
+                Frame::Ping(data) => {
+                    let pong = packet::pong(data);
+                    self.send(pong).await?;
+                    self.pongs += 1;
+                    continue;
+                }
+                Frame::Close => return Err(SioError::Closed),
+                Frame::Open(_) | Frame::Noop => continue,
+                Frame::Message(p) => p,
+            };
+            if parsed.nsp != &*self.nsp.name {
+                continue;
+            }
+            if parsed.kind == PacketKind::Disconnect {
+                return Err(SioError::Disconnected);
+            }
+            let start = parsed.data.as_ptr() as usize - text.as_str().as_ptr() as usize;
+            return Ok(Incoming {
+                kind: parsed.kind,
+                id: parsed.id,
+                data: start..start + parsed.data.len(),
+                text,
+            });
+        }
+    }
+
+    /// Sends a WebSocket close and flushes it; the caller bounds how long that may take.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), SioError> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// The next text frame; binary frames (attachments) and control frames are skipped.
+    async fn next_text(&mut self) -> Result<Utf8Bytes, SioError> {
+        loop {
+            match self.ws.next().await {
+                None | Some(Ok(Message::Close(_))) => return Err(SioError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Message::Text(t))) => return Ok(t),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}

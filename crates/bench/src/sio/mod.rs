@@ -1,0 +1,13 @@
+//! A minimal Socket.IO v5 client over Engine.IO v4 WebSocket only: enough to connect to
+//! a namespace, emit with or without acks, and keep the session alive. No polling, no
+//! reconnection, no binary attachments: the scenarios measure the server, not this.
+//!
+//! `packet` is the wire format (pure), `target` the address, `client` the connection.
+
+mod client;
+pub mod packet;
+mod target;
+
+pub use client::{Client, Incoming, Namespace, SioError};
+pub use packet::PacketKind;
+pub use target::{Target, TargetError};
