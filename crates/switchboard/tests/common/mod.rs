@@ -32,9 +32,13 @@ pub fn conformance_config(overrides: &[(&str, &str)]) -> Config {
 
 /// Serves the conformance app on 127.0.0.1:0 until `stop`.
 pub async fn start(config: Config) -> TestServer {
+    serve(switchboard::build_conformance(&config)).await
+}
+
+/// Serves any built app on 127.0.0.1:0 until `stop`.
+pub async fn serve(app: switchboard::App) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("addr");
-    let app = switchboard::build_conformance(&config);
     let (tx, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(switchboard::run(
         listener,
@@ -72,9 +76,27 @@ impl TestServer {
 
 /// A minimal HTTP/1.1 request; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    http_with(
+        addr,
+        method,
+        path,
+        "Content-Type: text/plain;charset=UTF-8\r\n",
+        body,
+    )
+    .await
+}
+
+/// Like [`http`], with extra header lines (each ending in `\r\n`).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.expect("write");
