@@ -219,3 +219,70 @@ async fn a_flood_of_lock_requests_is_served_in_order_and_grants_one_hold() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn rs256_tokens_verify_with_the_public_key_and_hs256_is_refused() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let s = serve(
+        switchboard::build(&config(&[(
+            "jwt_public_key_file",
+            &format!("{dir}/rsa_public.pem"),
+        )]))
+        .expect("build"),
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let claims = serde_json::json!({"userId": 77, "exp": now + 60});
+    let private = std::fs::read(format!("{dir}/rsa_private.pem")).expect("fixture");
+    let rs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("key"),
+    )
+    .expect("sign");
+    let (_, a) = realtime(s.addr, "", &format!("{{\"token\":\"{rs}\"}}")).await;
+    assert!(a.starts_with("40/realtime,{\"sid\""), "{a}");
+    // Algorithm confusion: HS256 signed with the public key's bytes is refused.
+    let public = std::fs::read(format!("{dir}/rsa_public.pem")).expect("fixture");
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .expect("sign");
+    let (_, a) = realtime(s.addr, "", &format!("{{\"token\":\"{hs}\"}}")).await;
+    assert_eq!(a, "44/realtime,{\"message\":\"Invalid token\"}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn holds_of_a_lost_transport_are_released_when_the_recovery_window_closes() {
+    let s =
+        serve(switchboard::build(&config(&[("recovery_window_secs", "1")])).expect("build")).await;
+    let (mut ws, _) = realtime(s.addr, "&userId=gone", "{}").await;
+    next_text(&mut ws).await; // connected
+    ws.send(Message::Text(
+        "42/realtime,1[\"lock-tickets\",{\"eventId\":2,\"categoryId\":4,\"quantity\":3}]".into(),
+    ))
+    .await
+    .expect("send");
+    assert!(next_text(&mut ws).await.contains("\"success\":true"));
+    drop(ws); // the transport is lost, not a client disconnect
+    let active = || async { json(s.addr, "/stats").await["ticketLocks"]["activeLocks"].as_u64() };
+    assert_eq!(
+        active().await,
+        Some(1),
+        "kept while the client may still recover"
+    );
+    for _ in 0..60 {
+        if active().await == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(active().await, Some(0), "released when the window closed");
+    s.stop().await;
+}
