@@ -79,3 +79,69 @@ pub fn demo_catalog() -> Vec<Event> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "switchboard-catalog-{name}-{}.json",
+            std::process::id()
+        ));
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn loads_a_catalog_file() {
+        let p = write(
+            "ok",
+            r#"{"events":[{"id":5,"name":"Gala","categories":[{"id":1,"name":"Floor","price":10.5,"totalSeats":40,"availableSeats":35}]}]}"#,
+        );
+        let events = load_catalog(&p).expect("loads");
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].id, events[0].categories[0].available_seats),
+            (5, 35)
+        );
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn refuses_bad_catalogs_with_the_path_in_the_message() {
+        for (name, text) in [
+            ("syntax", "{"),
+            ("shape", r#"{"events": 3}"#),
+            ("unknown", r#"{"events": [], "extra": 1}"#),
+            (
+                "seats",
+                r#"{"events":[{"id":1,"name":"x","categories":[{"id":1,"name":"a","price":1,"totalSeats":1,"availableSeats":2}]}]}"#,
+            ),
+            (
+                "negative",
+                r#"{"events":[{"id":1,"name":"x","categories":[{"id":1,"name":"a","price":1,"totalSeats":-1,"availableSeats":0}]}]}"#,
+            ),
+        ] {
+            let p = write(name, text);
+            let e = load_catalog(&p).expect_err(name);
+            assert!(
+                e.to_string().contains(&p.display().to_string()),
+                "{name}: {e}"
+            );
+            let _ = std::fs::remove_file(p);
+        }
+        assert!(load_catalog(std::path::Path::new("/nonexistent/catalog.json")).is_err());
+    }
+
+    #[test]
+    fn demo_catalog_is_consistent() {
+        for e in demo_catalog() {
+            assert!(
+                e.categories
+                    .iter()
+                    .all(|c| c.available_seats == c.total_seats && c.total_seats > 0)
+            );
+        }
+    }
+}
