@@ -365,6 +365,16 @@ impl<H: Handler> Engine<H> {
             return error(HttpError::UnknownSid);
         };
         session.check_ping_timeout(Instant::now());
+        // A new poll while a WebSocket is upgrading races the client's `2probe`/`5` on that
+        // WebSocket: give the upgrade a moment (at most 100 ms) to settle so the poll gets
+        // the answer the order of the client's sends implies (400 once upgraded, else a
+        // noop). Real clients pause polling during an upgrade and rarely wait here.
+        for _ in 0..20 {
+            if session.state.lock().upgrade == Upgrade::None {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         {
             let mut st = session.state.lock();
             if st.closed.is_some() && !st.polling_owes_client() {
@@ -403,7 +413,7 @@ impl<H: Handler> Engine<H> {
                     // Queued packets went out in earlier polls; now the close itself: `1`
                     // for a server-side close, a noop for a client that closed.
                     let server_side = reason != CloseReason::TransportClose;
-                    st.close_sent |= server_side;
+                    st.close_sent = true;
                     drop(st);
                     session.control.notify_one();
                     return text_response(

@@ -186,7 +186,7 @@ pub(crate) struct State {
     pub(crate) polling_get: bool,
     pub(crate) polling_post: bool,
     pub(crate) closed: Option<CloseReason>,
-    /// A poll has carried the close packet of a server-side close.
+    /// A poll has carried the final answer (`1`, or the noop after a client close).
     pub(crate) close_sent: bool,
     /// When an unanswered ping times out (polling sessions): checked by every request,
     /// so a late timer cannot let a dead session answer.
@@ -194,12 +194,16 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Whether a gracefully closed polling session still has to tell its client
-    /// (queued packets, then `1`).
+    /// Whether a closed polling session still has to answer its client: queued packets
+    /// then `1` after a graceful server close, or the noop of a client's own close.
     pub(crate) fn polling_owes_client(&self) -> bool {
-        self.transport == TransportKind::Polling
-            && self.closed.is_some_and(CloseReason::is_graceful)
-            && (!self.outbox.is_empty() || !self.close_sent)
+        match self.closed {
+            _ if self.transport != TransportKind::Polling => false,
+            Some(r) if r.is_graceful() => !self.outbox.is_empty() || !self.close_sent,
+            // The client closed (POST `1`): a poll racing that POST still gets its noop.
+            Some(CloseReason::TransportClose) => !self.close_sent,
+            _ => false,
+        }
     }
 }
 
