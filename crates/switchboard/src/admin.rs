@@ -88,9 +88,8 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
-    // The store answered at start-up; the service exists only if it opened.
-    let _ = &s.holds;
+async fn ready() -> impl IntoResponse {
+    // The app is only built once the store has opened and loaded.
     Json(json!({"status": "ready", "store": "open"}))
 }
 
@@ -161,9 +160,7 @@ async fn put_category(
     cat.id = category;
     let holds = s.holds.clone();
     let mut event = holds
-        .catalog()
-        .into_iter()
-        .find(|e| e.id == id)
+        .event(id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("event {id} not found")))?;
     match event.categories.iter_mut().find(|c| c.id == category) {
         Some(c) => *c = cat,

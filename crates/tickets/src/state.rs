@@ -246,6 +246,32 @@ impl State {
             .collect()
     }
 
+    /// One event with its categories, or `None` if it is unknown.
+    pub fn event(&self, event_id: i64) -> Option<Event> {
+        let entry = self.events.get(&event_id)?;
+        Some(Event {
+            id: event_id,
+            name: entry.name.clone(),
+            categories: entry
+                .categories
+                .values()
+                .map(|c| c.category.clone())
+                .collect(),
+        })
+    }
+
+    /// What clients see of every category of an event, or `None` if it is unknown.
+    pub fn event_availability(&self, event_id: i64) -> Option<Vec<Availability>> {
+        let entry = self.events.get(&event_id)?;
+        Some(
+            entry
+                .categories
+                .iter()
+                .map(|(&id, c)| availability_of(CategoryKey::new(event_id, id), c))
+                .collect(),
+        )
+    }
+
     pub fn category(&self, event_id: i64, category_id: i64) -> Option<&Category> {
         self.category_entry(CategoryKey::new(event_id, category_id))
             .map(|e| &e.category)

@@ -214,30 +214,13 @@ impl HoldService {
         self.inner.lock().state.catalog()
     }
 
-    pub fn event_exists(&self, event_id: i64) -> bool {
-        self.inner
-            .lock()
-            .state
-            .catalog()
-            .iter()
-            .any(|e| e.id == event_id)
+    pub fn event(&self, event_id: i64) -> Option<Event> {
+        self.inner.lock().state.event(event_id)
     }
 
     /// Availability of every category of an event (`None` for an unknown event).
     pub fn event_availability(&self, event_id: i64) -> Option<Vec<Availability>> {
-        let inner = self.inner.lock();
-        let event = inner
-            .state
-            .catalog()
-            .into_iter()
-            .find(|e| e.id == event_id)?;
-        Some(
-            event
-                .categories
-                .iter()
-                .filter_map(|c| inner.state.availability(event_id, c.id))
-                .collect(),
-        )
+        self.inner.lock().state.event_availability(event_id)
     }
 
     pub fn availability(&self, event_id: i64, category_id: i64) -> Option<Availability> {
