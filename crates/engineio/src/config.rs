@@ -49,7 +49,7 @@ impl Default for EngineConfig {
             max_buffered_packets: 1024,
             allow_polling: true,
             allow_websocket: true,
-            ws_read_buffer: 512,
+            ws_read_buffer: 256,
             ws_max_write_buffer: 4 * 1024 * 1024,
             cors: Cors::AnyOrigin,
         }

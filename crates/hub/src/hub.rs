@@ -129,8 +129,79 @@ pub struct HubStats {
     pub last_offset: u64,
 }
 
+/// A room's members: inline while few (most rooms are one user's or one chat's), a hash
+/// map once many. A one-member room then costs no allocation besides the room itself.
+enum Members {
+    Few(SmallVec<[(MemberId, Arc<dyn Member>); 1]>),
+    Many(HashMap<MemberId, Arc<dyn Member>>),
+}
+
+impl Members {
+    /// Above this many members, lookups switch to the hash map.
+    const FEW: usize = 8;
+
+    fn insert(&mut self, id: MemberId, sink: Arc<dyn Member>) {
+        match self {
+            Members::Few(v) => {
+                if let Some(e) = v.iter_mut().find(|(i, _)| *i == id) {
+                    e.1 = sink;
+                } else if v.len() < Self::FEW {
+                    v.push((id, sink));
+                } else {
+                    let mut map: HashMap<_, _> = v.drain(..).collect();
+                    map.insert(id, sink);
+                    *self = Members::Many(map);
+                }
+            }
+            Members::Many(m) => {
+                m.insert(id, sink);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &MemberId) {
+        match self {
+            Members::Few(v) => {
+                if let Some(p) = v.iter().position(|(i, _)| i == id) {
+                    v.swap_remove(p);
+                }
+            }
+            Members::Many(m) => {
+                m.remove(id);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::Few(v) => v.len(),
+            Members::Many(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&MemberId, &Arc<dyn Member>)> {
+        let (few, many) = match self {
+            Members::Few(v) => (Some(v.iter().map(|(i, m)| (i, m))), None),
+            Members::Many(m) => (None, Some(m.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &MemberId> {
+        self.iter().map(|(i, _)| i)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<dyn Member>> {
+        self.iter().map(|(_, m)| m)
+    }
+}
+
 struct Room {
-    members: HashMap<MemberId, Arc<dyn Member>>,
+    members: Members,
     history: VecDeque<Arc<Envelope>>,
     /// Highest offset dropped from `history`: a replay from below it would have a gap.
     evicted_upto: u64,
@@ -142,7 +213,7 @@ impl Room {
     /// restart): replays from before `floor` are gaps.
     fn new(floor: u64) -> Room {
         Room {
-            members: HashMap::new(),
+            members: Members::Few(SmallVec::new()),
             history: VecDeque::new(),
             evicted_upto: floor,
             last_offset: 0,
@@ -446,7 +517,7 @@ impl Hub {
                 room.history.push_back(env.clone());
                 trim(room, history_len, history_age, now);
             }
-            for (id, m) in &room.members {
+            for (id, m) in room.members.iter() {
                 if except.contains(id) || (multi && !seen.insert(*id)) {
                     continue;
                 }

@@ -211,16 +211,24 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn socket_room(id: &str) -> RoomId {
-        format!("sid:{id}").into()
-    }
-
     /// Emits to every socket in `rooms` (all sockets of the namespace when empty),
     /// skipping the sockets in `except`. Returns the number of recipients.
     pub fn emit_to(
         &self,
         rooms: &[&str],
         except: &[RoomId],
+        event: &str,
+        payload: Payload,
+        volatile: bool,
+    ) -> usize {
+        self.publish(rooms, except, None, event, payload, volatile)
+    }
+
+    pub(crate) fn publish(
+        &self,
+        rooms: &[&str],
+        except: &[RoomId],
+        except_member: Option<hub::MemberId>,
         event: &str,
         payload: Payload,
         volatile: bool,
@@ -234,6 +242,7 @@ impl Namespace {
             .publish(Publish {
                 rooms,
                 except: except.iter().cloned().collect(),
+                except_member,
                 event: event.into(),
                 payload,
                 volatile,

@@ -242,11 +242,8 @@ impl SocketIo {
                 return;
             }
         };
-        let id: Box<str> = engineio::Sid::random().as_str().into();
-        let pid: Option<Box<str>> = nsp
-            .config
-            .recovery
-            .map(|_| engineio::Sid::random().as_str().into());
+        let id = engineio::Sid::random();
+        let pid = nsp.config.recovery.map(|_| engineio::Sid::random());
         let socket = Arc::new(Socket::new(
             id,
             pid,
@@ -264,7 +261,6 @@ impl SocketIo {
         conn.push(encode_connect(nsp_name, &body), false);
         let member = nsp.hub.add_member(socket.clone());
         let _ = socket.member.set(member);
-        let _ = nsp.hub.join(member, &socket.own_room());
         let _ = nsp.hub.join(member, &nsp.all_room);
         self.register(conn, &nsp, socket);
     }
@@ -284,8 +280,8 @@ impl SocketIo {
         };
         let offset = resume.offset.parse::<u64>().ok();
         let socket = Arc::new(Socket::new(
-            old.socket.id().into(),
-            old.socket.pid().map(Into::into),
+            old.socket.sid(),
+            old.socket.pid_sid(),
             nsp.clone(),
             conn.clone(),
             old.socket.user().map(Into::into),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use engineio::{Frame, Push, Session};
-use hub::{Delivery, Envelope, Member, MemberId, Payload, Publish, RoomId};
+use hub::{Delivery, Envelope, Member, MemberId, Payload};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -44,8 +44,9 @@ struct Acks {
 
 /// One client in one namespace.
 pub struct Socket {
-    id: Box<str>,
-    pid: Option<Box<str>>,
+    /// Inline ids (no heap): the socket id, and the private id of a recoverable session.
+    id: engineio::Sid,
+    pid: Option<engineio::Sid>,
     nsp: Arc<Namespace>,
     conn: Arc<Session<ConnState>>,
     user: Option<Box<str>>,
@@ -70,8 +71,8 @@ impl std::fmt::Debug for Socket {
 impl Socket {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        id: Box<str>,
-        pid: Option<Box<str>>,
+        id: engineio::Sid,
+        pid: Option<engineio::Sid>,
         nsp: Arc<Namespace>,
         conn: Arc<Session<ConnState>>,
         user: Option<Box<str>>,
@@ -96,11 +97,19 @@ impl Socket {
 
     /// The socket id (stable across a recovery).
     pub fn id(&self) -> &str {
-        &self.id
+        self.id.as_str()
     }
 
     pub(crate) fn pid(&self) -> Option<&str> {
-        self.pid.as_deref()
+        self.pid.as_ref().map(engineio::Sid::as_str)
+    }
+
+    pub(crate) fn pid_sid(&self) -> Option<engineio::Sid> {
+        self.pid
+    }
+
+    pub(crate) fn sid(&self) -> engineio::Sid {
+        self.id
     }
 
     pub fn namespace(&self) -> &Arc<Namespace> {
@@ -135,28 +144,12 @@ impl Socket {
         self.member.get().copied()
     }
 
-    pub(crate) fn own_room(&self) -> RoomId {
-        Namespace::socket_room(&self.id)
-    }
-
-    /// Emits an event to this client. With recovery on it is numbered and kept for replay.
+    /// Emits an event to this client alone. As in Node's socket.io, a direct emit is not
+    /// part of the recovery stream (no offset, no history): only room and namespace
+    /// broadcasts are, which keeps an idle socket free of per-socket history.
     pub fn emit(&self, event: &str, payload: Payload) -> bool {
-        if self.nsp.config.recovery.is_some() {
-            let (_, n) = self.nsp.hub.publish(Publish {
-                rooms: std::iter::once(self.own_room()).collect(),
-                except: Default::default(),
-                event: event.into(),
-                payload,
-                volatile: false,
-                persist: true,
-                single: true,
-                ..Publish::default()
-            });
-            n > 0
-        } else {
-            let frames = encode_event(self.nsp.name(), event, &payload, None, None);
-            self.conn.push_all(frames, false) == Push::Queued
-        }
+        let frames = encode_event(self.nsp.name(), event, &payload, None, None);
+        self.conn.push_all(frames, false) == Push::Queued
     }
 
     /// Emits an event and waits for the client's acknowledgement.
@@ -232,7 +225,7 @@ impl Socket {
     /// Emits to `rooms` except this socket (Node's `socket.to(room).emit`).
     pub fn broadcast_to(&self, rooms: &[&str], event: &str, payload: Payload) -> usize {
         self.nsp
-            .emit_to(rooms, &[self.own_room()], event, payload, false)
+            .publish(rooms, &[], self.member_id(), event, payload, false)
     }
 
     /// Disconnects this socket from its namespace; with `close_conn` the whole connection.

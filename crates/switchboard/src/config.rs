@@ -104,7 +104,7 @@ impl Default for Config {
             max_payload: 1_000_000,
             upgrade_timeout_ms: 10_000,
             max_buffered_packets: 1024,
-            ws_read_buffer: 512,
+            ws_read_buffer: 256,
             cors_origins: vec!["*".to_owned()],
             cors_credentials: false,
             connect_timeout_ms: 45_000,

@@ -289,3 +289,31 @@ fn closed_members_do_not_count_as_delivered() {
     });
     assert_eq!(n, 0);
 }
+
+#[test]
+fn rooms_grow_from_few_to_many_members_and_back_without_losing_anyone() {
+    let hub = Hub::new(HubConfig::default());
+    let members: Vec<_> = (0..20).map(|_| member(&hub)).collect();
+    for (id, _) in &members {
+        hub.join(*id, "r").expect("join");
+        hub.join(*id, "r").expect("joining twice is one membership");
+    }
+    assert_eq!(hub.room_info("r").map(|i| i.members), Some(20));
+    for (id, _) in members.iter().step_by(2) {
+        hub.leave(*id, "r");
+    }
+    let o = publish(&hub, &["r"], &[]);
+    for (i, (_, sink)) in members.iter().enumerate() {
+        let expect: Vec<u64> = if i % 2 == 0 { vec![] } else { vec![o] };
+        assert_eq!(*sink.got.lock(), expect, "member {i}");
+    }
+    // A small room: leave and rejoin in any order.
+    let (a, sa) = member(&hub);
+    let (b, sb) = member(&hub);
+    hub.join(a, "s").expect("join");
+    hub.join(b, "s").expect("join");
+    hub.leave(a, "s");
+    let o2 = publish(&hub, &["s"], &[]);
+    assert!(sa.got.lock().is_empty());
+    assert_eq!(*sb.got.lock(), vec![o2]);
+}

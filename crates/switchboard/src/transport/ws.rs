@@ -272,94 +272,102 @@ where
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(Some(frame))).await;
 }
 
-/// One authenticated connection, from its first frame to its cleanup.
-async fn run<S>(t: Arc<Transports>, user: String, mut ws: WebSocketStream<S>)
+/// One authenticated connection, from its first frame to its cleanup. Not an `async fn`,
+/// so the stream is stored once in the future (see `engineio::Engine::run_websocket`).
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+fn run<S>(
+    t: Arc<Transports>,
+    user: String,
+    mut ws: WebSocketStream<S>,
+) -> impl std::future::Future<Output = ()> + Send
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let _open = OpenGuard::new(&t.ws_open);
-    let (tx, mut rx) = mpsc::channel(t.config.queue);
-    let client = Arc::new(WsClient {
-        id: client_id(),
-        user,
-        hub: t.hub.clone(),
-        member: OnceLock::new(),
-        tx,
-        slow: Notify::new(),
-        closed: AtomicBool::new(false),
-    });
-    let member = t.hub.add_member(client.clone());
-    let _ = client.member.set(member);
-    let _ = t.hub.join(member, &user_room(&client.user));
-    client.send_event(
-        "connected",
-        &json!({"clientId": client.id, "userId": client.user}).to_string(),
-    );
+    async move {
+        let _open = OpenGuard::new(&t.ws_open);
+        let (tx, mut rx) = mpsc::channel(t.config.queue);
+        let client = Arc::new(WsClient {
+            id: client_id(),
+            user,
+            hub: t.hub.clone(),
+            member: OnceLock::new(),
+            tx,
+            slow: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let member = t.hub.add_member(client.clone());
+        let _ = client.member.set(member);
+        let _ = t.hub.join(member, &user_room(&client.user));
+        client.send_event(
+            "connected",
+            &json!({"clientId": client.id, "userId": client.user}).to_string(),
+        );
 
-    let interval = t.config.heartbeat;
-    let mut ping_at = Instant::now() + interval;
-    let mut pong_due: Option<Instant> = None;
-    let ending: Option<(u16, &'static str)> = loop {
-        let wake = pong_due.map_or(ping_at, |d| d.min(ping_at));
-        tokio::select! {
-            biased;
-            _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
-            _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
-            Some(frame) = rx.recv() => {
-                if ws.send(Message::Text(frame)).await.is_err() {
-                    break None;
-                }
-            }
-            msg = ws.next() => {
-                pong_due = None;
-                match msg {
-                    Some(Ok(Message::Text(text))) => handle_text(&t, &client, member, &text).await,
-                    Some(Ok(Message::Binary(_))) => {
-                        client.fail(None, "Binary frames are not supported: send JSON text");
-                    }
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Ok(_)) => {}
-                    Some(Err(WsError::Capacity(_))) => break Some((1009, "Frame too big")),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
+        let interval = t.config.heartbeat;
+        let mut ping_at = Instant::now() + interval;
+        let mut pong_due: Option<Instant> = None;
+        let ending: Option<(u16, &'static str)> = loop {
+            let wake = pong_due.map_or(ping_at, |d| d.min(ping_at));
+            tokio::select! {
+                biased;
+                _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
+                _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
+                Some(frame) = rx.recv() => {
+                    if ws.send(Message::Text(frame)).await.is_err() {
                         break None;
                     }
                 }
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                let now = Instant::now();
-                if pong_due.is_some_and(|d| now >= d) {
-                    break Some((4008, "Heartbeat timeout"));
-                }
-                if now >= ping_at {
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
-                        break None;
+                msg = ws.next() => {
+                    pong_due = None;
+                    match msg {
+                        Some(Ok(Message::Text(text))) => handle_text(&t, &client, member, &text).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            client.fail(None, "Binary frames are not supported: send JSON text");
+                        }
+                        Some(Ok(Message::Close(_))) | None => break None,
+                        Some(Ok(_)) => {}
+                        Some(Err(WsError::Capacity(_))) => break Some((1009, "Frame too big")),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "websocket read failed");
+                            break None;
+                        }
                     }
-                    pong_due.get_or_insert(now + t.config.heartbeat_timeout);
-                    ping_at = now + interval;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if pong_due.is_some_and(|d| now >= d) {
+                        break Some((4008, "Heartbeat timeout"));
+                    }
+                    if now >= ping_at {
+                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                            break None;
+                        }
+                        pong_due.get_or_insert(now + t.config.heartbeat_timeout);
+                        ping_at = now + interval;
+                    }
                 }
             }
+        };
+        client.closed.store(true, Ordering::Relaxed);
+        for room in t
+            .hub
+            .remove_member_presence(member, t.config.presence_limit)
+        {
+            t.announce(&room, "member_left", &client.user, None);
         }
-    };
-    client.closed.store(true, Ordering::Relaxed);
-    for room in t
-        .hub
-        .remove_member_presence(member, t.config.presence_limit)
-    {
-        t.announce(&room, "member_left", &client.user, None);
-    }
-    if let Some((code, reason)) = ending {
-        // Whatever was queued before a shutdown still goes out first.
-        if code == 1001 {
-            while let Ok(frame) = rx.try_recv() {
-                if ws.feed(Message::Text(frame)).await.is_err() {
-                    break;
+        if let Some((code, reason)) = ending {
+            // Whatever was queued before a shutdown still goes out first.
+            if code == 1001 {
+                while let Ok(frame) = rx.try_recv() {
+                    if ws.feed(Message::Text(frame)).await.is_err() {
+                        break;
+                    }
                 }
             }
+            close(&mut ws, code, reason).await;
         }
-        close(&mut ws, code, reason).await;
+        t.realtime.session_ended(&client.id).await;
     }
-    t.realtime.session_ended(&client.id).await;
 }
 
 fn room_of(obj: &serde_json::Map<String, Value>) -> Result<&str, &'static str> {
