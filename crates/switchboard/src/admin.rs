@@ -21,6 +21,8 @@ pub struct AdminState {
     pub hub: Arc<Hub>,
     pub realtime: Arc<Namespace>,
     pub api_key: String,
+    /// The broker consumer and the catalog source (`/ready`, `/stats`).
+    pub integrations: crate::ingest::Integrations,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -88,9 +90,20 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn ready() -> impl IntoResponse {
-    // The app is only built once the store has opened and loaded.
-    Json(json!({"status": "ready", "store": "open"}))
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    // The app is only built once the store has opened and loaded; a configured broker
+    // must be consuming (the sockets keep serving either way).
+    let mut body = json!({"status": "ready", "store": "open"});
+    let mut status = StatusCode::OK;
+    if let Some(ingest) = &s.integrations.amqp {
+        let (ok, broker) = ingest.readiness();
+        if !ok {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            body["status"] = json!("not ready");
+        }
+        body["broker"] = broker;
+    }
+    (status, Json(body))
 }
 
 async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
@@ -115,6 +128,8 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
             },
         },
         "hub": hub,
+        "amqp": s.integrations.amqp.as_ref().map(|i| i.stats()),
+        "eventsService": s.integrations.catalog.stats(),
     }))
 }
 

@@ -168,6 +168,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     })?;
     let stop = CancellationToken::new();
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
+    let integrations = crate::ingest::Integrations::start(config, &holds, &hub, &tasks, &stop);
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
     let realtime = sio.add_namespace(
         NamespaceConfig {
@@ -178,6 +179,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         Arc::new(realtime::Realtime {
             auth: auth_of(config)?,
             holds: holds.clone(),
+            catalog: integrations.catalog.clone(),
         }),
     );
     let engine = socketio_engine(config, sio, &tasks);
@@ -187,6 +189,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         hub: hub.clone(),
         realtime,
         api_key: config.api_key.clone(),
+        integrations,
     };
     let mut router = crate::admin::routes(admin);
     router = engine_routes(router, "/socket.io/", engine.clone());
