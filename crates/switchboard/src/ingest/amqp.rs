@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::ConnectionStatus;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -67,6 +68,34 @@ enum SessionError {
     Cancelled,
     #[error("the broker refused a dead letter (nack)")]
     Nacked,
+    #[error("the broker did not confirm in time")]
+    Stalled,
+    #[error("the channel closed; unacked messages will be redelivered")]
+    ChannelGone,
+}
+
+/// How long a publish confirm or an ack may take before the session is given up.
+const BROKER_STALL: Duration = Duration::from_secs(15);
+
+/// Awaits a broker operation, giving up when the connection dies under it (lapin 4.12
+/// can leave an ack queued during its shutdown unresolved) or the broker stops answering
+/// (a silent broker is otherwise noticed only by heartbeats, which can be slow).
+async fn bounded<T>(
+    status: &ConnectionStatus,
+    f: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, SessionError> {
+    let dead = async {
+        while status.connected() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout(BROKER_STALL, f) => {
+            r.map_err(|_| SessionError::Stalled)?.map_err(SessionError::from)
+        }
+        _ = dead => Err(SessionError::ChannelGone),
+    }
 }
 
 /// Starts the consumer on `tasks`; it runs until `stop`.
@@ -95,16 +124,11 @@ struct Consumer {
 impl Consumer {
     async fn run(self, stop: CancellationToken) {
         let mut backoff = self.config.reconnect_min;
-        let mut sessions = 0u64;
         loop {
             self.ingest.connecting();
             let mut connected = false;
             let result = self.session(&stop, &mut connected).await;
             if connected {
-                sessions += 1;
-                if sessions > 1 {
-                    bump(&self.ingest.counters.reconnects);
-                }
                 backoff = self.config.reconnect_min;
             }
             match result {
@@ -143,8 +167,14 @@ impl Consumer {
             }
         };
         let result = self.consume(&conn, stop, connected).await;
-        if conn.status().connected() {
-            let _ = conn.close(200, "switchboard consumer closing".into()).await;
+        // A clean close only when stopping: after an error the broker may not answer,
+        // and dropping the connection releases it (unacked messages are requeued).
+        if result.is_ok() && conn.status().connected() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                conn.close(200, "switchboard consumer closing".into()),
+            )
+            .await;
         }
         result
     }
@@ -218,13 +248,23 @@ impl Consumer {
             match next {
                 None => return Err(SessionError::Cancelled),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(delivery)) => self.process(&publish, delivery).await?,
+                Some(Ok(delivery)) => self.process(conn.status(), &publish, delivery).await?,
             }
         }
     }
 
-    async fn process(&self, publish: &Channel, delivery: Delivery) -> Result<(), SessionError> {
+    async fn process(
+        &self,
+        status: &ConnectionStatus,
+        publish: &Channel,
+        delivery: Delivery,
+    ) -> Result<(), SessionError> {
         let c = &self.ingest.counters;
+        // Deliveries buffered before the channel died cannot be acked: leave them to
+        // their redelivery instead of applying them now.
+        if !delivery.acker.usable() {
+            return Err(SessionError::ChannelGone);
+        }
         bump(&c.consumed);
         if delivery.redelivered {
             bump(&c.redelivered);
@@ -240,8 +280,9 @@ impl Consumer {
                 if let (Some(to), Some(corr)) = (to, corr) {
                     // A reply queue that is gone (the requester timed out) is not our
                     // failure: the confirm says the broker took it, which is all we need.
-                    publish
-                        .basic_publish(
+                    let confirm = bounded(
+                        status,
+                        publish.basic_publish(
                             "".into(),
                             to,
                             BasicPublishOptions::default(),
@@ -249,9 +290,10 @@ impl Consumer {
                             BasicProperties::default()
                                 .with_correlation_id(corr)
                                 .with_content_type("application/json".into()),
-                        )
-                        .await?
-                        .await?;
+                        ),
+                    )
+                    .await?;
+                    bounded(status, confirm).await?;
                     bump(&c.replies);
                     if r.is_err {
                         bump(&c.error_replies);
@@ -278,7 +320,7 @@ impl Consumer {
                 reply: body,
             } => {
                 tracing::warn!(reason = reason.as_str(), %message, "dead-lettering a broker message");
-                self.dead_letter(publish, &delivery, reason.as_str(), &message)
+                self.dead_letter(status, publish, &delivery, reason.as_str(), &message)
                     .await?;
                 bump(c.dead_lettered(reason));
                 if let Some(r) = body {
@@ -288,18 +330,26 @@ impl Consumer {
             Verdict::Retry(cause) => {
                 tracing::error!(%cause, "store failed; the message goes back to the queue");
                 tokio::time::sleep(self.config.retry_delay).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
+                if !bounded(
+                    status,
+                    delivery.acker.nack(BasicNackOptions {
                         requeue: true,
                         ..BasicNackOptions::default()
-                    })
-                    .await?;
+                    }),
+                )
+                .await?
+                {
+                    return Err(SessionError::ChannelGone);
+                }
                 bump(&c.requeued);
                 return Ok(());
             }
         }
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        if !bounded(status, delivery.acker.ack(BasicAckOptions::default())).await? {
+            // The channel died under us: the broker will redeliver, and the effect is
+            // already durable, so the redelivery is a recognized duplicate.
+            return Err(SessionError::ChannelGone);
+        }
         bump(&c.acked);
         Ok(())
     }
@@ -308,6 +358,7 @@ impl Consumer {
     /// headers, and waits until the broker has it.
     async fn dead_letter(
         &self,
+        status: &ConnectionStatus,
         publish: &Channel,
         delivery: &Delivery,
         reason: &str,
@@ -330,17 +381,18 @@ impl Consumer {
             .clone()
             .with_headers(headers)
             .with_delivery_mode(2);
-        let confirm = publish
-            .basic_publish(
+        let confirm = bounded(
+            status,
+            publish.basic_publish(
                 self.config.dead_letter_exchange().into(),
                 self.config.queue.as_str().into(),
                 BasicPublishOptions::default(),
                 &delivery.data,
                 props,
-            )
-            .await?
-            .await?;
-        match confirm {
+            ),
+        )
+        .await?;
+        match bounded(status, confirm).await? {
             Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
             Confirmation::Nack(_) => Err(SessionError::Nacked),
         }

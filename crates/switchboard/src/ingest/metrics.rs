@@ -43,6 +43,7 @@ struct Status {
     down_since: Option<Instant>,
     /// How long the last outage lasted, from loss to consuming again.
     last_outage_ms: Option<u64>,
+    ever_connected: bool,
 }
 
 /// Counters of the consumer. Every field only grows.
@@ -98,6 +99,7 @@ impl Ingest {
                 last_error: None,
                 down_since: Some(Instant::now()),
                 last_outage_ms: None,
+                ever_connected: false,
             }),
         }
     }
@@ -113,6 +115,10 @@ impl Ingest {
     pub(crate) fn connected(&self) {
         let mut s = self.status.lock();
         s.state = BrokerState::Connected;
+        if s.ever_connected {
+            bump(&self.counters.reconnects);
+        }
+        s.ever_connected = true;
         if let Some(since) = s.down_since.take() {
             s.last_outage_ms = Some(since.elapsed().as_millis() as u64);
         }
