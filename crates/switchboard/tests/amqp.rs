@@ -833,3 +833,107 @@ async fn chaos_connection_cut_twice_while_1000_orders_flow() {
     print(&r);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ----- measurement (ignored: prints numbers, asserts no speed) --------------------------
+
+/// `orders` order-completed events through the real broker to their durable effect and
+/// the user's notification; prints messages per second. Run with
+/// `cargo test --release -p switchboard --test amqp throughput -- --ignored --nocapture`.
+async fn throughput(orders: usize, data_dir: &str) {
+    let Some(conn) = broker().await else { return };
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let queue = unique("rate");
+    let catalog = catalog_file(orders, 5);
+    let catalog_s = catalog.display().to_string();
+    let s = serve(
+        switchboard::build(&config(
+            &queue,
+            &broker_url(BROKER),
+            &[
+                ("catalog", &catalog_s),
+                ("data_dir", data_dir),
+                ("max_hold_quantity", "1"),
+                ("max_buffered_packets", "100000"),
+                ("history_len", "100"),
+            ],
+        ))
+        .expect("build"),
+    )
+    .await;
+    wait_ready(s.addr, 200, Duration::from_secs(10)).await;
+    let mut buyer = Client::connect(s.addr, "rate-buyer").await;
+    hold_everything(&mut buyer, orders).await;
+    let started = Instant::now();
+    let publisher = {
+        let ch = ch.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let ids: Vec<usize> = (1..=orders).collect();
+            for batch in ids.chunks(500) {
+                let mut confirms = Vec::new();
+                for i in batch {
+                    let body = json!({"pattern": "order-completed", "data": {
+                        "orderId": format!("rate-{i}"), "eventId": 7, "categoryId": i,
+                        "quantity": 1, "userId": "rate-buyer"}})
+                    .to_string();
+                    confirms.push(
+                        ch.basic_publish(
+                            "".into(),
+                            queue.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .expect("publish"),
+                    );
+                }
+                for c in confirms {
+                    c.await.expect("confirm");
+                }
+            }
+            started.elapsed()
+        })
+    };
+    let mut seen = 0;
+    let mut first = None;
+    while seen < orders {
+        assert!(started.elapsed() < Duration::from_secs(300), "{seen} effects only");
+        let frame = next_text(&mut buyer.ws).await;
+        if let Some((name, _)) = parse_event(&frame)
+            && name == "order-completed"
+        {
+            first.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let total = started.elapsed();
+    let published = publisher.await.expect("publisher");
+    eprintln!(
+        "THROUGHPUT ({data_dir}): {orders} order-completed events, published in {:.2} s, \
+         all effects in {:.2} s from the first publish: {:.0} msg/s end to end",
+        published.as_secs_f64(),
+        total.as_secs_f64(),
+        orders as f64 / total.as_secs_f64()
+    );
+    cleanup(&ch, &queue).await;
+    let _ = std::fs::remove_file(catalog);
+    s.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "measurement; prints numbers"]
+async fn throughput_10k_orders_durable_store() {
+    let dir = std::env::temp_dir().join(format!("sb-rate-{:08x}", rand::random::<u32>()));
+    throughput(10_000, &dir.display().to_string()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+#[ignore = "measurement; prints numbers"]
+async fn throughput_10k_orders_memory_store() {
+    throughput(10_000, "memory").await;
+}
