@@ -901,7 +901,10 @@ async fn throughput(orders: usize, data_dir: &str) {
     let mut seen = 0;
     let mut first = None;
     while seen < orders {
-        assert!(started.elapsed() < Duration::from_secs(300), "{seen} effects only");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{seen} effects only"
+        );
         let frame = next_text(&mut buyer.ws).await;
         if let Some((name, _)) = parse_event(&frame)
             && name == "order-completed"
