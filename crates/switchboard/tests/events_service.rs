@@ -36,11 +36,7 @@ async fn peer(answer: impl Fn(&Value) -> Vec<u8> + Send + 'static) -> u16 {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut dec = FrameDecoder::new(1 << 20);
             let mut buf = [0u8; 4096];
-            loop {
-                let Ok(n) = s.read(&mut buf).await else { break };
-                if n == 0 {
-                    break;
-                }
+            while let Ok(n @ 1..) = s.read(&mut buf).await {
                 dec.push(&buf[..n]);
                 while let Ok(Some(text)) = dec.next_frame() {
                     let req: Value = serde_json::from_str(&text).expect("request json");
