@@ -22,6 +22,8 @@ pub struct AdminState {
     pub realtime: Arc<Namespace>,
     pub transports: Arc<crate::transport::Transports>,
     pub api_key: String,
+    /// The broker consumer and the catalog source (`/ready`, `/stats`).
+    pub integrations: crate::ingest::Integrations,
 }
 
 pub fn routes(state: AdminState) -> Router {
@@ -105,9 +107,20 @@ pub(crate) fn check_api_key(key: &str, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
-async fn ready() -> impl IntoResponse {
-    // The app is only built once the store has opened and loaded.
-    Json(json!({"status": "ready", "store": "open"}))
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    // The app is only built once the store has opened and loaded; a configured broker
+    // must be consuming (the sockets keep serving either way).
+    let mut body = json!({"status": "ready", "store": "open"});
+    let mut status = StatusCode::OK;
+    if let Some(ingest) = &s.integrations.amqp {
+        let (ok, broker) = ingest.readiness();
+        if !ok {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            body["status"] = json!("not ready");
+        }
+        body["broker"] = broker;
+    }
+    (status, Json(body))
 }
 
 async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
@@ -137,6 +150,8 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
             },
         },
         "hub": hub,
+        "amqp": s.integrations.amqp.as_ref().map(|i| i.stats()),
+        "eventsService": s.integrations.catalog.stats(),
     }))
 }
 

@@ -178,10 +178,12 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     })?;
     let stop = CancellationToken::new();
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
+    let integrations = crate::ingest::Integrations::start(config, &holds, &hub, &tasks, &stop);
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
     let contract = Arc::new(realtime::Realtime {
         auth: auth_of(config)?,
         holds: holds.clone(),
+        catalog: integrations.catalog.clone(),
     });
     let realtime = sio.add_namespace(
         NamespaceConfig {
@@ -206,6 +208,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         realtime,
         transports: transports.clone(),
         api_key: config.api_key.clone(),
+        integrations,
     };
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {

@@ -36,6 +36,9 @@ pub struct Common {
     /// Data directory for holds (overrides `data_dir`).
     #[arg(long, global = true)]
     pub data_dir: Option<String>,
+    /// RabbitMQ URL of the NestJS orders/events messages (overrides `amqp_url`).
+    #[arg(long, global = true)]
+    pub amqp_url: Option<String>,
     /// Any setting as KEY=VALUE, e.g. `--set ping_interval_ms=10000` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -84,6 +87,9 @@ impl Cli {
         }
         if let Some(d) = &self.common.data_dir {
             overrides.push(("data_dir".to_owned(), d.clone()));
+        }
+        if let Some(u) = &self.common.amqp_url {
+            overrides.push(("amqp_url".to_owned(), u.clone()));
         }
         if let Some(f) = &self.common.log_format {
             overrides.push(("log_format".to_owned(), f.clone()));

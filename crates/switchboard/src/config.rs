@@ -84,6 +84,39 @@ pub struct Config {
     /// Bearer key of the admin and publish HTTP APIs (`SWITCHBOARD_API_KEY`); empty
     /// disables them.
     pub api_key: String,
+
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); empty turns the consumer off.
+    pub amqp_url: String,
+    /// The queue NestJS producers send to (declared durable, without arguments, as they
+    /// assert it).
+    pub amqp_queue: String,
+    /// Where unprocessable messages go, with the reason in headers; empty means
+    /// `<amqp_queue>.dlq` (its exchange is `<dead letter queue>.x`).
+    pub amqp_dead_letter_queue: String,
+    /// Unacked messages the broker may push at once.
+    pub amqp_prefetch: u16,
+    /// Reconnection backoff cap (it starts at 100 ms and doubles).
+    pub amqp_reconnect_max_ms: u64,
+
+    /// Catalog source: `embedded` (the catalog file or demo) or `events-service` (a NestJS
+    /// TCP events-service verifies every hold with `get-ticket-categories`).
+    pub catalog_source: CatalogSourceKind,
+    /// The events-service, `host[:port]` (default port 8879).
+    pub events_service: String,
+    /// How long a `get-ticket-categories` request may take.
+    pub events_service_timeout_ms: u64,
+    /// How long an answer is reused.
+    pub events_service_cache_ms: u64,
+    /// Largest frame accepted from the events-service, in UTF-16 code units.
+    pub events_service_max_frame: u64,
+}
+
+/// Where the hold rules' catalog comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatalogSourceKind {
+    Embedded,
+    EventsService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +161,16 @@ impl Default for Config {
             jwt_public_key_file: String::new(),
             dev_mode: false,
             api_key: String::new(),
+            amqp_url: String::new(),
+            amqp_queue: "realtime_queue".to_owned(),
+            amqp_dead_letter_queue: String::new(),
+            amqp_prefetch: 64,
+            amqp_reconnect_max_ms: 5000,
+            catalog_source: CatalogSourceKind::Embedded,
+            events_service: "127.0.0.1:8879".to_owned(),
+            events_service_timeout_ms: 2000,
+            events_service_cache_ms: 1000,
+            events_service_max_frame: 1 << 20,
         }
     }
 }
@@ -282,6 +325,59 @@ impl Config {
             "max_rooms_per_client",
             "must be at least 1",
         )?;
+        let short_name = |s: &str| !s.is_empty() && s.len() <= 200;
+        check(
+            short_name(&self.amqp_queue),
+            "amqp_queue",
+            "must be 1 to 200 bytes",
+        )?;
+        check(
+            self.amqp_dead_letter_queue.is_empty() || short_name(&self.amqp_dead_letter_queue),
+            "amqp_dead_letter_queue",
+            "must be at most 200 bytes",
+        )?;
+        check(
+            self.amqp_dead_letter_queue != self.amqp_queue,
+            "amqp_dead_letter_queue",
+            "must differ from amqp_queue",
+        )?;
+        check(
+            self.amqp_url.is_empty()
+                || self.amqp_url.starts_with("amqp://")
+                || self.amqp_url.starts_with("amqps://"),
+            "amqp_url",
+            "must start with amqp:// (amqps:// is not built in yet)",
+        )?;
+        check(
+            !self.amqp_url.starts_with("amqps://"),
+            "amqp_url",
+            "amqps:// is not supported by this build; use amqp:// on a trusted network",
+        )?;
+        check(
+            self.amqp_prefetch >= 1,
+            "amqp_prefetch",
+            "must be at least 1",
+        )?;
+        check(
+            self.amqp_reconnect_max_ms >= 100,
+            "amqp_reconnect_max_ms",
+            "must be at least 100",
+        )?;
+        check(
+            self.events_service_addr().is_some(),
+            "events_service",
+            "expected host or host:port",
+        )?;
+        check(
+            self.events_service_timeout_ms >= 10,
+            "events_service_timeout_ms",
+            "must be at least 10",
+        )?;
+        check(
+            self.events_service_max_frame >= 1024,
+            "events_service_max_frame",
+            "must be at least 1024",
+        )?;
         check(
             self.heartbeat_secs >= 1,
             "heartbeat_secs",
@@ -375,6 +471,51 @@ impl Config {
         }
     }
 
+    /// The consumer's settings, or `None` when no broker is configured.
+    pub fn amqp(&self) -> Option<crate::ingest::AmqpConfig> {
+        if self.amqp_url.is_empty() {
+            return None;
+        }
+        let dead_letter_queue = if self.amqp_dead_letter_queue.is_empty() {
+            format!("{}.dlq", self.amqp_queue)
+        } else {
+            self.amqp_dead_letter_queue.clone()
+        };
+        Some(crate::ingest::AmqpConfig {
+            url: self.amqp_url.clone(),
+            queue: self.amqp_queue.clone(),
+            dead_letter_queue,
+            prefetch: self.amqp_prefetch,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(self.amqp_reconnect_max_ms),
+            retry_delay: Duration::from_millis(500),
+            connection_name: format!("switchboard {}", self.listen),
+        })
+    }
+
+    /// `events_service` as `host:port` (port 8879 when none is given).
+    pub fn events_service_addr(&self) -> Option<String> {
+        let s = self.events_service.trim();
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p.parse::<u16>().ok()?),
+            _ => (s, 8879),
+        };
+        (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| format!("{host}:{port}"))
+    }
+
+    /// The events-service client's settings, when it is the catalog source.
+    pub fn events_service(&self) -> Option<crate::tickets::EventsServiceConfig> {
+        if self.catalog_source != CatalogSourceKind::EventsService {
+            return None;
+        }
+        Some(crate::tickets::EventsServiceConfig {
+            addr: self.events_service_addr()?,
+            timeout: Duration::from_millis(self.events_service_timeout_ms),
+            cache_ttl: Duration::from_millis(self.events_service_cache_ms),
+            max_frame: self.events_service_max_frame,
+        })
+    }
+
     /// This config with secrets replaced, for printing.
     pub fn redacted(&self) -> Config {
         let hide = |s: &str| {
@@ -387,6 +528,7 @@ impl Config {
         Config {
             jwt_secret: hide(&self.jwt_secret),
             api_key: hide(&self.api_key),
+            amqp_url: redact_url(&self.amqp_url),
             ..self.clone()
         }
     }
@@ -401,6 +543,24 @@ impl Config {
         self.ping_timeout_ms = 200;
         self.connect_timeout_ms = 1000;
         self
+    }
+}
+
+/// A URL with its password replaced.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{scheme}://{user}:<redacted>@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -517,5 +677,57 @@ mod tests {
         })
         .expect_err("credentials with *");
         assert!(e.to_string().contains("cors_credentials"), "{e}");
+    }
+
+    #[test]
+    fn integration_settings() {
+        let c = Config::load(&Sources {
+            env: env(&[(
+                "SWITCHBOARD_AMQP_URL",
+                "amqp://guest:s3cret@127.0.0.1:5672/%2f",
+            )]),
+            overrides: vec![
+                ("amqp_prefetch".into(), "8".into()),
+                ("catalog_source".into(), "events-service".into()),
+                ("events_service".into(), "events.internal".into()),
+            ],
+            ..Sources::default()
+        })
+        .expect("loads");
+        let amqp = c.amqp().expect("enabled");
+        assert_eq!(
+            (
+                amqp.queue.as_str(),
+                amqp.dead_letter_queue.as_str(),
+                amqp.prefetch
+            ),
+            ("realtime_queue", "realtime_queue.dlq", 8)
+        );
+        assert_eq!(
+            c.events_service().map(|e| e.addr),
+            Some("events.internal:8879".to_owned())
+        );
+        assert_eq!(
+            c.redacted().amqp_url,
+            "amqp://guest:<redacted>@127.0.0.1:5672/%2f"
+        );
+        assert!(Config::default().amqp().is_none());
+        assert!(Config::default().events_service().is_none());
+        for (k, v) in [
+            ("amqp_url", "http://x"),
+            ("amqp_url", "amqps://x"),
+            ("amqp_prefetch", "0"),
+            ("amqp_prefetch", "70000"),
+            ("catalog_source", "redis"),
+            ("events_service", "a b:1"),
+            ("events_service", "host:port"),
+            ("amqp_dead_letter_queue", "realtime_queue"),
+        ] {
+            let e = Config::load(&Sources {
+                overrides: vec![(k.into(), v.into())],
+                ..Sources::default()
+            });
+            assert!(e.is_err(), "{k}={v} accepted");
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod ingest;
 pub mod realtime;
 pub mod server;
 pub mod telemetry;

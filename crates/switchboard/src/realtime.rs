@@ -17,11 +17,13 @@ use socketio::{
 use tickets::HoldRequest;
 
 use crate::auth::Auth;
-use crate::tickets::{HoldService, ServiceError};
+use crate::tickets::{CatalogSource, HoldService, ServiceError};
 
 pub struct Realtime {
     pub auth: Auth,
     pub holds: Arc<HoldService>,
+    /// Checks holds against the events-service when that is the catalog source.
+    pub catalog: CatalogSource,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -168,6 +170,7 @@ impl Realtime {
         match name {
             "join-event-room" => {
                 let event_id = id(&data, "eventId")?;
+                self.catalog.refresh(&self.holds, event_id).await;
                 let Some(categories) = self.holds.event_availability(event_id) else {
                     respond(
                         socket,
@@ -215,7 +218,12 @@ impl Realtime {
                     quantity: quantity(&data, self.holds.config().max_quantity)?,
                 };
                 let (ev, cat) = (req.event_id, req.category_id);
-                let body = match self.blocking(move |h| h.lock(req)).await {
+                let verified = self.catalog.verify_hold(&self.holds, ev, cat).await;
+                let granted = match verified {
+                    Ok(()) => self.blocking(move |h| h.lock(req)).await,
+                    Err(refusal) => Err(ServiceError::Refused(refusal)),
+                };
+                let body = match granted {
                     Ok(hold) => json!({
                         "success": true,
                         "lockId": hold.lock_id,

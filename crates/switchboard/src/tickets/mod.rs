@@ -6,9 +6,14 @@
 
 mod catalog;
 mod coalesce;
+mod events_source;
 mod service;
 mod store;
 
 pub use catalog::{CatalogError, demo_catalog, load_catalog};
+pub use events_source::{
+    CatalogSource, EventsClient, EventsServiceConfig, SourceError, VERIFY_FAILED,
+};
+pub(crate) use service::ApplyError;
 pub use service::{HoldService, ServiceError, event_room, now_ms};
 pub use store::{HoldStore, SqliteStore, StoreError};

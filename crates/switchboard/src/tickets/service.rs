@@ -23,6 +23,22 @@ pub enum ServiceError {
     Storage(String),
 }
 
+/// Why a typed mutation failed: the rules refused it (their own error), or the store
+/// could not make it durable (nothing changed).
+#[derive(Debug)]
+pub(crate) enum ApplyError<E> {
+    Rules(E),
+    Storage(String),
+}
+
+impl<E> ApplyError<E> {
+    fn storage(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Refused(m) | ServiceError::Storage(m) => ApplyError::Storage(m),
+        }
+    }
+}
+
 struct Inner {
     state: State,
     store: Box<dyn HoldStore + Send>,
@@ -103,24 +119,38 @@ impl HoldService {
         self: &Arc<Self>,
         op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
     ) -> Result<T, ServiceError> {
+        self.apply(op).map_err(|e| match e {
+            ApplyError::Rules(e) => ServiceError::Refused(e.to_string()),
+            ApplyError::Storage(cause) => ServiceError::Storage(cause),
+        })
+    }
+
+    /// [`HoldService::mutate`] keeping the rules' own error type, for callers that map
+    /// refusals to more than a message (the broker consumer dead-letters by kind).
+    pub(crate) fn apply<T, E>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
+    ) -> Result<T, ApplyError<E>> {
         let now = now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
         let result = {
             let mut inner = self.inner.lock();
             let swept = inner.state.expire_due(now);
             if !swept.changes.is_empty() {
-                self.persist(&mut inner, &swept.changes)?;
+                self.persist(&mut inner, &swept.changes)
+                    .map_err(ApplyError::storage)?;
                 touched.extend(swept.touched);
             }
             match op(&mut inner.state, now) {
                 Ok(out) => {
                     if !out.changes.is_empty() {
-                        self.persist(&mut inner, &out.changes)?;
+                        self.persist(&mut inner, &out.changes)
+                            .map_err(ApplyError::storage)?;
                     }
                     touched.extend(out.touched);
                     Ok(out.value)
                 }
-                Err(e) => Err(ServiceError::Refused(e.to_string())),
+                Err(e) => Err(ApplyError::Rules(e)),
             }
         };
         self.timer.notify_one();
