@@ -30,6 +30,7 @@ pub struct TransportConfig {
     pub max_message: usize,
     pub ws_read_buffer: usize,
     pub max_rooms: usize,
+    pub rate_limit: engineio::limit::RateLimit,
 }
 
 /// What `/ws` and `/events` share: the hub, the ticket contract, limits and counts.
@@ -40,6 +41,7 @@ pub struct Transports {
     /// Cancelled at shutdown: every connection closes (WebSocket code 1001).
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
+    pub metrics: Arc<crate::metrics::Metrics>,
     ws_open: Arc<AtomicUsize>,
     sse_open: Arc<AtomicUsize>,
 }
@@ -60,8 +62,10 @@ impl Transports {
         config: TransportConfig,
         stop: CancellationToken,
         tasks: TaskTracker,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Transports> {
         Arc::new(Transports {
+            metrics,
             hub,
             realtime,
             config,

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{OpenGuard, Transports, check_room, client_id};
 use crate::auth::AuthError;
+use crate::metrics::Close;
 use crate::realtime::user_room;
 
 fn format() -> FormatId {
@@ -57,7 +58,8 @@ fn encode_envelope(env: &Envelope) -> Bytes {
 
 struct SseClient {
     user: String,
-    tx: mpsc::Sender<(u64, Bytes)>,
+    tx: mpsc::Sender<(u64, std::time::Instant, Bytes)>,
+    metrics: Arc<crate::metrics::Metrics>,
     slow: Notify,
     closed: AtomicBool,
 }
@@ -68,9 +70,15 @@ impl Member for SseClient {
             return Delivery::Closed;
         }
         let chunk = envelope.encoded(format(), encode_envelope);
-        match self.tx.try_send((envelope.offset, chunk)) {
+        match self
+            .tx
+            .try_send((envelope.offset, std::time::Instant::now(), chunk))
+        {
             Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if envelope.volatile => Delivery::Dropped,
+            Err(mpsc::error::TrySendError::Full(_)) if envelope.volatile => {
+                self.metrics.sse.dropped.fetch_add(1, Ordering::Relaxed);
+                Delivery::Dropped
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closed.store(true, Ordering::Relaxed);
                 self.slow.notify_one();
@@ -160,8 +168,10 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
     }
 
     let (tx, rx) = mpsc::channel(t.config.queue);
+    t.metrics.sse.opened.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(SseClient {
         user,
+        metrics: t.metrics.clone(),
         tx,
         slow: Notify::new(),
         closed: AtomicBool::new(false),
@@ -226,6 +236,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         replayed_upto,
         heartbeat,
         done: false,
+        how: Close::Client,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         let chunk = st.next_chunk().await?;
@@ -274,17 +285,19 @@ struct StreamState {
     _open: OpenGuard,
     member: MemberId,
     client: Arc<SseClient>,
-    rx: mpsc::Receiver<(u64, Bytes)>,
+    rx: mpsc::Receiver<(u64, std::time::Instant, Bytes)>,
     initial: VecDeque<Bytes>,
     /// Live messages at or below this offset were already sent as replay.
     replayed_upto: u64,
     heartbeat: tokio::time::Interval,
     done: bool,
+    how: Close,
 }
 
 impl StreamState {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(b) = self.initial.pop_front() {
+            self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
             return Some(b);
         }
         if self.done {
@@ -293,14 +306,22 @@ impl StreamState {
         loop {
             tokio::select! {
                 biased;
-                _ = self.t.stop.cancelled() => return None,
+                _ = self.t.stop.cancelled() => {
+                    self.how = Close::Shutdown;
+                    return None;
+                }
                 _ = self.client.slow.notified() => {
                     self.done = true;
+                    self.how = Close::SlowClient;
                     return Some(sse_event(None, "error", r#"{"message":"Slow client: send queue full, disconnecting"}"#));
                 }
                 item = self.rx.recv() => match item {
-                    Some((offset, _)) if offset <= self.replayed_upto => continue,
-                    Some((_, chunk)) => return Some(chunk),
+                    Some((offset, _, _)) if offset <= self.replayed_upto => continue,
+                    Some((_, queued, chunk)) => {
+                        self.t.metrics.sse.delivery.observe(queued.elapsed());
+                        self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
+                        return Some(chunk);
+                    }
                     None => return None,
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": ping\n\n")),
@@ -311,6 +332,7 @@ impl StreamState {
 
 impl Drop for StreamState {
     fn drop(&mut self) {
+        self.t.metrics.sse.closed(self.how);
         self.client.closed.store(true, Ordering::Relaxed);
         for room in self
             .t

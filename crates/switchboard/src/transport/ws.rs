@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::{OpenGuard, Transports, check_room, client_id};
 use crate::auth::AuthError;
+use crate::metrics::Close;
 use crate::realtime::{Client, user_room};
 use crate::tickets::now_ms;
 
@@ -65,7 +66,8 @@ struct WsClient {
     user: String,
     hub: Arc<hub::Hub>,
     member: OnceLock<MemberId>,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<(Instant, Utf8Bytes)>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Set when the queue overflowed with a message that may not be dropped.
     slow: Notify,
     closed: AtomicBool,
@@ -80,9 +82,12 @@ impl WsClient {
         if self.closed.load(Ordering::Relaxed) {
             return Delivery::Closed;
         }
-        match self.tx.try_send(frame) {
+        match self.tx.try_send((Instant::now(), frame)) {
             Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if volatile => Delivery::Dropped,
+            Err(mpsc::error::TrySendError::Full(_)) if volatile => {
+                self.metrics.ws.dropped.fetch_add(1, Ordering::Relaxed);
+                Delivery::Dropped
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.closed.store(true, Ordering::Relaxed);
                 self.slow.notify_one();
@@ -238,9 +243,11 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
             Some(config),
         ))
         .await;
+        this.metrics.ws.opened.fetch_add(1, Ordering::Relaxed);
         match identity {
             Ok(user) => Box::pin(run(this, user, ws)).await,
             Err(e) => {
+                this.metrics.ws.closed(Close::Unauthorized);
                 let (code, reason) = match e {
                     AuthError::Expired => (4003, "Token expired"),
                     _ => (4001, "Unauthorized"),
@@ -289,6 +296,7 @@ where
         let client = Arc::new(WsClient {
             id: client_id(),
             user,
+            metrics: t.metrics.clone(),
             hub: t.hub.clone(),
             member: OnceLock::new(),
             tx,
@@ -303,6 +311,7 @@ where
             &json!({"clientId": client.id, "userId": client.user}).to_string(),
         );
 
+        let mut bucket = engineio::limit::Bucket::new(t.config.rate_limit);
         let interval = t.config.heartbeat;
         let mut ping_at = Instant::now() + interval;
         let mut pong_due: Option<Instant> = None;
@@ -312,7 +321,9 @@ where
                 biased;
                 _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
                 _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
-                Some(frame) = rx.recv() => {
+                Some((queued, frame)) = rx.recv() => {
+                    t.metrics.ws.delivery.observe(queued.elapsed());
+                    t.metrics.ws.out.fetch_add(1, Ordering::Relaxed);
                     if ws.send(Message::Text(frame)).await.is_err() {
                         break None;
                     }
@@ -320,8 +331,19 @@ where
                 msg = ws.next() => {
                     pong_due = None;
                     match msg {
-                        Some(Ok(Message::Text(text))) => handle_text(&t, &client, member, &text).await,
+                        Some(Ok(Message::Text(text))) => {
+                        if bucket.take(t.config.rate_limit) {
+                            handle_text(&t, &client, member, &text).await
+                        } else {
+                            t.metrics.ws.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            client.fail(None, &format!(
+                                "Rate limit exceeded: at most {} messages per second",
+                                t.config.rate_limit.per_sec
+                            ));
+                        }
+                    }
                         Some(Ok(Message::Binary(_))) => {
+                            t.metrics.ws.in_invalid.fetch_add(1, Ordering::Relaxed);
                             client.fail(None, "Binary frames are not supported: send JSON text");
                         }
                         Some(Ok(Message::Close(_))) | None => break None,
@@ -349,6 +371,14 @@ where
             }
         };
         client.closed.store(true, Ordering::Relaxed);
+        t.metrics.ws.closed(match ending {
+            None => Close::Client,
+            Some((1001, _)) => Close::Shutdown,
+            Some((1009, _)) => Close::TooBig,
+            Some((4008, _)) => Close::Heartbeat,
+            Some((4009, _)) => Close::SlowClient,
+            Some(_) => Close::Error,
+        });
         for room in t
             .hub
             .remove_member_presence(member, t.config.presence_limit)
@@ -358,7 +388,7 @@ where
         if let Some((code, reason)) = ending {
             // Whatever was queued before a shutdown still goes out first.
             if code == 1001 {
-                while let Ok(frame) = rx.try_recv() {
+                while let Ok((_, frame)) = rx.try_recv() {
                     if ws.feed(Message::Text(frame)).await.is_err() {
                         break;
                     }
@@ -377,11 +407,16 @@ fn room_of(obj: &serde_json::Map<String, Value>) -> Result<&str, &'static str> {
 }
 
 async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: MemberId, text: &str) {
+    let invalid = || t.metrics.ws.in_invalid.fetch_add(1, Ordering::Relaxed);
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return client.fail(None, &format!("Invalid JSON: {e}")),
+        Err(e) => {
+            invalid();
+            return client.fail(None, &format!("Invalid JSON: {e}"));
+        }
     };
     let Some(obj) = value.as_object() else {
+        invalid();
         return client.fail(None, "Expected a JSON object");
     };
     let ack = match obj.get("ack") {
@@ -392,6 +427,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
         },
     };
     if let Some(action) = obj.get("action") {
+        t.metrics.ws.in_actions.fetch_add(1, Ordering::Relaxed);
         let Some(action) = action.as_str() else {
             return client.fail(ack, "action must be a string");
         };
@@ -399,6 +435,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
     }
     match obj.get("event").and_then(Value::as_str) {
         Some(event) => {
+            t.metrics.ws.in_events.fetch_add(1, Ordering::Relaxed);
             let data = obj.get("data").cloned().unwrap_or(Value::Null);
             t.realtime.dispatch(&**client, event, data, ack).await;
         }
