@@ -9,19 +9,19 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, RoomId};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use super::{OpenGuard, Transports, check_room, client_id};
+use super::{OpenGuard, Outbound, Transports, check_room, client_id};
 use crate::auth::AuthError;
 use crate::metrics::Close;
 use crate::realtime::user_room;
@@ -58,34 +58,19 @@ fn encode_envelope(env: &Envelope) -> Bytes {
 
 struct SseClient {
     user: String,
-    tx: mpsc::Sender<(u64, std::time::Instant, Bytes)>,
+    out: Outbound<(u64, std::time::Instant, Bytes)>,
     metrics: Arc<crate::metrics::Metrics>,
-    slow: Notify,
-    closed: AtomicBool,
 }
 
 impl Member for SseClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.out.is_closed() {
             return Delivery::Closed;
         }
         let chunk = envelope.encoded(format(), encode_envelope);
-        match self
-            .tx
-            .try_send((envelope.offset, std::time::Instant::now(), chunk))
-        {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if envelope.volatile => {
-                self.metrics.sse.dropped.fetch_add(1, Ordering::Relaxed);
-                Delivery::Dropped
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closed.store(true, Ordering::Relaxed);
-                self.slow.notify_one();
-                Delivery::Closed
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-        }
+        let item = (envelope.offset, std::time::Instant::now(), chunk);
+        self.out
+            .offer(item, envelope.volatile, &self.metrics.sse.dropped)
     }
     fn transport(&self) -> &'static str {
         "sse"
@@ -167,14 +152,12 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         );
     }
 
-    let (tx, rx) = mpsc::channel(t.config.queue);
+    let (out, rx) = Outbound::new(t.config.queue);
     t.metrics.sse.opened.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(SseClient {
         user,
         metrics: t.metrics.clone(),
-        tx,
-        slow: Notify::new(),
-        closed: AtomicBool::new(false),
+        out,
     });
     let member = t.hub.add_member(client.clone());
     let id = client_id();
@@ -242,18 +225,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         let chunk = st.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), st))
     });
-    let mut res = Response::new(Body::from_stream(stream));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    res
+    super::event_stream(Body::from_stream(stream))
 }
 
 /// Joins every room without replay; returns where the user just became present.
@@ -310,7 +282,7 @@ impl StreamState {
                     self.how = Close::Shutdown;
                     return None;
                 }
-                _ = self.client.slow.notified() => {
+                _ = self.client.out.slow.notified() => {
                     self.done = true;
                     self.how = Close::SlowClient;
                     return Some(sse_event(None, "error", r#"{"message":"Slow client: send queue full, disconnecting"}"#));
@@ -333,7 +305,7 @@ impl StreamState {
 impl Drop for StreamState {
     fn drop(&mut self) {
         self.t.metrics.sse.closed(self.how);
-        self.client.closed.store(true, Ordering::Relaxed);
+        self.client.out.close();
         for room in self
             .t
             .hub
@@ -365,7 +337,7 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(matches!(resume_of(&h, ""), Resume::Fresh));
         assert!(matches!(resume_of(&h, "lastEventId=12"), Resume::After(12)));
-        h.insert("last-event-id", HeaderValue::from_static("x1"));
+        h.insert("last-event-id", axum::http::HeaderValue::from_static("x1"));
         assert!(matches!(resume_of(&h, "lastEventId=12"), Resume::Invalid(s) if s == "x1"));
     }
 }

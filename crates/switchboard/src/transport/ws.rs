@@ -7,7 +7,7 @@
 //! Close codes: 4001 unauthorized, 4003 token expired, 4008 heartbeat timeout, 4009 slow
 //! client, 1009 frame too big, 1001 server shutting down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
@@ -17,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, Payload, Presence, Publish};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -25,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{OpenGuard, Transports, check_room, client_id};
+use super::{OpenGuard, Outbound, Transports, check_room, client_id};
 use crate::auth::AuthError;
 use crate::metrics::Close;
 use crate::realtime::{Client, user_room};
@@ -66,11 +65,8 @@ struct WsClient {
     user: String,
     hub: Arc<hub::Hub>,
     member: OnceLock<MemberId>,
-    tx: mpsc::Sender<(Instant, Utf8Bytes)>,
+    out: Outbound<(Instant, Utf8Bytes)>,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Set when the queue overflowed with a message that may not be dropped.
-    slow: Notify,
-    closed: AtomicBool,
 }
 
 impl WsClient {
@@ -79,22 +75,8 @@ impl WsClient {
     }
 
     fn queue(&self, frame: Utf8Bytes, volatile: bool) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
-            return Delivery::Closed;
-        }
-        match self.tx.try_send((Instant::now(), frame)) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if volatile => {
-                self.metrics.ws.dropped.fetch_add(1, Ordering::Relaxed);
-                Delivery::Dropped
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closed.store(true, Ordering::Relaxed);
-                self.slow.notify_one();
-                Delivery::Closed
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-        }
+        self.out
+            .offer((Instant::now(), frame), volatile, &self.metrics.ws.dropped)
     }
 
     fn send_event(&self, event: &str, data: &str) {
@@ -125,7 +107,7 @@ impl WsClient {
 
 impl Member for WsClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.out.is_closed() {
             return Delivery::Closed;
         }
         let frame = envelope.encoded(format(), encode_envelope);
@@ -292,16 +274,14 @@ where
 {
     async move {
         let _open = OpenGuard::new(&t.ws_open);
-        let (tx, mut rx) = mpsc::channel(t.config.queue);
+        let (out, mut rx) = Outbound::new(t.config.queue);
         let client = Arc::new(WsClient {
             id: client_id(),
             user,
             metrics: t.metrics.clone(),
             hub: t.hub.clone(),
             member: OnceLock::new(),
-            tx,
-            slow: Notify::new(),
-            closed: AtomicBool::new(false),
+            out,
         });
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
@@ -320,7 +300,7 @@ where
             tokio::select! {
                 biased;
                 _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
-                _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
+                _ = client.out.slow.notified() => break Some((4009, "Slow client: send queue full")),
                 Some((queued, frame)) = rx.recv() => {
                     t.metrics.ws.delivery.observe(queued.elapsed());
                     t.metrics.ws.out.fetch_add(1, Ordering::Relaxed);
@@ -370,7 +350,7 @@ where
                 }
             }
         };
-        client.closed.store(true, Ordering::Relaxed);
+        client.out.close();
         t.metrics.ws.closed(match ending {
             None => Close::Client,
             Some((1001, _)) => Close::Shutdown,
