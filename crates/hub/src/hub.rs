@@ -46,6 +46,10 @@ pub struct HubConfig {
     pub history_age: Duration,
     /// Rooms one member may be in at once.
     pub max_rooms_per_member: usize,
+    /// The offset before the first one this hub assigns. Start each process above every
+    /// offset an earlier process handed out (e.g. the start time in microseconds) so a
+    /// client resuming from an older life gets a gap, never a wrong replay.
+    pub first_offset: u64,
 }
 
 impl Default for HubConfig {
@@ -54,6 +58,7 @@ impl Default for HubConfig {
             history_len: 1000,
             history_age: Duration::from_secs(120),
             max_rooms_per_member: 256,
+            first_offset: 0,
         }
     }
 }
@@ -73,6 +78,25 @@ pub struct Publish {
     pub persist: bool,
     /// Addressed to one client (its own room): skip the shared encode cache.
     pub single: bool,
+    /// This member is skipped (a sender that should not hear its own message).
+    pub except_member: Option<MemberId>,
+    /// To every member of the hub, whatever its rooms; history kept in [`EVERYONE`].
+    pub everyone: bool,
+}
+
+/// The history room of messages published to everyone. Replays that should include
+/// broadcasts add it to their rooms; no member ever joins it.
+pub const EVERYONE: &str = "*";
+
+/// How a join or leave changed who is present in a room (users counted once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The member's user was not present before this join / is gone after this leave.
+    Changed,
+    /// The user has another connection in the room; nothing to announce.
+    Unchanged,
+    /// No user, or the room is over the presence limit: not tracked.
+    Untracked,
 }
 
 /// The replay cannot be complete: history no longer reaches back to the offset.
@@ -114,13 +138,22 @@ struct Room {
 }
 
 impl Room {
-    fn new() -> Room {
+    /// A room created now may have had messages in an earlier life (pruned, or before a
+    /// restart): replays from before `floor` are gaps.
+    fn new(floor: u64) -> Room {
         Room {
             members: HashMap::new(),
             history: VecDeque::new(),
-            evicted_upto: 0,
+            evicted_upto: floor,
             last_offset: 0,
         }
+    }
+
+    /// Is `user` present through a member other than `id`? Scans: only for small rooms.
+    fn has_user_besides(&self, id: MemberId, user: &str) -> bool {
+        self.members
+            .iter()
+            .any(|(m, sink)| *m != id && sink.user() == Some(user))
     }
 }
 
@@ -153,14 +186,15 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Arc<Hub> {
+        let first = config.first_offset;
         Arc::new(Hub {
             config,
             inner: Mutex::new(Inner {
-                seq: 0,
+                seq: first,
                 next_member: 1,
                 rooms: HashMap::new(),
                 members: HashMap::new(),
-                removed_floor: 0,
+                removed_floor: first,
             }),
         })
     }
@@ -221,13 +255,96 @@ impl Hub {
         };
         entry.rooms.push(key.clone());
         let sink = entry.sink.clone();
+        let floor = inner.removed_floor;
         inner
             .rooms
             .entry(key)
-            .or_insert_with(Room::new)
+            .or_insert_with(|| Room::new(floor))
             .members
             .insert(id, sink);
         Ok(())
+    }
+
+    /// Joins and reports whether the member's user just became present. Presence is
+    /// tracked only in rooms of at most `limit` members (it costs a scan of the room).
+    pub fn join_presence(
+        &self,
+        id: MemberId,
+        room: &str,
+        limit: usize,
+    ) -> Result<Presence, JoinError> {
+        let mut inner = self.inner.lock();
+        let already = inner
+            .members
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|r| &**r == room));
+        Self::join_locked(&mut inner, id, room, self.config.max_rooms_per_member)?;
+        if already {
+            return Ok(Presence::Unchanged);
+        }
+        Ok(Self::presence_locked(&inner, id, room, limit))
+    }
+
+    /// Leaves and reports whether the member's user is no longer present.
+    pub fn leave_presence(&self, id: MemberId, room: &str, limit: usize) -> Presence {
+        let mut inner = self.inner.lock();
+        let was_in = inner
+            .members
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|r| &**r == room));
+        if !was_in {
+            return Presence::Unchanged;
+        }
+        let presence = Self::presence_locked(&inner, id, room, limit);
+        if let Some(entry) = inner.members.get_mut(&id) {
+            entry.rooms.retain(|r| &**r != room);
+        }
+        if let Some(r) = inner.rooms.get_mut(room) {
+            r.members.remove(&id);
+        }
+        presence
+    }
+
+    /// Would `id`'s user be alone in `room` (counting `id`, which must be a member)?
+    fn presence_locked(inner: &Inner, id: MemberId, room: &str, limit: usize) -> Presence {
+        let (Some(entry), Some(r)) = (inner.members.get(&id), inner.rooms.get(room)) else {
+            return Presence::Untracked;
+        };
+        let Some(user) = entry.sink.user() else {
+            return Presence::Untracked;
+        };
+        if r.members.len() > limit {
+            return Presence::Untracked;
+        }
+        if r.has_user_besides(id, user) {
+            Presence::Unchanged
+        } else {
+            Presence::Changed
+        }
+    }
+
+    /// Removes a member; returns the rooms (of at most `limit` members) its user left
+    /// for good, for presence announcements.
+    pub fn remove_member_presence(&self, id: MemberId, limit: usize) -> Vec<RoomId> {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.members.remove(&id) else {
+            return Vec::new();
+        };
+        let user = entry.sink.user();
+        let mut gone = Vec::new();
+        for room in &entry.rooms {
+            if let Some(r) = inner.rooms.get_mut(room) {
+                let small = r.members.len() <= limit;
+                r.members.remove(&id);
+                if let Some(u) = user
+                    && small
+                    && !r.has_user_besides(id, u)
+                {
+                    gone.push(room.clone());
+                }
+            }
+        }
+        gone
     }
 
     pub fn leave(&self, id: MemberId, room: &str) {
@@ -238,6 +355,14 @@ impl Hub {
         if let Some(r) = inner.rooms.get_mut(room) {
             r.members.remove(&id);
         }
+    }
+
+    pub fn is_member(&self, id: MemberId, room: &str) -> bool {
+        let inner = self.inner.lock();
+        inner
+            .members
+            .get(&id)
+            .is_some_and(|e| e.rooms.iter().any(|r| &**r == room))
     }
 
     pub fn rooms_of(&self, id: MemberId) -> Vec<RoomId> {
@@ -275,19 +400,43 @@ impl Hub {
             rooms,
             !msg.single,
         ));
-        let except: HashSet<MemberId> = msg
+        let mut except: HashSet<MemberId> = msg
             .except
             .iter()
             .filter_map(|r| inner.rooms.get(&**r))
             .flat_map(|r| r.members.keys().copied())
             .collect();
+        except.extend(msg.except_member);
         let (history_len, history_age) = (self.config.history_len, self.config.history_age);
         let mut delivered = 0;
         let mut seen: HashSet<MemberId> = HashSet::new();
         let multi = env.rooms.len() > 1;
+        let floor = inner.removed_floor;
+        if msg.everyone {
+            if persist {
+                let room = inner
+                    .rooms
+                    .entry(Arc::from(EVERYONE))
+                    .or_insert_with(|| Room::new(floor));
+                room.last_offset = offset;
+                room.history.push_back(env.clone());
+                trim(room, history_len, history_age, now);
+            }
+            for (id, m) in &inner.members {
+                if !except.contains(id) && m.sink.deliver(&env) == Delivery::Delivered {
+                    delivered += 1;
+                }
+            }
+            return (offset, delivered);
+        }
         for room_id in env.rooms.iter() {
             let room = if persist {
-                Some(inner.rooms.entry(room_id.clone()).or_insert_with(Room::new))
+                Some(
+                    inner
+                        .rooms
+                        .entry(room_id.clone())
+                        .or_insert_with(|| Room::new(floor)),
+                )
             } else {
                 inner.rooms.get_mut(&**room_id)
             };
@@ -317,22 +466,34 @@ impl Hub {
     /// Joins `rooms` and collects every persisted message of those rooms after `after`,
     /// in offset order, atomically with respect to publishing: `then` runs under the hub
     /// lock with the replay, so it can queue the replay before any live message. Nothing
-    /// is joined when the history has a gap.
+    /// is joined when the history has a gap. Returns the rooms (of at most
+    /// `presence_limit` members) where the member's user just became present.
     pub fn join_with_replay(
         &self,
         id: MemberId,
         rooms: &[RoomId],
         after: u64,
+        presence_limit: usize,
         then: impl FnOnce(&[Arc<Envelope>]),
-    ) -> Result<(), Gap> {
+    ) -> Result<Vec<RoomId>, Gap> {
         let mut inner = self.inner.lock();
         let replay = Self::replay_locked(&inner, rooms, after)?;
+        let mut arrived = Vec::new();
         for r in rooms {
+            let already = inner
+                .members
+                .get(&id)
+                .is_some_and(|e| e.rooms.iter().any(|x| x == r));
             // A member over its room limit cannot have been in these rooms; skip quietly.
-            let _ = Self::join_locked(&mut inner, id, r, self.config.max_rooms_per_member);
+            if Self::join_locked(&mut inner, id, r, self.config.max_rooms_per_member).is_ok()
+                && !already
+                && Self::presence_locked(&inner, id, r, presence_limit) == Presence::Changed
+            {
+                arrived.push(r.clone());
+            }
         }
         then(&replay);
-        Ok(())
+        Ok(arrived)
     }
 
     /// Every persisted message of `rooms` after `after`, or [`Gap`] if some may be missing.
@@ -350,7 +511,10 @@ impl Hub {
             return Err(Gap);
         }
         let mut out: Vec<Arc<Envelope>> = Vec::new();
-        for r in rooms {
+        // Messages to everyone reached every member: a replay includes them too.
+        let everyone: RoomId = Arc::from(EVERYONE);
+        let with_everyone = (!rooms.iter().any(|r| &**r == EVERYONE)).then_some(&everyone);
+        for r in rooms.iter().chain(with_everyone) {
             match inner.rooms.get(&**r) {
                 Some(room) => {
                     if room.evicted_upto > after {

@@ -16,5 +16,6 @@ mod hub;
 
 pub use envelope::{Envelope, FormatId, Payload};
 pub use hub::{
-    Delivery, Gap, Hub, HubConfig, HubStats, JoinError, Member, MemberId, Publish, RoomId, RoomInfo,
+    Delivery, EVERYONE, Gap, Hub, HubConfig, HubStats, JoinError, Member, MemberId, Presence,
+    Publish, RoomId, RoomInfo,
 };

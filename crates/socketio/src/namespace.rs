@@ -238,7 +238,7 @@ impl Namespace {
                 payload,
                 volatile,
                 persist: self.config.recovery.is_some(),
-                single: false,
+                ..Publish::default()
             })
             .1
     }

@@ -297,7 +297,7 @@ impl SocketIo {
         let result = match offset {
             Some(offset) => nsp
                 .hub
-                .join_with_replay(member, &old.rooms, offset, |replay| {
+                .join_with_replay(member, &old.rooms, offset, 0, |replay| {
                     let body =
                         format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
                     conn.push(encode_connect(nsp.name(), &body), false);
@@ -315,7 +315,7 @@ impl SocketIo {
             None => Err(hub::Gap),
         };
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.register(conn, nsp, socket);
                 true
             }

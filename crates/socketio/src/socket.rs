@@ -150,6 +150,7 @@ impl Socket {
                 volatile: false,
                 persist: true,
                 single: true,
+                ..Publish::default()
             });
             n > 0
         } else {

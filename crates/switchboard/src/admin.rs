@@ -20,6 +20,7 @@ pub struct AdminState {
     pub holds: Arc<HoldService>,
     pub hub: Arc<Hub>,
     pub realtime: Arc<Namespace>,
+    pub transports: Arc<crate::transport::Transports>,
     pub api_key: String,
 }
 
@@ -37,6 +38,17 @@ pub fn routes(state: AdminState) -> Router {
 /// One answer for every admin error: a status and `{error}`; the cause is logged once.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+
+    /// The same error with context in front of its message.
+    pub fn prefixed(self, context: &str) -> ApiError {
+        ApiError(self.0, format!("{context}{}", self.1))
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -60,10 +72,15 @@ impl From<ServiceError> for ApiError {
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if state.api_key.is_empty() {
+    check_api_key(&state.api_key, headers)
+}
+
+/// `Authorization: Bearer <key>` against the configured API key (empty: API disabled).
+pub(crate) fn check_api_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    if key.is_empty() {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "admin API disabled: set SWITCHBOARD_API_KEY".into(),
+            "API disabled: set SWITCHBOARD_API_KEY".into(),
         ));
     }
     let given = headers
@@ -72,9 +89,9 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time comparison: the key is a secret.
     let ok = given.is_some_and(|g| {
-        g.len() == state.api_key.len()
+        g.len() == key.len()
             && g.bytes()
-                .zip(state.api_key.bytes())
+                .zip(key.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     });
@@ -101,6 +118,11 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
         "status": "ok",
         "connectedUsers": s.realtime.connected(),
         "recoverableSessions": s.realtime.recoverable(),
+        "connections": {
+            "socketio": s.realtime.connected(),
+            "ws": s.transports.ws_connections(),
+            "sse": s.transports.sse_connections(),
+        },
         "ticketLocks": {
             "totalLocks": t.total_locks,
             "activeLocks": t.active_locks,

@@ -21,12 +21,22 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::tickets::HoldService;
+use crate::transport::{Transports, sse, ws};
 use crate::{conformance, realtime};
 
 /// Something holding client sessions that shutdown must close.
 trait Sessions: Send + Sync {
     fn close_all(&self);
     fn count(&self) -> usize;
+}
+
+impl Sessions for Transports {
+    fn close_all(&self) {
+        self.stop.cancel();
+    }
+    fn count(&self) -> usize {
+        self.ws_connections() + self.sse_connections()
+    }
 }
 
 impl<H: engineio::Handler> Sessions for Engine<H> {
@@ -169,32 +179,51 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     let stop = CancellationToken::new();
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
+    let contract = Arc::new(realtime::Realtime {
+        auth: auth_of(config)?,
+        holds: holds.clone(),
+    });
     let realtime = sio.add_namespace(
         NamespaceConfig {
             name: "/realtime".into(),
             recovery: config.recovery_window(),
             fabric: true,
         },
-        Arc::new(realtime::Realtime {
-            auth: auth_of(config)?,
-            holds: holds.clone(),
-        }),
+        contract.clone(),
     );
     let engine = socketio_engine(config, sio, &tasks);
     hub_pruner(&hub, &tasks, &stop);
+    let transports = Transports::new(
+        hub.clone(),
+        contract,
+        config.transports(),
+        stop.clone(),
+        tasks.clone(),
+    );
     let admin = crate::admin::AdminState {
         holds,
         hub: hub.clone(),
         realtime,
+        transports: transports.clone(),
         api_key: config.api_key.clone(),
     };
-    let mut router = crate::admin::routes(admin);
+    let mut router = crate::admin::routes(admin)
+        .merge(crate::api::routes(crate::api::ApiState {
+            hub: hub.clone(),
+            api_key: config.api_key.clone(),
+        }))
+        .merge(
+            Router::new()
+                .route("/ws", get(ws::upgrade))
+                .route("/events", get(sse::events))
+                .with_state(transports.clone()),
+        );
     router = engine_routes(router, "/socket.io/", engine.clone());
     Ok(App {
         router,
         tasks,
         hub,
-        engines: vec![engine],
+        engines: vec![engine, transports],
         stop,
     })
 }

@@ -52,6 +52,18 @@ pub struct Config {
     /// Rooms one client may be in at once.
     pub max_rooms_per_client: usize,
 
+    /// Plain WebSocket (`/ws`) ping interval, and SSE (`/events`) comment heartbeat.
+    pub heartbeat_secs: u64,
+    /// A `/ws` client that sends nothing (not even a pong) this long after a ping is
+    /// closed (code 4008).
+    pub heartbeat_timeout_secs: u64,
+    /// Messages queued per `/ws` or `/events` client before the slow-client policy
+    /// applies (volatile messages dropped, anything else disconnects).
+    pub client_queue: usize,
+    /// Rooms with more members than this do not announce `member_joined`/`member_left`
+    /// (presence costs a scan of the room; big rooms are audiences, not groups).
+    pub presence_max_members: usize,
+
     /// Catalog file (`{"events": [...]}`); empty serves the demo catalog.
     pub catalog: String,
     /// Where holds, confirmations and sales are stored (SQLite); `memory` keeps nothing.
@@ -102,6 +114,10 @@ impl Default for Config {
             history_len: 1000,
             history_age_secs: 120,
             max_rooms_per_client: 256,
+            heartbeat_secs: 30,
+            heartbeat_timeout_secs: 20,
+            client_queue: 256,
+            presence_max_members: 100,
             catalog: String::new(),
             data_dir: "./data".to_owned(),
             hold_ttl_secs: 300,
@@ -267,6 +283,17 @@ impl Config {
             "must be at least 1",
         )?;
         check(
+            self.heartbeat_secs >= 1,
+            "heartbeat_secs",
+            "must be at least 1",
+        )?;
+        check(
+            self.heartbeat_timeout_secs >= 1,
+            "heartbeat_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(self.client_queue >= 8, "client_queue", "must be at least 8")?;
+        check(
             !(self.cors_credentials && self.cors_origins.iter().any(|o| o == "*")),
             "cors_credentials",
             "cannot be combined with cors_origins = [\"*\"]; list the origins",
@@ -310,6 +337,23 @@ impl Config {
             history_len: self.history_len,
             history_age: Duration::from_secs(self.history_age_secs),
             max_rooms_per_member: self.max_rooms_per_client,
+            // Offsets continue above any an earlier process handed out (microseconds
+            // since the epoch stay below 2^53, so JavaScript clients read them exactly).
+            first_offset: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    pub fn transports(&self) -> crate::transport::TransportConfig {
+        crate::transport::TransportConfig {
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
+            queue: self.client_queue,
+            presence_limit: self.presence_max_members,
+            max_message: self.max_payload,
+            ws_read_buffer: self.ws_read_buffer,
+            max_rooms: self.max_rooms_per_client,
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod realtime;
 pub mod server;
 pub mod telemetry;
 pub mod tickets;
+pub mod transport;
 
 pub use app::{App, build, build_conformance};
 pub use config::Config;

@@ -3,7 +3,8 @@
 //!
 //! Owns: decoding each event's fields (ids as numbers or numeric strings), answering by
 //! emit and by ack, room membership (`event_{id}`, `user:{id}`). Never: hold rules (the
-//! hold service) or token checks (`auth`).
+//! hold service) or token checks (`auth`). Transport-neutral: Socket.IO sockets and
+//! plain WebSocket clients (`transport::ws`) both speak it through [`Client`].
 
 use std::sync::Arc;
 
@@ -28,6 +29,40 @@ impl std::fmt::Debug for Realtime {
         f.debug_struct("Realtime")
             .field("auth", &self.auth)
             .finish()
+    }
+}
+
+/// One client of the ticket contract, whatever its transport.
+pub trait Client: Send + Sync {
+    /// The session id holds are tied to (released when the session ends).
+    fn id(&self) -> &str;
+    fn user(&self) -> Option<&str>;
+    fn join(&self, room: &str) -> Result<(), hub::JoinError>;
+    fn leave(&self, room: &str);
+    /// An event to this client alone.
+    fn emit(&self, event: &str, payload: Payload);
+    /// The answer to the client's event `id`.
+    fn ack(&self, id: u64, payload: &Payload);
+}
+
+impl Client for Socket {
+    fn id(&self) -> &str {
+        Socket::id(self)
+    }
+    fn user(&self) -> Option<&str> {
+        Socket::user(self)
+    }
+    fn join(&self, room: &str) -> Result<(), hub::JoinError> {
+        Socket::join(self, room)
+    }
+    fn leave(&self, room: &str) {
+        Socket::leave(self, room)
+    }
+    fn emit(&self, event: &str, payload: Payload) {
+        Socket::emit(self, event, payload);
+    }
+    fn ack(&self, id: u64, payload: &Payload) {
+        Socket::ack(self, id, payload)
     }
 }
 
@@ -79,7 +114,7 @@ fn quantity(data: &Value, max: u32) -> Result<u32, BadInput> {
 }
 
 /// Sends a response as an event and, when the client asked for one, through its ack.
-fn respond(socket: &Socket, ack: Option<u64>, event: &str, body: Value) {
+fn respond(socket: &dyn Client, ack: Option<u64>, event: &str, body: Value) {
     let payload = Payload::json(&body);
     if let Some(id) = ack {
         socket.ack(id, &payload);
@@ -98,19 +133,39 @@ impl Realtime {
             .unwrap_or_else(|_| Err(ServiceError::Storage("hold operation panicked".into())))
     }
 
-    async fn handle(&self, socket: &Arc<Socket>, event: &Event) -> Result<(), BadInput> {
-        let data: Value = match event.args.first() {
-            Some(raw) => {
-                serde_json::from_str(raw.get()).map_err(|_| BadInput("Invalid payload".into()))?
+    /// Handles one event of the contract; refusals and bad input are answered to the
+    /// client as an `error` event (and through its ack, when it asked for one).
+    pub async fn dispatch(&self, client: &dyn Client, name: &str, data: Value, ack: Option<u64>) {
+        if let Err(BadInput(message)) = self.handle(client, name, data, ack).await {
+            let body = json!({"success": false, "message": message});
+            if let Some(id) = ack {
+                client.ack(id, &Payload::json(&body));
             }
-            None => json!({}),
-        };
+            client.emit("error", Payload::json(&json!({"message": message})));
+        }
+    }
+
+    /// Releases the holds of a session that ended for good.
+    pub async fn session_ended(&self, session: &str) {
+        let session = session.to_owned();
+        if let Err(e) = self.blocking(move |h| h.release_session(&session)).await {
+            tracing::warn!(error = %e, "releasing a session's holds failed");
+        }
+    }
+
+    async fn handle(
+        &self,
+        socket: &dyn Client,
+        name: &str,
+        data: Value,
+        ack: Option<u64>,
+    ) -> Result<(), BadInput> {
+        let data = if data.is_null() { json!({}) } else { data };
         if !data.is_object() {
             return Err(BadInput("Invalid payload: expected an object".into()));
         }
         let user = socket.user().unwrap_or("anonymous").to_owned();
-        let ack = event.ack;
-        match event.name.as_str() {
+        match name {
             "join-event-room" => {
                 let event_id = id(&data, "eventId")?;
                 let Some(categories) = self.holds.event_availability(event_id) else {
@@ -237,13 +292,14 @@ impl NamespaceHandler for Realtime {
 
     fn on_event<'a>(&'a self, socket: Arc<Socket>, event: Event) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Err(BadInput(message)) = self.handle(&socket, &event).await {
-                let body = json!({"success": false, "message": message});
-                if let Some(id) = event.ack {
-                    socket.ack(id, &Payload::json(&body));
-                }
-                socket.emit("error", Payload::json(&json!({"message": message})));
-            }
+            let data = match event.args.first() {
+                Some(raw) => match serde_json::from_str(raw.get()) {
+                    Ok(v) => v,
+                    Err(_) => Value::String(String::new()),
+                },
+                None => Value::Null,
+            };
+            self.dispatch(&*socket, &event.name, data, event.ack).await;
         })
     }
 
@@ -252,12 +308,7 @@ impl NamespaceHandler for Realtime {
         socket: Arc<Socket>,
         _reason: DisconnectReason,
     ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let session = socket.id().to_owned();
-            if let Err(e) = self.blocking(move |h| h.release_session(&session)).await {
-                tracing::warn!(error = %e, "releasing a session's holds failed");
-            }
-        })
+        Box::pin(async move { self.session_ended(socket.id()).await })
     }
 }
 

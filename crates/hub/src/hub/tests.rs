@@ -32,9 +32,91 @@ fn publish(hub: &Hub, rooms: &[&str], except: &[&str]) -> u64 {
         payload: Payload::json(&1),
         volatile: false,
         persist: true,
-        single: false,
+        ..Publish::default()
     })
     .0
+}
+
+fn user_member(hub: &Hub, user: &str) -> (MemberId, Arc<Sink>) {
+    let s = Arc::new(Sink {
+        user: Some(user.to_owned()),
+        ..Sink::default()
+    });
+    (hub.add_member(s.clone()), s)
+}
+
+#[test]
+fn everyone_reaches_every_member_and_is_replayable() {
+    let hub = Hub::new(HubConfig::default());
+    let (a, sa) = member(&hub);
+    let (_b, sb) = member(&hub);
+    hub.join(a, "r").expect("join");
+    let (o, n) = hub.publish(Publish {
+        everyone: true,
+        except_member: Some(a),
+        event: "e".into(),
+        persist: true,
+        ..Publish::default()
+    });
+    assert_eq!(n, 1);
+    assert!(sa.got.lock().is_empty());
+    assert_eq!(*sb.got.lock(), vec![o]);
+    let replay = hub.replay(&[Arc::from(EVERYONE)], o - 1).expect("replay");
+    assert_eq!(replay.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![o]);
+}
+
+#[test]
+fn offsets_start_after_first_offset_and_older_resumes_are_gaps() {
+    let hub = Hub::new(HubConfig {
+        first_offset: 1_000,
+        ..HubConfig::default()
+    });
+    let o = publish(&hub, &["r"], &[]);
+    assert_eq!(o, 1_001);
+    // A client of an earlier process (offsets below 1,000) cannot be replayed.
+    assert_eq!(hub.replay(&[Arc::from("r")], 500).err(), Some(Gap));
+    assert_eq!(hub.replay(&[Arc::from("other")], 500).err(), Some(Gap));
+    assert!(hub.replay(&[Arc::from("r")], 1_000).is_ok());
+}
+
+#[test]
+fn a_room_recreated_after_pruning_keeps_its_gap() {
+    let hub = Hub::new(HubConfig {
+        history_len: 1,
+        ..HubConfig::default()
+    });
+    let first = publish(&hub, &["r"], &[]);
+    publish(&hub, &["r"], &[]);
+    // History now holds only the second message; prune removes nothing yet (history).
+    hub.prune(Instant::now() + Duration::from_secs(3600));
+    assert_eq!(hub.stats().rooms, 0);
+    let (a, _) = member(&hub);
+    hub.join(a, "r").expect("join");
+    assert_eq!(hub.replay(&[Arc::from("r")], first - 1).err(), Some(Gap));
+}
+
+#[test]
+fn presence_counts_users_once() {
+    let hub = Hub::new(HubConfig::default());
+    let (a1, _) = user_member(&hub, "alice");
+    let (a2, _) = user_member(&hub, "alice");
+    let (b, sb) = user_member(&hub, "bob");
+    let (anon, _) = member(&hub);
+    assert_eq!(hub.join_presence(b, "r", 100), Ok(Presence::Changed));
+    assert_eq!(hub.join_presence(a1, "r", 100), Ok(Presence::Changed));
+    assert_eq!(hub.join_presence(a2, "r", 100), Ok(Presence::Unchanged));
+    assert_eq!(hub.join_presence(a2, "r", 100), Ok(Presence::Unchanged));
+    assert_eq!(hub.join_presence(anon, "r", 100), Ok(Presence::Untracked));
+    assert_eq!(hub.leave_presence(a1, "r", 100), Presence::Unchanged);
+    assert_eq!(
+        hub.remove_member_presence(a2, 100),
+        vec![Arc::<str>::from("r")]
+    );
+    assert_eq!(hub.leave_presence(a2, "r", 100), Presence::Unchanged);
+    // Over the limit, nothing is tracked.
+    assert_eq!(hub.leave_presence(b, "r", 0), Presence::Untracked);
+    assert!(sb.got.lock().is_empty());
+    assert_eq!(hub.join_presence(b, "r", 0), Ok(Presence::Untracked));
 }
 
 fn member(hub: &Hub) -> (MemberId, Arc<Sink>) {
@@ -161,7 +243,7 @@ fn join_with_replay_is_atomic_and_joins() {
     let (a, sa) = member(&hub);
     let rooms: Vec<RoomId> = vec!["r".into()];
     let calls = AtomicUsize::new(0);
-    hub.join_with_replay(a, &rooms, o1, |replay| {
+    hub.join_with_replay(a, &rooms, o1, 0, |replay| {
         calls.fetch_add(1, Ordering::SeqCst);
         assert_eq!(
             replay.iter().map(|e| e.offset).collect::<Vec<_>>(),

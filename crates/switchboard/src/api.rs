@@ -1,0 +1,320 @@
+//! The HTTP API for backend services: publish to a room, a user or everyone, and look
+//! at rooms. `Authorization: Bearer <api_key>` on every route. The OpenAPI document at
+//! `/api/openapi.json` is generated from these handlers and types (utoipa).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hub::{Hub, Payload, Publish, RoomInfo};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::admin::{ApiError, check_api_key};
+use crate::realtime::user_room;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub hub: Arc<Hub>,
+    pub api_key: String,
+}
+
+pub fn routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/publish", post(publish))
+        .route("/api/publish/batch", post(publish_batch))
+        .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}", get(room))
+        .route("/api/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Most messages one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// A message to publish. Exactly one target: `room`, `user` or `broadcast: true`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// A room name (e.g. `event_12`); every transport's members of it receive the message.
+    room: Option<String>,
+    /// A user id: every connection of that user, on every transport (room `user:{id}`).
+    user: Option<String>,
+    /// `true`: every connected client.
+    broadcast: Option<bool>,
+    /// The event name clients listen for (e.g. `ticket-purchased`).
+    event: String,
+    /// Any JSON value, delivered as the event's data.
+    #[schema(value_type = Object, nullable)]
+    data: Option<Box<RawValue>>,
+    /// May be dropped for slow clients, and is not kept for replay.
+    #[serde(default)]
+    volatile: bool,
+}
+
+/// What a publish did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Published {
+    /// The message's offset: its SSE event id and replay position.
+    offset: u64,
+    /// Connections it was handed to on this node.
+    delivered: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomSummary {
+    room: String,
+    members: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomList {
+    rooms: Vec<RoomSummary>,
+}
+
+/// A room's members per transport and the users present (each user once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomDetail {
+    room: String,
+    members: usize,
+    /// Members per transport: `socketio`, `ws`, `sse`.
+    #[schema(value_type = Object)]
+    transports: serde_json::Map<String, serde_json::Value>,
+    users: Vec<String>,
+    /// Messages kept for replay.
+    history: usize,
+    last_offset: u64,
+}
+
+/// Event names a client library reserves or this server uses for its own signals.
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+    "error",
+    "reset",
+    "connected",
+];
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Checks a request and turns it into a hub publish; nothing is published on error.
+fn to_publish(req: PublishRequest) -> Result<Publish, ApiError> {
+    let name_ok =
+        |s: &str| !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control);
+    let broadcast = req.broadcast == Some(true);
+    let targets =
+        usize::from(req.room.is_some()) + usize::from(req.user.is_some()) + usize::from(broadcast);
+    if targets != 1 {
+        return Err(bad(
+            "exactly one target is required: \"room\", \"user\" or \"broadcast\": true",
+        ));
+    }
+    if !name_ok(&req.event) || req.event.chars().count() > 100 {
+        return Err(bad(
+            "event must be 1 to 100 characters without control characters",
+        ));
+    }
+    if RESERVED_EVENTS.contains(&req.event.as_str()) {
+        return Err(bad(format!("event {:?} is reserved", req.event)));
+    }
+    let room = match (&req.room, &req.user) {
+        (Some(room), _) => {
+            crate::transport::check_name(room).map_err(|e| bad(e.to_string()))?;
+            let internal = room == hub::EVERYONE
+                || room.starts_with("sid:")
+                || room.starts_with("nsp:")
+                || room.starts_with('/');
+            if internal {
+                return Err(bad(format!("room {room:?} is internal")));
+            }
+            Some(room.clone())
+        }
+        (None, Some(user)) => {
+            if !name_ok(user) {
+                return Err(bad(
+                    "user must be 1 to 200 characters without control characters",
+                ));
+            }
+            Some(user_room(user))
+        }
+        (None, None) => None,
+    };
+    let payload = match &req.data {
+        Some(raw) => Payload::raw_args([raw.get()]),
+        None => Payload::raw_args(["null"]),
+    };
+    Ok(Publish {
+        rooms: room.map(|r| Arc::from(r.as_str())).into_iter().collect(),
+        everyone: broadcast,
+        event: req.event.into(),
+        payload,
+        volatile: req.volatile,
+        persist: !req.volatile,
+        ..Publish::default()
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+/// Publish one message.
+#[utoipa::path(
+    post, path = "/api/publish", tag = "publish",
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Published", body = Published),
+        (status = 400, description = "Invalid request (no target, bad event name, bad JSON)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 503, description = "API disabled: no API key configured", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn publish(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Published>, ApiError> {
+    check_api_key(&s.api_key, &headers)?;
+    let msg = to_publish(parse(&body)?)?;
+    let (offset, delivered) = s.hub.publish(msg);
+    Ok(Json(Published { offset, delivered }))
+}
+
+/// Publish several messages in order; all are checked first, so either all are
+/// published or none is.
+#[utoipa::path(
+    post, path = "/api/publish/batch", tag = "publish",
+    request_body = Vec<PublishRequest>,
+    responses(
+        (status = 200, description = "Published, in request order", body = Vec<Published>),
+        (status = 400, description = "A message is invalid (the error names its index); nothing was published", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn publish_batch(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Vec<Published>>, ApiError> {
+    check_api_key(&s.api_key, &headers)?;
+    let reqs: Vec<PublishRequest> = parse(&body)?;
+    if reqs.len() > MAX_BATCH {
+        return Err(bad(format!("a batch holds at most {MAX_BATCH} messages")));
+    }
+    let msgs = reqs
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| to_publish(r).map_err(|e| e.prefixed(&format!("message {i}: "))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = msgs
+        .into_iter()
+        .map(|m| {
+            let (offset, delivered) = s.hub.publish(m);
+            Published { offset, delivered }
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// Rooms with members (internal per-socket rooms left out).
+#[utoipa::path(
+    get, path = "/api/rooms", tag = "rooms",
+    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+async fn rooms(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<RoomList>, ApiError> {
+    check_api_key(&s.api_key, &headers)?;
+    let rooms = s
+        .hub
+        .rooms()
+        .into_iter()
+        .filter(|(r, _)| !r.starts_with("sid:") && !r.starts_with("nsp:"))
+        .map(|(room, members)| RoomSummary { room, members })
+        .collect();
+    Ok(Json(RoomList { rooms }))
+}
+
+/// One room: members per transport and users present.
+#[utoipa::path(
+    get, path = "/api/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "Room name (URL-encoded)")),
+    responses((status = 200, body = RoomDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+async fn room(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    check_api_key(&s.api_key, &headers)?;
+    let Some(RoomInfo {
+        room,
+        members,
+        by_transport,
+        users,
+        history,
+        last_offset,
+    }) = s.hub.room_info(&room)
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no room {room:?}"),
+        ));
+    };
+    Ok(Json(RoomDetail {
+        room,
+        members,
+        transports: by_transport
+            .into_iter()
+            .map(|(t, n)| (t, serde_json::Value::from(n)))
+            .collect(),
+        users,
+        history,
+        last_offset,
+    }))
+}
+
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard HTTP API", description = "Publish to rooms, users or everyone; inspect rooms. Authenticate with `Authorization: Bearer <SWITCHBOARD_API_KEY>`."),
+    paths(publish, publish_batch, rooms, room),
+    modifiers(&BearerKey)
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document of this API.
+async fn openapi() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}

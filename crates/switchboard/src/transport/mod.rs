@@ -1,0 +1,182 @@
+//! The transports besides Socket.IO: plain WebSocket (`/ws`) and Server-Sent Events
+//! (`/events`). Both are hub members on the same rooms as Socket.IO clients; they only
+//! decode, encode (once per format, through the envelope cache) and queue.
+//!
+//! Owns: connection lifecycles, room-name rules, presence announcements, per-transport
+//! counts. Never: room state (the hub) or the ticket rules (`realtime`).
+
+pub mod sse;
+pub mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hub::{Hub, MemberId, Payload, Publish};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::realtime::Realtime;
+
+/// Limits of the plain transports (every one a setting, see `Config`).
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub heartbeat: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Messages queued per client before the slow-client policy applies.
+    pub queue: usize,
+    pub presence_limit: usize,
+    pub max_message: usize,
+    pub ws_read_buffer: usize,
+    pub max_rooms: usize,
+}
+
+/// What `/ws` and `/events` share: the hub, the ticket contract, limits and counts.
+pub struct Transports {
+    pub hub: Arc<Hub>,
+    pub realtime: Arc<Realtime>,
+    pub config: TransportConfig,
+    /// Cancelled at shutdown: every connection closes (WebSocket code 1001).
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
+    ws_open: Arc<AtomicUsize>,
+    sse_open: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transports")
+            .field("ws", &self.ws_open.load(Ordering::Relaxed))
+            .field("sse", &self.sse_open.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Transports {
+    pub fn new(
+        hub: Arc<Hub>,
+        realtime: Arc<Realtime>,
+        config: TransportConfig,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Transports> {
+        Arc::new(Transports {
+            hub,
+            realtime,
+            config,
+            stop,
+            tasks,
+            ws_open: Arc::default(),
+            sse_open: Arc::default(),
+        })
+    }
+
+    /// Open `/ws` connections.
+    pub fn ws_connections(&self) -> usize {
+        self.ws_open.load(Ordering::Relaxed)
+    }
+
+    /// Open `/events` streams.
+    pub fn sse_connections(&self) -> usize {
+        self.sse_open.load(Ordering::Relaxed)
+    }
+
+    /// Tells a room that a user arrived or left (`member_joined` / `member_left`).
+    pub fn announce(&self, room: &str, event: &str, user: &str, except: Option<MemberId>) {
+        self.hub.publish(Publish {
+            rooms: std::iter::once(Arc::from(room)).collect(),
+            event: event.into(),
+            payload: Payload::json(&json!({"roomId": room, "userId": user})),
+            except_member: except,
+            ..Publish::default()
+        });
+    }
+}
+
+/// Counts one open connection of a transport while alive.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(counter.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a client may not use a room name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("Invalid room name: must be 1 to {MAX_ROOM_LEN} characters without control characters")]
+    Invalid,
+    #[error("Room {0:?} is reserved")]
+    Reserved(String),
+}
+
+pub const MAX_ROOM_LEN: usize = 200;
+
+/// The rules for a room name a client asks for. `user:{id}` rooms are private to their
+/// user; the hub's internal rooms (`sid:`, `nsp:`, `*`, Socket.IO namespace rooms starting
+/// with `/`) are never joinable.
+pub fn check_room(room: &str, user: Option<&str>) -> Result<(), RoomError> {
+    check_name(room)?;
+    let reserved = room == hub::EVERYONE
+        || room.starts_with("sid:")
+        || room.starts_with("nsp:")
+        || room.starts_with('/')
+        || room.strip_prefix("user:").is_some_and(|u| Some(u) != user);
+    if reserved {
+        return Err(RoomError::Reserved(room.to_owned()));
+    }
+    Ok(())
+}
+
+/// The shape rule alone (the publish API may address any room it can name).
+pub fn check_name(room: &str) -> Result<(), RoomError> {
+    if room.is_empty() || room.chars().count() > MAX_ROOM_LEN || room.chars().any(char::is_control)
+    {
+        return Err(RoomError::Invalid);
+    }
+    Ok(())
+}
+
+/// A random 20-character client id (the same alphabet as Engine.IO session ids).
+pub fn client_id() -> String {
+    engineio::Sid::random().as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_rules() {
+        assert!(check_room("event_1", Some("u")).is_ok());
+        assert!(check_room("user:u", Some("u")).is_ok());
+        assert!(check_room("chat lobby ✓", None).is_ok());
+        for bad in ["", "a\nb", "\u{0}"] {
+            assert_eq!(
+                check_room(bad, Some("u")),
+                Err(RoomError::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_room(&"x".repeat(201), None), Err(RoomError::Invalid));
+        for reserved in ["user:v", "sid:abc", "nsp:/realtime", "*", "/#room"] {
+            assert!(
+                matches!(check_room(reserved, Some("u")), Err(RoomError::Reserved(_))),
+                "{reserved}"
+            );
+        }
+        assert!(matches!(
+            check_room("user:u", None),
+            Err(RoomError::Reserved(_))
+        ));
+    }
+}

@@ -1,0 +1,507 @@
+//! Plain WebSocket at `/ws`: JSON text frames, no library needed on the client.
+//!
+//! Client → server: `{"event", "data", "ack"?}` (the ticket contract's events), or room
+//! actions `{"action": "join"|"leave", "roomId"}`, `{"action": "message", "roomId",
+//! "content"}`, `{"action": "ping"}`. Server → client: `{"event", "data", "room"?,
+//! "offset"?}`, acks `{"ack", "data"}`, errors `{"event": "error", "data": {"message"}}`.
+//! Close codes: 4001 unauthorized, 4003 token expired, 4008 heartbeat timeout, 4009 slow
+//! client, 1009 frame too big, 1001 server shutting down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hub::{Delivery, Envelope, FormatId, Member, MemberId, Payload, Presence, Publish};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::{OpenGuard, Transports, check_room, client_id};
+use crate::auth::AuthError;
+use crate::realtime::{Client, user_room};
+use crate::tickets::now_ms;
+
+/// The `/ws` wire format, for the envelope encode cache.
+fn format() -> FormatId {
+    static FORMAT: OnceLock<FormatId> = OnceLock::new();
+    *FORMAT.get_or_init(FormatId::register)
+}
+
+/// A JSON string literal.
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// `{"event", "data", "room"?, "offset"}`: the room when the message went to exactly one.
+fn encode_envelope(env: &Envelope) -> Utf8Bytes {
+    let data = env.payload.as_single_json();
+    let mut out = String::with_capacity(data.len() + env.event.len() + 64);
+    out.push_str("{\"event\":");
+    out.push_str(&quoted(&env.event));
+    out.push_str(",\"data\":");
+    out.push_str(&data);
+    if let [room] = env.rooms.as_slice() {
+        out.push_str(",\"room\":");
+        out.push_str(&quoted(room));
+    }
+    out.push_str(",\"offset\":");
+    out.push_str(&env.offset.to_string());
+    out.push('}');
+    Utf8Bytes::from(out)
+}
+
+/// One `/ws` connection as a hub member and a ticket-contract client.
+struct WsClient {
+    id: String,
+    user: String,
+    hub: Arc<hub::Hub>,
+    member: OnceLock<MemberId>,
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Set when the queue overflowed with a message that may not be dropped.
+    slow: Notify,
+    closed: AtomicBool,
+}
+
+impl WsClient {
+    fn member(&self) -> Option<MemberId> {
+        self.member.get().copied()
+    }
+
+    fn queue(&self, frame: Utf8Bytes, volatile: bool) -> Delivery {
+        if self.closed.load(Ordering::Relaxed) {
+            return Delivery::Closed;
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Full(_)) if volatile => Delivery::Dropped,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closed.store(true, Ordering::Relaxed);
+                self.slow.notify_one();
+                Delivery::Closed
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+        }
+    }
+
+    fn send_event(&self, event: &str, data: &str) {
+        let frame = format!("{{\"event\":{},\"data\":{data}}}", quoted(event));
+        self.queue(Utf8Bytes::from(frame), false);
+    }
+
+    /// An answer to an action: through the ack when the client asked for one, else as
+    /// the named event.
+    fn reply(&self, ack: Option<u64>, event: &str, body: Value) {
+        match ack {
+            Some(id) => Client::ack(self, id, &Payload::json(&body)),
+            None => self.send_event(event, &body.to_string()),
+        }
+    }
+
+    fn fail(&self, ack: Option<u64>, message: &str) {
+        if let Some(id) = ack {
+            Client::ack(
+                self,
+                id,
+                &Payload::json(&json!({"success": false, "message": message})),
+            );
+        }
+        self.send_event("error", &json!({ "message": message }).to_string());
+    }
+}
+
+impl Member for WsClient {
+    fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
+        if self.closed.load(Ordering::Relaxed) {
+            return Delivery::Closed;
+        }
+        let frame = envelope.encoded(format(), encode_envelope);
+        self.queue(frame, envelope.volatile)
+    }
+    fn transport(&self) -> &'static str {
+        "ws"
+    }
+    fn user(&self) -> Option<&str> {
+        Some(&self.user)
+    }
+}
+
+impl Client for WsClient {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn user(&self) -> Option<&str> {
+        Some(&self.user)
+    }
+    fn join(&self, room: &str) -> Result<(), hub::JoinError> {
+        let member = self.member().ok_or(hub::JoinError::UnknownMember)?;
+        self.hub.join(member, room)
+    }
+    fn leave(&self, room: &str) {
+        if let Some(member) = self.member() {
+            self.hub.leave(member, room);
+        }
+    }
+    fn emit(&self, event: &str, payload: Payload) {
+        self.send_event(event, &payload.as_single_json());
+    }
+    fn ack(&self, id: u64, payload: &Payload) {
+        let frame = format!("{{\"ack\":{id},\"data\":{}}}", payload.as_single_json());
+        self.queue(Utf8Bytes::from(frame), false);
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// The token a browser sent as a subprotocol (`new WebSocket(url, [token])`), and the
+/// exact value to echo. A `bearer`/`access_token` marker may precede the token.
+fn protocol_token(headers: &HeaderMap) -> (Option<String>, Option<HeaderValue>) {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let looks_like_jwt = |v: &&&str| v.matches('.').count() == 2;
+    let token = offered.iter().find(looks_like_jwt).copied();
+    // Echo the token itself, or else the first protocol offered (a browser fails the
+    // handshake when none of its offers comes back).
+    let echo = token.or(offered.first().copied());
+    (
+        token.map(str::to_owned),
+        echo.and_then(|e| HeaderValue::from_str(e).ok()),
+    )
+}
+
+/// `GET /ws`: the upgrade. Authentication is checked here but refused only after the
+/// upgrade, with a close code a browser can read (4001, 4003).
+pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Response {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad_request("expected a WebSocket upgrade");
+    };
+    if !is_upgrade || !version_ok {
+        return bad_request("expected a WebSocket upgrade (version 13)");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let (proto_token, echo) = protocol_token(headers);
+    let query = req.uri().query().unwrap_or("");
+    let token = proto_token.or_else(|| engineio::session::query_param(query, "token"));
+    let query_user = engineio::session::query_param(query, "userId");
+    let identity = t
+        .realtime
+        .auth
+        .identify(token.as_deref(), query_user.as_deref());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    let this = t.clone();
+    t.tasks.spawn(async move {
+        let io = match Box::pin(on_upgrade).await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(this.config.ws_read_buffer)
+            .write_buffer_size(0)
+            .max_write_buffer_size(this.config.max_message.saturating_mul(2))
+            .max_message_size(Some(this.config.max_message))
+            .max_frame_size(Some(this.config.max_message));
+        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+            TokioIo::new(io),
+            Role::Server,
+            Some(config),
+        ))
+        .await;
+        match identity {
+            Ok(user) => Box::pin(run(this, user, ws)).await,
+            Err(e) => {
+                let (code, reason) = match e {
+                    AuthError::Expired => (4003, "Token expired"),
+                    _ => (4001, "Unauthorized"),
+                };
+                close(&mut ws, code, reason).await;
+            }
+        }
+    });
+    let mut res = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(p) = echo {
+        res = res.header(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    res.body(axum::body::Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(Some(frame))).await;
+}
+
+/// One authenticated connection, from its first frame to its cleanup.
+async fn run<S>(t: Arc<Transports>, user: String, mut ws: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _open = OpenGuard::new(&t.ws_open);
+    let (tx, mut rx) = mpsc::channel(t.config.queue);
+    let client = Arc::new(WsClient {
+        id: client_id(),
+        user,
+        hub: t.hub.clone(),
+        member: OnceLock::new(),
+        tx,
+        slow: Notify::new(),
+        closed: AtomicBool::new(false),
+    });
+    let member = t.hub.add_member(client.clone());
+    let _ = client.member.set(member);
+    let _ = t.hub.join(member, &user_room(&client.user));
+    client.send_event(
+        "connected",
+        &json!({"clientId": client.id, "userId": client.user}).to_string(),
+    );
+
+    let interval = t.config.heartbeat;
+    let mut ping_at = Instant::now() + interval;
+    let mut pong_due: Option<Instant> = None;
+    let ending: Option<(u16, &'static str)> = loop {
+        let wake = pong_due.map_or(ping_at, |d| d.min(ping_at));
+        tokio::select! {
+            biased;
+            _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
+            _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
+            Some(frame) = rx.recv() => {
+                if ws.send(Message::Text(frame)).await.is_err() {
+                    break None;
+                }
+            }
+            msg = ws.next() => {
+                pong_due = None;
+                match msg {
+                    Some(Ok(Message::Text(text))) => handle_text(&t, &client, member, &text).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        client.fail(None, "Binary frames are not supported: send JSON text");
+                    }
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(_)) => {}
+                    Some(Err(WsError::Capacity(_))) => break Some((1009, "Frame too big")),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break None;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if pong_due.is_some_and(|d| now >= d) {
+                    break Some((4008, "Heartbeat timeout"));
+                }
+                if now >= ping_at {
+                    if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                    pong_due.get_or_insert(now + t.config.heartbeat_timeout);
+                    ping_at = now + interval;
+                }
+            }
+        }
+    };
+    client.closed.store(true, Ordering::Relaxed);
+    for room in t
+        .hub
+        .remove_member_presence(member, t.config.presence_limit)
+    {
+        t.announce(&room, "member_left", &client.user, None);
+    }
+    if let Some((code, reason)) = ending {
+        // Whatever was queued before a shutdown still goes out first.
+        if code == 1001 {
+            while let Ok(frame) = rx.try_recv() {
+                if ws.feed(Message::Text(frame)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        close(&mut ws, code, reason).await;
+    }
+    t.realtime.session_ended(&client.id).await;
+}
+
+fn room_of(obj: &serde_json::Map<String, Value>) -> Result<&str, &'static str> {
+    obj.get("roomId")
+        .and_then(Value::as_str)
+        .ok_or("roomId (a string) is required")
+}
+
+async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: MemberId, text: &str) {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return client.fail(None, &format!("Invalid JSON: {e}")),
+    };
+    let Some(obj) = value.as_object() else {
+        return client.fail(None, "Expected a JSON object");
+    };
+    let ack = match obj.get("ack") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => return client.fail(None, "ack must be a non-negative integer"),
+        },
+    };
+    if let Some(action) = obj.get("action") {
+        let Some(action) = action.as_str() else {
+            return client.fail(ack, "action must be a string");
+        };
+        return handle_action(t, client, member, action, obj, ack);
+    }
+    match obj.get("event").and_then(Value::as_str) {
+        Some(event) => {
+            let data = obj.get("data").cloned().unwrap_or(Value::Null);
+            t.realtime.dispatch(&**client, event, data, ack).await;
+        }
+        None => client.fail(
+            ack,
+            "Expected {\"event\": NAME, \"data\": ...} or {\"action\": ...}",
+        ),
+    }
+}
+
+fn handle_action(
+    t: &Arc<Transports>,
+    client: &Arc<WsClient>,
+    member: MemberId,
+    action: &str,
+    obj: &serde_json::Map<String, Value>,
+    ack: Option<u64>,
+) {
+    let limit = t.config.presence_limit;
+    match action {
+        "ping" => client.reply(ack, "pong", json!({ "timestamp": now_ms() })),
+        "join" => {
+            let room = match room_of(obj) {
+                Ok(r) => r,
+                Err(m) => return client.fail(ack, m),
+            };
+            if let Err(e) = check_room(room, Some(&client.user)) {
+                return client.fail(ack, &e.to_string());
+            }
+            match t.hub.join_presence(member, room, limit) {
+                Ok(presence) => {
+                    if presence == Presence::Changed {
+                        t.announce(room, "member_joined", &client.user, Some(member));
+                    }
+                    client.reply(ack, "joined", json!({"success": true, "roomId": room}));
+                }
+                Err(hub::JoinError::TooManyRooms) => client.fail(
+                    ack,
+                    &format!("Too many rooms: at most {} at once", t.config.max_rooms),
+                ),
+                Err(hub::JoinError::UnknownMember) => client.fail(ack, "Connection closing"),
+            }
+        }
+        "leave" => {
+            let room = match room_of(obj) {
+                Ok(r) => r,
+                Err(m) => return client.fail(ack, m),
+            };
+            if t.hub.leave_presence(member, room, limit) == Presence::Changed {
+                t.announce(room, "member_left", &client.user, None);
+            }
+            client.reply(ack, "left", json!({"success": true, "roomId": room}));
+        }
+        "message" => {
+            let room = match room_of(obj) {
+                Ok(r) => r,
+                Err(m) => return client.fail(ack, m),
+            };
+            let content = match obj.get("content") {
+                None | Some(Value::Null) => return client.fail(ack, "content is required"),
+                Some(c) => c,
+            };
+            if !t.hub.is_member(member, room) {
+                return client.fail(ack, &format!("Join room {room:?} before sending to it"));
+            }
+            let (offset, _) = t.hub.publish(Publish {
+                rooms: std::iter::once(Arc::from(room)).collect(),
+                event: "message".into(),
+                payload: Payload::json(&json!({
+                    "roomId": room,
+                    "content": content,
+                    "senderId": client.user,
+                    "clientId": client.id,
+                    "timestamp": now_ms(),
+                })),
+                persist: true,
+                except_member: Some(member),
+                ..Publish::default()
+            });
+            client.reply(
+                ack,
+                "sent",
+                json!({"success": true, "roomId": room, "offset": offset}),
+            );
+        }
+        other => client.fail(ack, &format!("Unknown action: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_token_picks_the_jwt_and_echoes_it() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("bearer, aaa.bbb.ccc"),
+        );
+        let (token, echo) = protocol_token(&h);
+        assert_eq!(token.as_deref(), Some("aaa.bbb.ccc"));
+        assert_eq!(echo, Some(HeaderValue::from_static("aaa.bbb.ccc")));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("json"),
+        );
+        let (token, echo) = protocol_token(&h);
+        assert_eq!(token, None);
+        assert_eq!(echo, Some(HeaderValue::from_static("json")));
+        assert_eq!(protocol_token(&HeaderMap::new()), (None, None));
+    }
+}
