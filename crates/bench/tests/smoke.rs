@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bench::fanout::{self, FanoutConfig, Mode};
 use bench::idle::{self, IdleConfig};
+use bench::publish::{self, PublishConfig};
 use bench::storm::{self, StormConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +38,15 @@ fn start_server(bin: &str) -> Server {
 fn start_realtime(bin: &str) -> Server {
     start(
         bin,
-        &["serve", "--data-dir", "memory", "--set", "coalesce_ms=0"],
+        &[
+            "serve",
+            "--data-dir",
+            "memory",
+            "--set",
+            "coalesce_ms=0",
+            "--set",
+            "api_key=smoke-key",
+        ],
     )
 }
 
@@ -180,6 +189,36 @@ async fn storm_smoke_against_switchboard() {
         report.locks_refused > 0,
         "20 buyers oversubscribe the 20-seat category"
     );
+    assert!(report.ok(), "{report:?}");
+    round_trips(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = PublishConfig {
+        server_pid: Some(server.child.id()),
+        ..PublishConfig::smoke(&format!("http://{}", server.addr), "smoke-key")
+    };
+    let report = publish::run(&config, CancellationToken::new())
+        .await
+        .expect("publish run");
+    println!("{}", report.markdown());
+    assert!(
+        report.connect_failures.is_empty(),
+        "{:?}",
+        report.connect_failures
+    );
+    assert!(report.published > 0, "{:?}", report.publish_error);
+    let transports: Vec<&str> = report.transports.iter().map(|t| t.transport).collect();
+    assert_eq!(transports, ["socketio", "sse", "ws"]);
+    for t in &report.transports {
+        assert_eq!(t.members, 5);
+        assert_eq!(t.lost, 0, "{t:?}");
+        assert_eq!(t.out_of_order, 0, "{t:?}");
+        assert_eq!(t.delivered, report.published * 5);
+    }
     assert!(report.ok(), "{report:?}");
     round_trips(&report);
 }
