@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
         },
         Command::Compare(args) => match compare::render(&args) {
             Ok(text) => {
-                println!("{text}");
+                print_out(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => setup(e),
@@ -71,8 +71,14 @@ fn failed(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Prints to stdout; a closed stdout (`| head`) is not worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn finish<T: Serialize>(markdown: &str, report: &T, ok: bool, json: Option<&Path>) -> ExitCode {
-    println!("{markdown}");
+    print_out(markdown);
     if let Some(path) = json
         && let Err(e) = report::write_json(path, report)
     {
