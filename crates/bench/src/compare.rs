@@ -54,7 +54,7 @@ struct AnyReport {
 
 /// Whether a smaller value of this headline number is the better one.
 pub fn lower_is_better(metric: &str) -> bool {
-    metric.ends_with("_ms") || metric == "bytes_per_client"
+    metric.ends_with("_ms") || metric == "bytes_per_client" || metric.contains("_per_delivery")
 }
 
 /// The median of `v` (sorted in place); 0 for none.

@@ -58,6 +58,11 @@ impl CpuMeter {
         })
     }
 
+    /// Wall time since [`CpuMeter::start`], in seconds.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.at.elapsed().as_secs_f64()
+    }
+
     pub fn percent(&self) -> Option<f64> {
         let used = cpu_secs(self.proc).ok()? - self.cpu;
         let wall = self.at.elapsed().as_secs_f64();

@@ -33,6 +33,8 @@ pub struct FanoutReport {
     /// From the first operation to the last receipt.
     pub delivery_secs: f64,
     pub deliveries_per_sec: f64,
+    /// Server CPU time (user + system) per delivery, from `/proc`, in microseconds.
+    pub server_cpu_us_per_delivery: Option<f64>,
     /// From sending an operation to a receiver reading its update.
     pub latency_ms: Latency,
 }

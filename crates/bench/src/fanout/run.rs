@@ -142,6 +142,7 @@ pub async fn run(
     }
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
     meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
+    let server_cpu_window = server_cpu.map(|m| m.elapsed_secs());
     shared.stop.cancel();
 
     let mut latencies: Vec<u32> = Vec::new();
@@ -180,10 +181,21 @@ pub async fn run(
         && dropped.is_empty()
         && outcome.error.is_none()
         && expected > 0;
+    // CPU per delivery does not depend on how much of the machine others left over.
+    let server_cpu_us_per_delivery = match (meta.server_cpu_pct, server_cpu_window) {
+        (Some(pct), Some(secs)) if delivered > 0 => {
+            Some(pct / 100.0 * secs * 1e6 / delivered as f64)
+        }
+        _ => None,
+    };
     match config.mode {
         Mode::Closed { .. } => {
             meta.headline
                 .insert("deliveries_per_sec".into(), deliveries_per_sec);
+            if let Some(us) = server_cpu_us_per_delivery {
+                meta.headline
+                    .insert("server_cpu_us_per_delivery".into(), us);
+            }
         }
         Mode::Paced { .. } => {
             meta.headline.insert("latency_p50_ms".into(), latency.p50);
@@ -221,6 +233,7 @@ pub async fn run(
         dropped_receivers: dropped,
         delivery_secs,
         deliveries_per_sec,
+        server_cpu_us_per_delivery,
         latency_ms: latency,
     })
 }

@@ -43,6 +43,9 @@ pub struct StormReport {
     pub answer_latency_ms: Latency,
     pub observed_updates: u64,
     pub inconsistent_updates: u64,
+    /// Why an observer stopped early (a server may drop it as a slow client: it reads
+    /// every update of a busy room while sharing the machine). The final check, not the
+    /// observers, decides "oversold", so this does not make a run incorrect.
     pub observer_error: Option<&'static str>,
     pub checker_error: Option<&'static str>,
     /// Categories over capacity (or updates showing that) — must be 0.
@@ -79,10 +82,11 @@ impl StormReport {
             self.oversold_categories.to_string(),
             self.mismatched_categories.to_string(),
             format!(
-                "connect: {}; buyers: {}; checker: {}",
+                "connect: {}; buyers: {}; checker: {}; observer: {}",
                 kinds(&self.connect_failures),
                 kinds(&self.buyer_errors),
-                self.checker_error.unwrap_or("-")
+                self.checker_error.unwrap_or("-"),
+                self.observer_error.unwrap_or("-")
             ),
         ]);
         format!("{}\n{}\n", t.render(), self.meta.machine_line())

@@ -234,7 +234,6 @@ pub async fn run(
         && failures == 0
         && buyer_errors.is_empty()
         && checker_error.is_none()
-        && observed.error.is_none()
         && unlocks_refused == 0
         && locks_ok > 0;
     meta.headline
