@@ -54,6 +54,8 @@ pub struct HoldService {
     config: HoldConfig,
     /// Time of every operation, from taking the lock to durable (for `/metrics`).
     pub latency: engineio::Histogram,
+    /// Categories whose availability changed and awaits its broadcast.
+    pending: Mutex<Vec<CategoryKey>>,
 }
 
 impl std::fmt::Debug for HoldService {
@@ -109,6 +111,7 @@ impl HoldService {
             timer: Notify::new(),
             config,
             latency: engineio::Histogram::default(),
+            pending: Mutex::new(Vec::new()),
         }))
     }
 
@@ -290,8 +293,12 @@ impl HoldService {
         }))
     }
 
+    /// Publishes the current availability of a category. The state is read and published
+    /// under the service lock, so of two racing broadcasts the last one out is never the
+    /// older state.
     fn broadcast(&self, key: CategoryKey) {
-        let Some(a) = self.availability(key.event_id, key.category_id) else {
+        let inner = self.inner.lock();
+        let Some(a) = inner.state.availability(key.event_id, key.category_id) else {
             return;
         };
         self.hub.publish(Publish {
@@ -303,9 +310,17 @@ impl HoldService {
         });
     }
 
+    /// Broadcasts every category waiting in `pending`.
+    fn flush_pending(&self) {
+        let keys = std::mem::take(&mut *self.pending.lock());
+        for key in keys {
+            self.broadcast(key);
+        }
+    }
+
     fn availability_changed(self: &Arc<Self>, key: CategoryKey) {
         match self.coalescer.touch(key, Instant::now()) {
-            Decision::SendNow => self.broadcast(key),
+            Decision::SendNow => self.send_soon(key),
             Decision::Later {
                 delay,
                 schedule: true,
@@ -320,6 +335,29 @@ impl HoldService {
             Decision::Later {
                 schedule: false, ..
             } => {}
+        }
+    }
+
+    /// Mutations run on blocking threads (the store may fsync). Fanning out from there
+    /// would wake every recipient's task from outside the runtime (a cross-thread wake
+    /// per delivery); instead one task on the runtime does the fan-out, so recipients
+    /// are woken runtime-locally. Outside a runtime (tests, tools) it happens inline.
+    fn send_soon(self: &Arc<Self>, key: CategoryKey) {
+        let first = {
+            let mut pending = self.pending.lock();
+            let first = pending.is_empty();
+            if !pending.contains(&key) {
+                pending.push(key);
+            }
+            first
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if first => {
+                let this = self.clone();
+                rt.spawn(async move { this.flush_pending() });
+            }
+            Ok(_) => {}
+            Err(_) => self.flush_pending(),
         }
     }
 
