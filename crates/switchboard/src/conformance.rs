@@ -44,8 +44,14 @@ struct Suite {
 
 impl NamespaceHandler for Suite {
     fn on_connect<'a>(&'a self, socket: Arc<Socket>) -> BoxFuture<'a, ()> {
-        socket.emit("auth", Payload::raw_args([socket.auth()]));
-        Box::pin(async {})
+        Box::pin(async move {
+            // The suite's client (ws 8.5) loses a second frame that arrives in the same
+            // read as the CONNECT answer, so `auth` goes out in a write of its own, as
+            // Node's server does (it sends the next packet only after the previous
+            // write completed).
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            socket.emit("auth", Payload::raw_args([socket.auth()]));
+        })
     }
 
     fn on_event<'a>(&'a self, socket: Arc<Socket>, event: Event) -> BoxFuture<'a, ()> {
