@@ -67,6 +67,7 @@ pub struct Engine<H: Handler> {
     sessions: Mutex<HashMap<Sid, Arc<Session<H::Data>>>>,
     closing: AtomicBool,
     tasks: tokio_util::task::TaskTracker,
+    stats: Arc<crate::stats::EngineStats>,
 }
 
 /// Engine.IO's error answers (code and message as Node's engine.io sends them).
@@ -128,7 +129,23 @@ impl<H: Handler> Engine<H> {
             sessions: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             tasks,
+            stats: Arc::default(),
         })
+    }
+
+    /// This engine's counters.
+    pub fn stats(&self) -> &crate::stats::EngineStats {
+        &self.stats
+    }
+
+    /// Open sessions by current transport: (polling, websocket).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let sessions = self.sessions.lock();
+        let ws = sessions
+            .values()
+            .filter(|s| s.transport() == TransportKind::WebSocket)
+            .count();
+        (sessions.len() - ws, ws)
     }
 
     pub fn handler(&self) -> &H {
@@ -273,7 +290,9 @@ impl<H: Handler> Engine<H> {
             kind,
             self.config.max_buffered_packets,
             data,
+            self.stats.clone(),
         ));
+        self.stats.opened(kind);
         self.sessions.lock().insert(session.sid(), session.clone());
         Some(session)
     }
@@ -285,6 +304,7 @@ impl<H: Handler> Engine<H> {
             .closed_reason()
             .unwrap_or(CloseReason::TransportClose);
         self.sessions.lock().remove(&session.sid());
+        self.stats.closed(reason);
         tracing::debug!(sid = %session.sid(), reason = reason.as_str(), "engine.io session closed");
         self.handler.on_close(session, reason);
     }
@@ -397,7 +417,7 @@ impl<H: Handler> Engine<H> {
             {
                 let mut st = session.state.lock();
                 if !st.outbox.is_empty() {
-                    let frames = std::mem::take(&mut st.outbox);
+                    let frames = Session::<H::Data>::taken(session.stats(), &mut st);
                     drop(st);
                     session.control.notify_one();
                     let mut body = String::new();
@@ -497,8 +517,12 @@ impl<H: Handler> Engine<H> {
     /// Handles one packet from the client, whatever its transport.
     async fn inbound(&self, session: &Arc<Session<H::Data>>, packet: Inbound<'_>) {
         match packet {
-            Inbound::Message(text) => self.handler.on_message(session, Message::Text(text)).await,
+            Inbound::Message(text) => {
+                self.stats.messages_in[0].fetch_add(1, Ordering::Relaxed);
+                self.handler.on_message(session, Message::Text(text)).await
+            }
             Inbound::Binary(data) => {
+                self.stats.messages_in[1].fetch_add(1, Ordering::Relaxed);
                 self.handler
                     .on_message(session, Message::Binary(data))
                     .await
@@ -706,6 +730,7 @@ impl<H: Handler> Engine<H> {
         {
             let mut st = session.state.lock();
             st.transport = TransportKind::WebSocket;
+            self.stats.upgrades.fetch_add(1, Ordering::Relaxed);
             st.upgrade = Upgrade::None;
         }
         // Whatever waited for the next poll now goes out on the WebSocket.
@@ -763,6 +788,7 @@ impl<H: Handler> Engine<H> {
                         Err(_) => session.close(CloseReason::InvalidPacket),
                     },
                     Some(Ok(WsMessage::Binary(data))) => {
+                        self.stats.messages_in[1].fetch_add(1, Ordering::Relaxed);
                         Box::pin(self.handler.on_message(session, Message::Binary(data))).await
                     }
                     Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),

@@ -10,9 +10,12 @@
 
 pub mod config;
 pub mod engine;
+pub mod limit;
 pub mod packet;
 pub mod session;
+pub mod stats;
 
 pub use config::{Cors, EngineConfig};
 pub use engine::{Body, Engine, Handler, Message, RemoteAddr};
 pub use session::{CloseReason, Frame, Handshake, Push, Session, Sid, TransportKind};
+pub use stats::{EngineStats, Histogram};

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -121,6 +121,16 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    pub const ALL: [CloseReason; 7] = [
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::InvalidPacket,
+        CloseReason::SlowClient,
+        CloseReason::ServerClose,
+        CloseReason::ServerShutdown,
+    ];
+
     /// Whether the client may come back and recover its state (Socket.IO recovery).
     pub fn is_recoverable(self) -> bool {
         matches!(
@@ -191,6 +201,8 @@ pub(crate) struct State {
     /// When an unanswered ping times out (polling sessions): checked by every request,
     /// so a late timer cannot let a dead session answer.
     pub(crate) pong_deadline: Option<Instant>,
+    /// When the oldest frame now in the outbox was queued (for the delivery histogram).
+    pub(crate) queued_since: Option<Instant>,
 }
 
 impl State {
@@ -235,6 +247,7 @@ pub struct Session<D> {
     pub(crate) control: Notify,
     /// Set by a pong on any transport; read by the lifecycle owner.
     pub(crate) pong_seen: AtomicBool,
+    stats: std::sync::Arc<crate::stats::EngineStats>,
 }
 
 impl<D> fmt::Debug for Session<D> {
@@ -250,8 +263,10 @@ impl<D> Session<D> {
         transport: TransportKind,
         max_buffered: usize,
         data: D,
+        stats: std::sync::Arc<crate::stats::EngineStats>,
     ) -> Session<D> {
         Session {
+            stats,
             sid,
             handshake,
             data,
@@ -264,6 +279,7 @@ impl<D> Session<D> {
                 polling_post: false,
                 closed: None,
                 close_sent: false,
+                queued_since: None,
                 pong_deadline: None,
             }),
             wake: Notify::new(),
@@ -297,12 +313,14 @@ impl<D> Session<D> {
         }
         if st.outbox.len() >= self.max_buffered {
             if volatile {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return Push::Dropped;
             }
             drop(st);
             self.close(CloseReason::SlowClient);
             return Push::Closed;
         }
+        st.queued_since.get_or_insert_with(Instant::now);
         st.outbox.push_back(frame);
         drop(st);
         self.wake.notify_one();
@@ -320,12 +338,14 @@ impl<D> Session<D> {
         if st.outbox.len() > self.max_buffered && before > 0 {
             st.outbox.truncate(before);
             if volatile {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return Push::Dropped;
             }
             drop(st);
             self.close(CloseReason::SlowClient);
             return Push::Closed;
         }
+        st.queued_since.get_or_insert_with(Instant::now);
         drop(st);
         self.wake.notify_one();
         Push::Queued
@@ -364,7 +384,24 @@ impl<D> Session<D> {
 
     /// Takes everything queued, leaving an empty outbox that owns no memory.
     pub(crate) fn take_outbox(&self) -> VecDeque<Frame> {
-        std::mem::take(&mut self.state.lock().outbox)
+        let mut st = self.state.lock();
+        Self::taken(&self.stats, &mut st)
+    }
+
+    /// Empties the outbox of a locked state, counting the frames and their wait.
+    pub(crate) fn taken(stats: &crate::stats::EngineStats, st: &mut State) -> VecDeque<Frame> {
+        let frames = std::mem::take(&mut st.outbox);
+        if let Some(since) = st.queued_since.take() {
+            stats.delivery.observe(since.elapsed());
+        }
+        stats
+            .frames_out
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        frames
+    }
+
+    pub(crate) fn stats(&self) -> &crate::stats::EngineStats {
+        &self.stats
     }
 }
 
@@ -481,6 +518,7 @@ mod tests {
             TransportKind::WebSocket,
             2,
             (),
+            Default::default(),
         );
         assert_eq!(s.push(Frame::message("a"), false), Push::Queued);
         assert_eq!(s.push(Frame::message("b"), false), Push::Queued);

@@ -31,6 +31,9 @@ pub struct SocketIoConfig {
     pub max_attachments: usize,
     /// Events queued per socket before the server stops reading from that client.
     pub max_inbox: usize,
+    /// Events per second one socket may send (with a burst); over it, an event is
+    /// refused with an `error` event (and its ack, if any). Off when `per_sec` is 0.
+    pub rate_limit: engineio::limit::RateLimit,
 }
 
 impl Default for SocketIoConfig {
@@ -39,6 +42,10 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
             max_inbox: 64,
+            rate_limit: engineio::limit::RateLimit {
+                per_sec: 0.0,
+                burst: 0.0,
+            },
         }
     }
 }
@@ -70,6 +77,7 @@ pub struct SocketIo {
     config: SocketIoConfig,
     hub: Arc<Hub>,
     namespaces: HashMap<String, Arc<Namespace>>,
+    rate_limited: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for SocketIo {
@@ -83,8 +91,14 @@ impl std::fmt::Debug for SocketIo {
 type Conn = Arc<Session<ConnState>>;
 
 impl SocketIo {
+    /// Events refused by the rate limit, since start.
+    pub fn rate_limited(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.rate_limited.clone()
+    }
+
     pub fn new(config: SocketIoConfig, hub: Arc<Hub>) -> SocketIo {
         SocketIo {
+            rate_limited: Arc::default(),
             config,
             hub,
             namespaces: HashMap::new(),
@@ -186,6 +200,28 @@ impl SocketIo {
                     conn.close(CloseReason::InvalidPacket);
                     return;
                 };
+                let limit = self.config.rate_limit;
+                if limit.is_on() && !socket.inbox.lock().bucket(limit).take(limit) {
+                    self.rate_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let message = format!(
+                        "Rate limit exceeded: at most {} events per second",
+                        limit.per_sec
+                    );
+                    if let Some(id) = packet.id {
+                        socket.ack(
+                            id,
+                            &Payload::json(
+                                &serde_json::json!({"success": false, "message": message}),
+                            ),
+                        );
+                    }
+                    socket.emit(
+                        "error",
+                        Payload::json(&serde_json::json!({ "message": message })),
+                    );
+                    return;
+                }
                 let event = Event {
                     name: ev.name,
                     args: ev.args.into_iter().map(RawValue::to_owned).collect(),

@@ -34,6 +34,18 @@ pub(crate) enum Work {
 pub(crate) struct Inbox {
     pub(crate) queue: VecDeque<Work>,
     pub(crate) running: bool,
+    /// The rate-limit bucket, made at the socket's first event.
+    bucket: Option<engineio::limit::Bucket>,
+}
+
+impl Inbox {
+    pub(crate) fn bucket(
+        &mut self,
+        limit: engineio::limit::RateLimit,
+    ) -> &mut engineio::limit::Bucket {
+        self.bucket
+            .get_or_insert_with(|| engineio::limit::Bucket::new(limit))
+    }
 }
 
 #[derive(Default)]

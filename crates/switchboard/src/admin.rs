@@ -21,6 +21,12 @@ pub struct AdminState {
     pub hub: Arc<Hub>,
     pub realtime: Arc<Namespace>,
     pub transports: Arc<crate::transport::Transports>,
+    pub engine: Arc<engineio::Engine<socketio::SocketIo>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Socket.IO events refused by the rate limit (counted by the Socket.IO layer).
+    pub sio_rate_limited: Arc<std::sync::atomic::AtomicU64>,
+    /// Development mode: the dashboard feed is open without the API key.
+    pub dev_mode: bool,
     pub api_key: String,
     /// The broker consumer and the catalog source (`/ready`, `/stats`).
     pub integrations: crate::ingest::Integrations,
@@ -31,6 +37,8 @@ pub fn routes(state: AdminState) -> Router {
         .route("/health", get(crate::app::health))
         .route("/ready", get(ready))
         .route("/stats", get(stats))
+        .route("/metrics", get(crate::metrics::metrics))
+        .route("/dashboard/stream", get(crate::dashboard::stream))
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", put(put_event))
         .route("/api/events/{id}/categories/{category}", put(put_category))

@@ -23,6 +23,7 @@ use crate::realtime::user_room;
 pub struct ApiState {
     pub hub: Arc<Hub>,
     pub api_key: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn routes(state: ApiState) -> Router {
@@ -194,6 +195,9 @@ async fn publish(
 ) -> Result<Json<Published>, ApiError> {
     check_api_key(&s.api_key, &headers)?;
     let msg = to_publish(parse(&body)?)?;
+    s.metrics
+        .published
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (offset, delivered) = s.hub.publish(msg);
     Ok(Json(Published { offset, delivered }))
 }
@@ -228,6 +232,9 @@ async fn publish_batch(
     let out = msgs
         .into_iter()
         .map(|m| {
+            s.metrics
+                .published
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (offset, delivered) = s.hub.publish(m);
             Published { offset, delivered }
         })

@@ -180,6 +180,8 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
     let integrations = crate::ingest::Integrations::start(config, &holds, &hub, &tasks, &stop);
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
+    let sio_rate_limited = sio.rate_limited();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let contract = Arc::new(realtime::Realtime {
         auth: auth_of(config)?,
         holds: holds.clone(),
@@ -201,8 +203,13 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.transports(),
         stop.clone(),
         tasks.clone(),
+        metrics.clone(),
     );
     let admin = crate::admin::AdminState {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        sio_rate_limited,
+        dev_mode: config.effective_dev_mode(),
         holds,
         hub: hub.clone(),
         realtime,
@@ -214,6 +221,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         .merge(crate::api::routes(crate::api::ApiState {
             hub: hub.clone(),
             api_key: config.api_key.clone(),
+            metrics: metrics.clone(),
         }))
         .merge(
             Router::new()

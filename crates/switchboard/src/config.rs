@@ -63,6 +63,10 @@ pub struct Config {
     /// Rooms with more members than this do not announce `member_joined`/`member_left`
     /// (presence costs a scan of the room; big rooms are audiences, not groups).
     pub presence_max_members: usize,
+    /// Events per second one connection may send (Socket.IO events, `/ws` frames), with
+    /// a burst; over it an event is refused with an `error`. 0 turns the limit off.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
 
     /// Catalog file (`{"events": [...]}`); empty serves the demo catalog.
     pub catalog: String,
@@ -151,6 +155,8 @@ impl Default for Config {
             heartbeat_timeout_secs: 20,
             client_queue: 256,
             presence_max_members: 100,
+            rate_limit_per_sec: 50,
+            rate_limit_burst: 100,
             catalog: String::new(),
             data_dir: "./data".to_owned(),
             hold_ttl_secs: 300,
@@ -425,6 +431,14 @@ impl Config {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             max_attachments: self.max_attachments,
             max_inbox: self.max_inbox,
+            rate_limit: self.rate_limit(),
+        }
+    }
+
+    pub fn rate_limit(&self) -> engineio::limit::RateLimit {
+        engineio::limit::RateLimit {
+            per_sec: self.rate_limit_per_sec as f32,
+            burst: self.rate_limit_burst.max(1) as f32,
         }
     }
 
@@ -450,6 +464,7 @@ impl Config {
             max_message: self.max_payload,
             ws_read_buffer: self.ws_read_buffer,
             max_rooms: self.max_rooms_per_client,
+            rate_limit: self.rate_limit(),
         }
     }
 
@@ -542,6 +557,8 @@ impl Config {
         self.ping_interval_ms = 300;
         self.ping_timeout_ms = 200;
         self.connect_timeout_ms = 1000;
+        // The suites measure protocol behaviour, not abuse handling.
+        self.rate_limit_per_sec = 0;
         self
     }
 }

@@ -52,6 +52,8 @@ pub struct HoldService {
     /// Re-arms the expiry timer after a mutation.
     timer: Notify,
     config: HoldConfig,
+    /// Time of every operation, from taking the lock to durable (for `/metrics`).
+    pub latency: engineio::Histogram,
 }
 
 impl std::fmt::Debug for HoldService {
@@ -106,6 +108,7 @@ impl HoldService {
             coalescer: Coalescer::new(coalesce_window),
             timer: Notify::new(),
             config,
+            latency: engineio::Histogram::default(),
         }))
     }
 
@@ -128,6 +131,16 @@ impl HoldService {
     /// [`HoldService::mutate`] keeping the rules' own error type, for callers that map
     /// refusals to more than a message (the broker consumer dead-letters by kind).
     pub(crate) fn apply<T, E>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
+    ) -> Result<T, ApplyError<E>> {
+        let started = Instant::now();
+        let result = self.apply_inner(op);
+        self.latency.observe(started.elapsed());
+        result
+    }
+
+    fn apply_inner<T, E>(
         self: &Arc<Self>,
         op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
     ) -> Result<T, ApplyError<E>> {

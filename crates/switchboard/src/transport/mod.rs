@@ -9,7 +9,7 @@ pub mod sse;
 pub mod ws;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hub::{Hub, MemberId, Payload, Publish};
@@ -30,6 +30,7 @@ pub struct TransportConfig {
     pub max_message: usize,
     pub ws_read_buffer: usize,
     pub max_rooms: usize,
+    pub rate_limit: engineio::limit::RateLimit,
 }
 
 /// What `/ws` and `/events` share: the hub, the ticket contract, limits and counts.
@@ -40,6 +41,7 @@ pub struct Transports {
     /// Cancelled at shutdown: every connection closes (WebSocket code 1001).
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
+    pub metrics: Arc<crate::metrics::Metrics>,
     ws_open: Arc<AtomicUsize>,
     sse_open: Arc<AtomicUsize>,
 }
@@ -60,8 +62,10 @@ impl Transports {
         config: TransportConfig,
         stop: CancellationToken,
         tasks: TaskTracker,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Transports> {
         Arc::new(Transports {
+            metrics,
             hub,
             realtime,
             config,
@@ -92,6 +96,73 @@ impl Transports {
             ..Publish::default()
         });
     }
+}
+
+/// A client's bounded outbound queue and the slow-client policy (DESIGN principle 5):
+/// a volatile message meets a full queue and is dropped; anything else marks the client
+/// closed and wakes its loop, which disconnects it.
+pub(crate) struct Outbound<T> {
+    tx: tokio::sync::mpsc::Sender<T>,
+    /// Set when the queue overflowed with a message that may not be dropped.
+    pub(crate) slow: tokio::sync::Notify,
+    pub(crate) closed: std::sync::atomic::AtomicBool,
+}
+
+impl<T> Outbound<T> {
+    pub(crate) fn new(capacity: usize) -> (Outbound<T>, tokio::sync::mpsc::Receiver<T>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let out = Outbound {
+            tx,
+            slow: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        (out, rx)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn offer(&self, item: T, volatile: bool, dropped: &AtomicU64) -> hub::Delivery {
+        use tokio::sync::mpsc::error::TrySendError;
+        if self.is_closed() {
+            return hub::Delivery::Closed;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => hub::Delivery::Delivered,
+            Err(TrySendError::Full(_)) if volatile => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                hub::Delivery::Dropped
+            }
+            Err(TrySendError::Full(_)) => {
+                self.close();
+                self.slow.notify_one();
+                hub::Delivery::Closed
+            }
+            Err(TrySendError::Closed(_)) => hub::Delivery::Closed,
+        }
+    }
+}
+
+/// The headers every event stream sends (`/events`, `/dashboard/stream`).
+pub fn event_stream(body: axum::body::Body) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut res = axum::response::Response::new(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
 }
 
 /// Counts one open connection of a transport while alive.

@@ -9,20 +9,21 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, RoomId};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-use super::{OpenGuard, Transports, check_room, client_id};
+use super::{OpenGuard, Outbound, Transports, check_room, client_id};
 use crate::auth::AuthError;
+use crate::metrics::Close;
 use crate::realtime::user_room;
 
 fn format() -> FormatId {
@@ -57,27 +58,19 @@ fn encode_envelope(env: &Envelope) -> Bytes {
 
 struct SseClient {
     user: String,
-    tx: mpsc::Sender<(u64, Bytes)>,
-    slow: Notify,
-    closed: AtomicBool,
+    out: Outbound<(u64, std::time::Instant, Bytes)>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Member for SseClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.out.is_closed() {
             return Delivery::Closed;
         }
         let chunk = envelope.encoded(format(), encode_envelope);
-        match self.tx.try_send((envelope.offset, chunk)) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if envelope.volatile => Delivery::Dropped,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closed.store(true, Ordering::Relaxed);
-                self.slow.notify_one();
-                Delivery::Closed
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-        }
+        let item = (envelope.offset, std::time::Instant::now(), chunk);
+        self.out
+            .offer(item, envelope.volatile, &self.metrics.sse.dropped)
     }
     fn transport(&self) -> &'static str {
         "sse"
@@ -159,12 +152,12 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         );
     }
 
-    let (tx, rx) = mpsc::channel(t.config.queue);
+    let (out, rx) = Outbound::new(t.config.queue);
+    t.metrics.sse.opened.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(SseClient {
         user,
-        tx,
-        slow: Notify::new(),
-        closed: AtomicBool::new(false),
+        metrics: t.metrics.clone(),
+        out,
     });
     let member = t.hub.add_member(client.clone());
     let id = client_id();
@@ -226,23 +219,13 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         replayed_upto,
         heartbeat,
         done: false,
+        how: Close::Client,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         let chunk = st.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), st))
     });
-    let mut res = Response::new(Body::from_stream(stream));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    res
+    super::event_stream(Body::from_stream(stream))
 }
 
 /// Joins every room without replay; returns where the user just became present.
@@ -274,17 +257,19 @@ struct StreamState {
     _open: OpenGuard,
     member: MemberId,
     client: Arc<SseClient>,
-    rx: mpsc::Receiver<(u64, Bytes)>,
+    rx: mpsc::Receiver<(u64, std::time::Instant, Bytes)>,
     initial: VecDeque<Bytes>,
     /// Live messages at or below this offset were already sent as replay.
     replayed_upto: u64,
     heartbeat: tokio::time::Interval,
     done: bool,
+    how: Close,
 }
 
 impl StreamState {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(b) = self.initial.pop_front() {
+            self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
             return Some(b);
         }
         if self.done {
@@ -293,14 +278,22 @@ impl StreamState {
         loop {
             tokio::select! {
                 biased;
-                _ = self.t.stop.cancelled() => return None,
-                _ = self.client.slow.notified() => {
+                _ = self.t.stop.cancelled() => {
+                    self.how = Close::Shutdown;
+                    return None;
+                }
+                _ = self.client.out.slow.notified() => {
                     self.done = true;
+                    self.how = Close::SlowClient;
                     return Some(sse_event(None, "error", r#"{"message":"Slow client: send queue full, disconnecting"}"#));
                 }
                 item = self.rx.recv() => match item {
-                    Some((offset, _)) if offset <= self.replayed_upto => continue,
-                    Some((_, chunk)) => return Some(chunk),
+                    Some((offset, _, _)) if offset <= self.replayed_upto => continue,
+                    Some((_, queued, chunk)) => {
+                        self.t.metrics.sse.delivery.observe(queued.elapsed());
+                        self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
+                        return Some(chunk);
+                    }
                     None => return None,
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": ping\n\n")),
@@ -311,7 +304,8 @@ impl StreamState {
 
 impl Drop for StreamState {
     fn drop(&mut self) {
-        self.client.closed.store(true, Ordering::Relaxed);
+        self.t.metrics.sse.closed(self.how);
+        self.client.out.close();
         for room in self
             .t
             .hub
@@ -343,7 +337,7 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(matches!(resume_of(&h, ""), Resume::Fresh));
         assert!(matches!(resume_of(&h, "lastEventId=12"), Resume::After(12)));
-        h.insert("last-event-id", HeaderValue::from_static("x1"));
+        h.insert("last-event-id", axum::http::HeaderValue::from_static("x1"));
         assert!(matches!(resume_of(&h, "lastEventId=12"), Resume::Invalid(s) if s == "x1"));
     }
 }

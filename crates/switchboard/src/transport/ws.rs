@@ -7,7 +7,7 @@
 //! Close codes: 4001 unauthorized, 4003 token expired, 4008 heartbeat timeout, 4009 slow
 //! client, 1009 frame too big, 1001 server shutting down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
@@ -17,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, Payload, Presence, Publish};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -25,8 +24,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{OpenGuard, Transports, check_room, client_id};
+use super::{OpenGuard, Outbound, Transports, check_room, client_id};
 use crate::auth::AuthError;
+use crate::metrics::Close;
 use crate::realtime::{Client, user_room};
 use crate::tickets::now_ms;
 
@@ -65,10 +65,8 @@ struct WsClient {
     user: String,
     hub: Arc<hub::Hub>,
     member: OnceLock<MemberId>,
-    tx: mpsc::Sender<Utf8Bytes>,
-    /// Set when the queue overflowed with a message that may not be dropped.
-    slow: Notify,
-    closed: AtomicBool,
+    out: Outbound<(Instant, Utf8Bytes)>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WsClient {
@@ -77,19 +75,8 @@ impl WsClient {
     }
 
     fn queue(&self, frame: Utf8Bytes, volatile: bool) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
-            return Delivery::Closed;
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Full(_)) if volatile => Delivery::Dropped,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closed.store(true, Ordering::Relaxed);
-                self.slow.notify_one();
-                Delivery::Closed
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-        }
+        self.out
+            .offer((Instant::now(), frame), volatile, &self.metrics.ws.dropped)
     }
 
     fn send_event(&self, event: &str, data: &str) {
@@ -120,7 +107,7 @@ impl WsClient {
 
 impl Member for WsClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.out.is_closed() {
             return Delivery::Closed;
         }
         let frame = envelope.encoded(format(), encode_envelope);
@@ -238,9 +225,11 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
             Some(config),
         ))
         .await;
+        this.metrics.ws.opened.fetch_add(1, Ordering::Relaxed);
         match identity {
             Ok(user) => Box::pin(run(this, user, ws)).await,
             Err(e) => {
+                this.metrics.ws.closed(Close::Unauthorized);
                 let (code, reason) = match e {
                     AuthError::Expired => (4003, "Token expired"),
                     _ => (4001, "Unauthorized"),
@@ -285,15 +274,14 @@ where
 {
     async move {
         let _open = OpenGuard::new(&t.ws_open);
-        let (tx, mut rx) = mpsc::channel(t.config.queue);
+        let (out, mut rx) = Outbound::new(t.config.queue);
         let client = Arc::new(WsClient {
             id: client_id(),
             user,
+            metrics: t.metrics.clone(),
             hub: t.hub.clone(),
             member: OnceLock::new(),
-            tx,
-            slow: Notify::new(),
-            closed: AtomicBool::new(false),
+            out,
         });
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
@@ -303,6 +291,7 @@ where
             &json!({"clientId": client.id, "userId": client.user}).to_string(),
         );
 
+        let mut bucket = engineio::limit::Bucket::new(t.config.rate_limit);
         let interval = t.config.heartbeat;
         let mut ping_at = Instant::now() + interval;
         let mut pong_due: Option<Instant> = None;
@@ -311,8 +300,10 @@ where
             tokio::select! {
                 biased;
                 _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
-                _ = client.slow.notified() => break Some((4009, "Slow client: send queue full")),
-                Some(frame) = rx.recv() => {
+                _ = client.out.slow.notified() => break Some((4009, "Slow client: send queue full")),
+                Some((queued, frame)) = rx.recv() => {
+                    t.metrics.ws.delivery.observe(queued.elapsed());
+                    t.metrics.ws.out.fetch_add(1, Ordering::Relaxed);
                     if ws.send(Message::Text(frame)).await.is_err() {
                         break None;
                     }
@@ -320,8 +311,19 @@ where
                 msg = ws.next() => {
                     pong_due = None;
                     match msg {
-                        Some(Ok(Message::Text(text))) => handle_text(&t, &client, member, &text).await,
+                        Some(Ok(Message::Text(text))) => {
+                        if bucket.take(t.config.rate_limit) {
+                            handle_text(&t, &client, member, &text).await
+                        } else {
+                            t.metrics.ws.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            client.fail(None, &format!(
+                                "Rate limit exceeded: at most {} messages per second",
+                                t.config.rate_limit.per_sec
+                            ));
+                        }
+                    }
                         Some(Ok(Message::Binary(_))) => {
+                            t.metrics.ws.in_invalid.fetch_add(1, Ordering::Relaxed);
                             client.fail(None, "Binary frames are not supported: send JSON text");
                         }
                         Some(Ok(Message::Close(_))) | None => break None,
@@ -348,7 +350,15 @@ where
                 }
             }
         };
-        client.closed.store(true, Ordering::Relaxed);
+        client.out.close();
+        t.metrics.ws.closed(match ending {
+            None => Close::Client,
+            Some((1001, _)) => Close::Shutdown,
+            Some((1009, _)) => Close::TooBig,
+            Some((4008, _)) => Close::Heartbeat,
+            Some((4009, _)) => Close::SlowClient,
+            Some(_) => Close::Error,
+        });
         for room in t
             .hub
             .remove_member_presence(member, t.config.presence_limit)
@@ -358,7 +368,7 @@ where
         if let Some((code, reason)) = ending {
             // Whatever was queued before a shutdown still goes out first.
             if code == 1001 {
-                while let Ok(frame) = rx.try_recv() {
+                while let Ok((_, frame)) = rx.try_recv() {
                     if ws.feed(Message::Text(frame)).await.is_err() {
                         break;
                     }
@@ -377,11 +387,16 @@ fn room_of(obj: &serde_json::Map<String, Value>) -> Result<&str, &'static str> {
 }
 
 async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: MemberId, text: &str) {
+    let invalid = || t.metrics.ws.in_invalid.fetch_add(1, Ordering::Relaxed);
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return client.fail(None, &format!("Invalid JSON: {e}")),
+        Err(e) => {
+            invalid();
+            return client.fail(None, &format!("Invalid JSON: {e}"));
+        }
     };
     let Some(obj) = value.as_object() else {
+        invalid();
         return client.fail(None, "Expected a JSON object");
     };
     let ack = match obj.get("ack") {
@@ -392,6 +407,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
         },
     };
     if let Some(action) = obj.get("action") {
+        t.metrics.ws.in_actions.fetch_add(1, Ordering::Relaxed);
         let Some(action) = action.as_str() else {
             return client.fail(ack, "action must be a string");
         };
@@ -399,6 +415,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
     }
     match obj.get("event").and_then(Value::as_str) {
         Some(event) => {
+            t.metrics.ws.in_events.fetch_add(1, Ordering::Relaxed);
             let data = obj.get("data").cloned().unwrap_or(Value::Null);
             t.realtime.dispatch(&**client, event, data, ack).await;
         }
