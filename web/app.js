@@ -48,7 +48,10 @@
     if (state !== "reconnecting") $("retry").textContent = "";
     const online = state === "online";
     for (const id of ["lock", "unlock", "my-holds"]) $(id).disabled = !online;
-    $("connect").disabled = state === "online" || state === "connecting";
+    $("connect").disabled = state !== "offline" && state !== "refused";
+    $("avail-caption").textContent = online
+      ? "Live: updates as anyone holds or releases seats."
+      : s.avail.size ? "Not live: as of the last connection." : "Not live: connect to follow the seats.";
     $("disconnect").disabled = !(state === "online" || state === "connecting" || state === "reconnecting");
     $("display-name").disabled = state !== "offline" && state !== "refused";
     $("token").disabled = $("display-name").disabled;

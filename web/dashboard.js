@@ -1,8 +1,10 @@
 // The dashboard: one small JSON a second from `GET /dashboard/stream` (SSE, event
 // `stats`), however many clients the server has. Totals are monotonic counters; rates are
 // computed here from their deltas. Charts are drawn on <canvas> from a ring buffer of the
-// last five minutes. If this server has no stream (an older build answers 404), the page
-// polls `/stats` once a second instead and says so.
+// last five minutes. Outside development mode the feed needs the API key (asked for on
+// the page, kept in this tab). Without the feed (no key, a refused key, an older server)
+// the page polls the public `/stats` once a second instead and says so; `/stats` has no
+// message counters or room list.
 "use strict";
 
 (() => {
@@ -46,7 +48,8 @@
     if ($("status-text").textContent !== text) $("status-text").textContent = text;
   }
 
-  const total = (o) => (o ? Object.values(o).reduce((a, b) => a + (Number(b) || 0), 0) : NaN);
+  /** Every connection once (`socketioPolling` is a part of `socketio`). */
+  const total = (c) => ["socketio", "ws", "sse"].reduce((a, k) => a + (Number(c[k]) || 0), 0);
 
   function show(id, value, text) {
     const node = $(id);
@@ -143,6 +146,8 @@
 
     const rows = [...samples];
     const end = rows.length ? rows[rows.length - 1].at : Date.now();
+    // The x axis spans what there is, from one minute up to five.
+    const span = Math.min(WINDOW_MS, Math.max(60_000, rows.length ? end - rows[0].at : 0));
     const left = 44;
     const right = w - 6;
     const top = 8;
@@ -167,11 +172,11 @@
     }
     g.textBaseline = "alphabetic";
     g.textAlign = "left";
-    g.fillText("−5 min", left, hgt - 4);
+    g.fillText(`−${Math.round(span / 60_000)} min`, left, hgt - 4);
     g.textAlign = "right";
     g.fillText("now", right, hgt - 4);
 
-    const x = (at) => right - ((end - at) / WINDOW_MS) * (right - left);
+    const x = (at) => right - ((end - at) / span) * (right - left);
     const y = (v) => bottom - (v / max) * (bottom - top);
     const series = rows.length ? pick(rows[0]).length : 0;
     g.lineWidth = 2;
@@ -182,7 +187,7 @@
       let pen = false;
       let dot = null;
       for (const r of rows) {
-        if (end - r.at > WINDOW_MS) continue;
+        if (end - r.at > span) continue;
         const v = pick(r)[s];
         if (!Number.isFinite(v)) {
           pen = false;
@@ -222,12 +227,20 @@
 
   // ---- the feed --------------------------------------------------------------------------
 
+  const KEY_KEY = "switchboard.apiKey";
   let attempt = 0;
   let everStreamed = false;
+  let source = null;
+  let pollTimer = 0;
 
-  function startStream() {
+  /** The SSE feed; `key` is the API key a server outside development mode asks for. */
+  function startStream(key) {
+    stopPolling();
+    if (source) source.close();
     mode = "stream";
-    const es = new EventSource("/dashboard/stream");
+    const url = key ? `/dashboard/stream?key=${encodeURIComponent(key)}` : "/dashboard/stream";
+    const es = new EventSource(url);
+    source = es;
     es.addEventListener("open", () => {
       attempt = 0;
       setStatus("online", "Live");
@@ -244,27 +257,39 @@
       onStats(st);
     });
     es.addEventListener("error", () => {
+      if (es !== source) return;
       if (es.readyState !== EventSource.CLOSED) {
         // The browser reconnects by itself (the server sent `retry:`).
         setStatus("reconnecting", "Live feed lost; reconnecting…");
         return;
       }
       es.close();
+      source = null;
       if (!everStreamed) {
-        startPolling();
+        // Refused (wrong key) or not there (an older server): /stats is public.
+        startPolling(key
+          ? "The live feed refused this key; polling /stats once a second"
+          : "No live feed on this server; polling /stats once a second");
         return;
       }
       setStatus("reconnecting", "Live feed lost; reconnecting…");
-      setTimeout(startStream, backoffDelay(attempt++));
+      setTimeout(() => startStream(key), backoffDelay(attempt++));
     });
   }
 
-  function startPolling() {
+  function stopPolling() {
+    clearTimeout(pollTimer);
+    pollTimer = 0;
+  }
+
+  function startPolling(why) {
+    stopPolling();
     mode = "polling";
-    setStatus("connecting", "No live feed on this server: polling /stats every second");
+    setStatus("connecting", why);
     const poll = async () => {
       try {
         const st = await fetchJson("/stats", 5_000);
+        if (mode !== "polling") return;
         onStats({
           at: Date.now(),
           connections: st.connections,
@@ -275,13 +300,42 @@
           broker: st.amqp ? { state: st.amqp.state, lastError: st.amqp.lastError } : null,
           topRooms: null,
         });
-        setStatus("online", "Polling /stats once a second (this server has no live feed)");
+        setStatus("online", why);
       } catch (err) {
         setStatus("reconnecting", `Cannot reach the server (${err.message}); retrying`);
       }
-      setTimeout(poll, 1_000);
+      if (mode === "polling") pollTimer = setTimeout(poll, 1_000);
     };
     poll();
+  }
+
+  async function start() {
+    let info = { devMode: true };
+    try {
+      info = await fetchJson("/api/session-info");
+    } catch {
+      // Try the feed anyway; its own errors say more.
+    }
+    if (info.devMode) {
+      startStream("");
+      return;
+    }
+    // Outside development mode the feed needs the API key (kept in this tab only).
+    $("key-form").hidden = false;
+    $("key-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const key = $("api-key").value.trim();
+      sessionStorage.setItem(KEY_KEY, key);
+      everStreamed = false;
+      startStream(key);
+    });
+    const key = sessionStorage.getItem(KEY_KEY);
+    if (key) {
+      $("api-key").value = key;
+      startStream(key);
+    } else {
+      startPolling("The live feed needs the API key; polling /stats once a second meanwhile");
+    }
   }
 
   setInterval(() => {
@@ -290,6 +344,6 @@
     }
   }, 1_000);
   window.addEventListener("resize", draw);
-  startStream();
+  start();
   draw();
 })();
