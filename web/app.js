@@ -33,6 +33,7 @@
     avail: new Map(), // "event:category" -> {availableTickets, lockedTickets, totalTickets}
     holds: new Map(), // lockId -> hold
     skew: 0, // server clock minus this browser's clock, ms
+    lastRefusal: null, // the message of the last refused request
   };
 
   const key = (ev, cat) => `${ev}:${cat}`;
@@ -191,7 +192,7 @@
           "expired; the seats are back on sale.");
         renderHolds();
         // The server expires it at the same instant; ask for the truth a moment later.
-        setTimeout(() => { if (connected()) refreshHolds(false); }, 500);
+        setTimeout(() => { if (connected()) refreshHolds(false).catch(() => {}); }, 500);
       }
     }
     if (s.retryTimer) {
@@ -290,16 +291,17 @@
         onAvailability(data);
         break;
       case "error":
-        holdNotice("bad", data.message ?? "The server refused that.");
+        // Bad input is answered through the ack and also as an `error` event: say it once.
+        if (data.message !== s.lastRefusal) holdNotice("bad", data.message ?? "The server refused that.");
         break;
       case "order-completed":
       case "order-cancelled":
         holdNotice(msg.event === "order-completed" ? "ok" : "warn", data.message ?? msg.event);
-        refreshHolds(false);
+        refreshHolds(false).catch(() => {});
         break;
       case "event-cancelled":
         holdNotice("bad", data.message ?? `Event ${data.eventId} was cancelled.`);
-        refreshHolds(false);
+        refreshHolds(false).catch(() => {});
         break;
       default:
         break;
@@ -421,11 +423,11 @@
   async function lock() {
     const sel = selection();
     const qty = Number($("quantity").value);
-    const max = Number($("quantity").max);
     if (!sel) return;
-    if (!Number.isInteger(qty) || qty < 1 || qty > max) {
+    // The upper limit is the server's (`max_hold_quantity`): it answers with the range.
+    if (!Number.isInteger(qty) || qty < 1) {
       $("quantity").setAttribute("aria-invalid", "true");
-      holdNotice("bad", `Quantity must be a whole number from 1 to ${max}.`);
+      holdNotice("bad", "Quantity must be a whole number of at least 1.");
       $("quantity").focus();
       return;
     }
@@ -434,10 +436,11 @@
     try {
       const r = await request("lock-tickets", { ...sel, quantity: qty });
       if (r.success) {
+        await refreshHolds(false).catch(() => {});
         holdNotice("ok", `Held ${qty} × ${name}. Pay before the countdown ends.`);
-        await refreshHolds(false);
       } else {
         const left = Number.isFinite(r.availableTickets) ? ` (${fmt(r.availableTickets)} available)` : "";
+        s.lastRefusal = r.message;
         holdNotice("bad", `Hold refused: ${r.message}${left}.`);
       }
     } catch (err) {
@@ -449,9 +452,9 @@
     const name = categoryName(eventId, categoryId);
     try {
       const r = await request("unlock-tickets", { eventId, categoryId });
+      await refreshHolds(false).catch(() => {});
       if (r.success) holdNotice("ok", `${r.message} (${name}).`);
       else holdNotice("bad", `Nothing released: ${r.message}.`);
-      await refreshHolds(false);
     } catch (err) {
       holdNotice("bad", `Release failed: ${err.message}.`);
     }

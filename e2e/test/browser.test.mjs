@@ -110,6 +110,11 @@ async function pick(page, { event = "1", category, quantity }) {
 }
 
 const holdIds = (page) => page.$$eval("#holds li", (lis) => lis.map((li) => li.dataset.lock));
+/** Waits until the page lists `n` holds, then returns their lock ids. */
+async function waitHolds(page, n) {
+  await page.waitForFunction((want) => document.querySelectorAll("#holds li").length === want, n, WAIT);
+  return holdIds(page);
+}
 const noticeOf = (page, id) =>
   page.$eval(`#${id}`, (n) => ({ tone: n.className.replace("notice", "").trim(), text: n.textContent }));
 
@@ -137,14 +142,21 @@ describe("ticket page (/)", { skip }, () => {
     await seeAvailable(bob, 2, 196);
     await seeAvailable(alice, 2, 196);
     assert.equal(await bob.textContent('tr[data-category="2"] .held'), "4");
-    assert.equal((await holdIds(alice)).length, 1);
+    assert.equal((await waitHolds(alice, 1)).length, 1);
     assert.match(await alice.textContent("#holds .countdown"), /^[45]:\d\d$/);
 
     await pick(bob, { category: 2, quantity: 5 });
     await bob.click("#lock");
     await seeAvailable(alice, 2, 191);
 
-    // Refused: more than the per-hold maximum (10), and a second hold in the same category.
+    // Refused: more than the per-hold maximum (10), more than is left.
+    await pick(bob, { category: 1, quantity: 11 });
+    await bob.click("#lock");
+    const tooMany = await waitNotice(bob, "hold-notice", /Hold refused/);
+    assert.equal(tooMany.text, "Hold refused: Invalid quantity: must be between 1 and 10.");
+    assert.equal(tooMany.tone, "bad");
+    await bob.click("#my-holds"); // the error event that follows changes nothing on the page
+    await waitNotice(bob, "hold-notice", /You hold seats in 1 category/);
     await pick(bob, { category: 1, quantity: 10 });
     await bob.click("#lock");
     await seeAvailable(alice, 1, 10);
@@ -230,14 +242,14 @@ describe("ticket page (/)", { skip }, () => {
     await waitNotice(page, "conn-notice", /1 hold\(s\) ended while the connection was down/);
     await seeAvailable(page, 2, 200);
     await seeAvailable(page, 3, 80);
-    assert.deepEqual(await holdIds(page), []);
+    assert.deepEqual(await waitHolds(page, 0), []);
 
     // Crash (SIGKILL): nothing runs at the end, so the hold stays in the store and comes
     // back with the server; it belongs to the user, so the new session lists it, with the
     // same lock id and the countdown still running to the same expiresAt.
     await page.click("#lock");
     await seeAvailable(page, 2, 197);
-    const [lockId] = await holdIds(page);
+    const [lockId] = await waitHolds(page, 1);
     await server.stop("SIGKILL");
     await page.waitForSelector('#status[data-state="reconnecting"]', WAIT);
     await page.screenshot({ path: path.join(SHOTS, "ticket-page-reconnecting.png"), fullPage: true });
@@ -245,7 +257,7 @@ describe("ticket page (/)", { skip }, () => {
     await online(page);
     await waitNotice(page, "conn-notice", /^Reconnected\.$/);
     await seeAvailable(page, 2, 197);
-    assert.deepEqual(await holdIds(page), [lockId]);
+    assert.deepEqual(await waitHolds(page, 1), [lockId]);
     assert.match(await page.textContent("#holds .countdown"), /^[45]:\d\d$/);
     // ... and the user can release it from the new session.
     await page.click('#holds li button');
