@@ -1,5 +1,5 @@
-//! What the generator reads about processes from `/proc` (Linux): resident memory and
-//! the open-files limit. Read-only; it never changes a limit or signals a process.
+//! What the generator reads about processes from `/proc` (Linux): resident memory, CPU
+//! time, load averages and the open-files limit. Read-only; it never changes a limit or signals a process.
 
 use std::io;
 
@@ -27,6 +27,56 @@ pub fn rss_bytes(proc: Proc) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
 }
 
+/// CPU time (user + system) `proc` has used so far, in seconds. Reads `utime` and
+/// `stime` of `/proc/PID/stat`, in clock ticks of 1/100 s (`USER_HZ`, 100 on Linux).
+pub fn cpu_secs(proc: Proc) -> io::Result<f64> {
+    let path = match proc {
+        Proc::This => "/proc/self/stat".to_owned(),
+        Proc::Pid(pid) => format!("/proc/{pid}/stat"),
+    };
+    let stat = std::fs::read_to_string(path)?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| ticks as f64 / 100.0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable stat line"))
+}
+
+/// A CPU-time meter for one process: [`CpuMeter::percent`] is the share of one core it
+/// used since [`CpuMeter::start`] (200 = both cores of a 2-core machine).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    proc: Proc,
+    cpu: f64,
+    at: std::time::Instant,
+}
+
+impl CpuMeter {
+    pub fn start(proc: Proc) -> Option<Self> {
+        Some(Self {
+            proc,
+            cpu: cpu_secs(proc).ok()?,
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// Wall time since [`CpuMeter::start`], in seconds.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.at.elapsed().as_secs_f64()
+    }
+
+    pub fn percent(&self) -> Option<f64> {
+        let used = cpu_secs(self.proc).ok()? - self.cpu;
+        let wall = self.at.elapsed().as_secs_f64();
+        (wall > 0.0).then(|| 100.0 * used / wall)
+    }
+}
+
+/// The 1, 5 and 15 minute load averages of the machine.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
 /// The soft `Max open files` of this process, if `/proc` says.
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -41,6 +91,16 @@ pub fn cpus() -> usize {
 fn parse_kb_field(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// `utime + stime` from a `/proc/PID/stat` line; the command name may hold spaces and
+/// parentheses, so fields are counted after the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn parse_open_files(limits: &str) -> Option<u64> {
@@ -63,11 +123,15 @@ mod tests {
         let limits = "Limit  Soft Limit  Hard Limit  Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(parse_open_files(limits), Some(1024));
+        let stat = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(175));
     }
 
     #[test]
     fn reads_own_rss() {
         assert!(rss_bytes(Proc::This).expect("linux /proc") > 0);
         assert!(cpus() >= 1);
+        assert!(cpu_secs(Proc::This).expect("linux /proc") >= 0.0);
+        assert!(load_average().is_some());
     }
 }

@@ -1,14 +1,19 @@
-//! The idle scenario at smoke scale against a real Switchboard in conformance mode.
+//! Every scenario once, at smoke scale, against a real Switchboard: correctness only
+//! (every client served, no lost delivery, no oversold seat, the report renders and
+//! serializes), never speed.
 //!
 //! Builds nothing: `SWITCHBOARD_BIN` names the server binary (CI sets it, e.g.
-//! `SWITCHBOARD_BIN=target/release/switchboard`). Without it the test says so and passes.
+//! `SWITCHBOARD_BIN=target/release/switchboard`). Without it each test says so and passes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bench::fanout::{self, FanoutConfig, Mode};
 use bench::idle::{self, IdleConfig};
+use bench::publish::{self, PublishConfig};
+use bench::storm::{self, StormConfig};
 use tokio_util::sync::CancellationToken;
 
 /// The server process; killed when the test ends, however it ends.
@@ -26,14 +31,31 @@ impl Drop for Server {
 
 /// Starts `bin conformance` on port 0 and learns the bound address from its JSON log.
 fn start_server(bin: &str) -> Server {
+    start(bin, &["conformance"])
+}
+
+/// Starts `bin serve` as `bench/run` does: holds in memory, every change broadcast at once.
+fn start_realtime(bin: &str) -> Server {
+    start(
+        bin,
+        &[
+            "serve",
+            "--data-dir",
+            "memory",
+            "--set",
+            "coalesce_ms=0",
+            "--set",
+            "rate_limit_per_sec=0",
+            "--set",
+            "api_key=smoke-key",
+        ],
+    )
+}
+
+fn start(bin: &str, command: &[&str]) -> Server {
     let mut child = Command::new(bin)
-        .args([
-            "conformance",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(command)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -86,4 +108,119 @@ async fn idle_smoke_against_switchboard() {
     assert_eq!(report.dropped_while_idle, 0);
     assert!(report.pings_answered >= config.clients as u64);
     assert!(report.server_rss_after_bytes.is_some());
+}
+
+fn switchboard_bin() -> Option<String> {
+    let bin = std::env::var_os("SWITCHBOARD_BIN");
+    if bin.is_none() {
+        eprintln!("skipped: set SWITCHBOARD_BIN to a switchboard binary to run this test");
+    }
+    bin.map(|b| b.to_string_lossy().into_owned())
+}
+
+/// The report must survive the trip `--json` and `compare` make.
+fn round_trips<T: serde::Serialize>(report: &T) -> serde_json::Value {
+    let v = serde_json::to_value(report).expect("serializes");
+    assert!(v["meta"]["headline"].is_object(), "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_realtime_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = IdleConfig {
+        server_pid: Some(server.child.id()),
+        event: Some(1),
+        namespace: "/realtime".into(),
+        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
+    };
+    let report = idle::run(&config, CancellationToken::new())
+        .await
+        .expect("idle run");
+    println!("{}", report.markdown());
+    assert!(report.ok(), "{:?}", report.failure_kinds);
+    assert!(report.meta.ok);
+    let v = round_trips(&report);
+    assert!(v["meta"]["headline"]["connect_join_per_sec"].as_f64() > Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_closed_and_paced_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    for mode in [Mode::Closed { window: 8 }, Mode::Paced { rate: 50.0 }] {
+        let server = start_realtime(&bin);
+        let config = FanoutConfig {
+            server_pid: Some(server.child.id()),
+            ..FanoutConfig::smoke(&format!("http://{}", server.addr), mode)
+        };
+        let report = fanout::run(&config, CancellationToken::new())
+            .await
+            .expect("fanout run");
+        println!("{}", report.markdown());
+        assert_eq!(
+            report.joined, config.clients,
+            "{:?}",
+            report.connect_failures
+        );
+        assert!(report.ops > 0, "the buyer made progress");
+        assert_eq!(report.lost, 0, "every receiver got every update");
+        assert_eq!(report.extra, 0);
+        assert_eq!(report.delivered, report.ops * config.clients as u64);
+        assert!(report.ok(), "{report:?}");
+        round_trips(&report);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = StormConfig {
+        server_pid: Some(server.child.id()),
+        ..StormConfig::smoke(&format!("http://{}", server.addr))
+    };
+    let report = storm::run(&config, CancellationToken::new())
+        .await
+        .expect("storm run");
+    println!("{}", report.markdown());
+    assert_eq!(report.oversold_categories, 0);
+    assert_eq!(report.mismatched_categories, 0, "{:?}", report.categories);
+    assert!(report.locks_ok > 0);
+    assert!(
+        report.locks_refused > 0,
+        "20 buyers oversubscribe the 20-seat category"
+    );
+    assert!(report.ok(), "{report:?}");
+    round_trips(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = PublishConfig {
+        server_pid: Some(server.child.id()),
+        ..PublishConfig::smoke(&format!("http://{}", server.addr), "smoke-key")
+    };
+    let report = publish::run(&config, CancellationToken::new())
+        .await
+        .expect("publish run");
+    println!("{}", report.markdown());
+    assert!(
+        report.connect_failures.is_empty(),
+        "{:?}",
+        report.connect_failures
+    );
+    assert!(report.published > 0, "{:?}", report.publish_error);
+    let transports: Vec<&str> = report.transports.iter().map(|t| t.transport).collect();
+    assert_eq!(transports, ["socketio", "sse", "ws"]);
+    for t in &report.transports {
+        assert_eq!(t.members, 5);
+        assert_eq!(t.lost, 0, "{t:?}");
+        assert_eq!(t.out_of_order, 0, "{t:?}");
+        assert_eq!(t.delivered, report.published * 5);
+    }
+    assert!(report.ok(), "{report:?}");
+    round_trips(&report);
 }

@@ -21,6 +21,13 @@ pub struct IdleArgs {
     /// Room each client joins with `emit("join", ROOM)`, waiting for the ack.
     #[arg(long)]
     pub join: Option<String>,
+    /// The ticketing contract instead: connect to `/realtime` as user `idle{i}` and
+    /// `join-event-room` this event (waiting for the ack and its availability updates).
+    #[arg(long, conflicts_with_all = ["join", "namespace"])]
+    pub event: Option<i64>,
+    /// Name of the server under test, carried into the report.
+    #[arg(long, default_value = "switchboard")]
+    pub server: String,
     /// Server process whose RSS is read before and after (skipped when absent).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -52,6 +59,9 @@ pub struct IdleConfig {
     pub namespace: String,
     pub auth: Option<String>,
     pub join: Option<String>,
+    /// Join this event of the `/realtime` contract (see [`IdleArgs::event`]).
+    pub event: Option<i64>,
+    pub server: String,
     pub server_pid: Option<u32>,
     pub concurrency: usize,
     pub settle: Duration,
@@ -82,6 +92,8 @@ impl IdleConfig {
             namespace: namespace.into(),
             auth: None,
             join: join.map(Into::into),
+            event: None,
+            server: "switchboard".into(),
             server_pid: None,
             concurrency: 20,
             settle: Duration::from_secs(1),
@@ -117,9 +129,15 @@ impl TryFrom<&IdleArgs> for IdleConfig {
         let mut c = Self {
             url: a.url.clone(),
             clients: a.clients,
-            namespace: a.namespace.clone(),
+            namespace: if a.event.is_some() {
+                crate::realtime::NAMESPACE.to_owned()
+            } else {
+                a.namespace.clone()
+            },
             auth: a.auth.clone(),
             join: a.join.clone(),
+            event: a.event,
+            server: a.server.clone(),
             server_pid: a.server_pid,
             concurrency: a.concurrency,
             settle: Duration::from_secs(a.settle_secs),

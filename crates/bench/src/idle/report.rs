@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::report::{Table, mb};
+use crate::report::{Meta, Table, mb};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleReport {
     pub scenario: &'static str,
+    pub meta: Meta,
     pub url: String,
     pub namespace: String,
     pub room: Option<String>,
@@ -128,7 +129,12 @@ impl IdleReport {
             per_client(self.generator_bytes_per_client),
             self.cpus.to_string(),
         ]);
-        format!("{}\n{}", main.render(), detail.render())
+        format!(
+            "{}\n{}\n{}\n",
+            main.render(),
+            detail.render(),
+            self.meta.machine_line()
+        )
     }
 }
 

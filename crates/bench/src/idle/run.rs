@@ -13,8 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use super::config::IdleConfig;
 use super::report::{IdleReport, Percentiles};
+use crate::realtime;
+use crate::report::Meta;
 use crate::sio::{Client, Namespace, SioError, Target, TargetError};
-use crate::sys::{self, Proc};
+use crate::sys::{self, CpuMeter, Proc};
 
 /// How long closing all clients may take before the run returns anyway.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -42,6 +44,7 @@ struct Shared {
     auth: Option<String>,
     /// The room as a JSON string argument, encoded once.
     join: Option<String>,
+    event: Option<i64>,
     handshakes: Semaphore,
     connect_timeout: Duration,
     stop: CancellationToken,
@@ -66,6 +69,19 @@ pub async fn run(
     };
     let server_before = config.server_pid.map(server_rss).transpose()?;
     let generator_before = sys::rss_bytes(Proc::This).ok();
+    let label = match config.event {
+        Some(_) => format!("idle-{}", config.clients),
+        None => format!(
+            "idle-{}-{}",
+            config.namespace.trim_start_matches('/'),
+            config.clients
+        ),
+    };
+    let mut meta = Meta::new(&config.server, label);
+    let generator_cpu = CpuMeter::start(Proc::This);
+    let server_cpu = config
+        .server_pid
+        .and_then(|p| CpuMeter::start(Proc::Pid(p)));
 
     let shared = Arc::new(Shared {
         target,
@@ -75,6 +91,7 @@ pub async fn run(
             .join
             .as_ref()
             .map(|room| serde_json::Value::from(room.as_str()).to_string()),
+        event: config.event,
         handshakes: Semaphore::new(config.concurrency),
         connect_timeout: config.connect_timeout,
         stop: shutdown.child_token(),
@@ -84,8 +101,8 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let (tx, mut rx) = mpsc::channel::<Outcome>(1024);
     let started = Instant::now();
-    for _ in 0..config.clients {
-        tracker.spawn(client_task(Arc::clone(&shared), tx.clone()));
+    for i in 0..config.clients {
+        tracker.spawn(client_task(i, Arc::clone(&shared), tx.clone()));
     }
     tracker.close();
     drop(tx);
@@ -105,6 +122,8 @@ pub async fn run(
     }
     let joined = latencies_us.len();
     let connect_join_secs = last_ack.duration_since(started).as_secs_f64();
+    meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
+    meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
 
     pause(config.settle, &shutdown).await;
     let server_after = config.server_pid.map(server_rss).transpose()?;
@@ -120,8 +139,23 @@ pub async fn run(
         (Some(b), Some(a)) if joined > 0 => Some((a as f64 - b as f64) / joined as f64),
         _ => None,
     };
+    let server_bytes_per_client = per_client(server_before, server_after);
+    let connect_join_rate_per_sec = if connect_join_secs > 0.0 {
+        joined as f64 / connect_join_secs
+    } else {
+        0.0
+    };
+    let dropped_while_idle: u64 = dropped_kinds.values().sum();
+    meta.ok = joined == config.clients && dropped_while_idle == 0;
+    meta.headline
+        .insert("connect_join_per_sec".into(), connect_join_rate_per_sec);
+    if let Some(b) = server_bytes_per_client {
+        meta.headline.insert("bytes_per_client".into(), b);
+    }
+    meta.finish();
     Ok(IdleReport {
         scenario: "idle",
+        meta,
         url: config.url.clone(),
         namespace: config.namespace.clone(),
         room: config.join.clone(),
@@ -130,19 +164,15 @@ pub async fn run(
         joined,
         failures: config.clients - joined,
         failure_kinds,
-        dropped_while_idle: dropped_kinds.values().sum(),
+        dropped_while_idle,
         dropped_kinds,
         pings_answered,
         connect_join_secs,
-        connect_join_rate_per_sec: if connect_join_secs > 0.0 {
-            joined as f64 / connect_join_secs
-        } else {
-            0.0
-        },
+        connect_join_rate_per_sec,
         latency_ms: Percentiles::from_micros(&mut latencies_us),
         server_rss_before_bytes: server_before,
         server_rss_after_bytes: server_after,
-        server_bytes_per_client: per_client(server_before, server_after),
+        server_bytes_per_client,
         generator_rss_bytes: generator_after,
         generator_bytes_per_client: per_client(generator_before, generator_after),
         cpus: sys::cpus(),
@@ -175,11 +205,11 @@ async fn pause(d: Duration, shutdown: &CancellationToken) {
     }
 }
 
-async fn client_task(shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
+async fn client_task(i: usize, shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
     let (outcome, client) = tokio::select! {
         biased;
         () = shared.stop.cancelled() => (Err("cancelled"), None),
-        r = handshake(&shared) => r,
+        r = handshake(i, &shared) => r,
     };
     let _ = tx.send(outcome).await;
     drop(tx);
@@ -208,19 +238,25 @@ async fn client_task(shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
 }
 
 /// Waits for a handshake slot, then connects and joins under `connect_timeout`.
-async fn handshake(shared: &Shared) -> (Outcome, Option<Client>) {
+async fn handshake(i: usize, shared: &Shared) -> (Outcome, Option<Client>) {
     let Ok(_permit) = shared.handshakes.acquire().await else {
         return (Err("cancelled"), None);
     };
     let began = Instant::now();
-    match tokio::time::timeout(shared.connect_timeout, connect_and_join(shared)).await {
+    match tokio::time::timeout(shared.connect_timeout, connect_and_join(i, shared)).await {
         Ok(Ok(client)) => (Ok((began.elapsed(), Instant::now())), Some(client)),
         Ok(Err(e)) => (Err(e.kind()), None),
         Err(_) => (Err("timeout"), None),
     }
 }
 
-async fn connect_and_join(shared: &Shared) -> Result<Client, SioError> {
+async fn connect_and_join(i: usize, shared: &Shared) -> Result<Client, SioError> {
+    if let Some(event) = shared.event {
+        let mut client =
+            realtime::connect(&shared.target, &shared.nsp, &format!("idle{i}")).await?;
+        realtime::join_event(&mut client, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
+        return Ok(client);
+    }
     let mut client = Client::connect(&shared.target, &shared.nsp, shared.auth.as_deref()).await?;
     if let Some(room) = &shared.join {
         let id = client.emit_with_ack("join", &[room]).await?;

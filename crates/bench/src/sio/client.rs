@@ -113,11 +113,26 @@ impl Client<TcpStream> {
         nsp: &Arc<Namespace>,
         auth: Option<&str>,
     ) -> Result<Self, SioError> {
+        Self::connect_with_query(target, "", nsp, auth).await
+    }
+
+    /// [`Client::connect`] with extra handshake query parameters (`userId=u1&...`).
+    pub async fn connect_with_query(
+        target: &Target,
+        query: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
         let tcp = TcpStream::connect(target.addr)
             .await
             .map_err(SioError::Tcp)?;
         tcp.set_nodelay(true).map_err(SioError::Tcp)?;
-        Self::handshake(tcp, &target.ws_url, nsp, auth).await
+        if query.is_empty() {
+            Self::handshake(tcp, &target.ws_url, nsp, auth).await
+        } else {
+            let url = format!("{}&{query}", target.ws_url);
+            Self::handshake(tcp, &url, nsp, auth).await
+        }
     }
 }
 

@@ -54,6 +54,10 @@ pub struct HoldService {
     config: HoldConfig,
     /// Time of every operation, from taking the lock to durable (for `/metrics`).
     pub latency: engineio::Histogram,
+    /// Availability snapshots waiting for their broadcast, in the order of the states.
+    pending: Mutex<Vec<Availability>>,
+    /// Held for a whole flush (see `flush_pending`).
+    flushing: Mutex<()>,
 }
 
 impl std::fmt::Debug for HoldService {
@@ -109,6 +113,8 @@ impl HoldService {
             timer: Notify::new(),
             config,
             latency: engineio::Histogram::default(),
+            pending: Mutex::new(Vec::new()),
+            flushing: Mutex::new(()),
         }))
     }
 
@@ -146,7 +152,7 @@ impl HoldService {
     ) -> Result<T, ApplyError<E>> {
         let now = now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
-        let result = {
+        let (result, queued) = {
             let mut inner = self.inner.lock();
             let swept = inner.state.expire_due(now);
             if !swept.changes.is_empty() {
@@ -154,7 +160,7 @@ impl HoldService {
                     .map_err(ApplyError::storage)?;
                 touched.extend(swept.touched);
             }
-            match op(&mut inner.state, now) {
+            let result = match op(&mut inner.state, now) {
                 Ok(out) => {
                     if !out.changes.is_empty() {
                         self.persist(&mut inner, &out.changes)
@@ -164,13 +170,16 @@ impl HoldService {
                     Ok(out.value)
                 }
                 Err(e) => Err(ApplyError::Rules(e)),
-            }
+            };
+            touched.sort();
+            touched.dedup();
+            // Queued under the state lock: the queue's order is the order of the states.
+            let queued = self.queue_broadcasts(&inner, &touched);
+            (result, queued)
         };
         self.timer.notify_one();
-        touched.sort();
-        touched.dedup();
-        for key in touched {
-            self.availability_changed(key);
+        if queued {
+            self.schedule_flush();
         }
         result
     }
@@ -290,36 +299,99 @@ impl HoldService {
         }))
     }
 
-    fn broadcast(&self, key: CategoryKey) {
-        let Some(a) = self.availability(key.event_id, key.category_id) else {
-            return;
-        };
-        self.hub.publish(Publish {
-            rooms: std::iter::once(event_room(key.event_id).into()).collect(),
-            event: "availability-update".into(),
-            payload: Self::update_payload(&a),
-            persist: true,
-            ..Publish::default()
-        });
+    /// Decides, per changed category, to broadcast now (its availability is queued) or
+    /// later (coalesced). Called under the state lock; true when the queue was empty.
+    fn queue_broadcasts(self: &Arc<Self>, inner: &Inner, keys: &[CategoryKey]) -> bool {
+        let mut first = false;
+        for key in keys {
+            match self.coalescer.touch(*key, Instant::now()) {
+                Decision::SendNow => {
+                    if let Some(a) = inner.state.availability(key.event_id, key.category_id) {
+                        let mut pending = self.pending.lock();
+                        first |= pending.is_empty();
+                        pending.push(a);
+                    }
+                }
+                Decision::Later {
+                    delay,
+                    schedule: true,
+                } => {
+                    let this = self.clone();
+                    let key = *key;
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                this.coalescer.flushed(key, Instant::now());
+                                this.broadcast(key);
+                            });
+                        }
+                        Err(_) => {
+                            if let Some(a) = inner.state.availability(key.event_id, key.category_id) {
+                                let mut pending = self.pending.lock();
+                                first |= pending.is_empty();
+                                pending.push(a);
+                            }
+                        }
+                    }
+                }
+                Decision::Later {
+                    schedule: false, ..
+                } => {}
+            }
+        }
+        first
+    }
+
+    /// Queues the current availability of a category and sends it.
+    fn broadcast(self: &Arc<Self>, key: CategoryKey) {
+        {
+            let inner = self.inner.lock();
+            let Some(a) = inner.state.availability(key.event_id, key.category_id) else {
+                return;
+            };
+            self.pending.lock().push(a);
+        }
+        self.flush_pending();
+    }
+
+    /// Mutations run on blocking threads (the store may fsync). Fanning out from there
+    /// would wake every recipient's task from outside the runtime (a cross-thread wake
+    /// per delivery); instead one task on the runtime does the fan-out, so recipients
+    /// are woken runtime-locally. Outside a runtime (tests, tools) it happens inline.
+    fn schedule_flush(self: &Arc<Self>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let this = self.clone();
+                rt.spawn(async move { this.flush_pending() });
+            }
+            Err(_) => self.flush_pending(),
+        }
+    }
+
+    /// Publishes every queued availability, in queue order; one flush at a time, so no
+    /// later state can overtake an earlier one.
+    fn flush_pending(&self) {
+        let _one_at_a_time = self.flushing.lock();
+        let items = std::mem::take(&mut *self.pending.lock());
+        for a in items {
+            self.hub.publish(Publish {
+                rooms: std::iter::once(event_room(a.event_id).into()).collect(),
+                event: "availability-update".into(),
+                payload: Self::update_payload(&a),
+                persist: true,
+                ..Publish::default()
+            });
+        }
     }
 
     fn availability_changed(self: &Arc<Self>, key: CategoryKey) {
-        match self.coalescer.touch(key, Instant::now()) {
-            Decision::SendNow => self.broadcast(key),
-            Decision::Later {
-                delay,
-                schedule: true,
-            } => {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    this.coalescer.flushed(key, Instant::now());
-                    this.broadcast(key);
-                });
-            }
-            Decision::Later {
-                schedule: false, ..
-            } => {}
+        let queued = {
+            let inner = self.inner.lock();
+            self.queue_broadcasts(&inner, &[key])
+        };
+        if queued {
+            self.schedule_flush();
         }
     }
 

@@ -77,7 +77,8 @@ impl SqliteStore {
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, key: &str, by: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + ?2",
         params![key, by],
     )?;
@@ -201,7 +202,7 @@ impl HoldStore for SqliteStore {
         for change in changes {
             match change {
                 Change::EventUpserted { event_id, name } => {
-                    tx.execute(
+                    exec(&tx,
                         "INSERT INTO events (id, name, position) VALUES (?1, ?2, (SELECT COUNT(*) FROM events))
                          ON CONFLICT(id) DO UPDATE SET name = ?2",
                         params![event_id, name],
@@ -211,7 +212,7 @@ impl HoldStore for SqliteStore {
                     event_id,
                     category: c,
                 } => {
-                    tx.execute(
+                    exec(&tx,
                         "INSERT INTO categories (event_id, id, name, price, total_seats, available_seats, position)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT COUNT(*) FROM categories))
                          ON CONFLICT(event_id, id) DO UPDATE SET name = ?3, price = ?4, total_seats = ?5, available_seats = ?6",
@@ -221,12 +222,14 @@ impl HoldStore for SqliteStore {
                 Change::HoldCreated(hold) => {
                     let body = serde_json::to_string(hold)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO holds (lock_id, body) VALUES (?1, ?2)",
                         params![hold.lock_id, body],
                     )?;
                     if let Some(seq) = lock_seq(&hold.lock_id) {
-                        tx.execute(
+                        exec(
+                            &tx,
                             "INSERT INTO meta (key, value) VALUES ('next_lock_seq', ?1)
                              ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?1)",
                             params![seq + 1],
@@ -240,11 +243,8 @@ impl HoldStore for SqliteStore {
                 } => {
                     if status.is_live() {
                         let body: Option<String> = tx
-                            .query_row(
-                                "SELECT body FROM holds WHERE lock_id = ?1",
-                                [lock_id],
-                                |r| r.get(0),
-                            )
+                            .prepare_cached("SELECT body FROM holds WHERE lock_id = ?1")?
+                            .query_row([lock_id], |r| r.get(0))
                             .optional()?;
                         let mut hold: Hold = serde_json::from_str(&body.ok_or_else(|| {
                             StoreError::Corrupt(format!("status of unknown hold {lock_id}"))
@@ -254,12 +254,13 @@ impl HoldStore for SqliteStore {
                         hold.expires_at = *expires_at;
                         let body = serde_json::to_string(&hold)
                             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                        tx.execute(
+                        exec(
+                            &tx,
                             "UPDATE holds SET body = ?2 WHERE lock_id = ?1",
                             params![lock_id, body],
                         )?;
                     } else {
-                        tx.execute("DELETE FROM holds WHERE lock_id = ?1", [lock_id])?;
+                        exec(&tx, "DELETE FROM holds WHERE lock_id = ?1", [lock_id])?;
                         let key = match status {
                             HoldStatus::Expired => "ended_expired",
                             HoldStatus::Completed => "ended_completed",
@@ -274,17 +275,20 @@ impl HoldStore for SqliteStore {
                     available_seats,
                     ..
                 } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE categories SET available_seats = ?3 WHERE event_id = ?1 AND id = ?2",
                         params![event_id, category_id, available_seats],
                     )?;
                 }
                 Change::OrderRecorded { order_id, kind } => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "INSERT INTO processed_orders (order_id, kind) VALUES (?1, ?2)",
                         params![order_id, kind_str(*kind)],
                     )?;
-                    tx.execute(
+                    exec(
+                        &tx,
                         "DELETE FROM processed_orders WHERE seq <= (SELECT MAX(seq) FROM processed_orders) - ?1",
                         [ORDER_MEMORY],
                     )?;
@@ -294,6 +298,16 @@ impl HoldStore for SqliteStore {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Runs a statement through the connection's statement cache: every write of a hold
+/// operation reuses its parsed SQL instead of preparing it again.
+fn exec(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 #[cfg(test)]
