@@ -66,10 +66,15 @@ function appendCapped(buf, chunk) {
  * Starts the server under test and resolves once
  * `GET /socket.io/?EIO=4&transport=polling` answers 200.
  *
- * @returns {Promise<{url: string, port: number, name: string, stop: () => Promise<void>, logs: () => {stdout: string, stderr: string}}>}
+ * Options: `args` (the mode and its flags; default `conformance`), `port` (a fixed port,
+ * e.g. the one of a server being restarted; default a free one).
+ * `stop(signal)` sends SIGTERM (a graceful shutdown) unless told otherwise: `"SIGKILL"`
+ * simulates a crash.
+ *
+ * @returns {Promise<{url: string, port: number, name: string, stop: (signal?: string) => Promise<void>, logs: () => {stdout: string, stderr: string}}>}
  */
 export async function startServer(opts = {}) {
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const { name, command, args } = serverCommand(port, opts);
 
   const child = spawn(command, args, {
@@ -103,9 +108,9 @@ export async function startServer(opts = {}) {
 
   const url = `http://${HOST}:${port}`;
 
-  async function stop() {
+  async function stop(signal = "SIGTERM") {
     if (exited) return;
-    child.kill("SIGTERM");
+    child.kill(signal);
     const timer = setTimeout(() => {
       if (!exited) child.kill("SIGKILL");
     }, STOP_TIMEOUT_MS);

@@ -228,7 +228,8 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 .route("/ws", get(ws::upgrade))
                 .route("/events", get(sse::events))
                 .with_state(transports.clone()),
-        );
+        )
+        .merge(crate::web::routes(config.effective_dev_mode()));
     router = engine_routes(router, "/socket.io/", engine.clone());
     Ok(App {
         router,

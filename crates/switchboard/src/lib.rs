@@ -14,6 +14,7 @@
 //! - [`auth`]: JWT (HS256/RS256) or development identities.
 //! - [`admin`]: `/health`, `/ready`, `/stats`, the catalog admin API.
 //! - [`telemetry`]: logging set-up.
+//! - [`web`]: the ticket page and the dashboard (embedded `web/` files), `/api/session-info`.
 
 pub mod admin;
 pub mod api;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tickets;
 pub mod transport;
+pub mod web;
 
 pub use app::{App, build, build_conformance};
 pub use config::Config;

@@ -327,7 +327,8 @@ impl HoldService {
                             });
                         }
                         Err(_) => {
-                            if let Some(a) = inner.state.availability(key.event_id, key.category_id) {
+                            if let Some(a) = inner.state.availability(key.event_id, key.category_id)
+                            {
                                 let mut pending = self.pending.lock();
                                 first |= pending.is_empty();
                                 pending.push(a);
