@@ -75,7 +75,12 @@ async fn polling_session_round_trip_and_invalid_packet_ends_only_that_session() 
     );
     let (_, body) = get_text(s.addr, &path).await;
     assert!(body.starts_with("40{\"sid\":"), "{body}");
-    assert!(body.ends_with("\x1e42[\"auth\",{}]"), "{body}");
+    // The conformance server sends `auth` in a write of its own, just after the CONNECT
+    // answer: it comes in the same poll or the next one.
+    if !body.ends_with("\x1e42[\"auth\",{}]") {
+        let (_, next) = get_text(s.addr, &path).await;
+        assert_eq!(next, "42[\"auth\",{}]");
+    }
     assert_eq!(
         http(
             s.addr,
