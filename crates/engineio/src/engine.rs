@@ -551,21 +551,9 @@ impl<H: Handler> Engine<H> {
     where
         B: Send + 'static,
     {
-        let headers = req.headers();
-        let is_upgrade = headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let version_ok = headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v.as_bytes() == b"13");
-        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        let Some(accept) = websocket_accept(req.headers()) else {
             return error(HttpError::BadRequest);
         };
-        if !is_upgrade || !version_ok {
-            return error(HttpError::BadRequest);
-        }
-        let accept = derive_accept_key(key.as_bytes());
         // An upgrade must name a live polling session that is not upgrading already.
         // A session that is already upgrading or upgraded gets its WebSocket accepted and
         // closed at once, as Node does (clients expect a close, not a failed handshake).
@@ -829,6 +817,20 @@ impl<H: Handler> Engine<H> {
         }
         ws.flush().await.map_err(|_| ())
     }
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid WebSocket upgrade request (`Upgrade:
+/// websocket`, version 13, a key), or `None` if the request is not one.
+pub fn websocket_accept(headers: &HeaderMap) -> Option<String> {
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    (is_upgrade && version_ok).then(|| derive_accept_key(key.as_bytes()))
 }
 
 /// The peer address of a connection, put into request extensions by the server.

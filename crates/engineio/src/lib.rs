@@ -16,6 +16,6 @@ pub mod session;
 pub mod stats;
 
 pub use config::{Cors, EngineConfig};
-pub use engine::{Body, Engine, Handler, Message, RemoteAddr};
+pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};
 pub use session::{CloseReason, Frame, Handshake, Push, Session, Sid, TransportKind};
 pub use stats::{EngineStats, Histogram};

@@ -81,9 +81,6 @@ pub struct Envelope {
     /// The rooms it was published to (one, usually).
     pub rooms: SmallVec<[Arc<str>; 1]>,
     pub at: Instant,
-    /// Off for messages to a single client: encoding once is all it needs, and a cached
-    /// copy would only sit in the room history next to the payload.
-    cacheable: bool,
     cache: Mutex<SmallVec<[(FormatId, Cached); 2]>>,
 }
 
@@ -104,7 +101,6 @@ impl Envelope {
         payload: Payload,
         volatile: bool,
         rooms: SmallVec<[Arc<str>; 1]>,
-        cacheable: bool,
     ) -> Envelope {
         Envelope {
             offset,
@@ -113,7 +109,6 @@ impl Envelope {
             volatile,
             rooms,
             at: Instant::now(),
-            cacheable,
             cache: Mutex::new(SmallVec::new()),
         }
     }
@@ -124,9 +119,6 @@ impl Envelope {
     where
         T: Any + Send + Sync + Clone,
     {
-        if !self.cacheable {
-            return encode(self);
-        }
         let mut cache = self.cache.lock();
         if let Some(t) = cache
             .iter()
@@ -147,14 +139,7 @@ mod tests {
 
     #[test]
     fn encodes_once_per_format() {
-        let env = Envelope::new(
-            1,
-            "e".into(),
-            Payload::json(&1),
-            false,
-            SmallVec::new(),
-            true,
-        );
+        let env = Envelope::new(1, "e".into(), Payload::json(&1), false, SmallVec::new());
         let f1 = FormatId::register();
         let f2 = FormatId::register();
         let mut calls = 0;

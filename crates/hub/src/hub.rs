@@ -76,8 +76,6 @@ pub struct Publish {
     pub volatile: bool,
     /// Kept in room history for replay.
     pub persist: bool,
-    /// Addressed to one client (its own room): skip the shared encode cache.
-    pub single: bool,
     /// This member is skipped (a sender that should not hear its own message).
     pub except_member: Option<MemberId>,
     /// To every member of the hub, whatever its rooms; history kept in [`EVERYONE`].
@@ -469,7 +467,6 @@ impl Hub {
             msg.payload,
             msg.volatile,
             rooms,
-            !msg.single,
         ));
         let mut except: HashSet<MemberId> = msg
             .except

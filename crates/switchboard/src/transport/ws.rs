@@ -19,7 +19,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -180,20 +179,9 @@ fn protocol_token(headers: &HeaderMap) -> (Option<String>, Option<HeaderValue>) 
 /// upgrade, with a close code a browser can read (4001, 4003).
 pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Response {
     let headers = req.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let version_ok = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v.as_bytes() == b"13");
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return bad_request("expected a WebSocket upgrade");
-    };
-    if !is_upgrade || !version_ok {
+    let Some(accept) = engineio::websocket_accept(headers) else {
         return bad_request("expected a WebSocket upgrade (version 13)");
-    }
-    let accept = derive_accept_key(key.as_bytes());
+    };
     let (proto_token, echo) = protocol_token(headers);
     let query = req.uri().query().unwrap_or("");
     let token = proto_token.or_else(|| engineio::session::query_param(query, "token"));
