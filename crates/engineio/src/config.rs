@@ -36,6 +36,10 @@ pub struct EngineConfig {
     pub ws_read_buffer: usize,
     /// Bytes tungstenite may buffer for writing before it reports an error.
     pub ws_max_write_buffer: usize,
+    /// Flusher tasks that write WebSocket sessions' frames straight to their sockets,
+    /// batching whatever queued up (crate `wire`); 0 turns direct writes off (each
+    /// session's task then writes its own frames).
+    pub ws_flushers: usize,
     pub cors: Cors,
 }
 
@@ -51,6 +55,7 @@ impl Default for EngineConfig {
             allow_websocket: true,
             ws_read_buffer: 256,
             ws_max_write_buffer: 4 * 1024 * 1024,
+            ws_flushers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cors: Cors::AnyOrigin,
         }
     }

@@ -25,8 +25,10 @@ use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use crate::config::{Cors, EngineConfig};
 use crate::packet::{Inbound, decode_payload};
 use crate::session::{
-    Beat, CloseReason, Frame, Handshake, Heartbeat, Session, Sid, TransportKind, Upgrade,
+    Beat, CloseReason, Direct, DirectWrite, Frame, Handshake, Heartbeat, Session, Sid,
+    TransportKind, Upgrade,
 };
+use crate::wire::{FlushQueue, Flushable, Wire, WireIo, with_buf};
 
 /// A message from the client, for the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,17 @@ pub struct Engine<H: Handler> {
     closing: AtomicBool,
     tasks: tokio_util::task::TaskTracker,
     stats: Arc<crate::stats::EngineStats>,
+    /// The flushers of direct WebSocket writes, started with the first WebSocket.
+    flushers: std::sync::OnceLock<Box<[Arc<FlushQueue>]>>,
+    next_flusher: std::sync::atomic::AtomicUsize,
+}
+
+impl<H: Handler> Drop for Engine<H> {
+    fn drop(&mut self) {
+        for q in self.flushers.get().into_iter().flatten() {
+            q.stop();
+        }
+    }
 }
 
 /// Engine.IO's error answers (code and message as Node's engine.io sends them).
@@ -130,7 +143,36 @@ impl<H: Handler> Engine<H> {
             closing: AtomicBool::new(false),
             tasks,
             stats: Arc::default(),
+            flushers: std::sync::OnceLock::new(),
+            next_flusher: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// A flush queue for a new direct session (round robin over the flushers).
+    fn flush_queue(&self) -> Arc<FlushQueue> {
+        let queues = self.flushers.get_or_init(|| {
+            (0..self.config.ws_flushers.max(1))
+                .map(|_| {
+                    let q = Arc::new(FlushQueue::new());
+                    tokio::spawn(q.clone().run());
+                    q
+                })
+                .collect()
+        });
+        let i = self.next_flusher.fetch_add(1, Ordering::Relaxed) % queues.len();
+        queues[i].clone()
+    }
+
+    /// Makes `session` write straight to `wire` from now on.
+    fn attach(&self, session: &Arc<Session<H::Data>>, wire: Option<Arc<Wire>>) {
+        if let Some(wire) = wire {
+            let me: std::sync::Weak<dyn Flushable> = Arc::downgrade(session) as _;
+            session.attach_direct(Direct {
+                wire,
+                queue: self.flush_queue(),
+                me,
+            });
+        }
     }
 
     /// This engine's counters.
@@ -594,30 +636,36 @@ impl<H: Handler> Engine<H> {
                     return;
                 }
             };
-            let mut ws = Box::pin(WebSocketStream::from_raw_socket(
-                TokioIo::new(io),
-                Role::Server,
-                Some(this.ws_config()),
-            ))
-            .await;
-            if refuse {
-                let _ = Box::pin(ws.close(None)).await;
-                return;
-            }
-            match upgrading {
-                Some(session) => Box::pin(this.run_upgrade(session, ws)).await,
-                None => {
-                    let session = this.new_session(&raw_query, remote, TransportKind::WebSocket);
-                    // Nothing of the request outlives the handshake: the connection's
-                    // long life is a task of its own, sized for its loop alone (this
-                    // handshake task, and its allocation, end here).
-                    drop(raw_query);
-                    if let Some(session) = session {
-                        let tasks = this.tasks.clone();
-                        tasks.spawn(this.run_websocket(session, ws));
+            // Direct writes need the TCP stream itself (our own server's connections).
+            let io = if this.config.ws_flushers > 0 {
+                match io.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                    Ok(parts) => {
+                        let wire = Arc::new(Wire::new(Arc::new(parts.io.into_inner())));
+                        let io = WireIo::new(wire.clone(), parts.read_buf);
+                        let ws = Box::pin(this.serve_websocket(
+                            io,
+                            Some(wire),
+                            refuse,
+                            upgrading,
+                            raw_query,
+                            remote,
+                        ));
+                        return ws.await;
                     }
+                    Err(io) => io,
                 }
-            }
+            } else {
+                io
+            };
+            let ws = Box::pin(this.serve_websocket(
+                TokioIo::new(io),
+                None,
+                refuse,
+                upgrading,
+                raw_query,
+                remote,
+            ));
+            ws.await
         };
         self.tasks.spawn(fut);
         Response::builder()
@@ -627,6 +675,44 @@ impl<H: Handler> Engine<H> {
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
             .body(Full::new(Bytes::new()))
             .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    /// The upgraded connection: a new WebSocket session, or the upgrade of a polling one.
+    async fn serve_websocket<S>(
+        self: Arc<Self>,
+        io: S,
+        wire: Option<Arc<Wire>>,
+        refuse: bool,
+        upgrading: Option<Arc<Session<H::Data>>>,
+        raw_query: String,
+        remote: Option<std::net::SocketAddr>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+            io,
+            Role::Server,
+            Some(self.ws_config()),
+        ))
+        .await;
+        if refuse {
+            let _ = Box::pin(ws.close(None)).await;
+            return;
+        }
+        match upgrading {
+            Some(session) => Box::pin(self.run_upgrade(session, ws, wire)).await,
+            None => {
+                let session = self.new_session(&raw_query, remote, TransportKind::WebSocket);
+                // Nothing of the request outlives the handshake: the connection's long
+                // life is a task of its own, sized for its loop alone (this handshake
+                // task, and its allocation, end here).
+                drop(raw_query);
+                if let Some(session) = session {
+                    let tasks = self.tasks.clone();
+                    tasks.spawn(self.run_websocket(session, ws, wire));
+                }
+            }
+        }
     }
 
     fn ws_config(&self) -> WebSocketConfig {
@@ -649,6 +735,7 @@ impl<H: Handler> Engine<H> {
         self: Arc<Self>,
         session: Arc<Session<H::Data>>,
         mut ws: WebSocketStream<S>,
+        wire: Option<Arc<Wire>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -663,6 +750,7 @@ impl<H: Handler> Engine<H> {
                 return;
             }
             self.handler.on_open(&session);
+            self.attach(&session, wire);
             let mut hb = Heartbeat::new(
                 self.config.ping_interval,
                 self.config.ping_timeout,
@@ -678,6 +766,7 @@ impl<H: Handler> Engine<H> {
         self: Arc<Self>,
         session: Arc<Session<H::Data>>,
         mut ws: WebSocketStream<S>,
+        wire: Option<Arc<Wire>>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -723,6 +812,7 @@ impl<H: Handler> Engine<H> {
         }
         // Whatever waited for the next poll now goes out on the WebSocket.
         session.wake.notify_one();
+        self.attach(&session, wire);
         // The polling lifecycle task keeps the heartbeat and finishes the session.
         self.ws_loop(&session, &mut ws, None).await;
     }
@@ -737,52 +827,103 @@ impl<H: Handler> Engine<H> {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        // Attached before the loop starts, detached when it ends (crate::wire).
+        let wire = session.wire();
         loop {
             if let Some(reason) = session.closed_reason() {
-                // Flush what is queued (an error event, a disconnect packet), then close.
-                let _ = Box::pin(self.flush_outbox(session, ws)).await;
-                let code = if reason == CloseReason::ServerShutdown {
-                    CloseCode::Away
-                } else {
-                    CloseCode::Normal
+                // Flush what is queued (an error event, a disconnect packet), then close;
+                // bounded, so a client that stopped reading cannot keep its task. A slow
+                // client's socket is full already: it gets what fits at once, no more.
+                let goodbye = async {
+                    let _ = match &wire {
+                        Some(w) => Self::flush_direct(session, w, true).await.map_err(drop),
+                        None => self.flush_outbox(session, ws).await,
+                    };
+                    let code = if reason == CloseReason::ServerShutdown {
+                        CloseCode::Away
+                    } else {
+                        CloseCode::Normal
+                    };
+                    let _ = ws
+                        .close(Some(CloseFrame {
+                            code,
+                            reason: Utf8Bytes::from_static(""),
+                        }))
+                        .await;
                 };
-                let _ = Box::pin(ws.close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(""),
-                })))
-                .await;
-                return;
+                let grace = if reason == CloseReason::SlowClient {
+                    std::time::Duration::ZERO
+                } else {
+                    self.config.ping_timeout
+                };
+                let _ = tokio::time::timeout(grace, Box::pin(goodbye)).await;
+                break;
             }
             let deadline = heartbeat.as_ref().map_or(far, |h| h.deadline());
+            // A direct session whose socket is full waits for it here, while still
+            // reading, pinging and noticing a close.
+            let blocked = wire.as_ref().is_some_and(|w| w.lock().is_blocked());
             tokio::select! {
                 biased;
                 _ = session.wake.notified() => {
                     // Boxed (like every one-off future here) so an idle connection's task
                     // is only as large as its waiting state.
-                    if Box::pin(self.flush_outbox(session, ws)).await.is_err() {
-                        session.close(CloseReason::TransportError);
+                    match &wire {
+                        // Never waits: a full socket is drained by the branch below.
+                        Some(_) if blocked => {}
+                        Some(_) => {
+                            with_buf(|buf| session.write_direct(buf, false));
+                        }
+                        // The task writes itself: a socket that takes nothing for a
+                        // ping timeout belongs to a client that stopped reading.
+                        None => match tokio::time::timeout(
+                            self.config.ping_timeout,
+                            Box::pin(self.flush_outbox(session, ws)),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(())) => session.close(CloseReason::TransportError),
+                            Err(_) => session.close(CloseReason::SlowClient),
+                        },
                     }
                 }
-                frame = ws.next() => match frame {
-                    Some(Ok(WsMessage::Text(text))) => match Inbound::decode(&text) {
-                        Ok(Inbound::Pong { probe: false }) => match heartbeat.as_deref_mut() {
-                            Some(hb) => hb.on_pong(Instant::now()),
-                            None => {
-                                session.pong_seen.store(true, Ordering::SeqCst);
-                                session.control.notify_one();
-                            }
-                        },
-                        Ok(p) => Box::pin(self.inbound(session, p)).await,
-                        Err(_) => session.close(CloseReason::InvalidPacket),
-                    },
-                    Some(Ok(WsMessage::Binary(data))) => {
-                        self.stats.messages_in[1].fetch_add(1, Ordering::Relaxed);
-                        Box::pin(self.handler.on_message(session, Message::Binary(data))).await
+                drained = std::future::poll_fn(|cx| match &wire {
+                    Some(w) => w.poll_drain(cx),
+                    None => std::task::Poll::Pending,
+                }), if blocked => match drained {
+                    Ok(()) => {
+                        with_buf(|buf| session.write_direct(buf, false));
                     }
-                    Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => session.close(CloseReason::TransportError),
+                    Err(_) => session.close(CloseReason::TransportError),
                 },
+                frame = ws.next() => {
+                    match frame {
+                        Some(Ok(WsMessage::Text(text))) => match Inbound::decode(&text) {
+                            Ok(Inbound::Pong { probe: false }) => match heartbeat.as_deref_mut() {
+                                Some(hb) => hb.on_pong(Instant::now()),
+                                None => {
+                                    session.pong_seen.store(true, Ordering::SeqCst);
+                                    session.control.notify_one();
+                                }
+                            },
+                            Ok(p) => Box::pin(self.inbound(session, p)).await,
+                            Err(_) => session.close(CloseReason::InvalidPacket),
+                        },
+                        Some(Ok(WsMessage::Binary(data))) => {
+                            self.stats.messages_in[1].fetch_add(1, Ordering::Relaxed);
+                            Box::pin(self.handler.on_message(session, Message::Binary(data))).await
+                        }
+                        Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) => session.close(CloseReason::TransportError),
+                    }
+                    // The answer to what the client sent goes out now, not behind the
+                    // sessions already on the flush queue.
+                    if wire.is_some() {
+                        with_buf(|buf| session.write_direct(buf, false));
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()), if heartbeat.is_some() => {
                     if let Some(hb) = heartbeat.as_deref_mut() {
                         match hb.on_deadline(Instant::now()) {
@@ -791,6 +932,23 @@ impl<H: Handler> Engine<H> {
                         }
                     }
                 }
+            }
+        }
+        session.detach_direct();
+    }
+
+    /// The session task's share of direct writes: what the socket did not take, then
+    /// whatever is queued, until both are out (or the socket fails).
+    async fn flush_direct(
+        session: &Session<H::Data>,
+        wire: &Wire,
+        closing: bool,
+    ) -> std::io::Result<()> {
+        loop {
+            wire.drain().await?;
+            match with_buf(|buf| session.write_direct(buf, closing)) {
+                DirectWrite::Blocked => continue,
+                DirectWrite::Done | DirectWrite::Off => return Ok(()),
             }
         }
     }

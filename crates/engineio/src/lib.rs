@@ -4,6 +4,7 @@
 //! - [`packet`]: the wire format (packets, polling payloads). Pure.
 //! - [`session`]: one session's identity, bounded outbox, heartbeat rules. No I/O.
 //! - [`engine`]: the HTTP entry point: long-polling, WebSocket, the upgrade, lifecycles.
+//! - `wire`: direct WebSocket writes and the flushers that batch them.
 //! - [`config`]: every limit as a setting.
 //!
 //! The layer above (Socket.IO) plugs in through [`Handler`] and never sees a transport.
@@ -14,6 +15,7 @@ pub mod limit;
 pub mod packet;
 pub mod session;
 pub mod stats;
+mod wire;
 
 pub use config::{Cors, EngineConfig};
 pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};

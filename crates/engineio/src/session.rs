@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -17,6 +18,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::wire::{FlushQueue, Flushable, Wire, Wrote, encode_frame};
 
 /// A session id: 20 URL-safe characters, stored inline (no heap).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,6 +206,28 @@ pub(crate) struct State {
     pub(crate) pong_deadline: Option<Instant>,
     /// When the oldest frame now in the outbox was queued (for the delivery histogram).
     pub(crate) queued_since: Option<Instant>,
+    /// Set while the session writes straight to its WebSocket's TCP stream (crate::wire).
+    pub(crate) direct: Option<Direct>,
+    /// The session is on its flush queue (or its task is writing): pushes add frames only.
+    pub(crate) scheduled: bool,
+}
+
+/// How a WebSocket session's frames reach its socket without waking its task.
+pub(crate) struct Direct {
+    pub(crate) wire: Arc<Wire>,
+    pub(crate) queue: Arc<FlushQueue>,
+    pub(crate) me: Weak<dyn Flushable>,
+}
+
+/// What [`Session::write_direct`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectWrite {
+    /// Everything queued is on the socket (or nothing was queued).
+    Done,
+    /// The socket is backed up: the session's task must drain it (it has been woken).
+    Blocked,
+    /// Not writing directly (no wire, or closed and not the final flush).
+    Off,
 }
 
 impl State {
@@ -281,6 +306,8 @@ impl<D> Session<D> {
                 close_sent: false,
                 queued_since: None,
                 pong_deadline: None,
+                direct: None,
+                scheduled: false,
             }),
             wake: Notify::new(),
             control: Notify::new(),
@@ -322,8 +349,7 @@ impl<D> Session<D> {
         }
         st.queued_since.get_or_insert_with(Instant::now);
         st.outbox.push_back(frame);
-        drop(st);
-        self.wake.notify_one();
+        self.wake_writer(st);
         Push::Queued
     }
 
@@ -346,9 +372,112 @@ impl<D> Session<D> {
             return Push::Closed;
         }
         st.queued_since.get_or_insert_with(Instant::now);
+        self.wake_writer(st);
+        Push::Queued
+    }
+
+    /// After a push: a direct session goes on its flush queue (once until served), any
+    /// other has its transport woken.
+    fn wake_writer(&self, mut st: parking_lot::MutexGuard<'_, State>) {
+        if st.direct.is_some() {
+            if !st.scheduled {
+                st.scheduled = true;
+                if let Some(d) = &st.direct
+                    && let Some(me) = d.me.upgrade()
+                {
+                    d.queue.push(me);
+                }
+            }
+            return;
+        }
         drop(st);
         self.wake.notify_one();
-        Push::Queued
+    }
+
+    /// Writes what is queued now, on the caller's thread, when the session writes
+    /// directly to a WebSocket (e.g. an answer, so it does not wait behind broadcasts on
+    /// the flush queue). Otherwise its transport was already woken: nothing to do.
+    pub fn flush(&self) {
+        let queued = {
+            let st = self.state.lock();
+            st.direct.is_some() && !st.outbox.is_empty()
+        };
+        if queued {
+            crate::wire::with_buf(|buf| self.write_direct(buf, false));
+        }
+    }
+
+    /// Starts writing this session's frames straight to its WebSocket (see crate::wire).
+    pub(crate) fn attach_direct(&self, direct: Direct) {
+        let mut st = self.state.lock();
+        st.direct = Some(direct);
+        st.scheduled = false;
+        drop(st);
+        // Whatever was queued before goes out through the new path.
+        self.wake.notify_one();
+    }
+
+    /// Stops direct writes and lets go of the socket (the session is finishing).
+    pub(crate) fn detach_direct(&self) {
+        let direct = self.state.lock().direct.take();
+        drop(direct);
+    }
+
+    /// The wire of a direct session.
+    pub(crate) fn wire(&self) -> Option<Arc<Wire>> {
+        self.state.lock().direct.as_ref().map(|d| d.wire.clone())
+    }
+
+    /// Writes everything queued to the socket with one write. `closing`: the final flush
+    /// before the close frame, which still sends what a closed session has queued.
+    pub(crate) fn write_direct(&self, buf: &mut Vec<u8>, closing: bool) -> DirectWrite {
+        let Some(wire) = self.wire() else {
+            self.state.lock().scheduled = false;
+            return DirectWrite::Off;
+        };
+        // Held across taking the outbox and writing it: no other writer can come between.
+        let mut w = wire.lock();
+        let mut st = self.state.lock();
+        st.scheduled = false;
+        if st.closed.is_some() && !closing {
+            drop(st);
+            drop(w);
+            self.wake.notify_one();
+            return DirectWrite::Off;
+        }
+        if w.is_blocked() {
+            // The session's task drains the socket and then writes the outbox; until then
+            // pushes only queue (and count against the slow-client bound).
+            st.scheduled = true;
+            drop(st);
+            drop(w);
+            self.wake.notify_one();
+            return DirectWrite::Blocked;
+        }
+        if st.outbox.is_empty() {
+            return DirectWrite::Done;
+        }
+        let frames = Self::taken(&self.stats, &mut st);
+        drop(st);
+        buf.clear();
+        for f in &frames {
+            encode_frame(buf, f);
+        }
+        drop(frames);
+        match wire.write_locked(&mut w, buf) {
+            Ok(Wrote::All) => DirectWrite::Done,
+            Ok(Wrote::Blocked) => {
+                self.state.lock().scheduled = true;
+                drop(w);
+                self.wake.notify_one();
+                DirectWrite::Blocked
+            }
+            Err(_) => {
+                drop(w);
+                self.close(CloseReason::TransportError);
+                DirectWrite::Off
+            }
+        }
     }
 
     /// Starts closing the session. Idempotent: the first reason wins.
@@ -402,6 +531,12 @@ impl<D> Session<D> {
 
     pub(crate) fn stats(&self) -> &crate::stats::EngineStats {
         &self.stats
+    }
+}
+
+impl<D: Send + Sync> Flushable for Session<D> {
+    fn flush_queued(&self, buf: &mut Vec<u8>) {
+        self.write_direct(buf, false);
     }
 }
 

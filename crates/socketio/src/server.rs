@@ -462,6 +462,8 @@ async fn run_inbox(socket: Arc<Socket>) {
                 "application handler panicked; socket keeps serving"
             );
         }
+        // The handler's answers go out now, ahead of broadcasts waiting to be flushed.
+        socket.conn().flush();
     }
 }
 

@@ -28,6 +28,10 @@ use crate::{conformance, realtime};
 trait Sessions: Send + Sync {
     fn close_all(&self);
     fn count(&self) -> usize;
+    /// Sessions closed so far for `reason` (Engine.IO engines only).
+    fn closed_as(&self, _reason: engineio::CloseReason) -> u64 {
+        0
+    }
 }
 
 impl Sessions for Transports {
@@ -45,6 +49,14 @@ impl<H: engineio::Handler> Sessions for Engine<H> {
     }
     fn count(&self) -> usize {
         self.session_count()
+    }
+    fn closed_as(&self, reason: engineio::CloseReason) -> u64 {
+        engineio::CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| {
+                self.stats().closed[i].load(std::sync::atomic::Ordering::Relaxed)
+            })
     }
 }
 
@@ -72,6 +84,11 @@ impl App {
     /// Open Engine.IO sessions across every engine.
     pub fn session_count(&self) -> usize {
         self.engines.iter().map(|e| e.count()).sum()
+    }
+
+    /// Engine.IO sessions closed so far for `reason`, across every engine.
+    pub fn closed_as(&self, reason: engineio::CloseReason) -> u64 {
+        self.engines.iter().map(|e| e.closed_as(reason)).sum()
     }
 }
 

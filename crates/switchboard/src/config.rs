@@ -31,6 +31,9 @@ pub struct Config {
     pub max_buffered_packets: usize,
     /// WebSocket read buffer per connection, in bytes.
     pub ws_read_buffer: usize,
+    /// Flusher tasks writing Socket.IO WebSocket frames straight to the sockets, batching
+    /// what queued up meanwhile; `0` lets each connection's task write its own.
+    pub ws_flushers: usize,
     /// Origins allowed to use long-polling from a browser: `["*"]` for any (without
     /// credentials), `[]` for none, or a list of exact origins.
     pub cors_origins: Vec<String>,
@@ -142,6 +145,7 @@ impl Default for Config {
             upgrade_timeout_ms: 10_000,
             max_buffered_packets: 1024,
             ws_read_buffer: 256,
+            ws_flushers: 1,
             cors_origins: vec!["*".to_owned()],
             cors_credentials: false,
             connect_timeout_ms: 45_000,
@@ -421,6 +425,7 @@ impl Config {
             upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
             max_buffered_packets: self.max_buffered_packets,
             ws_read_buffer: self.ws_read_buffer,
+            ws_flushers: self.ws_flushers,
             cors,
             ..engineio::EngineConfig::default()
         }

@@ -130,9 +130,27 @@ impl Realtime {
         f: impl FnOnce(Arc<HoldService>) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         let holds = self.holds.clone();
-        tokio::task::spawn_blocking(move || f(holds))
-            .await
-            .unwrap_or_else(|_| Err(ServiceError::Storage("hold operation panicked".into())))
+        if holds.runs_inline() {
+            // An in-memory store answers in microseconds: no blocking-pool round trip.
+            let (result, flush) = HoldService::deferring_flush(|| f(holds));
+            if flush {
+                self.holds.flush_pending();
+            }
+            return result;
+        }
+        let (result, flush) =
+            tokio::task::spawn_blocking(move || HoldService::deferring_flush(|| f(holds)))
+                .await
+                .unwrap_or_else(|_| {
+                    (
+                        Err(ServiceError::Storage("hold operation panicked".into())),
+                        true,
+                    )
+                });
+        if flush {
+            self.holds.flush_pending();
+        }
+        result
     }
 
     /// Handles one event of the contract; refusals and bad input are answered to the

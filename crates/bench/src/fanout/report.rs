@@ -37,6 +37,8 @@ pub struct FanoutReport {
     pub server_cpu_us_per_delivery: Option<f64>,
     /// From sending an operation to a receiver reading its update.
     pub latency_ms: Latency,
+    /// From sending an operation to the buyer reading its answer.
+    pub answer_ms: Latency,
 }
 
 impl FanoutReport {
@@ -52,6 +54,7 @@ impl FanoutReport {
             "ops/s",
             "deliveries/s",
             "latency p50 / p99 / max ms",
+            "answer p50 / p99 / max ms",
             "lost",
             "failures",
         ]);
@@ -63,6 +66,7 @@ impl FanoutReport {
             format!("{:.0}", self.ops_per_sec),
             format!("{:.0}", self.deliveries_per_sec),
             self.latency_ms.cell(),
+            self.answer_ms.cell(),
             self.lost.to_string(),
             format!(
                 "{failures} (connect: {}; dropped: {}; buyer: {})",

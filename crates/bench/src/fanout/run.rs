@@ -78,6 +78,8 @@ struct BuyerOutcome {
     error: Option<&'static str>,
     first_op: Option<Instant>,
     last_answer: Option<Instant>,
+    /// Microseconds from sending each operation to reading its answer.
+    answers_us: Vec<u32>,
 }
 
 pub async fn run(
@@ -107,13 +109,41 @@ pub async fn run(
     .await;
     let connect_failures = crowd.failures.clone();
     let joined = crowd.clients.len();
-    let buyer = realtime::connect(
-        &target,
-        &Namespace::new(realtime::NAMESPACE),
-        "fanout-buyer",
-    )
-    .await
-    .map_err(|e| FanoutError::Buyer(e.to_string()))?;
+    // The buyer gets a thread and an I/O driver of its own: it stands for a client on
+    // another machine, so its answers must not wait behind the receivers' reads.
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<Shared>>();
+    let buyer_config = config.clone();
+    let buyer_target = target.clone();
+    let buyer_thread = std::thread::Builder::new()
+        .name("fanout-buyer".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| FanoutError::Buyer(e.to_string()))?;
+            rt.block_on(async move {
+                let ns = Namespace::new(realtime::NAMESPACE);
+                let client = match realtime::connect(&buyer_target, &ns, "fanout-buyer").await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = connected_tx.send(Err(e.to_string()));
+                        return Err(FanoutError::Buyer(e.to_string()));
+                    }
+                };
+                let _ = connected_tx.send(Ok(()));
+                let Ok(shared) = start_rx.await else {
+                    return Err(FanoutError::Buyer("not started".into()));
+                };
+                Ok(buy(client, &buyer_config, &shared).await)
+            })
+        })
+        .map_err(|e| FanoutError::Buyer(e.to_string()))?;
+    match connected_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(FanoutError::Buyer(e)),
+        Err(_) => return Err(FanoutError::Buyer("buyer thread ended".into())),
+    }
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -132,7 +162,11 @@ pub async fn run(
     let server_cpu = config
         .server_pid
         .and_then(|p| CpuMeter::start(Proc::Pid(p)));
-    let outcome = buy(buyer, config, &shared).await;
+    let _ = start_tx.send(shared.clone());
+    let mut outcome = tokio::task::spawn_blocking(move || buyer_thread.join())
+        .await
+        .map_err(|e| FanoutError::Buyer(e.to_string()))?
+        .map_err(|_| FanoutError::Buyer("buyer thread panicked".into()))??;
     let expected = outcome.ops;
     // Every live receiver catches up, or the drain time runs out.
     let drain_deadline = Instant::now() + config.drain;
@@ -235,6 +269,7 @@ pub async fn run(
         deliveries_per_sec,
         server_cpu_us_per_delivery,
         latency_ms: latency,
+        answer_ms: Latency::from_micros(&mut outcome.answers_us),
     })
 }
 
@@ -246,6 +281,7 @@ async fn buy(mut client: Client, config: &FanoutConfig, shared: &Shared) -> Buye
         error: None,
         first_op: None,
         last_answer: None,
+        answers_us: Vec::new(),
     };
     let mut holding = false;
     let mut ticker = match config.mode {
@@ -274,13 +310,17 @@ async fn buy(mut client: Client, config: &FanoutConfig, shared: &Shared) -> Buye
         }
         let k = out.ops as usize;
         shared.sent_at[k].store(shared.nanos(), Ordering::Release);
-        out.first_op.get_or_insert_with(Instant::now);
+        let sent = Instant::now();
+        out.first_op.get_or_insert(sent);
         let answered = if holding {
             realtime::unlock(&mut client, config.event, config.category).await
         } else {
             realtime::lock(&mut client, config.event, config.category, 1).await
         };
-        out.last_answer = Some(Instant::now());
+        let now = Instant::now();
+        out.last_answer = Some(now);
+        let us = now.duration_since(sent).as_micros();
+        out.answers_us.push(u32::try_from(us).unwrap_or(u32::MAX));
         match answered {
             Ok(true) => {
                 holding = !holding;

@@ -44,6 +44,11 @@ struct Inner {
     store: Box<dyn HoldStore + Send>,
 }
 
+thread_local! {
+    /// Set while [`HoldService::deferring_flush`] runs: `Some(true)` once a flush is owed.
+    static DEFERRED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 /// The hold service: one `State`, its store, the expiry timer and the broadcasts.
 pub struct HoldService {
     inner: Mutex<Inner>,
@@ -56,6 +61,8 @@ pub struct HoldService {
     pub latency: engineio::Histogram,
     /// Availability snapshots waiting for their broadcast, in the order of the states.
     pending: Mutex<Vec<Availability>>,
+    /// The store never waits on a disk: mutations may run on the async runtime.
+    inline: bool,
     /// Held for a whole flush (see `flush_pending`).
     flushing: Mutex<()>,
 }
@@ -107,6 +114,7 @@ impl HoldService {
             }
         };
         Ok(Arc::new(HoldService {
+            inline: !store.waits_on_disk(),
             inner: Mutex::new(Inner { state, store }),
             hub,
             coalescer: Coalescer::new(coalesce_window),
@@ -116,6 +124,12 @@ impl HoldService {
             pending: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
         }))
+    }
+
+    /// Whether mutations may run on the async runtime (an in-memory store), instead of a
+    /// blocking thread.
+    pub fn runs_inline(&self) -> bool {
+        self.inline
     }
 
     pub fn config(&self) -> &HoldConfig {
@@ -361,6 +375,10 @@ impl HoldService {
     /// per delivery); instead one task on the runtime does the fan-out, so recipients
     /// are woken runtime-locally. Outside a runtime (tests, tools) it happens inline.
     fn schedule_flush(self: &Arc<Self>) {
+        if DEFERRED.with(|d| d.get().is_some()) {
+            DEFERRED.with(|d| d.set(Some(true)));
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let this = self.clone();
@@ -370,9 +388,18 @@ impl HoldService {
         }
     }
 
+    /// Runs `f` (on a blocking thread) with the fan-out of the broadcasts it queues left
+    /// to the caller: true when the caller must call [`HoldService::flush_pending`].
+    pub fn deferring_flush<T>(f: impl FnOnce() -> T) -> (T, bool) {
+        let before = DEFERRED.with(|d| d.replace(Some(false)));
+        let out = f();
+        let flush = DEFERRED.with(|d| d.replace(before)).unwrap_or(false);
+        (out, flush)
+    }
+
     /// Publishes every queued availability, in queue order; one flush at a time, so no
     /// later state can overtake an earlier one.
-    fn flush_pending(&self) {
+    pub fn flush_pending(&self) {
         let _one_at_a_time = self.flushing.lock();
         let items = std::mem::take(&mut *self.pending.lock());
         for a in items {

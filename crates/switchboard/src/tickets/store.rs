@@ -17,6 +17,10 @@ pub trait HoldStore: Send {
     fn load(&mut self) -> Result<Option<Snapshot>, StoreError>;
     /// Makes one mutation's change records durable, all or nothing.
     fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Whether `apply` may wait on a disk (then it runs off the async runtime).
+    fn waits_on_disk(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,8 @@ const ORDER_MEMORY: i64 = 10_000;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// An in-memory database: `apply` never touches a disk.
+    in_memory: bool,
 }
 
 impl SqliteStore {
@@ -72,7 +78,8 @@ impl SqliteStore {
                 "unknown schema version {version}"
             )));
         }
-        Ok(SqliteStore { conn })
+        let in_memory = conn.path().is_none_or(str::is_empty);
+        Ok(SqliteStore { conn, in_memory })
     }
 }
 
@@ -103,6 +110,10 @@ fn lock_seq(lock_id: &str) -> Option<i64> {
 }
 
 impl HoldStore for SqliteStore {
+    fn waits_on_disk(&self) -> bool {
+        !self.in_memory
+    }
+
     fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {
         let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
         let mut events: Vec<Event> = {
