@@ -640,7 +640,10 @@ impl<H: Handler> Engine<H> {
             let io = if this.config.ws_flushers > 0 {
                 match io.downcast::<TokioIo<tokio::net::TcpStream>>() {
                     Ok(parts) => {
-                        let wire = Arc::new(Wire::new(Arc::new(parts.io.into_inner())));
+                        let wire = Arc::new(Wire::new(
+                            Arc::new(parts.io.into_inner()),
+                            this.config.ws_max_write_buffer,
+                        ));
                         let io = WireIo::new(wire.clone(), parts.read_buf);
                         let ws = Box::pin(this.serve_websocket(
                             io,

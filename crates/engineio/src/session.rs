@@ -380,6 +380,13 @@ impl<D> Session<D> {
     /// other has its transport woken.
     fn wake_writer(&self, mut st: parking_lot::MutexGuard<'_, State>) {
         if st.direct.is_some() {
+            if st.outbox.len() >= self.max_buffered / 2 {
+                // The flushers are behind (a busy runtime): the pusher writes this one
+                // itself rather than let a client that reads fine hit the slow-client bound.
+                drop(st);
+                crate::wire::with_buf(|buf| self.write_direct(buf, false));
+                return;
+            }
             if !st.scheduled {
                 st.scheduled = true;
                 if let Some(d) = &st.direct
@@ -446,9 +453,16 @@ impl<D> Session<D> {
             return DirectWrite::Off;
         }
         if w.is_blocked() {
-            // The session's task drains the socket and then writes the outbox; until then
-            // pushes only queue (and count against the slow-client bound).
-            st.scheduled = true;
+            // The session's task drains the socket and then writes the outbox. Meanwhile
+            // queued frames join the unsent bytes up to the write-buffer bound; past it
+            // they stay queued (and count against the slow-client bound).
+            // Every push comes back here through the flush queue (`scheduled` stays false).
+            if !st.outbox.is_empty() && w.unsent_mut().len() < wire.max_unsent() {
+                let frames = Self::taken(&self.stats, &mut st);
+                for f in &frames {
+                    encode_frame(w.unsent_mut(), f);
+                }
+            }
             drop(st);
             drop(w);
             self.wake.notify_one();
@@ -467,7 +481,6 @@ impl<D> Session<D> {
         match wire.write_locked(&mut w, buf) {
             Ok(Wrote::All) => DirectWrite::Done,
             Ok(Wrote::Blocked) => {
-                self.state.lock().scheduled = true;
                 drop(w);
                 self.wake.notify_one();
                 DirectWrite::Blocked

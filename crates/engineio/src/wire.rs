@@ -15,8 +15,10 @@
 //!   the outbox while holding it: frames leave in the order they were queued, and
 //!   tungstenite's own writes (pong replies, the close frame) never split a frame.
 //! - A write the socket does not take whole leaves the rest in `unsent`; from then on
-//!   only the session's task writes (it waits for writability), and flushers leave new
-//!   frames in the outbox, where the slow-client bound applies.
+//!   only the session's task writes to the socket (it waits for writability). Queued
+//!   frames move on into `unsent` up to `ws_max_write_buffer` bytes (a slowly reading
+//!   client's write buffer); beyond that they stay in the outbox, where the slow-client
+//!   bound applies.
 //! - Lock order: flush queue, then nothing; wire, then session state; session state, then
 //!   flush queue.
 
@@ -39,6 +41,9 @@ use crate::session::Frame;
 pub(crate) struct Wire {
     tcp: Arc<TcpStream>,
     st: Mutex<WireState>,
+    /// Bytes a blocked socket may have waiting before frames stay in the outbox (where the
+    /// slow-client bound applies): the write buffer of a client that reads slowly.
+    max_unsent: usize,
 }
 
 #[derive(Default)]
@@ -53,6 +58,11 @@ impl WireState {
     pub(crate) fn is_blocked(&self) -> bool {
         !self.unsent.is_empty()
     }
+
+    /// The bytes waiting for a blocked socket; frames appended here go out after them.
+    pub(crate) fn unsent_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.unsent
+    }
 }
 
 /// What a write did.
@@ -64,11 +74,16 @@ pub(crate) enum Wrote {
 }
 
 impl Wire {
-    pub(crate) fn new(tcp: Arc<TcpStream>) -> Wire {
+    pub(crate) fn new(tcp: Arc<TcpStream>, max_unsent: usize) -> Wire {
         Wire {
             tcp,
             st: Mutex::new(WireState::default()),
+            max_unsent,
         }
+    }
+
+    pub(crate) fn max_unsent(&self) -> usize {
+        self.max_unsent
     }
 
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, WireState> {

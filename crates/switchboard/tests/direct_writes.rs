@@ -20,7 +20,29 @@ fn quiet(mut config: switchboard::config::Config) -> switchboard::config::Config
 }
 
 async fn e2e_client(addr: std::net::SocketAddr, room: Option<&str>) -> Ws {
-    let mut ws = ws(addr, "/socket.io/?EIO=4&transport=websocket").await;
+    e2e_client_on(
+        ws(addr, "/socket.io/?EIO=4&transport=websocket").await,
+        room,
+    )
+    .await
+}
+
+/// A client whose socket's receive buffer is 4 KB (no autotuning): what it does not read
+/// backs up into the server at once.
+async fn small_window_client(addr: std::net::SocketAddr, room: Option<&str>) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = sock.connect(addr).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket handshake");
+    e2e_client_on(ws, room).await
+}
+
+async fn e2e_client_on(mut ws: Ws, room: Option<&str>) -> Ws {
     assert!(next_text(&mut ws).await.starts_with('0'));
     ws.send(Message::Text("40/e2e,".into()))
         .await
@@ -206,5 +228,44 @@ async fn stalled_reader_is_closed_as_slow(flushers: &str, ping_timeout_ms: u64) 
         .await
         .expect("send");
     assert_eq!(next_text(&mut sender).await, "43/e2e,9[[]]");
+    s.stop().await;
+}
+
+/// A client that pauses reading with less than `ws_max_write_buffer` behind keeps its
+/// connection and gets everything, in order, when it reads again.
+#[tokio::test]
+async fn a_pausing_reader_within_the_write_buffer_gets_everything() {
+    let s = start(quiet(conformance_config(&[
+        ("ws_flushers", "1"),
+        ("max_buffered_packets", "16"),
+    ])))
+    .await;
+    let mut paused = small_window_client(s.addr, Some("r")).await;
+    let mut sender = e2e_client(s.addr, None).await;
+    // 300 × 10 KB = 3 MB: far more than the 16 frames of the outbox bound and what the
+    // two kernels buffer for a 4 KB window, less than the 4 MB write buffer.
+    const N: u64 = 300;
+    let blob = "y".repeat(10_000);
+    for n in 0..N {
+        sender
+            .send(Message::Text(
+                format!("42/e2e,[\"to-room\",\"r\",\"hello\",{{\"n\":{n},\"b\":\"{blob}\"}}]")
+                    .into(),
+            ))
+            .await
+            .expect("send");
+    }
+    // Everything was published while `paused` read nothing.
+    sender
+        .send(Message::Text("42/e2e,7[\"rooms\"]".into()))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut sender).await, "43/e2e,7[[]]");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..N {
+        let frame = next_text(&mut paused).await;
+        assert_eq!(hello_n(&frame), Some(n));
+    }
+    assert_eq!(s.app.closed_as(engineio::CloseReason::SlowClient), 0);
     s.stop().await;
 }
