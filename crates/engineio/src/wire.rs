@@ -210,6 +210,13 @@ pub(crate) struct WireIo {
 
 impl WireIo {
     pub(crate) fn new(wire: Arc<Wire>, prefix: Bytes) -> WireIo {
+        // `prefix` is a slice of hyper's read buffer (8 KB or more): even empty, it would
+        // keep that whole buffer alive for the life of the connection.
+        let prefix = if prefix.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&prefix)
+        };
         WireIo { wire, prefix }
     }
 }
