@@ -19,6 +19,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long shutdown waits for connections to drain.
     pub shutdown_grace_ms: u64,
+    /// Connections the kernel queues before the server accepts them (capped by the
+    /// system's `somaxconn`); a reconnect storm beyond it costs clients a 1 s SYN retry.
+    pub listen_backlog: u32,
 
     /// Engine.IO heartbeat: ping every interval, close after the timeout without a pong.
     pub ping_interval_ms: u64,
@@ -139,6 +142,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8880)),
             log_format: LogFormat::Text,
             shutdown_grace_ms: 10_000,
+            listen_backlog: 4096,
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             max_payload: 1_000_000,
@@ -317,6 +321,16 @@ impl Config {
             self.ws_read_buffer >= 128,
             "ws_read_buffer",
             "must be at least 128 bytes",
+        )?;
+        check(
+            (16..=65_535).contains(&self.listen_backlog),
+            "listen_backlog",
+            "must be between 16 and 65535",
+        )?;
+        check(
+            self.ws_flushers <= 64,
+            "ws_flushers",
+            "must be at most 64 (0 turns direct writes off)",
         )?;
         check(
             self.connect_timeout_ms >= 10,
@@ -684,6 +698,12 @@ mod tests {
         })
         .expect_err("invalid");
         assert!(e.to_string().contains("ping_timeout_ms"), "{e}");
+        let e = Config::load(&Sources {
+            overrides: vec![("ws_flushers".into(), "100000".into())],
+            ..Sources::default()
+        })
+        .expect_err("too many flushers");
+        assert!(e.to_string().contains("ws_flushers"), "{e}");
         let e = Config::load(&Sources {
             file: Some(("f.toml".into(), "listen = \"nowhere\"".into())),
             ..Sources::default()

@@ -45,7 +45,7 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match server::bind(config.listen, config.listen_backlog) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(listen = %config.listen, error = %e, "cannot listen");

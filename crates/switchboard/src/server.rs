@@ -16,6 +16,20 @@ use tower::ServiceExt;
 
 use crate::app::App;
 
+/// Binds `addr` with a listen backlog of `backlog` (tokio's own `bind` asks for 128,
+/// which a burst of connections overflows while the accept loop is busy).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server can bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then closes every client session
 /// (reason: server shutting down) and waits up to `grace` for connections to drain.
 pub async fn run(

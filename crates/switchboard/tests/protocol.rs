@@ -378,3 +378,32 @@ async fn shutdown_closes_sessions_with_going_away_and_returns() {
         "no longer listening"
     );
 }
+
+/// A burst of connections larger than tokio's default backlog (128) is queued by the
+/// kernel while nothing accepts, instead of losing SYNs (a 1 s retry for those clients).
+#[tokio::test]
+async fn listener_queues_a_connection_burst() {
+    let listener = switchboard::server::bind("127.0.0.1:0".parse().expect("addr"), 1024)
+        .expect("bind with a backlog");
+    let addr = listener.local_addr().expect("addr");
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..600 {
+        connects.spawn(async move {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(done) = connects.join_next().await {
+        let stream = done
+            .expect("task")
+            .expect("connected within 700 ms (no SYN retry)")
+            .expect("connect");
+        open.push(stream);
+    }
+    assert_eq!(open.len(), 600);
+    drop(listener);
+}
