@@ -221,7 +221,7 @@ pub fn render(args: &CompareArgs) -> Result<String, CompareError> {
     }
     let cpus = reports.first().map_or(0, |r| r.cpus);
     Ok(format!(
-        "{}\nRatios are {} ÷ peer, median of the runs; CPU % is of one core ({cpus} cores, shared by the generator and the server).\n\n{}",
+        "{}\nRatios are {} ÷ peer, median of the runs; CPU % is of one core (the machine has {cpus}; machine.txt says whether the server and the generator were pinned to one each or shared them all).\n\n{}",
         t.render(),
         args.baseline,
         conditions.render()

@@ -83,9 +83,33 @@ pub fn open_files_limit() -> Option<u64> {
     parse_open_files(&limits)
 }
 
-/// Logical CPUs available to this process.
+/// Logical CPUs of the machine (online), whatever this process's affinity (`bench/run`
+/// with `PIN=1` runs the generator on one of them).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Counts the CPUs of a kernel CPU list such as `0-3,6,8-9`.
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in s.trim().split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
 }
 
 fn parse_kb_field(status: &str, field: &str) -> Option<u64> {
@@ -115,6 +139,15 @@ fn parse_open_files(limits: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,6,8-9"), Some(7));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+    }
 
     #[test]
     fn parses_proc_text() {
