@@ -208,7 +208,8 @@ pub(crate) struct State {
     pub(crate) queued_since: Option<Instant>,
     /// Set while the session writes straight to its WebSocket's TCP stream (crate::wire).
     pub(crate) direct: Option<Direct>,
-    /// The session is on its flush queue (or its task is writing): pushes add frames only.
+    /// The session is on its flush queue: further pushes add frames without queueing it
+    /// again. Cleared when a writer takes the outbox.
     pub(crate) scheduled: bool,
 }
 
@@ -454,9 +455,9 @@ impl<D> Session<D> {
         }
         if w.is_blocked() {
             // The session's task drains the socket and then writes the outbox. Meanwhile
-            // queued frames join the unsent bytes up to the write-buffer bound; past it
-            // they stay queued (and count against the slow-client bound).
-            // Every push comes back here through the flush queue (`scheduled` stays false).
+            // every push comes back here through the flush queue (`scheduled` is false),
+            // and queued frames join the unsent bytes up to the write-buffer bound; past
+            // it they stay queued (and count against the slow-client bound).
             if !st.outbox.is_empty() && w.unsent_mut().len() < wire.max_unsent() {
                 let frames = Self::taken(&self.stats, &mut st);
                 for f in &frames {
