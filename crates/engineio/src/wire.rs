@@ -314,7 +314,6 @@ impl FlushQueue {
 
     /// The flusher: until stopped, serves queued sessions in order.
     pub(crate) async fn run(self: Arc<Self>) {
-        let mut buf = Vec::with_capacity(4096);
         let mut batch: Vec<Arc<dyn Flushable>> = Vec::with_capacity(BATCH);
         loop {
             {
@@ -330,10 +329,7 @@ impl FlushQueue {
                 continue;
             }
             for s in batch.drain(..) {
-                s.flush_queued(&mut buf);
-            }
-            if buf.capacity() > 64 * 1024 {
-                buf = Vec::with_capacity(4096);
+                with_buf(|buf| s.flush_queued(buf));
             }
             // Let the worker's other tasks (reads, the next operation) run between batches.
             tokio::task::yield_now().await;

@@ -130,23 +130,18 @@ impl Realtime {
         f: impl FnOnce(Arc<HoldService>) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         let holds = self.holds.clone();
-        if holds.runs_inline() {
+        let (result, flush) = if holds.runs_inline() {
             // An in-memory store answers in microseconds: no blocking-pool round trip.
-            let (result, flush) = HoldService::deferring_flush(|| f(holds));
-            if flush {
-                self.holds.flush_pending();
-            }
-            return result;
-        }
-        let (result, flush) =
+            HoldService::deferring_flush(|| f(holds))
+        } else {
             tokio::task::spawn_blocking(move || HoldService::deferring_flush(|| f(holds)))
                 .await
                 .unwrap_or_else(|_| {
-                    (
-                        Err(ServiceError::Storage("hold operation panicked".into())),
-                        true,
-                    )
-                });
+                    let e = ServiceError::Storage("hold operation panicked".into());
+                    (Err(e), true)
+                })
+        };
+        // The availability this change queued goes out before the caller answers.
         if flush {
             self.holds.flush_pending();
         }
