@@ -17,7 +17,7 @@
   const SOON_MS = 30_000;
 
   const s = {
-    info: null, // {devMode, auth}
+    info: null, // {devMode, devModeReason, auth}
     events: [], // the catalog: [{id, name, categories: [{id, name, price, totalSeats, availableSeats}]}]
     ws: null,
     wanted: false, // the visitor wants a connection: drives automatic reconnects
@@ -507,6 +507,10 @@
     }
     if (s.info.devMode) {
       $("demo-signin").hidden = false;
+      if (s.info.devModeReason === "explicit") {
+        $("demo-hint").textContent = "Development mode (dev_mode = true): the server trusts " +
+          "this name from any address it listens on. Never run it this way where others can reach it.";
+      }
       $("display-name").value = localStorage.getItem(NAME_KEY) ||
         `guest-${Math.floor(1000 + Math.random() * 9000)}`;
     } else {

@@ -297,7 +297,7 @@ describe("outside development mode", { skip }, () => {
       args: serveArgs("memory", "--set", `jwt_secret=${secret}`, "--set", "api_key=e2e-key"),
     });
     const info = await (await fetch(`${server.url}/api/session-info`)).json();
-    assert.deepEqual(info, { devMode: false, auth: "jwt" });
+    assert.deepEqual(info, { devMode: false, devModeReason: null, auth: "jwt" });
 
     const page = await newPage(t);
     await page.goto(`${server.url}/`);

@@ -140,19 +140,23 @@ pub enum BuildError {
 }
 
 fn auth_of(config: &Config) -> Result<Auth, BuildError> {
+    if let Some(why) = config.dev_mode_reason() {
+        tracing::warn!(
+            listen = %config.listen,
+            reason = why.as_str(),
+            "DEVELOPMENT MODE: client tokens are NOT verified; the user id comes from \
+             ?userId= ({}). Set SWITCHBOARD_JWT_SECRET (or jwt_public_key_file) and leave \
+             dev_mode off before exposing this server.",
+            why.explain()
+        );
+        return Ok(Auth::Development);
+    }
     if !config.jwt_public_key_file.is_empty() {
         let pem = std::fs::read(&config.jwt_public_key_file)
             .map_err(|e| BuildError::Key(format!("{}: {e}", config.jwt_public_key_file)))?;
         return Auth::rs256(&pem).map_err(BuildError::Key);
     }
-    if !config.jwt_secret.is_empty() && !config.dev_mode {
-        return Ok(Auth::hs256(config.jwt_secret.as_bytes()));
-    }
-    tracing::warn!(
-        "DEVELOPMENT MODE: client tokens are NOT verified; the user id comes from ?userId=. \
-         Set SWITCHBOARD_JWT_SECRET (or jwt_public_key_file) before exposing this server."
-    );
-    Ok(Auth::Development)
+    Ok(Auth::hs256(config.jwt_secret.as_bytes()))
 }
 
 fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
@@ -246,7 +250,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 .route("/events", get(sse::events))
                 .with_state(transports.clone()),
         )
-        .merge(crate::web::routes(config.effective_dev_mode()));
+        .merge(crate::web::routes(config.dev_mode_reason()));
     router = engine_routes(router, "/socket.io/", engine.clone());
     Ok(App {
         router,

@@ -89,7 +89,8 @@ pub struct Config {
     /// RS256 public key (PEM file) for client JWTs; used instead of the secret when set.
     pub jwt_public_key_file: String,
     /// Skip token checks and take the user from the `userId` query parameter. When no
-    /// key is configured and the server listens on loopback, this is on by default.
+    /// key is configured and the server listens on loopback, this is on by default;
+    /// beyond loopback without a key the server refuses to start unless this is set.
     pub dev_mode: bool,
     /// Bearer key of the admin and publish HTTP APIs (`SWITCHBOARD_API_KEY`); empty
     /// disables them.
@@ -119,6 +120,42 @@ pub struct Config {
     pub events_service_cache_ms: u64,
     /// Largest frame accepted from the events-service, in UTF-16 code units.
     pub events_service_max_frame: u64,
+}
+
+/// Why a server runs in development mode (client tokens not checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevModeReason {
+    /// `dev_mode = true` was set: unverified identities on any listener, on purpose.
+    Explicit,
+    /// No JWT key and a loopback listener: only this machine can connect.
+    LoopbackWithoutKey,
+}
+
+impl DevModeReason {
+    /// The name the pages and `/api/session-info` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevModeReason::Explicit => "explicit",
+            DevModeReason::LoopbackWithoutKey => "loopback-without-key",
+        }
+    }
+
+    /// One sentence for the start-up log.
+    pub fn explain(self) -> &'static str {
+        match self {
+            DevModeReason::Explicit => {
+                "dev_mode = true is set: tokens are NOT verified on any address this server listens on"
+            }
+            DevModeReason::LoopbackWithoutKey => {
+                "no JWT key is configured and the server listens on loopback only"
+            }
+        }
+    }
+}
+
+/// A listener only this machine can reach (`127.0.0.0/8`, `::1`, or `::ffff:127.x`).
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// Where the hold rules' catalog comes from.
@@ -413,6 +450,19 @@ impl Config {
             "must be at least 1",
         )?;
         check(self.client_queue >= 8, "client_queue", "must be at least 8")?;
+        if !self.has_jwt_key() && !self.dev_mode && !is_loopback(self.listen) {
+            return Err(ConfigError::Invalid {
+                key: "dev_mode",
+                message: format!(
+                    "listen = {} reaches beyond loopback and no JWT key is configured, so \
+                     any client could claim any user with ?userId=. Set jwt_secret \
+                     (SWITCHBOARD_JWT_SECRET, at least 32 bytes) or jwt_public_key_file, \
+                     listen on 127.0.0.1, or set dev_mode = true (SWITCHBOARD_DEV_MODE=true) \
+                     to run without token checks on purpose",
+                    self.listen
+                ),
+            });
+        }
         check(
             !(self.cors_credentials && self.cors_origins.iter().any(|o| o == "*")),
             "cors_credentials",
@@ -493,7 +543,20 @@ impl Config {
 
     /// Development mode: asked for, or implied by no key on a loopback listener.
     pub fn effective_dev_mode(&self) -> bool {
-        self.dev_mode || !self.has_jwt_key()
+        self.dev_mode_reason().is_some()
+    }
+
+    /// Why client tokens are not checked, or `None` when they are. A config that passed
+    /// [`Config::validate`] never has no key on a non-loopback listener without
+    /// `dev_mode`, so this is the whole truth about who is trusted.
+    pub fn dev_mode_reason(&self) -> Option<DevModeReason> {
+        if self.dev_mode {
+            Some(DevModeReason::Explicit)
+        } else if !self.has_jwt_key() && is_loopback(self.listen) {
+            Some(DevModeReason::LoopbackWithoutKey)
+        } else {
+            None
+        }
     }
 
     pub fn holds(&self) -> tickets::HoldConfig {
@@ -719,6 +782,60 @@ mod tests {
         })
         .expect_err("credentials with *");
         assert!(e.to_string().contains("cors_credentials"), "{e}");
+    }
+
+    #[test]
+    fn development_mode_only_on_loopback_or_when_asked_for() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(&Sources {
+                overrides: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Sources::default()
+            })
+        };
+        // Loopback without a key: development mode, implied.
+        for listen in [
+            "127.0.0.1:8880",
+            "127.1.2.3:0",
+            "[::1]:8880",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let c = load(&[("listen", listen)]).expect("loopback loads");
+            assert_eq!(
+                c.dev_mode_reason(),
+                Some(DevModeReason::LoopbackWithoutKey),
+                "{listen}"
+            );
+        }
+        // Beyond loopback without a key: refused, saying what to set.
+        for listen in [
+            "0.0.0.0:8891",
+            "[::]:8891",
+            "192.168.1.20:8880",
+            "10.0.0.7:80",
+        ] {
+            let e = load(&[("listen", listen)]).expect_err(listen).to_string();
+            assert!(e.contains("dev_mode"), "{e}");
+            assert!(e.contains("SWITCHBOARD_JWT_SECRET"), "{e}");
+            assert!(e.contains(listen), "{e}");
+        }
+        // Beyond loopback with a key: tokens are checked.
+        let c = load(&[
+            ("listen", "0.0.0.0:8891"),
+            ("jwt_secret", "k".repeat(32).as_str()),
+        ])
+        .expect("key loads");
+        assert_eq!(c.dev_mode_reason(), None);
+        assert!(!c.effective_dev_mode());
+        // Beyond loopback with dev_mode asked for: allowed, and says so.
+        let c = load(&[("listen", "0.0.0.0:8891"), ("dev_mode", "true")]).expect("explicit");
+        assert_eq!(c.dev_mode_reason(), Some(DevModeReason::Explicit));
+        assert!(c.effective_dev_mode());
+        // Loopback with a key: not development mode.
+        let c = load(&[("jwt_secret", "k".repeat(32).as_str())]).expect("key");
+        assert_eq!(c.dev_mode_reason(), None);
     }
 
     #[test]

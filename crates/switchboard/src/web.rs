@@ -13,6 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::config::DevModeReason;
+
 /// Scripts and styles from this server only (no inline code, no third-party origins);
 /// connections to this server's HTTP, WebSocket and SSE endpoints only.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -48,13 +50,15 @@ const ASSETS: &[Asset] = &[
     asset!("icon.svg", "image/svg+xml"),
 ];
 
-/// The pages' routes. `dev_mode` is [`crate::Config::effective_dev_mode`]: only then does
-/// the ticket page offer its demo sign-in (a display name used as `?userId=`).
-pub fn routes(dev_mode: bool) -> Router {
-    if dev_mode {
+/// The pages' routes. `dev_mode` is [`crate::Config::dev_mode_reason`]: only in development
+/// mode does the ticket page offer its demo sign-in (a display name used as `?userId=`),
+/// and it says which case applies.
+pub fn routes(dev_mode: Option<DevModeReason>) -> Router {
+    if let Some(why) = dev_mode {
         tracing::warn!(
-            "pages: / offers a DEMO SIGN-IN (any display name, no password) because no JWT \
-             key is configured and the server listens on loopback only"
+            reason = why.as_str(),
+            "pages: / offers a DEMO SIGN-IN (any display name, no password) because {}",
+            why.explain()
         );
     }
     Router::new()
@@ -103,12 +107,13 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// `{"devMode", "auth"}`: whether the page may sign in with a bare display name. Nothing
-/// secret: the same facts are in the server's log at start-up.
-async fn session_info(State(dev_mode): State<bool>) -> Response {
+/// `{"devMode", "devModeReason", "auth"}`: whether the page may sign in with a bare
+/// display name, and why. Nothing secret: the same facts are in the server's log at start-up.
+async fn session_info(State(dev_mode): State<Option<DevModeReason>>) -> Response {
     let body = serde_json::json!({
-        "devMode": dev_mode,
-        "auth": if dev_mode { "development" } else { "jwt" },
+        "devMode": dev_mode.is_some(),
+        "devModeReason": dev_mode.map(DevModeReason::as_str),
+        "auth": if dev_mode.is_some() { "development" } else { "jwt" },
     });
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -144,7 +149,7 @@ mod tests {
             ("/assets/style.css", "text/css; charset=utf-8"),
             ("/assets/icon.svg", "image/svg+xml"),
         ] {
-            let (status, headers, body) = get(routes(false), path).await;
+            let (status, headers, body) = get(routes(None), path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
             assert_eq!(headers[header::CONTENT_TYPE], ty, "{path}");
             assert_eq!(headers[header::CACHE_CONTROL], "no-cache", "{path}");
@@ -182,24 +187,35 @@ mod tests {
             "/assets/index.html",
             "/assets/",
         ] {
-            let (status, _, _) = get(routes(false), path).await;
+            let (status, _, _) = get(routes(None), path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         }
     }
 
     #[tokio::test]
     async fn session_info_tells_the_auth_mode_only() {
-        let (status, headers, body) = get(routes(true), "/api/session-info").await;
+        let (status, headers, body) = get(
+            routes(Some(DevModeReason::LoopbackWithoutKey)),
+            "/api/session-info",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(
             v,
-            serde_json::json!({"devMode": true, "auth": "development"})
+            serde_json::json!({"devMode": true, "devModeReason": "loopback-without-key",
+                "auth": "development"})
         );
-        let (_, _, body) = get(routes(false), "/api/session-info").await;
+        let (_, _, body) = get(routes(Some(DevModeReason::Explicit)), "/api/session-info").await;
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(v, serde_json::json!({"devMode": false, "auth": "jwt"}));
+        assert_eq!(v["devModeReason"], "explicit");
+        let (_, _, body) = get(routes(None), "/api/session-info").await;
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"devMode": false, "devModeReason": null, "auth": "jwt"})
+        );
     }
 
     #[tokio::test]
