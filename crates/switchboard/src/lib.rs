@@ -12,7 +12,14 @@
 //! - [`realtime`]: the `/realtime` namespace (the ticketing contract).
 //! - [`tickets`]: the hold service (rules + store + timer + broadcasts).
 //! - [`auth`]: JWT (HS256/RS256) or development identities.
+//! - [`nest`]: the NestJS wire formats (RMQ packets, TCP frames), shared by [`ingest`]
+//!   and [`tickets`].
 //! - [`admin`]: `/health`, `/ready`, `/stats`, the catalog admin API.
+//! - [`api`]: the HTTP publish API, the rooms API and the OpenAPI document.
+//! - [`transport`]: the plain transports `/ws` and `/events` (SSE), hub members too.
+//! - [`ingest`]: the RabbitMQ consumer for the platform's NestJS services.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`dashboard`]: `/dashboard/stream`, the live dashboard's SSE feed.
 //! - [`telemetry`]: logging set-up.
 //! - [`web`]: the ticket page and the dashboard (embedded `web/` files), `/api/session-info`.
 
@@ -26,6 +33,7 @@ pub mod conformance;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
+pub mod nest;
 pub mod realtime;
 pub mod server;
 pub mod telemetry;

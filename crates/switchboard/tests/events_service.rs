@@ -14,7 +14,7 @@ use switchboard::config::{Config, Sources};
 use tokio_tungstenite::tungstenite::Message;
 
 use serde_json::{Value, json};
-use switchboard::ingest::nest::{FrameDecoder, encode_frame};
+use switchboard::nest::{FrameDecoder, encode_frame};
 use switchboard::tickets::{EventsClient, EventsServiceConfig, SourceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -9,7 +9,7 @@ use hub::{Hub, Payload, Publish};
 use serde_json::{Value, json};
 use tickets::{CatalogError, ConfirmError, Hold, OrderEffect, OrderError, OrderMessage};
 
-use super::nest::{self, Packet};
+use crate::nest::{self, Packet};
 use crate::realtime::user_room;
 use crate::tickets::ApplyError;
 use crate::tickets::{HoldService, event_room, now_ms};

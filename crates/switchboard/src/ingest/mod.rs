@@ -1,7 +1,7 @@
 //! Messages from the platform's backend services into the hold service and the hub.
 //!
 //! Owns: the RabbitMQ consumer ([`amqp`]) speaking the NestJS RMQ wire format
-//! ([`nest`]), the meaning of each pattern ([`handle`]), and the counters and broker
+//! ([`crate::nest`]), the meaning of each pattern ([`handle`]), and the counters and broker
 //! state that `/stats` and `/ready` report ([`metrics`]).
 //! Never: hold rules (the hold service) or protocol sessions (the hub delivers).
 //!
@@ -12,7 +12,6 @@
 pub mod amqp;
 pub mod handle;
 pub mod metrics;
-pub mod nest;
 
 pub use amqp::AmqpConfig;
 pub use handle::{Handler, Reason, Verdict};

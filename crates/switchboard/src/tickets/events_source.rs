@@ -23,7 +23,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 use super::{HoldService, ServiceError};
-use crate::ingest::nest::{FrameDecoder, encode_frame};
+use crate::nest::{FrameDecoder, encode_frame};
 
 /// What a client is told when the events-service cannot confirm a hold.
 pub const VERIFY_FAILED: &str = "Failed to verify ticket availability";
