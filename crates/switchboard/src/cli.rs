@@ -39,6 +39,9 @@ pub struct Common {
     /// RabbitMQ URL of the NestJS orders/events messages (overrides `amqp_url`).
     #[arg(long, global = true)]
     pub amqp_url: Option<String>,
+    /// Redis URL of the cluster (overrides `redis_url`); empty runs one node.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
     /// Any setting as KEY=VALUE, e.g. `--set ping_interval_ms=10000` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -90,6 +93,9 @@ impl Cli {
         }
         if let Some(u) = &self.common.amqp_url {
             overrides.push(("amqp_url".to_owned(), u.clone()));
+        }
+        if let Some(u) = &self.common.redis_url {
+            overrides.push(("redis_url".to_owned(), u.clone()));
         }
         if let Some(f) = &self.common.log_format {
             overrides.push(("log_format".to_owned(), f.clone()));

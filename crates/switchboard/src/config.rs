@@ -109,6 +109,15 @@ pub struct Config {
     /// Reconnection backoff cap (it starts at 100 ms and doubles).
     pub amqp_reconnect_max_ms: u64,
 
+    /// Redis URL of the cluster (`redis://[:password@]host:6379[/db]`, or `rediss://`);
+    /// empty runs one node, with nothing shared.
+    pub redis_url: String,
+    /// This node's name in the cluster; empty picks a random one per process.
+    pub node_id: String,
+    /// A node that has not refreshed its heartbeat for this long is dead: its members
+    /// leave presence and the counts.
+    pub node_timeout_secs: u64,
+
     /// Catalog source: `embedded` (the catalog file or demo) or `events-service` (a NestJS
     /// TCP events-service verifies every hold with `get-ticket-categories`).
     pub catalog_source: CatalogSourceKind,
@@ -217,6 +226,9 @@ impl Default for Config {
             amqp_dead_letter_queue: String::new(),
             amqp_prefetch: 64,
             amqp_reconnect_max_ms: 5000,
+            redis_url: String::new(),
+            node_id: String::new(),
+            node_timeout_secs: 15,
             catalog_source: CatalogSourceKind::Embedded,
             events_service: "127.0.0.1:8879".to_owned(),
             events_service_timeout_ms: 2000,
@@ -425,6 +437,29 @@ impl Config {
             "must be at least 100",
         )?;
         check(
+            self.redis_url.is_empty()
+                || self.redis_url.starts_with("redis://")
+                || self.redis_url.starts_with("rediss://")
+                || self.redis_url.starts_with("redis+unix://")
+                || self.redis_url.starts_with("unix://"),
+            "redis_url",
+            "must start with redis://, rediss:// or unix://",
+        )?;
+        check(
+            self.node_id.len() <= 64
+                && self
+                    .node_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "node_id",
+            "must be at most 64 letters, digits, '-', '_' or '.'",
+        )?;
+        check(
+            (2..=3600).contains(&self.node_timeout_secs),
+            "node_timeout_secs",
+            "must be between 2 and 3600",
+        )?;
+        check(
             self.events_service_addr().is_some(),
             "events_service",
             "expected host or host:port",
@@ -626,6 +661,7 @@ impl Config {
             jwt_secret: hide(&self.jwt_secret),
             api_key: hide(&self.api_key),
             amqp_url: redact_url(&self.amqp_url),
+            redis_url: redact_url(&self.redis_url),
             ..self.clone()
         }
     }
@@ -871,6 +907,17 @@ mod tests {
             "amqp://guest:<redacted>@127.0.0.1:5672/%2f"
         );
         assert!(Config::default().amqp().is_none());
+        let c = Config::load(&Sources {
+            env: env(&[("SWITCHBOARD_REDIS_URL", "redis://:pw@127.0.0.1:6379/0")]),
+            overrides: vec![("node_id".into(), "node-a.1".into())],
+            ..Sources::default()
+        })
+        .expect("cluster settings load");
+        assert_eq!(
+            c.redacted().redis_url,
+            "redis://:<redacted>@127.0.0.1:6379/0"
+        );
+        assert_eq!(c.node_id, "node-a.1");
         assert!(Config::default().events_service().is_none());
         for (k, v) in [
             ("amqp_url", "http://x"),
@@ -881,6 +928,10 @@ mod tests {
             ("events_service", "a b:1"),
             ("events_service", "host:port"),
             ("amqp_dead_letter_queue", "realtime_queue"),
+            ("redis_url", "http://127.0.0.1:6379"),
+            ("node_id", "a b"),
+            ("node_id", "node/1"),
+            ("node_timeout_secs", "1"),
         ] {
             let e = Config::load(&Sources {
                 overrides: vec![(k.into(), v.into())],
