@@ -39,6 +39,9 @@ mkdirSync(SHOTS, { recursive: true });
 const skip =
   (process.env.E2E_SERVER === "reference" && "Switchboard's pages") ||
   (!existsSync(CHROMIUM) && !process.env.CI && `no Chromium at ${CHROMIUM}`);
+if (skip && process.env.E2E_SERVER !== "reference") {
+  console.log(`SKIPPED: browser tests: ${skip} (set CHROMIUM; CI installs Debian's chromium)`);
+}
 
 /** Flags every test server gets: immediate availability broadcasts, holds in a temp dir. */
 const serveArgs = (dataDir, ...more) => [

@@ -366,6 +366,30 @@ mod tests {
         );
     }
 
+    /// The limit is exactly 32 levels, counting the packet's own argument array: 32 pass,
+    /// 33 are refused (literal numbers, so a changed constant fails here too).
+    #[test]
+    fn depth_limit_is_exactly_32_levels() {
+        let nested = |levels: usize| {
+            // The packet's array is level 1; `levels - 1` more brackets inside it.
+            format!(
+                "2[\"m\",{}{}]",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        assert!(dec(&nested(32)).is_ok(), "exactly at the limit");
+        assert_eq!(dec(&nested(33)), Err(ParseError::TooDeep), "one past it");
+        let objects = format!("2[\"m\",{}1{}]", "{\"a\":".repeat(31), "}".repeat(31));
+        assert!(dec(&objects).is_ok(), "32 levels of objects");
+        let objects = format!("2[\"m\",{}1{}]", "{\"a\":".repeat(32), "}".repeat(32));
+        assert_eq!(
+            dec(&objects),
+            Err(ParseError::TooDeep),
+            "33 levels of objects"
+        );
+    }
+
     #[test]
     fn encodes_events_acks_and_errors() {
         let p = Payload::raw_args(["1", "\"2\""]);

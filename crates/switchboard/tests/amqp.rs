@@ -50,7 +50,9 @@ async fn broker() -> Option<Connection> {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("RabbitMQ is required in CI on {BROKER}: {why}");
             }
-            eprintln!("SKIPPED: no RabbitMQ on {BROKER} ({why}); CI runs these tests");
+            skipped(&format!(
+                "no RabbitMQ on {BROKER} ({why}); CI runs these tests"
+            ));
             None
         }
     }

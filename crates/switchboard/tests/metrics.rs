@@ -52,11 +52,9 @@ fn promtool_check(text: &str) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "promtool is required in CI (Debian package `prometheus`): {e}"
-            );
-            eprintln!("SKIPPED promtool check: promtool not installed ({e})");
+            skipped(&format!(
+                "promtool check metrics: promtool not installed (Debian package `prometheus`): {e}"
+            ));
             return;
         }
     };

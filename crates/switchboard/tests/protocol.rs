@@ -407,3 +407,65 @@ async fn listener_queues_a_connection_burst() {
     assert_eq!(open.len(), 600);
     drop(listener);
 }
+
+/// A successful recovery replays every missed room message, the first one included, in
+/// order, after the CONNECT answer that names the same `pid`.
+#[tokio::test]
+async fn recovery_replays_every_missed_message_from_the_first() {
+    let s = start(conformance_config(&[
+        ("ping_interval_ms", "10000"),
+        ("ping_timeout_ms", "10000"),
+    ]))
+    .await;
+    let connect_e2e = |auth: String| async move {
+        let mut ws = ws(s.addr, "/socket.io/?EIO=4&transport=websocket").await;
+        next_text(&mut ws).await;
+        ws.send(Message::Text(format!("40/e2e,{auth}").into()))
+            .await
+            .expect("send");
+        let ok = next_text(&mut ws).await;
+        let body: serde_json::Value =
+            serde_json::from_str(ok.strip_prefix("40/e2e,").expect("connect answer"))
+                .expect("json");
+        (ws, body["pid"].as_str().expect("pid").to_owned())
+    };
+    let (mut a, pid) = connect_e2e(String::new()).await;
+    let (mut b, _) = connect_e2e(String::new()).await;
+    a.send(Message::Text("42/e2e,1[\"join\",\"r1\"]".into()))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut a).await, "43/e2e,1[\"r1\"]");
+    let to_room = |n: u32| Message::Text(format!("42/e2e,[\"to-room\",\"r1\",\"m\",{n}]").into());
+    b.send(to_room(0)).await.expect("send");
+    let seen = next_text(&mut a).await;
+    let offset = seen
+        .strip_prefix("42/e2e,[\"m\",0,\"")
+        .and_then(|r| r.strip_suffix("\"]"))
+        .unwrap_or_else(|| panic!("an offset: {seen}"))
+        .to_owned();
+    // The transport is lost (not a client disconnect): the session waits for recovery.
+    drop(a);
+    eventually("a detached, recoverable session", || {
+        s.app.hub.room_info("/e2e#r1").map(|r| r.members) == Some(0)
+    })
+    .await;
+    for n in 1..=3 {
+        b.send(to_room(n)).await.expect("send");
+    }
+    // B is in no room: its ack-less sends are done once the hub holds all three.
+    eventually("three more messages in the room's history", || {
+        s.app.hub.room_info("/e2e#r1").map(|r| r.history) == Some(4)
+    })
+    .await;
+    let (mut a, again) =
+        connect_e2e(format!("{{\"pid\":\"{pid}\",\"offset\":\"{offset}\"}}")).await;
+    assert_eq!(again, pid, "the same session is recovered");
+    for n in 1..=3 {
+        let got = next_text(&mut a).await;
+        assert!(
+            got.starts_with(&format!("42/e2e,[\"m\",{n},\"")),
+            "missed message {n} replayed in order, got {got}"
+        );
+    }
+    s.stop().await;
+}

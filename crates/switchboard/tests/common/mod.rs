@@ -220,3 +220,15 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Says on the terminal that a test did not run what it names, past the test harness's
+/// output capture (which swallows `eprintln!` of a passing test), so a local green run
+/// shows what it did not test. Under `CI=true` a missing dependency is a failure instead.
+pub fn skipped(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "required in CI: {why}"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
