@@ -314,17 +314,12 @@ impl<H: Handler> Engine<H> {
 
     fn new_session(
         &self,
-        raw_query: &str,
-        remote: Option<std::net::SocketAddr>,
+        handshake: Handshake,
         kind: TransportKind,
     ) -> Option<Arc<Session<H::Data>>> {
         if self.closing.load(Ordering::SeqCst) {
             return None;
         }
-        let handshake = Handshake {
-            query: raw_query.into(),
-            remote,
-        };
         let data = self.handler.new_data(&handshake);
         let session = Arc::new(Session::new(
             Sid::random(),
@@ -346,6 +341,7 @@ impl<H: Handler> Engine<H> {
             .closed_reason()
             .unwrap_or(CloseReason::TransportClose);
         self.sessions.lock().remove(&session.sid());
+        session.handshake().permit.release();
         self.stats.closed(reason);
         tracing::debug!(sid = %session.sid(), reason = reason.as_str(), "engine.io session closed");
         self.handler.on_close(session, reason);
@@ -358,8 +354,8 @@ impl<H: Handler> Engine<H> {
     // ---- long-polling -------------------------------------------------------------
 
     fn open_polling<B>(self: &Arc<Self>, raw_query: &str, req: &Request<B>) -> Response<Body> {
-        let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
-        let Some(session) = self.new_session(raw_query, remote, TransportKind::Polling) else {
+        let Some(session) = self.new_session(handshake_of(raw_query, req), TransportKind::Polling)
+        else {
             return error(HttpError::BadRequest);
         };
         let mut body = String::new();
@@ -620,10 +616,9 @@ impl<H: Handler> Engine<H> {
             }
             None => None,
         };
-        let remote = req.extensions().get::<RemoteAddr>().map(|r| r.0);
+        let handshake = handshake_of(raw_query, &req);
         let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
-        let raw_query = raw_query.to_owned();
         let fut = async move {
             // Boxed: one-shot futures must not size the long-lived connection task.
             let io = match Box::pin(on_upgrade).await {
@@ -650,8 +645,7 @@ impl<H: Handler> Engine<H> {
                             Some(wire),
                             refuse,
                             upgrading,
-                            raw_query,
-                            remote,
+                            handshake,
                         ));
                         return ws.await;
                     }
@@ -665,8 +659,7 @@ impl<H: Handler> Engine<H> {
                 None,
                 refuse,
                 upgrading,
-                raw_query,
-                remote,
+                handshake,
             ));
             ws.await
         };
@@ -687,8 +680,7 @@ impl<H: Handler> Engine<H> {
         wire: Option<Arc<Wire>>,
         refuse: bool,
         upgrading: Option<Arc<Session<H::Data>>>,
-        raw_query: String,
-        remote: Option<std::net::SocketAddr>,
+        handshake: Handshake,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -705,11 +697,10 @@ impl<H: Handler> Engine<H> {
         match upgrading {
             Some(session) => Box::pin(self.run_upgrade(session, ws, wire)).await,
             None => {
-                let session = self.new_session(&raw_query, remote, TransportKind::WebSocket);
-                // Nothing of the request outlives the handshake: the connection's long
-                // life is a task of its own, sized for its loop alone (this handshake
-                // task, and its allocation, end here).
-                drop(raw_query);
+                let session = self.new_session(handshake, TransportKind::WebSocket);
+                // Nothing of the request outlives the handshake (now in the session):
+                // the connection's long life is a task of its own, sized for its loop
+                // alone (this handshake task, and its allocation, end here).
                 if let Some(session) = session {
                     let tasks = self.tasks.clone();
                     tasks.spawn(self.run_websocket(session, ws, wire));
@@ -992,6 +983,20 @@ pub fn websocket_accept(headers: &HeaderMap) -> Option<String> {
         .is_some_and(|v| v.as_bytes() == b"13");
     let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
     (is_upgrade && version_ok).then(|| derive_accept_key(key.as_bytes()))
+}
+
+/// What a new session keeps of its opening request: the query, the peer address and the
+/// server's admission ([`crate::Permit`], if the server put one into the extensions).
+fn handshake_of<B>(raw_query: &str, req: &Request<B>) -> Handshake {
+    Handshake {
+        query: raw_query.into(),
+        remote: req.extensions().get::<RemoteAddr>().map(|r| r.0),
+        permit: req
+            .extensions()
+            .get::<crate::Permit>()
+            .cloned()
+            .unwrap_or_default(),
+    }
 }
 
 /// The peer address of a connection, put into request extensions by the server.

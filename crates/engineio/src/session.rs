@@ -251,6 +251,8 @@ pub struct Handshake {
     /// The raw query string of the opening request (without `?`).
     pub query: Box<str>,
     pub remote: Option<SocketAddr>,
+    /// The server's admission of this connection, released when the session ends.
+    pub permit: crate::Permit,
 }
 
 impl Handshake {

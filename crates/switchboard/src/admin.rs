@@ -30,6 +30,8 @@ pub struct AdminState {
     pub api_key: String,
     /// The broker consumer and the catalog source (`/ready`, `/stats`).
     pub integrations: crate::ingest::Integrations,
+    /// Connection admission: open connections, tracked addresses, refusals.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 pub fn routes(state: AdminState) -> Router {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::tickets::HoldService;
 use crate::transport::{Transports, sse, ws};
 use crate::{conformance, realtime};
@@ -67,6 +68,8 @@ pub struct App {
     pub router: Router,
     pub tasks: TaskTracker,
     pub hub: Arc<Hub>,
+    /// Connection admission (counts and refusals).
+    pub limits: Arc<Limits>,
     engines: Vec<Arc<dyn Sessions>>,
     /// Stops background work (expiry timer) at shutdown.
     stop: CancellationToken,
@@ -93,14 +96,27 @@ impl App {
 }
 
 /// Routes an Engine.IO path (with and without the trailing slash) to `engine`.
+/// A handshake (a GET without `sid`) is admitted by `limits` first.
 fn engine_routes<H: engineio::Handler>(
     router: Router,
     path: &str,
     engine: Arc<Engine<H>>,
+    limits: &Arc<Limits>,
 ) -> Router {
-    let svc = tower::service_fn(move |req: axum::extract::Request| {
+    let limits = limits.clone();
+    let svc = tower::service_fn(move |mut req: axum::extract::Request| {
         let engine = engine.clone();
-        async move { Ok::<Response, Infallible>(engine.handle(req).await.map(Body::new)) }
+        let admitted = if crate::limits::is_engineio_handshake(&req) {
+            limits.admit_request(&mut req).map(drop)
+        } else {
+            Ok(())
+        };
+        async move {
+            if let Err(refused) = admitted {
+                return Ok::<Response, Infallible>(crate::limits::unavailable(refused));
+            }
+            Ok::<Response, Infallible>(engine.handle(req).await.map(Body::new))
+        }
     });
     let bare = path.trim_end_matches('/').to_owned();
     router
@@ -198,6 +214,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         message: e.to_string(),
     })?;
     let stop = CancellationToken::new();
+    let limits = Limits::new(config.limits());
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
     let integrations = crate::ingest::Integrations::start(config, &holds, &hub, &tasks, &stop);
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
@@ -237,6 +254,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         transports: transports.clone(),
         api_key: config.api_key.clone(),
         integrations,
+        limits: limits.clone(),
     };
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {
@@ -248,14 +266,19 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
             Router::new()
                 .route("/ws", get(ws::upgrade))
                 .route("/events", get(sse::events))
-                .with_state(transports.clone()),
+                .with_state(transports.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    limits.clone(),
+                    crate::limits::admit_every,
+                )),
         )
         .merge(crate::web::routes(config.dev_mode_reason()));
-    router = engine_routes(router, "/socket.io/", engine.clone());
+    router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
     Ok(App {
         router,
         tasks,
         hub,
+        limits,
         engines: vec![engine, transports],
         stop,
     })
@@ -271,13 +294,15 @@ pub fn build_conformance(config: &Config) -> App {
     let echo = Engine::new(config.engine(), conformance::Echo, tasks.clone());
     let stop = CancellationToken::new();
     hub_pruner(&hub, &tasks, &stop);
+    let limits = Limits::new(config.limits());
     let mut router = Router::new().route("/health", get(health));
-    router = engine_routes(router, "/socket.io/", engine.clone());
-    router = engine_routes(router, "/engine.io/", echo.clone());
+    router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
+    router = engine_routes(router, "/engine.io/", echo.clone(), &limits);
     App {
         router,
         tasks,
         hub,
+        limits,
         engines: vec![engine, echo],
         stop,
     }

@@ -129,6 +129,21 @@ pub struct Config {
     pub events_service_cache_ms: u64,
     /// Largest frame accepted from the events-service, in UTF-16 code units.
     pub events_service_max_frame: u64,
+
+    /// Open connections on the whole server (Engine.IO sessions, `/ws`, `/events`); over
+    /// it a new one gets HTTP 503 with `Retry-After`. 0 turns the limit off.
+    pub max_connections: usize,
+    /// Open connections from one client address (see `trusted_proxies`); 0 is no limit.
+    pub max_connections_per_ip: u32,
+    /// New connections per second from one client address (a token bucket with
+    /// `handshake_burst_per_ip`), against reconnect storms; 0 turns it off.
+    pub handshake_rate_per_ip: u32,
+    pub handshake_burst_per_ip: u32,
+    /// Proxies (CIDRs, e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` names the client;
+    /// from any other peer the header is ignored and the peer address counts.
+    pub trusted_proxies: Vec<String>,
+    /// `Retry-After` of a refusal because the server or the address is full, in seconds.
+    pub limits_retry_after_secs: u32,
 }
 
 /// Why a server runs in development mode (client tokens not checked).
@@ -234,6 +249,12 @@ impl Default for Config {
             events_service_timeout_ms: 2000,
             events_service_cache_ms: 1000,
             events_service_max_frame: 1 << 20,
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: 0,
+            handshake_burst_per_ip: 100,
+            trusted_proxies: Vec::new(),
+            limits_retry_after_secs: 5,
         }
     }
 }
@@ -485,6 +506,26 @@ impl Config {
             "must be at least 1",
         )?;
         check(self.client_queue >= 8, "client_queue", "must be at least 8")?;
+        check(
+            self.handshake_burst_per_ip >= 1,
+            "handshake_burst_per_ip",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=3600).contains(&self.limits_retry_after_secs),
+            "limits_retry_after_secs",
+            "must be between 1 and 3600",
+        )?;
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find_map(|c| c.parse::<crate::limits::Cidr>().err())
+        {
+            return Err(ConfigError::Invalid {
+                key: "trusted_proxies",
+                message: bad.to_string(),
+            });
+        }
         if !self.has_jwt_key() && !self.dev_mode && !is_loopback(self.listen) {
             return Err(ConfigError::Invalid {
                 key: "dev_mode",
@@ -569,6 +610,22 @@ impl Config {
             ws_read_buffer: self.ws_read_buffer,
             max_rooms: self.max_rooms_per_client,
             rate_limit: self.rate_limit(),
+        }
+    }
+
+    /// Connection admission limits (trusted proxies already validated).
+    pub fn limits(&self) -> crate::limits::LimitsConfig {
+        crate::limits::LimitsConfig {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_rate_per_ip: f64::from(self.handshake_rate_per_ip),
+            handshake_burst_per_ip: self.handshake_burst_per_ip,
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            retry_after_secs: self.limits_retry_after_secs,
         }
     }
 

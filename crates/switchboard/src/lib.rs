@@ -8,6 +8,7 @@
 //! - [`cli`]: flags and subcommands.
 //! - [`app`]: builds the hub, engines and routes; no I/O.
 //! - [`server`]: `run(listener, app, shutdown, grace)`: accept loop and drain.
+//! - [`limits`]: connection admission (server, per address, handshake rate; 503).
 //! - [`conformance`]: the server the official protocol suites expect.
 //! - [`realtime`]: the `/realtime` namespace (the ticketing contract).
 //! - [`tickets`]: the hold service (rules + store + timer + broadcasts).
@@ -32,6 +33,7 @@ pub mod config;
 pub mod conformance;
 pub mod dashboard;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod nest;
 pub mod realtime;

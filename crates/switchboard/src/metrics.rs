@@ -353,6 +353,35 @@ pub fn render(s: &AdminState) -> String {
     );
 
     f.head(
+        "switchboard_connections_refused_total",
+        "counter",
+        "New connections refused with HTTP 503 by an admission limit.",
+    );
+    for (i, reason) in crate::limits::Refusal::ALL.iter().enumerate() {
+        f.sample(
+            "switchboard_connections_refused_total",
+            &[("limit", reason.as_str())],
+            load(&s.limits.stats().refused[i]),
+        );
+    }
+    f.head(
+        "switchboard_admitted_connections",
+        "gauge",
+        "Open connections counted by the admission limits.",
+    );
+    f.sample("switchboard_admitted_connections", &[], s.limits.open());
+    f.head(
+        "switchboard_limit_tracked_addresses",
+        "gauge",
+        "Client addresses tracked by the per-address limits (open or refilling).",
+    );
+    f.sample(
+        "switchboard_limit_tracked_addresses",
+        &[],
+        s.limits.tracked_addresses(),
+    );
+
+    f.head(
         "switchboard_delivery_seconds",
         "histogram",
         "From queueing a message for a client to handing it to the client's socket.",

@@ -190,10 +190,13 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         .realtime
         .auth
         .identify(token.as_deref(), query_user.as_deref());
+    // The connection's admission (see `limits`) lives as long as its task.
+    let permit = req.extensions().get::<engineio::Permit>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let this = t.clone();
     t.tasks.spawn(async move {
+        let _permit = permit;
         let io = match Box::pin(on_upgrade).await {
             Ok(io) => io,
             Err(e) => {

@@ -1,0 +1,74 @@
+//! The hook by which the server's connection limits follow an Engine.IO session.
+//!
+//! The layer in front of the engine (the server's router) decides whether a handshake
+//! may open a session, before any work, and puts a [`Permit`] into the request's
+//! extensions. The engine keeps it in the session's [`Handshake`](crate::Handshake) and
+//! releases it exactly when the session ends. The engine knows no limit itself.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+type Guard = Box<dyn Any + Send + Sync>;
+
+/// A connection's admission: whatever the guard releases when dropped (counts, slots)
+/// is released by [`Permit::release`] or when the last clone is dropped, whichever comes
+/// first. Clones share one guard. The default permit holds nothing.
+#[derive(Clone, Default)]
+pub struct Permit(Option<Arc<Mutex<Option<Guard>>>>);
+
+impl Permit {
+    /// A permit holding `guard` until released.
+    pub fn new(guard: impl Any + Send + Sync) -> Permit {
+        Permit(Some(Arc::new(Mutex::new(Some(Box::new(guard))))))
+    }
+
+    /// Drops the guard now (idempotent).
+    pub fn release(&self) {
+        let guard = self.0.as_ref().and_then(|slot| slot.lock().take());
+        drop(guard);
+    }
+
+    /// Whether the guard is still held.
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_some_and(|slot| slot.lock().is_some())
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Permit").field(&self.is_held()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn released_once_by_release_or_by_the_last_clone() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let p = Permit::new(Count(dropped.clone()));
+        let q = p.clone();
+        q.release();
+        p.release();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert!(!p.is_held());
+        let p = Permit::new(Count(dropped.clone()));
+        let q = p.clone();
+        drop(p);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "a clone still holds it");
+        drop(q);
+        assert_eq!(dropped.load(Ordering::SeqCst), 2);
+        Permit::default().release();
+    }
+}
