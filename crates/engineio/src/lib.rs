@@ -2,18 +2,29 @@
 //!
 //! # Layout
 //! - [`packet`]: the wire format (packets, polling payloads). Pure.
-//! - [`session`]: one session's identity, bounded outbox, heartbeat rules. No I/O.
-//! - [`engine`]: the HTTP entry point: long-polling, WebSocket, the upgrade, lifecycles.
+//! - `frame`: one outbound unit ([`Frame`]) and its polling form. Pure.
+//! - `kind`: [`TransportKind`] and [`CloseReason`], the words every module shares.
+//! - `heartbeat`: ping and pong deadlines. Pure, time passed in.
+//! - [`session`]: one session's identity, bounded outbox and transport state, changed
+//!   only through its methods; its one write is the non-blocking direct write.
+//! - [`engine`]: the session table and lifecycles; `engine/routing.rs` routes a request
+//!   (query, CORS, errors), `engine/polling.rs` and `engine/ws.rs` are the transports
+//!   (the upgrade lives with the WebSocket).
 //! - `wire`: direct WebSocket writes and the flushers that batch them.
+//! - [`stats`]: the counters the metrics endpoint reads.
 //! - [`config`]: every limit as a setting.
 //! - [`admission`]: the [`Permit`] by which the server's connection limits follow a session.
+//!
+//! Dependencies run one way: engine -> session -> wire -> frame; nothing points back.
 //!
 //! The layer above (Socket.IO) plugs in through [`Handler`] and never sees a transport.
 
 pub mod admission;
 pub mod config;
 pub mod engine;
-pub mod limit;
+mod frame;
+mod heartbeat;
+mod kind;
 pub mod packet;
 pub mod session;
 pub mod stats;
@@ -21,6 +32,8 @@ mod wire;
 
 pub use admission::Permit;
 pub use config::{Cors, EngineConfig};
-pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};
-pub use session::{CloseReason, Frame, Handshake, Push, Session, Sid, TransportKind};
-pub use stats::{EngineStats, Histogram};
+pub use engine::{Body, Engine, Handler, Message, RemoteAddr, query_param, websocket_accept};
+pub use frame::Frame;
+pub use kind::{CloseReason, TransportKind};
+pub use session::{Handshake, Push, Session, Sid};
+pub use stats::EngineStats;

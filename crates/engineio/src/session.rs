@@ -1,24 +1,33 @@
 //! One Engine.IO session: its identity, its bounded outbox and its transport state.
 //!
-//! A session never does I/O itself. Transports drain its outbox (the WebSocket task, or
-//! a pending long-polling GET) when `wake` fires; the session's lifecycle owner (the
-//! heartbeat task of a polling-born session, the WebSocket task of a WebSocket-born one)
-//! is the only place that finishes a close.
+//! Owns: the outbox and every change of transport state, through methods (a poll or a
+//! POST starting and ending, the upgrade's steps, a pong, a close), so the transports
+//! never set a field by hand.
+//!
+//! I/O: a session never waits on a socket. Transports drain its outbox (the WebSocket
+//! task, or a pending long-polling GET) when `wake` fires. The one write it makes itself
+//! is [`Session::write_direct`]: a non-blocking write to the TCP stream of an attached
+//! WebSocket (see `crate::wire`), which hands whatever the socket does not take to the
+//! session's task. The session's lifecycle owner (the heartbeat task of a polling-born
+//! session, the WebSocket task of a WebSocket-born one) is the only place that finishes a
+//! close.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
-use bytes::Bytes;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio::time::Instant;
 
+use crate::frame::Frame;
+use crate::kind::{CloseReason, TransportKind};
+use crate::stats::EngineStats;
 use crate::wire::{FlushQueue, Flushable, Wire, Wrote, encode_frame};
 
 /// A session id: 20 URL-safe characters, stored inline (no heap).
@@ -64,109 +73,6 @@ impl fmt::Display for Sid {
     }
 }
 
-/// One outbound unit. Text frames hold a complete Engine.IO packet (type character
-/// included), so a broadcast builds the buffer once and every recipient shares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Text(Utf8Bytes),
-    Binary(Bytes),
-    /// The session is being closed by the server: `1` on polling, a close frame on WebSocket.
-    Close,
-}
-
-impl Frame {
-    /// An Engine.IO message packet (`4` + text).
-    pub fn message(text: &str) -> Frame {
-        let mut s = String::with_capacity(text.len() + 1);
-        s.push('4');
-        s.push_str(text);
-        Frame::Text(Utf8Bytes::from(s))
-    }
-
-    pub(crate) fn ping() -> Frame {
-        Frame::Text(Utf8Bytes::from_static("2"))
-    }
-
-    pub(crate) fn noop() -> Frame {
-        Frame::Text(Utf8Bytes::from_static("6"))
-    }
-
-    /// Appends the polling form of this frame to `out`.
-    pub(crate) fn encode_polling(&self, out: &mut String) {
-        match self {
-            Frame::Text(t) => out.push_str(t),
-            Frame::Binary(b) => {
-                out.push('b');
-                BASE64.encode_string(b, out);
-            }
-            Frame::Close => out.push('1'),
-        }
-    }
-}
-
-/// Why a session ended. The Socket.IO layer maps these to its disconnect reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client closed the transport or sent a close packet.
-    TransportClose,
-    /// The transport failed (I/O error, protocol violation on the WebSocket).
-    TransportError,
-    /// The client did not answer a ping in time.
-    PingTimeout,
-    /// The client sent something that is not Engine.IO.
-    InvalidPacket,
-    /// The client's outbox overflowed with non-volatile messages.
-    SlowClient,
-    /// The application closed the session.
-    ServerClose,
-    /// The server is shutting down.
-    ServerShutdown,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 7] = [
-        CloseReason::TransportClose,
-        CloseReason::TransportError,
-        CloseReason::PingTimeout,
-        CloseReason::InvalidPacket,
-        CloseReason::SlowClient,
-        CloseReason::ServerClose,
-        CloseReason::ServerShutdown,
-    ];
-
-    /// Whether the client may come back and recover its state (Socket.IO recovery).
-    pub fn is_recoverable(self) -> bool {
-        matches!(
-            self,
-            CloseReason::TransportClose
-                | CloseReason::TransportError
-                | CloseReason::PingTimeout
-                | CloseReason::ServerShutdown
-        )
-    }
-
-    /// A deliberate server-side close: a polling client still gets what was queued, then
-    /// a close packet. Errors and timeouts end the session at once.
-    pub fn is_graceful(self) -> bool {
-        matches!(
-            self,
-            CloseReason::ServerClose | CloseReason::SlowClient | CloseReason::ServerShutdown
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::TransportClose => "transport close",
-            CloseReason::TransportError => "transport error",
-            CloseReason::PingTimeout => "ping timeout",
-            CloseReason::InvalidPacket => "parse error",
-            CloseReason::SlowClient => "slow client",
-            CloseReason::ServerClose => "forced close",
-            CloseReason::ServerShutdown => "server shutting down",
-        }
-    }
-}
-
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -178,13 +84,7 @@ pub enum Push {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    Polling,
-    WebSocket,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Upgrade {
+enum Upgrade {
     None,
     /// A WebSocket with this sid is open and has not finished the upgrade.
     Pending,
@@ -192,25 +92,28 @@ pub(crate) enum Upgrade {
     Probed,
 }
 
-pub(crate) struct State {
-    pub(crate) outbox: VecDeque<Frame>,
-    pub(crate) transport: TransportKind,
-    pub(crate) upgrade: Upgrade,
-    pub(crate) polling_get: bool,
-    pub(crate) polling_post: bool,
-    pub(crate) closed: Option<CloseReason>,
+struct State {
+    outbox: VecDeque<Frame>,
+    transport: TransportKind,
+    upgrade: Upgrade,
+    /// Woken (all waiters) when a pending upgrade ends either way; present only while
+    /// one is pending, so an idle session pays one pointer for it.
+    upgrade_settled: Option<Arc<Notify>>,
+    polling_get: bool,
+    polling_post: bool,
+    closed: Option<CloseReason>,
     /// A poll has carried the final answer (`1`, or the noop after a client close).
-    pub(crate) close_sent: bool,
+    close_sent: bool,
     /// When an unanswered ping times out (polling sessions): checked by every request,
     /// so a late timer cannot let a dead session answer.
-    pub(crate) pong_deadline: Option<Instant>,
+    pong_deadline: Option<Instant>,
     /// When the oldest frame now in the outbox was queued (for the delivery histogram).
-    pub(crate) queued_since: Option<Instant>,
+    queued_since: Option<Instant>,
     /// Set while the session writes straight to its WebSocket's TCP stream (crate::wire).
-    pub(crate) direct: Option<Direct>,
+    direct: Option<Direct>,
     /// The session is on its flush queue: further pushes add frames without queueing it
     /// again. Cleared when a writer takes the outbox.
-    pub(crate) scheduled: bool,
+    scheduled: bool,
 }
 
 /// How a WebSocket session's frames reach its socket without waking its task.
@@ -231,10 +134,41 @@ pub(crate) enum DirectWrite {
     Off,
 }
 
+/// Why a session refused a transport request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The session is closed and owes the client nothing more.
+    Gone,
+    /// The request's transport is not the session's now (e.g. a poll after an upgrade).
+    WrongTransport,
+    /// A second request of the same kind while one is open: the session is closed.
+    Concurrent,
+}
+
+/// What a pending long-polling GET answers.
+#[derive(Debug)]
+pub(crate) enum PollAnswer {
+    /// Everything queued, in order.
+    Frames(VecDeque<Frame>),
+    /// The session is closed: `1` for a server-side close, a noop for a client's own.
+    Closed { server_side: bool },
+    /// The upgrade's probe succeeded: the poll is released so the client can finish it.
+    Noop,
+}
+
+/// Clears the open-poll flag however the poll ends (answered, or dropped by the client).
+pub(crate) struct PollGuard<'a, D>(&'a Session<D>);
+
+impl<D> Drop for PollGuard<'_, D> {
+    fn drop(&mut self) {
+        self.0.state.lock().polling_get = false;
+    }
+}
+
 impl State {
     /// Whether a closed polling session still has to answer its client: queued packets
     /// then `1` after a graceful server close, or the noop of a client's own close.
-    pub(crate) fn polling_owes_client(&self) -> bool {
+    fn polling_owes_client(&self) -> bool {
         match self.closed {
             _ if self.transport != TransportKind::Polling => false,
             Some(r) if r.is_graceful() => !self.outbox.is_empty() || !self.close_sent,
@@ -258,7 +192,7 @@ pub struct Handshake {
 impl Handshake {
     /// The first value of a query parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        query_param(&self.query, name)
+        crate::engine::query_param(&self.query, name)
     }
 }
 
@@ -268,14 +202,14 @@ pub struct Session<D> {
     handshake: Handshake,
     pub data: D,
     max_buffered: usize,
-    pub(crate) state: Mutex<State>,
+    state: Mutex<State>,
     /// Wakes whoever writes to the client (WebSocket task or pending poll).
     pub(crate) wake: Notify,
     /// Wakes the lifecycle owner of a polling-born session (pong or close).
     pub(crate) control: Notify,
     /// Set by a pong on any transport; read by the lifecycle owner.
-    pub(crate) pong_seen: AtomicBool,
-    stats: std::sync::Arc<crate::stats::EngineStats>,
+    pong_seen: AtomicBool,
+    stats: Arc<EngineStats>,
 }
 
 impl<D> fmt::Debug for Session<D> {
@@ -291,7 +225,7 @@ impl<D> Session<D> {
         transport: TransportKind,
         max_buffered: usize,
         data: D,
-        stats: std::sync::Arc<crate::stats::EngineStats>,
+        stats: Arc<EngineStats>,
     ) -> Session<D> {
         Session {
             stats,
@@ -303,6 +237,7 @@ impl<D> Session<D> {
                 outbox: VecDeque::new(),
                 transport,
                 upgrade: Upgrade::None,
+                upgrade_settled: None,
                 polling_get: false,
                 polling_post: false,
                 closed: None,
@@ -322,6 +257,7 @@ impl<D> Session<D> {
         self.sid
     }
 
+    /// The opening request's query and peer address.
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
     }
@@ -534,7 +470,7 @@ impl<D> Session<D> {
     }
 
     /// Empties the outbox of a locked state, counting the frames and their wait.
-    pub(crate) fn taken(stats: &crate::stats::EngineStats, st: &mut State) -> VecDeque<Frame> {
+    fn taken(stats: &EngineStats, st: &mut State) -> VecDeque<Frame> {
         let frames = std::mem::take(&mut st.outbox);
         if let Some(since) = st.queued_since.take() {
             stats.delivery.observe(since.elapsed());
@@ -544,9 +480,179 @@ impl<D> Session<D> {
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         frames
     }
+}
 
-    pub(crate) fn stats(&self) -> &crate::stats::EngineStats {
-        &self.stats
+impl<D> Session<D> {
+    // ---- long-polling: one GET and one POST at a time --------------------------------
+
+    /// Starts a long-polling GET. A second concurrent GET closes the session.
+    pub(crate) fn begin_poll(&self) -> Result<PollGuard<'_, D>, Refused> {
+        let mut st = self.state.lock();
+        if st.closed.is_some() && !st.polling_owes_client() {
+            return Err(Refused::Gone);
+        }
+        if st.transport != TransportKind::Polling {
+            return Err(Refused::WrongTransport);
+        }
+        if st.polling_get {
+            drop(st);
+            self.close(CloseReason::InvalidPacket);
+            return Err(Refused::Concurrent);
+        }
+        st.polling_get = true;
+        Ok(PollGuard(self))
+    }
+
+    /// Waits for what the open poll answers: queued frames, the close, or the noop that
+    /// releases it during an upgrade.
+    pub(crate) async fn poll_answer(&self) -> PollAnswer {
+        loop {
+            let notified = self.wake.notified();
+            {
+                let mut st = self.state.lock();
+                if !st.outbox.is_empty() {
+                    let frames = Self::taken(&self.stats, &mut st);
+                    drop(st);
+                    self.control.notify_one();
+                    return PollAnswer::Frames(frames);
+                }
+                if let Some(reason) = st.closed {
+                    // Queued packets went out in earlier polls; now the close itself.
+                    st.close_sent = true;
+                    drop(st);
+                    self.control.notify_one();
+                    return PollAnswer::Closed {
+                        server_side: reason != CloseReason::TransportClose,
+                    };
+                }
+                if st.upgrade == Upgrade::Probed {
+                    return PollAnswer::Noop;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts a long-polling POST. A second concurrent POST closes the session.
+    pub(crate) fn begin_post(&self) -> Result<(), Refused> {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return Err(Refused::Gone);
+        }
+        if st.transport != TransportKind::Polling {
+            return Err(Refused::WrongTransport);
+        }
+        if st.polling_post {
+            drop(st);
+            self.close(CloseReason::InvalidPacket);
+            return Err(Refused::Concurrent);
+        }
+        st.polling_post = true;
+        Ok(())
+    }
+
+    /// The POST started by [`Session::begin_post`] is done.
+    pub(crate) fn end_post(&self) {
+        self.state.lock().polling_post = false;
+    }
+
+    /// Whether a closed polling session still has to answer a poll (its lifecycle owner
+    /// keeps it in the table until then, briefly).
+    pub(crate) fn owes_client(&self) -> bool {
+        self.state.lock().polling_owes_client()
+    }
+
+    // ---- heartbeat of a polling-born session -----------------------------------------
+
+    /// A ping went out; the session times out at `pong_deadline` unless a pong comes.
+    pub(crate) fn ping_sent(&self, pong_deadline: Instant) {
+        self.state.lock().pong_deadline = Some(pong_deadline);
+        self.push(Frame::ping(), false);
+    }
+
+    /// A pong arrived on some transport: tells the lifecycle owner.
+    pub(crate) fn pong(&self) {
+        self.pong_seen.store(true, Ordering::SeqCst);
+        self.control.notify_one();
+    }
+
+    /// Whether a pong arrived since the last call (the lifecycle owner's side of
+    /// [`Session::pong`]); clears the pong deadline if so.
+    pub(crate) fn take_pong(&self) -> bool {
+        let pong = self.pong_seen.swap(false, Ordering::SeqCst);
+        if pong {
+            self.state.lock().pong_deadline = None;
+        }
+        pong
+    }
+
+    // ---- the upgrade from polling to WebSocket ----------------------------------------
+
+    /// A WebSocket names this session to upgrade it: true if it may (a live polling
+    /// session not upgrading already), and the upgrade is pending from now on.
+    pub(crate) fn begin_upgrade(&self) -> bool {
+        let mut st = self.state.lock();
+        if st.closed.is_some()
+            || st.transport != TransportKind::Polling
+            || st.upgrade != Upgrade::None
+        {
+            return false;
+        }
+        st.upgrade = Upgrade::Pending;
+        st.upgrade_settled = Some(Arc::new(Notify::new()));
+        true
+    }
+
+    /// The WebSocket answered the probe: a pending poll is released with a noop.
+    pub(crate) fn upgrade_probed(&self) {
+        self.state.lock().upgrade = Upgrade::Probed;
+        self.wake.notify_one();
+    }
+
+    /// The upgrade failed (or the WebSocket never came): the session stays on polling.
+    pub(crate) fn abandon_upgrade(&self) {
+        let mut st = self.state.lock();
+        Self::settle_upgrade(&mut st);
+    }
+
+    /// The client sent `5`: the session is a WebSocket session from now on, and whatever
+    /// waited for the next poll goes out on it. False if the session closed meanwhile
+    /// (the upgrade is abandoned then).
+    pub(crate) fn complete_upgrade(&self) -> bool {
+        let mut st = self.state.lock();
+        let open = st.closed.is_none();
+        if open {
+            st.transport = TransportKind::WebSocket;
+            self.stats.upgrades.fetch_add(1, Ordering::Relaxed);
+        }
+        Self::settle_upgrade(&mut st);
+        drop(st);
+        if open {
+            self.wake.notify_one();
+        }
+        open
+    }
+
+    fn settle_upgrade(st: &mut State) {
+        st.upgrade = Upgrade::None;
+        if let Some(settled) = st.upgrade_settled.take() {
+            settled.notify_waiters();
+        }
+    }
+
+    /// Waits (at most `max`) until no upgrade is pending. A poll racing the client's
+    /// `2probe`/`5` on the WebSocket then gets the answer the order of the client's sends
+    /// implies (400 once upgraded, else a noop).
+    pub(crate) async fn upgrade_settled(&self, max: Duration) {
+        let Some(settled) = self.state.lock().upgrade_settled.clone() else {
+            return;
+        };
+        let notified = settled.notified();
+        // Registered before this check, so a settle right after it still wakes us.
+        if self.state.lock().upgrade == Upgrade::None {
+            return;
+        }
+        let _ = tokio::time::timeout(max, notified).await;
     }
 }
 
@@ -554,88 +660,6 @@ impl<D: Send + Sync> Flushable for Session<D> {
     fn flush_queued(&self, buf: &mut Vec<u8>) {
         self.write_direct(buf, false);
     }
-}
-
-/// The heartbeat of one session: ping every interval, and expect a pong within the timeout.
-#[derive(Debug)]
-pub(crate) struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
-    /// When the next ping is due, or when the awaited pong is overdue.
-    deadline: Instant,
-    awaiting_pong: bool,
-}
-
-pub(crate) enum Beat {
-    SendPing,
-    TimedOut,
-}
-
-impl Heartbeat {
-    pub(crate) fn new(interval: Duration, timeout: Duration, now: Instant) -> Heartbeat {
-        Heartbeat {
-            interval,
-            timeout,
-            deadline: now + interval,
-            awaiting_pong: false,
-        }
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Called when the deadline has passed.
-    pub(crate) fn on_deadline(&mut self, now: Instant) -> Beat {
-        if self.awaiting_pong {
-            Beat::TimedOut
-        } else {
-            self.awaiting_pong = true;
-            // From the scheduled time, not the (possibly late) wake-up: no drift.
-            let _ = now;
-            self.deadline += self.timeout;
-            Beat::SendPing
-        }
-    }
-
-    pub(crate) fn on_pong(&mut self, now: Instant) {
-        if self.awaiting_pong {
-            self.awaiting_pong = false;
-            self.deadline = now + self.interval;
-        }
-    }
-}
-
-/// The first value of `name` in a raw query string, percent-decoded (`+` as space).
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -649,16 +673,6 @@ mod tests {
         assert_eq!(Sid::parse(sid.as_str()), Some(sid));
         assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa/"), None);
-    }
-
-    #[test]
-    fn query_params_are_decoded() {
-        let q = "EIO=4&transport=polling&token=a%20b+c&userId=7&bad=%zz&tail=%4";
-        assert_eq!(query_param(q, "token").as_deref(), Some("a b c"));
-        assert_eq!(query_param(q, "userId").as_deref(), Some("7"));
-        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
-        assert_eq!(query_param(q, "tail").as_deref(), Some("%4"));
-        assert_eq!(query_param(q, "missing"), None);
     }
 
     #[test]
@@ -678,18 +692,5 @@ mod tests {
         assert_eq!(s.push(Frame::message("d"), false), Push::Closed);
         assert_eq!(s.closed_reason(), Some(CloseReason::SlowClient));
         assert_eq!(s.push(Frame::message("e"), false), Push::Closed);
-    }
-
-    #[test]
-    fn heartbeat_pings_then_times_out() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(Duration::from_millis(300), Duration::from_millis(200), t0);
-        assert_eq!(hb.deadline(), t0 + Duration::from_millis(300));
-        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::SendPing));
-        assert_eq!(hb.deadline(), t0 + Duration::from_millis(500));
-        hb.on_pong(t0 + Duration::from_millis(350));
-        assert_eq!(hb.deadline(), t0 + Duration::from_millis(650));
-        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::SendPing));
-        assert!(matches!(hb.on_deadline(hb.deadline()), Beat::TimedOut));
     }
 }

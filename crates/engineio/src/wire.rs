@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::session::Frame;
+use crate::frame::Frame;
 
 /// The write side of one WebSocket connection.
 pub(crate) struct Wire {

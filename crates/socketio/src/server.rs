@@ -33,7 +33,7 @@ pub struct SocketIoConfig {
     pub max_inbox: usize,
     /// Events per second one socket may send (with a burst); over it, an event is
     /// refused with an `error` event (and its ack, if any). Off when `per_sec` is 0.
-    pub rate_limit: engineio::limit::RateLimit,
+    pub rate_limit: primitives::RateLimit,
 }
 
 impl Default for SocketIoConfig {
@@ -42,7 +42,7 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
             max_inbox: 64,
-            rate_limit: engineio::limit::RateLimit {
+            rate_limit: primitives::RateLimit {
                 per_sec: 0.0,
                 burst: 0.0,
             },

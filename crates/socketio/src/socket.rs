@@ -35,16 +35,13 @@ pub(crate) struct Inbox {
     pub(crate) queue: VecDeque<Work>,
     pub(crate) running: bool,
     /// The rate-limit bucket, made at the socket's first event.
-    bucket: Option<engineio::limit::Bucket>,
+    bucket: Option<primitives::Bucket>,
 }
 
 impl Inbox {
-    pub(crate) fn bucket(
-        &mut self,
-        limit: engineio::limit::RateLimit,
-    ) -> &mut engineio::limit::Bucket {
+    pub(crate) fn bucket(&mut self, limit: primitives::RateLimit) -> &mut primitives::Bucket {
         self.bucket
-            .get_or_insert_with(|| engineio::limit::Bucket::new(limit))
+            .get_or_insert_with(|| primitives::Bucket::new(limit))
     }
 }
 

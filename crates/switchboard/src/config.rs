@@ -580,8 +580,8 @@ impl Config {
         }
     }
 
-    pub fn rate_limit(&self) -> engineio::limit::RateLimit {
-        engineio::limit::RateLimit {
+    pub fn rate_limit(&self) -> primitives::RateLimit {
+        primitives::RateLimit {
             per_sec: self.rate_limit_per_sec as f32,
             burst: self.rate_limit_burst.max(1) as f32,
         }

@@ -63,7 +63,7 @@ pub fn snapshot(s: &AdminState) -> Value {
 pub async fn stream(State(s): State<AdminState>, headers: HeaderMap, uri: Uri) -> Response {
     if !s.dev_mode {
         let mut h = headers.clone();
-        if let Some(key) = engineio::session::query_param(uri.query().unwrap_or(""), "key")
+        if let Some(key) = engineio::query_param(uri.query().unwrap_or(""), "key")
             && let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}"))
         {
             h.insert(header::AUTHORIZATION, v);

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use engineio::{CloseReason, Histogram};
+use engineio::CloseReason;
+use primitives::Histogram;
 
 use crate::admin::AdminState;
 

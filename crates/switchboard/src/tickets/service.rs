@@ -58,7 +58,7 @@ pub struct HoldService {
     timer: Notify,
     config: HoldConfig,
     /// Time of every operation, from taking the lock to durable (for `/metrics`).
-    pub latency: engineio::Histogram,
+    pub latency: primitives::Histogram,
     /// Availability snapshots waiting for their broadcast, in the order of the states.
     pending: Mutex<Vec<Availability>>,
     /// The store never waits on a disk: mutations may run on the async runtime.
@@ -120,7 +120,7 @@ impl HoldService {
             coalescer: Coalescer::new(coalesce_window),
             timer: Notify::new(),
             config,
-            latency: engineio::Histogram::default(),
+            latency: primitives::Histogram::default(),
             pending: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
         }))

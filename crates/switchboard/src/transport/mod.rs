@@ -30,7 +30,7 @@ pub struct TransportConfig {
     pub max_message: usize,
     pub ws_read_buffer: usize,
     pub max_rooms: usize,
-    pub rate_limit: engineio::limit::RateLimit,
+    pub rate_limit: primitives::RateLimit,
 }
 
 /// What `/ws` and `/events` share: the hub, the ticket contract, limits and counts.

@@ -95,7 +95,7 @@ fn resume_of(headers: &HeaderMap, query: &str) -> Resume {
     let raw = headers
         .get("last-event-id")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .or_else(|| engineio::session::query_param(query, "lastEventId"));
+        .or_else(|| engineio::query_param(query, "lastEventId"));
     match raw.as_deref().map(str::trim) {
         None | Some("") => Resume::Fresh,
         Some(s) => s
@@ -112,8 +112,8 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .or_else(|| engineio::session::query_param(query, "token"));
-    let query_user = engineio::session::query_param(query, "userId");
+        .or_else(|| engineio::query_param(query, "token"));
+    let query_user = engineio::query_param(query, "userId");
     let user = match t
         .realtime
         .auth
@@ -124,7 +124,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.to_string()),
     };
     let mut channels: Vec<String> = Vec::new();
-    for c in engineio::session::query_param(query, "channels")
+    for c in engineio::query_param(query, "channels")
         .unwrap_or_default()
         .split(',')
         .map(str::trim)

@@ -184,8 +184,8 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
     };
     let (proto_token, echo) = protocol_token(headers);
     let query = req.uri().query().unwrap_or("");
-    let token = proto_token.or_else(|| engineio::session::query_param(query, "token"));
-    let query_user = engineio::session::query_param(query, "userId");
+    let token = proto_token.or_else(|| engineio::query_param(query, "token"));
+    let query_user = engineio::query_param(query, "userId");
     let identity = t
         .realtime
         .auth
@@ -282,7 +282,7 @@ where
             &json!({"clientId": client.id, "userId": client.user}).to_string(),
         );
 
-        let mut bucket = engineio::limit::Bucket::new(t.config.rate_limit);
+        let mut bucket = primitives::Bucket::new(t.config.rate_limit);
         let interval = t.config.heartbeat;
         let mut ping_at = Instant::now() + interval;
         let mut pong_due: Option<Instant> = None;

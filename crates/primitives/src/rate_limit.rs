@@ -1,16 +1,21 @@
 //! A token bucket for per-connection rate limits (Socket.IO events, `/ws` frames).
+//!
+//! Time is tokio's clock, so a test on a paused clock controls the refill.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Events per second allowed on one connection, with a burst. `per_sec == 0` is off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
+    /// Tokens added per second.
     pub per_sec: f32,
+    /// Tokens a full bucket holds (and a new one starts with).
     pub burst: f32,
 }
 
 impl RateLimit {
+    /// Whether the limit applies at all.
     pub fn is_on(&self) -> bool {
         self.per_sec > 0.0
     }
@@ -29,6 +34,7 @@ fn epoch() -> Instant {
 }
 
 impl Bucket {
+    /// A full bucket.
     pub fn new(limit: RateLimit) -> Bucket {
         Bucket {
             tokens: limit.burst,
