@@ -44,6 +44,15 @@ impl Sessions for Transports {
     }
 }
 
+impl Sessions for crate::pusher::Pusher {
+    fn close_all(&self) {
+        crate::pusher::Pusher::close_all(self);
+    }
+    fn count(&self) -> usize {
+        self.connections()
+    }
+}
+
 impl<H: engineio::Handler> Sessions for Engine<H> {
     fn close_all(&self) {
         Engine::close_all(self);
@@ -274,12 +283,24 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         )
         .merge(crate::web::routes(config.dev_mode_reason()));
     router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
+    let mut engines: Vec<Arc<dyn Sessions>> = vec![engine, transports];
+    // Pusher clients on the same rooms; no app configured, nothing served.
+    if let Some(pusher) = crate::pusher::Pusher::new(
+        config.pusher.clone(),
+        hub.clone(),
+        config.transports(),
+        stop.child_token(),
+        tasks.clone(),
+    ) {
+        router = router.merge(pusher.routes(&limits));
+        engines.push(pusher);
+    }
     Ok(App {
         router,
         tasks,
         hub,
         limits,
-        engines: vec![engine, transports],
+        engines,
         stop,
     })
 }

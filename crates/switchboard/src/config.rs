@@ -144,6 +144,9 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// `Retry-After` of a refusal because the server or the address is full, in seconds.
     pub limits_retry_after_secs: u32,
+    /// The Pusher Channels protocol: `[pusher]` with `[[pusher.apps]]` (see README
+    /// "Pusher"); no app, nothing served.
+    pub pusher: crate::pusher::PusherConfig,
 }
 
 /// Why a server runs in development mode (client tokens not checked).
@@ -255,6 +258,7 @@ impl Default for Config {
             handshake_burst_per_ip: 100,
             trusted_proxies: Vec::new(),
             limits_retry_after_secs: 5,
+            pusher: crate::pusher::PusherConfig::default(),
         }
     }
 }
@@ -336,6 +340,7 @@ impl Config {
                 table.insert(key.clone(), parse_like(default, value, name, &key)?);
             }
         }
+        add_env_pusher_app(&mut table, &sources.env)?;
         for (key, value) in &sources.overrides {
             let Some(default) = defaults.get(key) else {
                 return Err(ConfigError::UnknownKey {
@@ -525,6 +530,9 @@ impl Config {
                 key: "trusted_proxies",
                 message: bad.to_string(),
             });
+        }
+        if let Some((key, message)) = self.pusher.problem() {
+            return Err(ConfigError::Invalid { key, message });
         }
         if !self.has_jwt_key() && !self.dev_mode && !is_loopback(self.listen) {
             return Err(ConfigError::Invalid {
@@ -719,6 +727,18 @@ impl Config {
             api_key: hide(&self.api_key),
             amqp_url: redact_url(&self.amqp_url),
             redis_url: redact_url(&self.redis_url),
+            pusher: crate::pusher::PusherConfig {
+                apps: self
+                    .pusher
+                    .apps
+                    .iter()
+                    .map(|a| crate::pusher::PusherApp {
+                        secret: hide(&a.secret),
+                        ..a.clone()
+                    })
+                    .collect(),
+                ..self.pusher.clone()
+            },
             ..self.clone()
         }
     }
@@ -754,6 +774,40 @@ fn redact_url(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// The Pusher app of `SWITCHBOARD_PUSHER_APP_ID`, `_KEY`, `_SECRET`: added to
+/// `[pusher] apps`, replacing an app of the same id.
+fn add_env_pusher_app(
+    table: &mut toml::Table,
+    env: &HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let bad = |message: String| ConfigError::BadValue {
+        origin: "environment".into(),
+        key: "pusher.apps".into(),
+        value: crate::pusher::config::ENV_APP.join(", "),
+        message,
+    };
+    let Some(app) = crate::pusher::PusherConfig::env_app(env).map_err(bad)? else {
+        return Ok(());
+    };
+    let id = app.id.clone();
+    let app = toml::Value::try_from(app).map_err(|e| bad(e.to_string()))?;
+    let pusher = table
+        .entry("pusher")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(pusher) = pusher else {
+        return Err(bad("`pusher` must be a table".into()));
+    };
+    let apps = pusher
+        .entry("apps")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let toml::Value::Array(apps) = apps else {
+        return Err(bad("`pusher.apps` must be an array of tables".into()));
+    };
+    apps.retain(|a| a.get("id").and_then(toml::Value::as_str) != Some(id.as_str()));
+    apps.push(app);
+    Ok(())
 }
 
 /// Parses an environment or flag string as the same TOML type as the default.
@@ -929,6 +983,72 @@ mod tests {
         // Loopback with a key: not development mode.
         let c = load(&[("jwt_secret", "k".repeat(32).as_str())]).expect("key");
         assert_eq!(c.dev_mode_reason(), None);
+    }
+
+    #[test]
+    fn pusher_apps_from_file_and_env() {
+        let file = r#"
+[pusher]
+activity_timeout_secs = 60
+
+[[pusher.apps]]
+id = "1"
+key = "key-one"
+secret = "secret-one"
+client_events = true
+webhooks = ["http://127.0.0.1:9/hooks"]
+"#;
+        let c = Config::load(&Sources {
+            file: Some(("f.toml".into(), file.into())),
+            env: env(&[
+                ("SWITCHBOARD_PUSHER_APP_ID", "2"),
+                ("SWITCHBOARD_PUSHER_KEY", "key-two"),
+                ("SWITCHBOARD_PUSHER_SECRET", "secret-two"),
+            ]),
+            ..Sources::default()
+        })
+        .expect("loads");
+        assert_eq!(c.pusher.activity_timeout_secs, 60);
+        assert_eq!(c.pusher.pong_timeout_secs, 30, "defaults fill the table");
+        let ids: Vec<_> = c.pusher.apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2"]);
+        assert!(c.pusher.apps[0].client_events && !c.pusher.apps[1].client_events);
+        assert!(c.pusher.apps[1].enabled);
+        assert_eq!(c.redacted().pusher.apps[0].secret, "<redacted>");
+        assert!(!format!("{:?}", c.pusher.apps[0]).contains("secret-one"));
+        // The environment's app replaces the file's of the same id.
+        let c = Config::load(&Sources {
+            file: Some(("f.toml".into(), file.into())),
+            env: env(&[
+                ("SWITCHBOARD_PUSHER_APP_ID", "1"),
+                ("SWITCHBOARD_PUSHER_KEY", "key-env"),
+                ("SWITCHBOARD_PUSHER_SECRET", "secret-env"),
+            ]),
+            ..Sources::default()
+        })
+        .expect("loads");
+        assert_eq!(c.pusher.apps.len(), 1);
+        assert_eq!(c.pusher.apps[0].key, "key-env");
+        for bad in [
+            "[pusher]\nnope = 1",
+            "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"short\"",
+            "[[pusher.apps]]\nid = \"1\"\nkey = \"k k\"\nsecret = \"long-enough\"",
+            "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"long-enough\"\nwebhooks = [\"https://x/\"]",
+            "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"long-enough\"\n[[pusher.apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"long-enough\"",
+            "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"long-enough\"\ncolour = 1",
+        ] {
+            let e = Config::load(&Sources {
+                file: Some(("f.toml".into(), bad.into())),
+                ..Sources::default()
+            });
+            assert!(e.is_err(), "{bad} accepted");
+        }
+        let e = Config::load(&Sources {
+            env: env(&[("SWITCHBOARD_PUSHER_APP_ID", "1")]),
+            ..Sources::default()
+        })
+        .expect_err("half an app");
+        assert!(e.to_string().contains("SWITCHBOARD_PUSHER_KEY"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`admin`]: `/health`, `/ready`, `/stats`, the catalog admin API.
 //! - [`api`]: the HTTP publish API, the rooms API and the OpenAPI document.
 //! - [`transport`]: the plain transports `/ws` and `/events` (SSE), hub members too.
+//! - [`pusher`]: the Pusher Channels protocol (`/app/{key}`, the `/apps/{id}` HTTP API,
+//!   webhooks) on the same rooms.
 //! - [`ingest`]: the RabbitMQ consumer for the platform's NestJS services.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`dashboard`]: `/dashboard/stream`, the live dashboard's SSE feed.
@@ -36,6 +38,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod nest;
+pub mod pusher;
 pub mod realtime;
 pub mod server;
 pub mod telemetry;
