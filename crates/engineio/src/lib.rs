@@ -11,6 +11,7 @@
 //!   (query, CORS, errors), `engine/polling.rs` and `engine/ws.rs` are the transports
 //!   (the upgrade lives with the WebSocket).
 //! - `wire`: direct WebSocket writes and the flushers that batch them.
+//! - `query`: [`query_param`], a query string's parameters (`form_urlencoded`).
 //! - [`stats`]: the counters the metrics endpoint reads.
 //! - [`config`]: every limit as a setting.
 //! - [`admission`]: the [`Permit`] by which the server's connection limits follow a session.
@@ -26,14 +27,16 @@ mod frame;
 mod heartbeat;
 mod kind;
 pub mod packet;
+mod query;
 pub mod session;
 pub mod stats;
 mod wire;
 
 pub use admission::Permit;
 pub use config::{Cors, EngineConfig};
-pub use engine::{Body, Engine, Handler, Message, RemoteAddr, query_param, websocket_accept};
+pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};
 pub use frame::Frame;
 pub use kind::{CloseReason, TransportKind};
+pub use query::query_param;
 pub use session::{Handshake, Push, Session, Sid};
 pub use stats::EngineStats;

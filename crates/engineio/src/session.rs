@@ -192,7 +192,7 @@ pub struct Handshake {
 impl Handshake {
     /// The first value of a query parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        crate::engine::query_param(&self.query, name)
+        crate::query::query_param(&self.query, name)
     }
 }
 

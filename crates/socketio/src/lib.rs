@@ -4,7 +4,11 @@
 //! - [`packet`]: the Socket.IO packet format. Pure.
 //! - [`server`]: [`SocketIo`], the Engine.IO handler: namespaces, CONNECT and
 //!   CONNECT_ERROR, binary reassembly, acks, recovery.
-//! - [`socket`]: [`Socket`], one client in one namespace; a hub member.
+//! - [`socket`]: [`Socket`], one client in one namespace (a hub member), its ordered
+//!   inbox, and [`ConnState`], the sockets of one Engine.IO connection.
+//!
+//! Dependencies: server -> socket -> packet, server -> namespace; socket and namespace
+//! name each other (a socket belongs to a namespace whose handler is given sockets).
 //! - [`namespace`]: [`Namespace`] settings and the [`NamespaceHandler`] trait the
 //!   application implements.
 //!
@@ -20,5 +24,5 @@ pub use namespace::{
     ConnectError, ConnectRequest, DisconnectReason, Event, Identity, Namespace, NamespaceConfig,
     NamespaceHandler,
 };
-pub use server::{ConnState, SocketIo, SocketIoConfig};
-pub use socket::{AckError, Socket};
+pub use server::{SocketIo, SocketIoConfig};
+pub use socket::{AckError, ConnState, Socket};

@@ -1,26 +1,22 @@
 //! The Engine.IO handler that speaks Socket.IO: namespaces, CONNECT, binary reassembly,
-//! acks, recovery, and the per-socket ordered inbox that runs application handlers.
+//! acks and recovery. The per-socket ordered inbox lives with the socket.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use engineio::{CloseReason, Handler, Handshake, Message, Session};
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use hub::{Hub, Payload};
-use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use smallvec::SmallVec;
 
 use crate::namespace::{
     ConnectRequest, Detached, DisconnectReason, Event, Namespace, NamespaceConfig, NamespaceHandler,
 };
 use crate::packet::{Packet, PacketType, encode_connect, encode_connect_error, encode_event};
-use crate::socket::{Socket, Work};
+use crate::socket::{ConnState, Partial, Socket, Work, enqueue, enqueue_event, remove_socket};
 
 /// Settings of the Socket.IO layer.
 #[derive(Debug, Clone)]
@@ -48,28 +44,6 @@ impl Default for SocketIoConfig {
             },
         }
     }
-}
-
-/// Per-connection state kept inside the Engine.IO session.
-#[derive(Default)]
-pub struct ConnState {
-    sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
-    partial: Mutex<Option<Partial>>,
-    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl ConnState {
-    /// The sockets (one per namespace) of this connection.
-    pub fn sockets(&self) -> Vec<Arc<Socket>> {
-        self.sockets.lock().to_vec()
-    }
-}
-
-/// A binary packet waiting for its attachments.
-struct Partial {
-    text: String,
-    expected: usize,
-    attachments: Vec<Bytes>,
 }
 
 /// The Socket.IO server: plug it into an [`engineio::Engine`].
@@ -367,103 +341,6 @@ impl SocketIo {
         conn.data.sockets.lock().push(socket.clone());
         nsp.connected.fetch_add(1, Ordering::Relaxed);
         enqueue(&socket, Work::Connect);
-    }
-}
-
-/// Removes a socket for good (not recoverable) and tells the application.
-pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
-    if !socket.mark_disconnected() {
-        return;
-    }
-    socket
-        .conn()
-        .data
-        .sockets
-        .lock()
-        .retain(|s| !Arc::ptr_eq(s, socket));
-    let nsp = socket.namespace();
-    nsp.connected.fetch_sub(1, Ordering::Relaxed);
-    if let Some(member) = socket.member_id() {
-        nsp.hub.remove_member(member);
-    }
-    enqueue(socket, Work::Disconnect(reason));
-}
-
-/// Sends DISCONNECT for every namespace of a connection and removes its sockets.
-pub(crate) fn disconnect_all(conn: &Conn, reason: DisconnectReason) {
-    for socket in conn.data.sockets() {
-        conn.push(
-            crate::packet::encode_disconnect(socket.namespace().name()),
-            false,
-        );
-        remove_socket(&socket, reason);
-    }
-}
-
-async fn enqueue_event(socket: &Arc<Socket>, event: Event, max: usize) {
-    let mut event = Some(event);
-    loop {
-        let space = socket.inbox_space.notified();
-        {
-            let mut inbox = socket.inbox.lock();
-            if inbox.queue.len() < max {
-                if let Some(e) = event.take() {
-                    inbox.queue.push_back(Work::Event(e));
-                }
-                let start = !inbox.running;
-                inbox.running = true;
-                drop(inbox);
-                if start {
-                    tokio::spawn(run_inbox(socket.clone()));
-                }
-                return;
-            }
-        }
-        // Back-pressure: stop reading this client until its handler catches up.
-        space.await;
-    }
-}
-
-fn enqueue(socket: &Arc<Socket>, work: Work) {
-    let mut inbox = socket.inbox.lock();
-    inbox.queue.push_back(work);
-    let start = !inbox.running;
-    inbox.running = true;
-    drop(inbox);
-    if start {
-        tokio::spawn(run_inbox(socket.clone()));
-    }
-}
-
-/// Runs a socket's queued work in order, then exits; at most one runs per socket.
-async fn run_inbox(socket: Arc<Socket>) {
-    let handler = socket.namespace().handler.clone();
-    loop {
-        let work = {
-            let mut inbox = socket.inbox.lock();
-            match inbox.queue.pop_front() {
-                Some(w) => w,
-                None => {
-                    inbox.running = false;
-                    inbox.queue = Default::default();
-                    return;
-                }
-            }
-        };
-        socket.inbox_space.notify_one();
-        let fut = match work {
-            Work::Connect => handler.on_connect(socket.clone()),
-            Work::Event(e) => handler.on_event(socket.clone(), e),
-            Work::Disconnect(r) => handler.on_disconnect(socket.clone(), r),
-        };
-        if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-            tracing::error!(
-                socket = socket.id(),
-                "application handler panicked; socket keeps serving"
-            );
-        }
-        // The handler's answers go out now, ahead of broadcasts waiting to be flushed.
-        socket.conn().flush();
     }
 }
 

@@ -2,18 +2,21 @@
 //! through [`hub::Member::deliver`], which queues the shared, pre-encoded frames.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use engineio::{Frame, Push, Session};
+use futures_util::FutureExt;
 use hub::{Delivery, Envelope, Member, MemberId, Payload};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::namespace::{DisconnectReason, Event, Namespace};
 use crate::packet::{encode_ack, encode_disconnect, encode_event};
-use crate::server::ConnState;
 
 /// Why an emit with acknowledgement got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -240,11 +243,11 @@ impl Socket {
     /// Disconnects this socket from its namespace; with `close_conn` the whole connection.
     pub fn disconnect(self: &Arc<Self>, close_conn: bool) {
         if close_conn {
-            crate::server::disconnect_all(&self.conn, DisconnectReason::ServerNamespaceDisconnect);
+            disconnect_all(&self.conn, DisconnectReason::ServerNamespaceDisconnect);
             self.conn.close(engineio::CloseReason::ServerClose);
         } else {
             self.conn.push(encode_disconnect(self.nsp.name()), false);
-            crate::server::remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
+            remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
         }
     }
 
@@ -281,5 +284,127 @@ impl Member for Socket {
 
     fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+}
+
+/// Per-connection state kept inside the Engine.IO session.
+#[derive(Default)]
+pub struct ConnState {
+    pub(crate) sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
+    pub(crate) partial: Mutex<Option<Partial>>,
+    pub(crate) connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl ConnState {
+    /// The sockets (one per namespace) of this connection.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.lock().to_vec()
+    }
+}
+
+/// A binary packet waiting for its attachments.
+pub(crate) struct Partial {
+    pub(crate) text: String,
+    pub(crate) expected: usize,
+    pub(crate) attachments: Vec<Bytes>,
+}
+
+/// A connection as the sockets see it.
+type Conn = Arc<Session<ConnState>>;
+
+/// Removes a socket for good (not recoverable) and tells the application.
+pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
+    if !socket.mark_disconnected() {
+        return;
+    }
+    socket
+        .conn()
+        .data
+        .sockets
+        .lock()
+        .retain(|s| !Arc::ptr_eq(s, socket));
+    let nsp = socket.namespace();
+    nsp.connected.fetch_sub(1, Ordering::Relaxed);
+    if let Some(member) = socket.member_id() {
+        nsp.hub.remove_member(member);
+    }
+    enqueue(socket, Work::Disconnect(reason));
+}
+
+/// Sends DISCONNECT for every namespace of a connection and removes its sockets.
+pub(crate) fn disconnect_all(conn: &Conn, reason: DisconnectReason) {
+    for socket in conn.data.sockets() {
+        conn.push(
+            crate::packet::encode_disconnect(socket.namespace().name()),
+            false,
+        );
+        remove_socket(&socket, reason);
+    }
+}
+
+pub(crate) async fn enqueue_event(socket: &Arc<Socket>, event: Event, max: usize) {
+    let mut event = Some(event);
+    loop {
+        let space = socket.inbox_space.notified();
+        {
+            let mut inbox = socket.inbox.lock();
+            if inbox.queue.len() < max {
+                if let Some(e) = event.take() {
+                    inbox.queue.push_back(Work::Event(e));
+                }
+                let start = !inbox.running;
+                inbox.running = true;
+                drop(inbox);
+                if start {
+                    tokio::spawn(run_inbox(socket.clone()));
+                }
+                return;
+            }
+        }
+        // Back-pressure: stop reading this client until its handler catches up.
+        space.await;
+    }
+}
+
+pub(crate) fn enqueue(socket: &Arc<Socket>, work: Work) {
+    let mut inbox = socket.inbox.lock();
+    inbox.queue.push_back(work);
+    let start = !inbox.running;
+    inbox.running = true;
+    drop(inbox);
+    if start {
+        tokio::spawn(run_inbox(socket.clone()));
+    }
+}
+
+/// Runs a socket's queued work in order, then exits; at most one runs per socket.
+async fn run_inbox(socket: Arc<Socket>) {
+    let handler = socket.namespace().handler.clone();
+    loop {
+        let work = {
+            let mut inbox = socket.inbox.lock();
+            match inbox.queue.pop_front() {
+                Some(w) => w,
+                None => {
+                    inbox.running = false;
+                    inbox.queue = Default::default();
+                    return;
+                }
+            }
+        };
+        socket.inbox_space.notify_one();
+        let fut = match work {
+            Work::Connect => handler.on_connect(socket.clone()),
+            Work::Event(e) => handler.on_event(socket.clone(), e),
+            Work::Disconnect(r) => handler.on_disconnect(socket.clone(), r),
+        };
+        if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+            tracing::error!(
+                socket = socket.id(),
+                "application handler panicked; socket keeps serving"
+            );
+        }
+        // The handler's answers go out now, ahead of broadcasts waiting to be flushed.
+        socket.conn().flush();
     }
 }

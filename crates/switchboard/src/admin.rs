@@ -34,9 +34,14 @@ pub struct AdminState {
     pub limits: Arc<crate::limits::Limits>,
 }
 
+/// Liveness: the process serves HTTP.
+pub(crate) async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
 pub fn routes(state: AdminState) -> Router {
     Router::new()
-        .route("/health", get(crate::app::health))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stats", get(stats))
         .route("/metrics", get(crate::metrics::metrics))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use engineio::Engine;
 use hub::Hub;
@@ -158,8 +158,24 @@ fn socketio_engine(config: &Config, sio: SocketIo, tasks: &TaskTracker) -> Arc<E
 pub enum BuildError {
     #[error(transparent)]
     Catalog(#[from] crate::tickets::CatalogError),
-    #[error("hold store in {dir}: {message}")]
-    Store { dir: String, message: String },
+    /// The store could not be opened.
+    #[error("hold store in {dir}: {source}")]
+    Store {
+        /// The configured `data_dir`.
+        dir: String,
+        /// What the store reported.
+        #[source]
+        source: crate::tickets::StoreError,
+    },
+    /// The hold service could not restore its state from the store.
+    #[error("hold store in {dir}: {source}")]
+    Holds {
+        /// The configured `data_dir`.
+        dir: String,
+        /// What the service reported.
+        #[source]
+        source: crate::tickets::ServiceError,
+    },
     #[error("JWT key: {0}")]
     Key(String),
 }
@@ -186,19 +202,18 @@ fn auth_of(config: &Config) -> Result<Auth, BuildError> {
 
 fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
     if config.data_dir == "memory" {
-        let store = crate::tickets::SqliteStore::memory().map_err(|e| BuildError::Store {
+        let store = crate::tickets::SqliteStore::memory().map_err(|source| BuildError::Store {
             dir: config.data_dir.clone(),
-            message: e.to_string(),
+            source,
         })?;
         return Ok(Box::new(store));
     }
-    let store =
-        crate::tickets::SqliteStore::open(std::path::Path::new(&config.data_dir)).map_err(|e| {
-            BuildError::Store {
-                dir: config.data_dir.clone(),
-                message: e.to_string(),
-            }
-        })?;
+    let store = crate::tickets::SqliteStore::open(std::path::Path::new(&config.data_dir)).map_err(
+        |source| BuildError::Store {
+            dir: config.data_dir.clone(),
+            source,
+        },
+    )?;
     Ok(Box::new(store))
 }
 
@@ -218,9 +233,9 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         hub.clone(),
         std::time::Duration::from_millis(config.coalesce_ms),
     )
-    .map_err(|e| BuildError::Store {
+    .map_err(|source| BuildError::Holds {
         dir: config.data_dir.clone(),
-        message: e.to_string(),
+        source,
     })?;
     let stop = CancellationToken::new();
     let limits = Limits::new(config.limits());
@@ -316,7 +331,7 @@ pub fn build_conformance(config: &Config) -> App {
     let stop = CancellationToken::new();
     hub_pruner(&hub, &tasks, &stop);
     let limits = Limits::new(config.limits());
-    let mut router = Router::new().route("/health", get(health));
+    let mut router = Router::new().route("/health", get(crate::admin::health));
     router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
     router = engine_routes(router, "/engine.io/", echo.clone(), &limits);
     App {
@@ -327,8 +342,4 @@ pub fn build_conformance(config: &Config) -> App {
         engines: vec![engine, echo],
         stop,
     }
-}
-
-pub(crate) async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
 }

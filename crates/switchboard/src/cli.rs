@@ -58,16 +58,36 @@ pub enum Command {
     Conformance,
 }
 
+/// Why the flags do not name usable config sources.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `--config` names a file that cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        /// The path as given.
+        path: String,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--set` argument without `=`.
+    #[error("--set {0}: expected KEY=VALUE")]
+    Set(String),
+}
+
 impl Cli {
     /// The config sources these flags name, with `env` injected.
     pub fn sources(
         &self,
         env: std::collections::HashMap<String, String>,
-    ) -> Result<Sources, String> {
+    ) -> Result<Sources, CliError> {
         let file = match &self.common.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 Some((path.display().to_string(), text))
             }
             None => None,
@@ -79,7 +99,7 @@ impl Cli {
         for kv in &self.common.set {
             let (k, v) = kv
                 .split_once('=')
-                .ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                .ok_or_else(|| CliError::Set(kv.clone()))?;
             overrides.push((k.trim().to_owned(), v.to_owned()));
         }
         if let Some(l) = &self.common.listen {

@@ -13,6 +13,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli
         .sources(Sources::process_env())
+        .map_err(|e| e.to_string())
         .and_then(|s| Config::load(&s).map_err(|e| e.to_string()))
     {
         Ok(c) => c,

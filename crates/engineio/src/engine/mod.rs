@@ -9,7 +9,6 @@ mod polling;
 mod routing;
 mod ws;
 
-pub use routing::query_param;
 pub use ws::websocket_accept;
 
 use std::collections::HashMap;

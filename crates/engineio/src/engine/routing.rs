@@ -156,13 +156,6 @@ fn parse_query(q: &str) -> Query<'_> {
     out
 }
 
-/// The first value of `name` in a raw query string, percent-decoded (`+` as space).
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 pub(super) fn empty(status: StatusCode) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = status;
@@ -200,16 +193,6 @@ pub(super) fn error(e: HttpError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_params_are_decoded() {
-        let q = "EIO=4&transport=polling&token=a%20b+c&userId=7&bad=%zz&tail=%4";
-        assert_eq!(query_param(q, "token").as_deref(), Some("a b c"));
-        assert_eq!(query_param(q, "userId").as_deref(), Some("7"));
-        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
-        assert_eq!(query_param(q, "tail").as_deref(), Some("%4"));
-        assert_eq!(query_param(q, "missing"), None);
-    }
 
     #[test]
     fn routing_takes_the_first_of_each_parameter() {
