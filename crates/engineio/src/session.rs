@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 use crate::frame::Frame;
 use crate::kind::{CloseReason, TransportKind};
+/// Kept here too for callers that name it by its older path.
+pub use crate::query::query_param;
 use crate::stats::EngineStats;
 use crate::wire::{FlushQueue, Flushable, Wire, Wrote, encode_frame};
 

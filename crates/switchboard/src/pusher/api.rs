@@ -355,7 +355,7 @@ pub(crate) async fn batch_events(
 }
 
 fn query_get(uri: &Uri, key: &str) -> Option<String> {
-    engineio::session::query_param(uri.query().unwrap_or(""), key)
+    engineio::query_param(uri.query().unwrap_or(""), key)
 }
 
 /// `GET /apps/{app_id}/channels[?filter_by_prefix=&info=user_count]`: occupied channels.

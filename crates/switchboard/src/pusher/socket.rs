@@ -168,7 +168,7 @@ pub(crate) async fn upgrade(
             .into_response();
     };
     let query = req.uri().query().unwrap_or("");
-    let protocol = engineio::session::query_param(query, "protocol");
+    let protocol = engineio::query_param(query, "protocol");
     let refusal = match (p.app_by_key(&key), protocol.as_deref()) {
         (None, _) => Some((4001, format!("App key {key} does not exist"))),
         (Some(a), _) if !a.config.enabled => Some((4003, "App is disabled".to_owned())),
@@ -303,8 +303,8 @@ where
             &quoted(&established.to_string()),
         ));
 
-        let mut events = engineio::limit::Bucket::new(client_event_limit(&p));
-        let mut frames = engineio::limit::Bucket::new(p.limits.rate_limit);
+        let mut events = primitives::Bucket::new(client_event_limit(&p));
+        let mut frames = primitives::Bucket::new(p.limits.rate_limit);
         // The server pings a client silent for longer than its own ping interval.
         let idle = p.config.activity_timeout() + Duration::from_secs(5);
         let mut ping_at = Instant::now() + idle;
@@ -403,9 +403,9 @@ where
     }
 }
 
-fn client_event_limit(p: &Pusher) -> engineio::limit::RateLimit {
+fn client_event_limit(p: &Pusher) -> primitives::RateLimit {
     let per_sec = p.config.client_events_per_sec as f32;
-    engineio::limit::RateLimit {
+    primitives::RateLimit {
         per_sec,
         burst: per_sec.max(1.0),
     }
@@ -438,13 +438,7 @@ fn cleanup(p: &Pusher, conn: &Conn, member: MemberId) {
 }
 
 /// A frame from the client. Never closes the connection itself: errors are answered.
-fn handle(
-    p: &Pusher,
-    conn: &Conn,
-    member: MemberId,
-    text: &str,
-    bucket: &mut engineio::limit::Bucket,
-) {
+fn handle(p: &Pusher, conn: &Conn, member: MemberId, text: &str, bucket: &mut primitives::Bucket) {
     #[derive(serde::Deserialize)]
     struct Frame<'a> {
         #[serde(borrow)]
@@ -715,7 +709,7 @@ fn client_event(
     event: &str,
     channel: Option<&str>,
     data: &str,
-    bucket: &mut engineio::limit::Bucket,
+    bucket: &mut primitives::Bucket,
 ) {
     let refuse = |code: Option<u16>, message: &str| {
         p.counters.invalid.fetch_add(1, Ordering::Relaxed);
