@@ -11,7 +11,9 @@ pub enum Cors {
     AnyOrigin,
     /// Reflect the request's `Origin` when it is in the list.
     Origins {
+        /// The allowed origins, compared byte for byte.
         origins: Vec<String>,
+        /// Whether to send `Access-Control-Allow-Credentials: true`.
         credentials: bool,
     },
 }
@@ -31,6 +33,7 @@ pub struct EngineConfig {
     pub max_buffered_packets: usize,
     /// Whether each transport is offered.
     pub allow_polling: bool,
+    /// Whether clients may open or upgrade to a WebSocket.
     pub allow_websocket: bool,
     /// WebSocket read buffer per connection, in bytes (tungstenite's default is 128 KiB).
     pub ws_read_buffer: usize,
@@ -40,6 +43,7 @@ pub struct EngineConfig {
     /// batching whatever queued up (crate `wire`); 0 turns direct writes off (each
     /// session's task then writes its own frames).
     pub ws_flushers: usize,
+    /// Which cross-origin requests the endpoints answer.
     pub cors: Cors,
 }
 

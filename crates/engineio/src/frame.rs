@@ -12,7 +12,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// included), so a broadcast builds the buffer once and every recipient shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// A complete Engine.IO packet as text (type character included).
     Text(Utf8Bytes),
+    /// A binary message.
     Binary(Bytes),
     /// The session is being closed by the server: `1` on polling, a close frame on WebSocket.
     Close,

@@ -4,7 +4,9 @@
 /// The transport a session is on now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
+    /// HTTP long-polling.
     Polling,
+    /// A WebSocket.
     WebSocket,
 }
 
@@ -28,6 +30,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in the order the close counters use.
     pub const ALL: [CloseReason; 7] = [
         CloseReason::TransportClose,
         CloseReason::TransportError,
@@ -58,6 +61,7 @@ impl CloseReason {
         )
     }
 
+    /// The reason as Engine.IO and Socket.IO clients name it.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",

@@ -20,6 +20,8 @@
 //!
 //! The layer above (Socket.IO) plugs in through [`Handler`] and never sees a transport.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod config;
 pub mod engine;

@@ -19,9 +19,15 @@ pub enum Packet {
     /// `1`.
     Close,
     /// `2`, or `2probe` during an upgrade.
-    Ping { probe: bool },
+    Ping {
+        /// Part of the upgrade handshake.
+        probe: bool,
+    },
     /// `3`, or `3probe` during an upgrade.
-    Pong { probe: bool },
+    Pong {
+        /// Part of the upgrade handshake.
+        probe: bool,
+    },
     /// `4` + text: an application message. The text excludes the type character.
     Message(Utf8Bytes),
     /// A binary application message (a WebSocket binary frame, or `b` + base64 on polling).
@@ -36,12 +42,16 @@ pub enum Packet {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("empty packet")]
+    /// Nothing to decode.
     Empty,
     #[error("unknown packet type {0:?}")]
+    /// The type character is not an Engine.IO packet type.
     UnknownType(char),
     #[error("invalid base64 in binary packet")]
+    /// A binary packet's base64 does not decode.
     Base64,
     #[error("unexpected data after packet type")]
+    /// A packet type that carries no data has some.
     TrailingData,
 }
 
@@ -113,12 +123,25 @@ impl Packet {
 /// A packet received from a client, borrowing its text from the frame or body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound<'a> {
+    /// `1`: the client closes the session.
     Close,
-    Ping { probe: bool },
-    Pong { probe: bool },
+    /// `2`, or `2probe` during an upgrade.
+    Ping {
+        /// Part of the upgrade handshake.
+        probe: bool,
+    },
+    /// `3`, or `3probe` during an upgrade.
+    Pong {
+        /// Part of the upgrade handshake.
+        probe: bool,
+    },
+    /// `4` + text: an application message (the text excludes the type character).
     Message(&'a str),
+    /// A binary application message.
     Binary(Bytes),
+    /// `5`: the client finishes an upgrade.
     Upgrade,
+    /// `6`.
     Noop,
 }
 

@@ -37,6 +37,7 @@ use crate::wire::{FlushQueue, Flushable, Wire, Wrote, encode_frame};
 pub struct Sid([u8; 20]);
 
 impl Sid {
+    /// A new random id (15 random bytes, base64url).
     pub fn random() -> Sid {
         let raw: [u8; 15] = rand::random();
         let mut out = [0u8; 20];
@@ -57,6 +58,7 @@ impl Sid {
             .then_some(Sid(bytes))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         // Only ever built from base64url characters, which are ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -78,6 +80,7 @@ impl fmt::Display for Sid {
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
+    /// The frame is queued.
     Queued,
     /// A volatile frame met a full outbox and was dropped.
     Dropped,
@@ -186,6 +189,7 @@ impl State {
 pub struct Handshake {
     /// The raw query string of the opening request (without `?`).
     pub query: Box<str>,
+    /// The peer address, when the server put it into the request.
     pub remote: Option<SocketAddr>,
     /// The server's admission of this connection, released when the session ends.
     pub permit: crate::Permit,
@@ -202,6 +206,7 @@ impl Handshake {
 pub struct Session<D> {
     sid: Sid,
     handshake: Handshake,
+    /// The layer above's per-session state.
     pub data: D,
     max_buffered: usize,
     state: Mutex<State>,
@@ -255,6 +260,7 @@ impl<D> Session<D> {
         }
     }
 
+    /// This session's id.
     pub fn sid(&self) -> Sid {
         self.sid
     }
@@ -264,10 +270,12 @@ impl<D> Session<D> {
         &self.handshake
     }
 
+    /// The transport the session is on now.
     pub fn transport(&self) -> TransportKind {
         self.state.lock().transport
     }
 
+    /// Whether the session is closed or closing.
     pub fn is_closed(&self) -> bool {
         self.state.lock().closed.is_some()
     }

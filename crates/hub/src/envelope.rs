@@ -1,3 +1,6 @@
+// std's Instant until the hub moves to tokio's clock (the cluster work converts it).
+#![allow(clippy::disallowed_types)]
+
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,8 +17,11 @@ use smallvec::SmallVec;
 /// Socket.IO placeholders (`{"_placeholder":true,"num":N}`) indexing `attachments`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Payload {
+    /// The arguments' JSON, joined by commas, without brackets.
     pub args: String,
+    /// How many arguments `args` holds.
     pub arg_count: usize,
+    /// Binary arguments, indexed by the placeholders in `args`.
     pub attachments: Vec<Bytes>,
 }
 
@@ -74,12 +80,17 @@ type Cached = Arc<dyn Any + Send + Sync>;
 
 /// One published message, shared by every recipient and by room histories.
 pub struct Envelope {
+    /// The message's offset in the hub-wide sequence.
     pub offset: u64,
+    /// The event name.
     pub event: Box<str>,
+    /// The arguments.
     pub payload: Payload,
+    /// May be dropped for slow clients; never kept in history.
     pub volatile: bool,
     /// The rooms it was published to (one, usually).
     pub rooms: SmallVec<[Arc<str>; 1]>,
+    /// When it was published (history ages out from this).
     pub at: Instant,
     cache: Mutex<SmallVec<[(FormatId, Cached); 2]>>,
 }

@@ -1,3 +1,5 @@
+// std's Instant until the hub moves to tokio's clock (the cluster work converts it).
+#![allow(clippy::disallowed_types)]
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ pub trait Member: Send + Sync {
 /// What a member did with an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// Queued for the client.
     Delivered,
     /// Volatile, and the client's queue was full.
     Dropped,
@@ -70,7 +73,9 @@ pub struct Publish {
     pub rooms: SmallVec<[RoomId; 1]>,
     /// Members of these rooms are skipped.
     pub except: SmallVec<[RoomId; 1]>,
+    /// The event name.
     pub event: Box<str>,
+    /// The arguments.
     pub payload: Payload,
     /// May be dropped for slow clients; never kept in history.
     pub volatile: bool,
@@ -102,28 +107,41 @@ pub enum Presence {
 pub struct Gap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a member could not join a room.
 pub enum JoinError {
+    /// The member is in `max_rooms_per_client` rooms already.
     TooManyRooms,
+    /// No such member (it was removed).
     UnknownMember,
 }
 
 /// A room as reported by the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RoomInfo {
+    /// The room's name.
     pub room: String,
+    /// Members now in the room.
     pub members: usize,
+    /// Members per transport name.
     pub by_transport: Vec<(String, usize)>,
     /// Distinct users present (a user with several connections counts once).
     pub users: Vec<String>,
+    /// Messages in the room's history.
     pub history: usize,
+    /// The offset of the room's last message.
     pub last_offset: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+/// Hub-wide counts for `/stats` and `/metrics`.
 pub struct HubStats {
+    /// Members (connections in every transport).
     pub members: usize,
+    /// Rooms the hub knows.
     pub rooms: usize,
+    /// Messages kept in all rooms' histories.
     pub history_entries: usize,
+    /// The last offset assigned.
     pub last_offset: u64,
 }
 
@@ -254,6 +272,7 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub with no rooms; its offsets continue from `config.first_offset`.
     pub fn new(config: HubConfig) -> Arc<Hub> {
         let first = config.first_offset;
         Arc::new(Hub {
@@ -268,10 +287,12 @@ impl Hub {
         })
     }
 
+    /// The settings this hub runs with.
     pub fn config(&self) -> &HubConfig {
         &self.config
     }
 
+    /// Adds a member (in no room yet) and returns its id.
     pub fn add_member(&self, sink: Arc<dyn Member>) -> MemberId {
         let mut inner = self.inner.lock();
         let id = MemberId(inner.next_member);
@@ -300,6 +321,7 @@ impl Hub {
         entry.rooms.into_vec()
     }
 
+    /// Puts a member in a room.
     pub fn join(&self, id: MemberId, room: &str) -> Result<(), JoinError> {
         let mut inner = self.inner.lock();
         Self::join_locked(&mut inner, id, room, self.config.max_rooms_per_member)
@@ -416,6 +438,7 @@ impl Hub {
         gone
     }
 
+    /// Takes a member out of a room (nothing happens if it was not in it).
     pub fn leave(&self, id: MemberId, room: &str) {
         let mut inner = self.inner.lock();
         if let Some(entry) = inner.members.get_mut(&id) {
@@ -426,6 +449,7 @@ impl Hub {
         }
     }
 
+    /// Whether a member is in a room.
     pub fn is_member(&self, id: MemberId, room: &str) -> bool {
         let inner = self.inner.lock();
         inner
@@ -434,6 +458,7 @@ impl Hub {
             .is_some_and(|e| e.rooms.iter().any(|r| &**r == room))
     }
 
+    /// The rooms a member is in.
     pub fn rooms_of(&self, id: MemberId) -> Vec<RoomId> {
         let inner = self.inner.lock();
         inner
@@ -619,6 +644,7 @@ impl Hub {
         inner.removed_floor = floor;
     }
 
+    /// A room as the admin API reports it; `None` if the hub does not know it.
     pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
         let inner = self.inner.lock();
         let r = inner.rooms.get(room)?;
@@ -659,6 +685,7 @@ impl Hub {
         v
     }
 
+    /// Hub-wide counts.
     pub fn stats(&self) -> HubStats {
         let inner = self.inner.lock();
         HubStats {

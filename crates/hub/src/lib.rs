@@ -11,6 +11,8 @@
 //! sees a room's messages in offset order and a replay joined under the same lock can
 //! neither miss nor repeat a message.
 
+#![warn(missing_docs)]
+
 mod envelope;
 mod hub;
 

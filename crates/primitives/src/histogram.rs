@@ -25,6 +25,7 @@ impl Histogram {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
 
+    /// Counts one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = Self::BOUNDS

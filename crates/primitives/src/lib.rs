@@ -4,6 +4,8 @@
 //!
 //! Owns: the arithmetic. Never: I/O, metrics rendering, or what is being limited.
 
+#![warn(missing_docs)]
+
 pub mod histogram;
 pub mod rate_limit;
 

@@ -15,6 +15,8 @@
 //! Rooms, offsets and history live in the hub; this crate only maps Socket.IO's names and
 //! wire format onto it.
 
+#![warn(missing_docs)]
+
 pub mod namespace;
 pub mod packet;
 pub mod server;

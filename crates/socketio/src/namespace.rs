@@ -16,6 +16,7 @@ use crate::socket::Socket;
 /// Settings of one namespace.
 #[derive(Debug, Clone)]
 pub struct NamespaceConfig {
+    /// The namespace's name, with its leading `/`.
     pub name: String,
     /// Connection state recovery window; `None` turns recovery off.
     pub recovery: Option<Duration>,
@@ -27,18 +28,21 @@ pub struct NamespaceConfig {
 /// What the middleware learned about the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
+    /// The user id, when the connection authenticated as one.
     pub user: Option<String>,
 }
 
 /// A refused connection, as the client will see it in `connect_error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectError {
+    /// What the client reads in its `connect_error`.
     pub message: String,
     /// Raw JSON attached as `data`.
     pub data: Option<String>,
 }
 
 impl ConnectError {
+    /// A refusal with this message.
     pub fn new(message: impl Into<String>) -> ConnectError {
         ConnectError {
             message: message.into(),
@@ -50,17 +54,22 @@ impl ConnectError {
 /// A CONNECT as the middleware sees it.
 #[derive(Debug)]
 pub struct ConnectRequest<'a> {
+    /// The namespace asked for.
     pub nsp: &'a str,
     /// The handshake `auth` object, raw JSON (`{}` when the client sent none).
     pub auth: &'a str,
+    /// The Engine.IO handshake of the connection (query, peer address).
     pub handshake: &'a Handshake,
 }
 
 /// One event from a client.
 #[derive(Debug)]
 pub struct Event {
+    /// The event name.
     pub name: String,
+    /// The arguments, as JSON, in order.
     pub args: Vec<Box<RawValue>>,
+    /// Binary attachments, in order.
     pub attachments: Vec<Bytes>,
     /// Present when the client waits for an answer: pass it to [`Socket::ack`].
     pub ack: Option<u64>,
@@ -87,6 +96,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// The reason as socket.io-client names it.
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
@@ -171,10 +181,12 @@ impl Namespace {
         })
     }
 
+    /// The namespace's name (`/realtime`).
     pub fn name(&self) -> &str {
         &self.config.name
     }
 
+    /// The hub its rooms live in.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

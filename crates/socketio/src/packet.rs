@@ -9,43 +9,65 @@ use hub::Payload;
 use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Socket.IO packet types (the first character of a packet).
 pub enum PacketType {
+    /// `0`: join a namespace.
     Connect,
+    /// `1`: leave a namespace.
     Disconnect,
+    /// `2`: an event.
     Event,
+    /// `3`: the answer to an event.
     Ack,
+    /// `4`: a refused namespace join.
     ConnectError,
+    /// `5`: an event with binary attachments.
     BinaryEvent,
+    /// `6`: an answer with binary attachments.
     BinaryAck,
 }
 
 /// A decoded packet. `data` is raw, validated JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<'a> {
+    /// The packet type.
     pub kind: PacketType,
+    /// The namespace (`/` when absent).
     pub nsp: &'a str,
+    /// The ack id, when the sender waits for an answer.
     pub id: Option<u64>,
+    /// How many binary attachments follow (binary types only).
     pub attachments: usize,
+    /// The JSON payload, unparsed.
     pub data: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a packet could not be decoded.
 pub enum ParseError {
     #[error("empty packet")]
+    /// Nothing to decode.
     Empty,
     #[error("unknown packet type")]
+    /// The type character is not a Socket.IO packet type.
     UnknownType,
     #[error("invalid attachment count")]
+    /// The attachment count is not a number.
     Attachments,
     #[error("too many binary attachments")]
+    /// More attachments than `max_attachments`.
     TooManyAttachments,
     #[error("invalid packet id")]
+    /// The ack id is not a number.
     Id,
     #[error("invalid JSON payload")]
+    /// The payload is not JSON.
     Json,
     #[error("payload does not fit the packet type")]
+    /// The payload's shape does not fit the packet type.
     Payload,
     #[error("JSON nested too deeply")]
+    /// The payload nests deeper than 32 levels.
     TooDeep,
 }
 
@@ -86,11 +108,14 @@ fn nesting_within(json: &str, max: usize) -> bool {
 /// An event's name and arguments, borrowed from the packet.
 #[derive(Debug)]
 pub struct EventData<'a> {
+    /// The event name (the first array element).
     pub name: String,
+    /// The remaining elements.
     pub args: Vec<&'a RawValue>,
 }
 
 impl<'a> Packet<'a> {
+    /// Decodes one packet's text; `max_attachments` bounds binary packets.
     pub fn decode(text: &'a str, max_attachments: usize) -> Result<Packet<'a>, ParseError> {
         let bytes = text.as_bytes();
         let kind = match bytes.first().ok_or(ParseError::Empty)? {
@@ -268,6 +293,7 @@ pub fn encode_connect_error(nsp: &str, message: &str, data: Option<&str>) -> Fra
     Frame::Text(out.into())
 }
 
+/// A DISCONNECT packet for `nsp`.
 pub fn encode_disconnect(nsp: &str) -> Frame {
     let mut out = String::new();
     push_header(&mut out, b'1', 0, nsp, None);

@@ -70,6 +70,7 @@ impl SocketIo {
         self.rate_limited.clone()
     }
 
+    /// A server with no namespace yet; rooms live in `hub`.
     pub fn new(config: SocketIoConfig, hub: Arc<Hub>) -> SocketIo {
         SocketIo {
             rate_limited: Arc::default(),
@@ -90,10 +91,12 @@ impl SocketIo {
         nsp
     }
 
+    /// A namespace by name.
     pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
         self.namespaces.get(name)
     }
 
+    /// The hub every namespace's rooms live in.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

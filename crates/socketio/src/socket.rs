@@ -22,8 +22,10 @@ use crate::packet::{encode_ack, encode_disconnect, encode_event};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("the client did not answer in time")]
+    /// The client did not answer in time.
     Timeout,
     #[error("the socket disconnected")]
+    /// The socket disconnected before answering.
     Disconnected,
 }
 
@@ -124,6 +126,7 @@ impl Socket {
         self.id
     }
 
+    /// The namespace this socket joined.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.nsp
     }
@@ -148,6 +151,7 @@ impl Socket {
         self.recovered
     }
 
+    /// Whether the socket is still in its namespace.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
     }
@@ -212,6 +216,7 @@ impl Socket {
         self.nsp.hub.join(id, &self.nsp.room_key(room))
     }
 
+    /// Leaves `room` (nothing happens if it was not in it).
     pub fn leave(&self, room: &str) {
         if let Some(id) = self.member_id() {
             self.nsp.hub.leave(id, &self.nsp.room_key(room));

@@ -34,7 +34,9 @@ use crate::wire::{FlushQueue, Flushable, Wire};
 /// A message from the client, for the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// A text message (the Engine.IO type character removed).
     Text(&'a str),
+    /// A binary message.
     Binary(Bytes),
 }
 
@@ -43,6 +45,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Per-session state the handler keeps inside the session.
     type Data: Send + Sync + 'static;
 
+    /// The per-session state of a new session, made before the handshake is answered.
     fn new_data(&self, handshake: &Handshake) -> Self::Data;
 
     /// The session is open and its handshake packet is queued.
@@ -85,6 +88,7 @@ impl<H: Handler> Drop for Engine<H> {
 }
 
 impl<H: Handler> Engine<H> {
+    /// An engine whose session tasks run on `tasks` (drained at shutdown).
     pub fn new(config: EngineConfig, handler: H, tasks: TaskTracker) -> Arc<Self> {
         Arc::new(Engine {
             config,
@@ -140,10 +144,12 @@ impl<H: Handler> Engine<H> {
         (sessions.len() - ws, ws)
     }
 
+    /// The layer above this engine.
     pub fn handler(&self) -> &H {
         &self.handler
     }
 
+    /// The settings this engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

@@ -4,7 +4,7 @@
 //! [`Ingest::stats`] is the JSON `/stats` shows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};

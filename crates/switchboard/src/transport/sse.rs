@@ -58,7 +58,7 @@ fn encode_envelope(env: &Envelope) -> Bytes {
 
 struct SseClient {
     user: String,
-    out: Outbound<(u64, std::time::Instant, Bytes)>,
+    out: Outbound<(u64, tokio::time::Instant, Bytes)>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -68,7 +68,7 @@ impl Member for SseClient {
             return Delivery::Closed;
         }
         let chunk = envelope.encoded(format(), encode_envelope);
-        let item = (envelope.offset, std::time::Instant::now(), chunk);
+        let item = (envelope.offset, tokio::time::Instant::now(), chunk);
         self.out
             .offer(item, envelope.volatile, &self.metrics.sse.dropped)
     }
@@ -257,7 +257,7 @@ struct StreamState {
     _open: OpenGuard,
     member: MemberId,
     client: Arc<SseClient>,
-    rx: mpsc::Receiver<(u64, std::time::Instant, Bytes)>,
+    rx: mpsc::Receiver<(u64, tokio::time::Instant, Bytes)>,
     initial: VecDeque<Bytes>,
     /// Live messages at or below this offset were already sent as replay.
     replayed_upto: u64,
