@@ -13,7 +13,7 @@
 //   stale timestamps, bodies over the limit.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -22,6 +22,7 @@ import PusherClient from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
 import { io } from "socket.io-client";
+import { chromium } from "playwright-core";
 import { freePort, startServer } from "../lib/server.mjs";
 
 const T = { timeout: 30_000 };
@@ -29,6 +30,8 @@ const API_KEY = "e2e-api-key";
 const APP = { appId: "1001", key: "e2e-pusher-key", secret: "e2e-pusher-secret" };
 const ENCRYPTION_KEY = Buffer.alloc(32, 7).toString("base64");
 const skip = process.env.E2E_SERVER === "reference" && "Switchboard-only protocol";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const E2E_DIR = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
 let server;
 let sdk;
@@ -316,6 +319,30 @@ describe("pusher-js and the pusher SDK against Switchboard", { skip }, () => {
     assert.equal(pa.members.count, 1);
   });
 
+  it("presence is shared: a /ws member of the room is in pusher-js's members, and sees pusher-js users", T, async (t) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws?userId=ws-walt`);
+    t.after(() => ws.terminate());
+    const wsFrames = [];
+    ws.on("message", (d) => wsFrames.push(JSON.parse(d.toString())));
+    await within(5000, "ws open", new Promise((r) => ws.once("open", r)));
+    ws.send(JSON.stringify({ action: "join", roomId: "presence-mixed", ack: 1 }));
+    await until("ws joined", () => wsFrames.some((f) => f.ack === 1));
+
+    const p = client(t, { user: "pat", info: { name: "Pat" } });
+    await connected(p);
+    const ch = await subscribed(p, "presence-mixed");
+    assert.equal(ch.members.count, 2);
+    assert.deepEqual(ch.members.get("ws-walt"), { id: "ws-walt", info: null });
+    await until("ws sees pat", () => wsFrames.some((f) => f.event === "member_joined" && f.data.userId === "pat"));
+    const joined = wsFrames.find((f) => f.event === "member_joined" && f.data.userId === "pat");
+    assert.deepEqual(joined.data.userInfo, { name: "Pat" });
+
+    const removed = within(5000, "ws member removed", new Promise((r) => ch.bind("pusher:member_removed", r)));
+    ws.send(JSON.stringify({ action: "leave", roomId: "presence-mixed" }));
+    assert.equal((await removed).id, "ws-walt");
+    assert.equal(ch.members.count, 1);
+  });
+
   it("encrypted channels: the SDK encrypts, pusher-js decrypts, the server passes them through", T, async (t) => {
     const c = client(t);
     await connected(c);
@@ -543,5 +570,86 @@ describe("pusher-js and the pusher SDK against Switchboard", { skip }, () => {
     const got = next(ch, "hello");
     await sdkFor(second.port).trigger("after-restart", "hello", { ok: true });
     assert.deepEqual((await got).data, { ok: true });
+  });
+});
+
+describe("pusher-js in headless Chromium", { skip: skip || (!existsSync(CHROMIUM) && !process.env.CI && `no Chromium at ${CHROMIUM}`) }, () => {
+  it("the browser bundle: presence through the app's auth endpoint, SDK events, client events with Node", T, async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      // Under CI a missing browser fails (scripts/test installs it); outside it is skipped above.
+      assert.fail(`no Chromium at ${CHROMIUM}`);
+    }
+    // The app's site: the page, pusher-js's browser bundle from node_modules, and the auth
+    // endpoint an app writes with the SDK (pusher-js POSTs socket_id and channel_name).
+    const bundle = readFileSync(path.join(E2E_DIR, "node_modules/pusher-js/dist/web/pusher.min.js"));
+    const site = http.createServer((req, res) => {
+      if (req.url === "/pusher.min.js") return res.writeHead(200, { "content-type": "text/javascript" }).end(bundle);
+      if (req.url === "/pusher/auth" && req.method === "POST") {
+        let body = "";
+        req.setEncoding("utf8").on("data", (d) => (body += d)).on("end", () => {
+          const form = new URLSearchParams(body);
+          const channel = form.get("channel_name");
+          const presence = channel.startsWith("presence-") ? { user_id: "browser", user_info: { name: "Browser" } } : undefined;
+          res.writeHead(200, { "content-type": "application/json" })
+            .end(JSON.stringify(sdk.authorizeChannel(form.get("socket_id"), channel, presence)));
+        });
+        return;
+      }
+      res.writeHead(200, { "content-type": "text/html" }).end('<!doctype html><title>app</title><script src="/pusher.min.js"></script>');
+    });
+    await new Promise((r) => site.listen(0, "127.0.0.1", r));
+    t.after(() => new Promise((r) => site.close(r)));
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+    t.after(() => browser.close());
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`http://127.0.0.1:${site.address().port}/`);
+
+    // A Node pusher-js client already in the channel.
+    const node = client(t, { user: "node", info: { name: "Node" } });
+    await connected(node);
+    const nodeChannel = await subscribed(node, "presence-browser");
+    const browserJoined = within(10_000, "browser joined", new Promise((r) => nodeChannel.bind("pusher:member_added", r)));
+    const fromBrowser = next(nodeChannel, "client-hello");
+
+    await page.evaluate(({ key, port }) => {
+      window.log = [];
+      const pusher = new window.Pusher(key, {
+        cluster: "local", wsHost: "127.0.0.1", wsPort: port, forceTLS: false,
+        enabledTransports: ["ws"], disableStats: true,
+        channelAuthorization: { endpoint: "/pusher/auth", transport: "ajax" },
+      });
+      const ch = pusher.subscribe("presence-browser");
+      ch.bind("pusher:subscription_succeeded", (members) => {
+        const list = [];
+        members.each((m) => list.push([m.id, m.info?.name]));
+        window.log.push(["members", list.sort()]);
+        ch.trigger("client-hello", { from: "browser" });
+      });
+      ch.bind("pusher:subscription_error", (e) => window.log.push(["error", e]));
+      ch.bind("news", (d) => window.log.push(["news", d]));
+      ch.bind("client-reply", (d, meta) => window.log.push(["reply", d, meta?.user_id]));
+      window.pusher = pusher;
+    }, { key: APP.key, port: server.port });
+
+    assert.deepEqual(await browserJoined, { id: "browser", info: { name: "Browser" } });
+    const { data, meta } = await fromBrowser;
+    assert.deepEqual(data, { from: "browser" });
+    assert.equal(meta.user_id, "browser");
+    nodeChannel.trigger("client-reply", { to: "browser" });
+    await sdk.trigger("presence-browser", "news", { headline: "hi" });
+    await page.waitForFunction(() => window.log.length >= 3, null, { timeout: 10_000 });
+    const log = await page.evaluate(() => window.log);
+    assert.deepEqual(log[0], ["members", [["browser", "Browser"], ["node", "Node"]]]);
+    // The client event and the SDK's event come over two connections: either order.
+    assert.deepEqual(log.slice(1).sort((a, b) => a[0].localeCompare(b[0])), [
+      ["news", { headline: "hi" }],
+      ["reply", { to: "browser" }, "node"],
+    ]);
+    const left = within(5000, "browser left", new Promise((r) => nodeChannel.bind("pusher:member_removed", r)));
+    await page.evaluate(() => window.pusher.disconnect());
+    assert.equal((await left).id, "browser");
+    assert.deepEqual(errors, []);
   });
 });

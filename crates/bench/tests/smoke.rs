@@ -53,7 +53,12 @@ fn start_realtime(bin: &str) -> Server {
 }
 
 fn start(bin: &str, command: &[&str]) -> Server {
+    start_with_env(bin, command, &[])
+}
+
+fn start_with_env(bin: &str, command: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(bin)
+        .envs(env.iter().copied())
         .args(command)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .stdin(Stdio::null())
@@ -66,8 +71,11 @@ fn start(bin: &str, command: &[&str]) -> Server {
     // Keeps draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // The bound address is in the "listening" line (the development-mode warning
+            // names the configured one, port 0).
             let listen = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
+                .filter(|v| v["fields"]["message"] == "switchboard listening")
                 .and_then(|v| v["fields"]["listen"].as_str().map(str::to_owned));
             if let Some(addr) = listen {
                 let _ = tx.send(addr);
@@ -108,6 +116,33 @@ async fn idle_smoke_against_switchboard() {
     assert_eq!(report.dropped_while_idle, 0);
     assert!(report.pings_answered >= config.clients as u64);
     assert!(report.server_rss_after_bytes.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pusher_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_with_env(
+        &bin,
+        &["serve", "--data-dir", "memory"],
+        &[
+            ("SWITCHBOARD_PUSHER_APP_ID", "1"),
+            ("SWITCHBOARD_PUSHER_KEY", "bench-key"),
+            ("SWITCHBOARD_PUSHER_SECRET", "bench-secret"),
+        ],
+    );
+    let config = IdleConfig {
+        server_pid: Some(server.child.id()),
+        pusher_key: Some("bench-key".into()),
+        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/", Some("idle"))
+    };
+    let report = idle::run(&config, CancellationToken::new())
+        .await
+        .expect("idle run");
+    println!("{}", report.markdown());
+    assert_eq!(report.failures, 0, "{:?}", report.failure_kinds);
+    assert_eq!(report.joined, config.clients, "every client subscribed");
+    assert_eq!(report.dropped_while_idle, 0);
+    round_trips(&report);
 }
 
 fn switchboard_bin() -> Option<String> {

@@ -20,8 +20,12 @@ const KEY: &str = "test-key";
 const SECRET: &str = "test-secret-123";
 
 fn config(client_events: bool) -> Config {
+    config_with(client_events, "")
+}
+
+fn config_with(client_events: bool, pusher: &str) -> Config {
     let file = format!(
-        "[[pusher.apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events = {client_events}\n"
+        "[pusher]\n{pusher}\n[[pusher.apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events = {client_events}\n"
     );
     Config::load(&Sources {
         file: Some(("pusher.toml".into(), file)),
@@ -414,5 +418,32 @@ async fn api_refuses_stale_unsigned_oversized_and_unknown() {
         (status, serde_json::from_str::<Value>(&text).expect("json")),
         (200, json!({"occupied": true}))
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_the_servers_ping_is_closed_with_4201() {
+    let s = serve(
+        switchboard::build(&config_with(
+            false,
+            "activity_timeout_secs = 1\npong_timeout_secs = 1",
+        ))
+        .expect("build"),
+    )
+    .await;
+    let (mut a, _) = connect(s.addr).await;
+    // Silent: after 1 s + 1 s grace the server pings; no pong within 1 s closes.
+    let ping = frame(&mut a).await;
+    assert_eq!(ping["event"], "pusher:ping");
+    let err = frame(&mut a).await;
+    assert_eq!(err["event"], "pusher:error");
+    assert_eq!(err["data"]["code"], 4201);
+    assert_eq!(close_code(&mut a).await, Some(4201));
+    // A client that answers stays.
+    let (mut b, _) = connect(s.addr).await;
+    assert_eq!(frame(&mut b).await["event"], "pusher:ping");
+    send(&mut b, &json!({"event": "pusher:pong", "data": {}})).await;
+    let got = tokio::time::timeout(Duration::from_millis(1500), frame(&mut b)).await;
+    assert!(got.is_err(), "no close after a pong: {got:?}");
     s.stop().await;
 }

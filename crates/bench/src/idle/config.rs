@@ -25,6 +25,10 @@ pub struct IdleArgs {
     /// `join-event-room` this event (waiting for the ack and its availability updates).
     #[arg(long, conflicts_with_all = ["join", "namespace"])]
     pub event: Option<i64>,
+    /// Pusher clients instead: connect to `/app/{KEY}` and subscribe to the public
+    /// channel of `--join` (default `idle`).
+    #[arg(long, conflicts_with_all = ["event", "namespace", "auth"])]
+    pub pusher_key: Option<String>,
     /// Name of the server under test, carried into the report.
     #[arg(long, default_value = "switchboard")]
     pub server: String,
@@ -61,6 +65,8 @@ pub struct IdleConfig {
     pub join: Option<String>,
     /// Join this event of the `/realtime` contract (see [`IdleArgs::event`]).
     pub event: Option<i64>,
+    /// Pusher clients with this app key (see [`IdleArgs::pusher_key`]).
+    pub pusher_key: Option<String>,
     pub server: String,
     pub server_pid: Option<u32>,
     pub concurrency: usize,
@@ -93,6 +99,7 @@ impl IdleConfig {
             auth: None,
             join: join.map(Into::into),
             event: None,
+            pusher_key: None,
             server: "switchboard".into(),
             server_pid: None,
             concurrency: 20,
@@ -137,6 +144,7 @@ impl TryFrom<&IdleArgs> for IdleConfig {
             auth: a.auth.clone(),
             join: a.join.clone(),
             event: a.event,
+            pusher_key: a.pusher_key.clone(),
             server: a.server.clone(),
             server_pid: a.server_pid,
             concurrency: a.concurrency,
@@ -144,6 +152,9 @@ impl TryFrom<&IdleArgs> for IdleConfig {
             hold: Duration::from_secs(a.hold_secs),
             connect_timeout: Duration::from_secs(a.connect_timeout_secs),
         };
+        if c.pusher_key.is_some() && c.join.is_none() {
+            c.join = Some("idle".into());
+        }
         if a.smoke {
             let smoke = Self::smoke(&a.url, &a.namespace, a.join.as_deref());
             c.clients = smoke.clients;

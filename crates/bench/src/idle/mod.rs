@@ -3,6 +3,7 @@
 //! of other scenarios.
 
 mod config;
+mod pusher;
 mod report;
 mod run;
 #[cfg(test)]

@@ -45,12 +45,44 @@ struct Shared {
     /// The room as a JSON string argument, encoded once.
     join: Option<String>,
     event: Option<i64>,
+    /// Pusher clients: the app key and the channel.
+    pusher: Option<(String, String)>,
     handshakes: Semaphore,
     connect_timeout: Duration,
     stop: CancellationToken,
     /// Why joined clients lost their session while idle, by [`SioError::kind`].
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     pongs: AtomicU64,
+}
+
+/// An idle client of either protocol.
+enum IdleClient {
+    Sio(Client),
+    Pusher(super::pusher::PusherClient),
+}
+
+impl IdleClient {
+    /// Waits for the next message (heartbeats answered); an error is why it dropped.
+    async fn recv(&mut self) -> Result<(), &'static str> {
+        match self {
+            IdleClient::Sio(c) => c.recv_packet().await.map(drop).map_err(|e| e.kind()),
+            IdleClient::Pusher(c) => c.recv().await.map(drop).map_err(|e| e.kind()),
+        }
+    }
+
+    fn pongs(&self) -> u64 {
+        match self {
+            IdleClient::Sio(c) => c.pongs,
+            IdleClient::Pusher(c) => c.pongs,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            IdleClient::Sio(c) => c.close().await,
+            IdleClient::Pusher(c) => c.close().await,
+        }
+    }
 }
 
 /// One client's connect + join: its latency and when it finished, or why it failed.
@@ -69,9 +101,10 @@ pub async fn run(
     };
     let server_before = config.server_pid.map(server_rss).transpose()?;
     let generator_before = sys::rss_bytes(Proc::This).ok();
-    let label = match config.event {
-        Some(_) => format!("idle-{}", config.clients),
-        None => format!(
+    let label = match (config.event, &config.pusher_key) {
+        (Some(_), _) => format!("idle-{}", config.clients),
+        (None, Some(_)) => format!("idle-pusher-{}", config.clients),
+        (None, None) => format!(
             "idle-{}-{}",
             config.namespace.trim_start_matches('/'),
             config.clients
@@ -92,6 +125,10 @@ pub async fn run(
             .as_ref()
             .map(|room| serde_json::Value::from(room.as_str()).to_string()),
         event: config.event,
+        pusher: config
+            .pusher_key
+            .clone()
+            .map(|k| (k, config.join.clone().unwrap_or_else(|| "idle".into()))),
         handshakes: Semaphore::new(config.concurrency),
         connect_timeout: config.connect_timeout,
         stop: shutdown.child_token(),
@@ -221,14 +258,14 @@ async fn client_task(i: usize, shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => break None,
-            r = client.recv_packet() => {
-                if let Err(e) = r {
-                    break Some(e.kind());
+            r = client.recv() => {
+                if let Err(kind) = r {
+                    break Some(kind);
                 }
             }
         }
     };
-    shared.pongs.fetch_add(client.pongs, Ordering::Relaxed);
+    shared.pongs.fetch_add(client.pongs(), Ordering::Relaxed);
     match dropped {
         Some(kind) => *lock(&shared.dropped).entry(kind).or_insert(0) += 1,
         None => {
@@ -238,19 +275,32 @@ async fn client_task(i: usize, shared: Arc<Shared>, tx: mpsc::Sender<Outcome>) {
 }
 
 /// Waits for a handshake slot, then connects and joins under `connect_timeout`.
-async fn handshake(i: usize, shared: &Shared) -> (Outcome, Option<Client>) {
+async fn handshake(i: usize, shared: &Shared) -> (Outcome, Option<IdleClient>) {
     let Ok(_permit) = shared.handshakes.acquire().await else {
         return (Err("cancelled"), None);
     };
     let began = Instant::now();
     match tokio::time::timeout(shared.connect_timeout, connect_and_join(i, shared)).await {
         Ok(Ok(client)) => (Ok((began.elapsed(), Instant::now())), Some(client)),
-        Ok(Err(e)) => (Err(e.kind()), None),
+        Ok(Err(kind)) => (Err(kind), None),
         Err(_) => (Err("timeout"), None),
     }
 }
 
-async fn connect_and_join(i: usize, shared: &Shared) -> Result<Client, SioError> {
+async fn connect_and_join(i: usize, shared: &Shared) -> Result<IdleClient, &'static str> {
+    if let Some((key, channel)) = &shared.pusher {
+        return super::pusher::PusherClient::connect(&shared.target, key, channel)
+            .await
+            .map(IdleClient::Pusher)
+            .map_err(|e| e.kind());
+    }
+    connect_and_join_sio(i, shared)
+        .await
+        .map(IdleClient::Sio)
+        .map_err(|e| e.kind())
+}
+
+async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client, SioError> {
     if let Some(event) = shared.event {
         let mut client =
             realtime::connect(&shared.target, &shared.nsp, &format!("idle{i}")).await?;

@@ -193,34 +193,15 @@ pub(crate) async fn upgrade(
                 return;
             }
         };
-        let max = this.config.max_event_bytes + 4096;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(this.limits.ws_read_buffer)
-            .write_buffer_size(0)
-            .max_write_buffer_size(this.limits.max_message.saturating_mul(2))
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max));
-        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
-            TokioIo::new(io),
-            Role::Server,
-            Some(config),
-        ))
-        .await;
-        match (refusal, app) {
-            (None, Some(app)) => Box::pin(run(this, app, ws)).await,
-            (refusal, _) => {
-                this.counters.refused.fetch_add(1, Ordering::Relaxed);
-                let (code, message) = refusal.unwrap_or((4001, "App does not exist".into()));
-                let data = serde_json::json!({"code": code, "message": message});
-                let _ = ws
-                    .send(Message::text(frame(
-                        "pusher:error",
-                        None,
-                        &data.to_string(),
-                    )))
-                    .await;
-                close(&mut ws, code, "").await;
+        // Our own server's connections are TCP streams: take the stream out of hyper's
+        // `Upgraded`, whose read buffer (8 KB) would otherwise live as long as the
+        // connection (bytes the client sent early are copied out first).
+        match io.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let io = Prefixed::new(parts.read_buf.to_vec(), parts.io.into_inner());
+                Box::pin(serve(this, refusal, app, io)).await;
             }
+            Err(io) => Box::pin(serve(this, refusal, app, TokioIo::new(io))).await,
         }
     });
     axum::response::Response::builder()
@@ -230,6 +211,96 @@ pub(crate) async fn upgrade(
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(axum::body::Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The WebSocket over `io`: the connection, or the refusal decided at the upgrade.
+async fn serve<S>(this: Arc<Pusher>, refusal: Option<(u16, String)>, app: Option<Arc<App>>, io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    if let (None, Some(app)) = (&refusal, app) {
+        return Box::pin(run(this, app, io)).await;
+    }
+    this.counters.refused.fetch_add(1, Ordering::Relaxed);
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(&this))).await;
+    let (code, message) = refusal.unwrap_or((4001, "App does not exist".into()));
+    let data = serde_json::json!({"code": code, "message": message});
+    let _ = ws
+        .send(Message::text(frame(
+            "pusher:error",
+            None,
+            &data.to_string(),
+        )))
+        .await;
+    close(&mut ws, code, "").await;
+}
+
+/// Buffers and limits of a Pusher WebSocket (as `/ws`: small read buffer, no write
+/// buffer, frames up to an event's data plus room for the envelope).
+fn ws_config(p: &Pusher) -> WebSocketConfig {
+    let max = p.config.max_event_bytes + 4096;
+    WebSocketConfig::default()
+        .read_buffer_size(p.limits.ws_read_buffer)
+        .write_buffer_size(0)
+        .max_write_buffer_size(p.limits.max_message.saturating_mul(2))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// A stream with bytes already read in front of it.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, io: S) -> Prefixed<S> {
+        Prefixed { prefix, at: 0, io }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
@@ -264,15 +335,12 @@ impl Drop for OpenGuard<'_> {
 /// One accepted connection, from `connection_established` to its cleanup. Not an `async
 /// fn`, so the stream is stored once in the future (as `transport::ws::run`).
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-fn run<S>(
-    p: Arc<Pusher>,
-    app: Arc<App>,
-    mut ws: WebSocketStream<S>,
-) -> impl std::future::Future<Output = ()> + Send
+fn run<S>(p: Arc<Pusher>, app: Arc<App>, io: S) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     async move {
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(&p))).await;
         p.open.fetch_add(1, Ordering::Relaxed);
         let _open = OpenGuard(&p.open);
         p.counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -305,8 +373,10 @@ where
 
         let mut events = primitives::Bucket::new(client_event_limit(&p));
         let mut frames = primitives::Bucket::new(p.limits.rate_limit);
-        // The server pings a client silent for longer than its own ping interval.
-        let idle = p.config.activity_timeout() + Duration::from_secs(5);
+        // The server pings a client silent for longer than its own ping interval (plus a
+        // grace of up to 5 s, so a client's own ping usually comes first).
+        let activity = p.config.activity_timeout();
+        let idle = activity + activity.min(Duration::from_secs(5));
         let mut ping_at = Instant::now() + idle;
         let mut pong_due: Option<Instant> = None;
         let signin_due = app
