@@ -203,6 +203,19 @@ fn auth_of(config: &Config) -> Result<Auth, BuildError> {
 }
 
 fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
+    let store = plain_store_of(config)?;
+    Ok(
+        match crate::failpoint::Failpoint::parse(&config.failpoint)
+            .ok()
+            .flatten()
+        {
+            Some(point) => Box::new(crate::failpoint::FailpointStore::wrap(store, point)),
+            None => store,
+        },
+    )
+}
+
+fn plain_store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
     if config.data_dir == "memory" {
         let store = crate::tickets::SqliteStore::memory().map_err(|source| BuildError::Store {
             dir: config.data_dir.clone(),

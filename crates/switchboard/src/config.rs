@@ -144,6 +144,9 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// `Retry-After` of a refusal because the server or the address is full, in seconds.
     pub limits_retry_after_secs: u32,
+    /// Tests only: `abort-after-order-stored` or `order-store-fails-once` (see
+    /// `failpoint.rs`); empty in any real deployment.
+    pub failpoint: String,
     /// The Pusher Channels protocol: `[pusher]` with `[[pusher.apps]]` (see README
     /// "Pusher"); no app, nothing served.
     pub pusher: crate::pusher::PusherConfig,
@@ -258,6 +261,7 @@ impl Default for Config {
             handshake_burst_per_ip: 100,
             trusted_proxies: Vec::new(),
             limits_retry_after_secs: 5,
+            failpoint: String::new(),
             pusher: crate::pusher::PusherConfig::default(),
         }
     }
@@ -521,6 +525,12 @@ impl Config {
             "limits_retry_after_secs",
             "must be between 1 and 3600",
         )?;
+        if let Err(message) = crate::failpoint::Failpoint::parse(&self.failpoint) {
+            return Err(ConfigError::Invalid {
+                key: "failpoint",
+                message,
+            });
+        }
         if let Some(bad) = self
             .trusted_proxies
             .iter()

@@ -24,6 +24,7 @@
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`dashboard`]: `/dashboard/stream`, the live dashboard's SSE feed.
 //! - [`telemetry`]: logging set-up.
+//! - [`failpoint`]: test-only failure injection (abort or fail around a store write).
 //! - [`web`]: the ticket page and the dashboard (embedded `web/` files), `/api/session-info`.
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod dashboard;
+pub mod failpoint;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -954,3 +954,172 @@ async fn throughput_10k_orders_durable_store() {
 async fn throughput_10k_orders_memory_store() {
     throughput(10_000, "memory").await;
 }
+
+// ----- ack after the effect, proven by breaking things between them ------------------------
+
+/// Polls `/stats` until `done` holds for it (bounded); returns the last answer.
+async fn stats_until(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = stats(addr).await;
+        if done(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "waited for {what}: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn order_of(order_id: &str) -> Value {
+    json!({"orderId": order_id, "eventId": 1, "categoryId": 2, "quantity": 2, "userId": "u1"})
+}
+
+/// The store fails on the order's write: the message goes back to the queue (nothing was
+/// acked), is redelivered and applied exactly once.
+#[tokio::test]
+async fn a_failing_store_requeues_and_the_order_applies_exactly_once() {
+    let Some(conn) = broker().await else { return };
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let queue = unique("failstore");
+    let s = serve(
+        switchboard::build(&config(
+            &queue,
+            &broker_url(BROKER),
+            &[("failpoint", "order-store-fails-once")],
+        ))
+        .expect("build"),
+    )
+    .await;
+    wait_ready(s.addr, 200, Duration::from_secs(10)).await;
+    let mut buyer = Client::connect(s.addr, "u1").await;
+    buyer.lock(1, 2, 2).await;
+    emit(&ch, &queue, "order-completed", order_of("o-fail")).await;
+    let n = buyer.expect("order-completed").await;
+    assert_eq!(n["orderId"], "o-fail");
+    buyer
+        .expect_none("order-completed", Duration::from_millis(300))
+        .await;
+    let st = stats_until(s.addr, "the redelivery acked", |st| {
+        st["amqp"]["acked"] == 1
+    })
+    .await;
+    let a = &st["amqp"];
+    assert_eq!(
+        (
+            &a["requeued"],
+            &a["redelivered"],
+            &a["consumed"],
+            &a["duplicates"]
+        ),
+        (&json!(1), &json!(1), &json!(2), &json!(0)),
+        "{st}"
+    );
+    assert_eq!(st["ticketLocks"]["locksByStatus"]["completed"], 1, "{st}");
+    cleanup(&ch, &queue).await;
+    s.stop().await;
+}
+
+/// A server on a free port as its own process (so it can die), with its log on stderr.
+fn spawn_server(
+    port: u16,
+    data_dir: &std::path::Path,
+    queue: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args(["--amqp-url", &broker_url(BROKER)])
+        .args(["--set", &format!("amqp_queue={queue}")])
+        .args([
+            "--set",
+            "coalesce_ms=0",
+            "--set",
+            "amqp_reconnect_max_ms=500",
+        ]);
+    for e in extra {
+        cmd.args(["--set", e]);
+    }
+    cmd.env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn switchboard")
+}
+
+/// `kill -9` between the effect and the ack: the process aborts right after the order is
+/// stored. The broker redelivers the unacked message to the next process on the same
+/// store, which recognizes it (no second effect) and acks it.
+#[tokio::test]
+async fn a_crash_between_effect_and_ack_redelivers_and_applies_exactly_once() {
+    let Some(conn) = broker().await else { return };
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let queue = unique("crash");
+    let dir = std::env::temp_dir().join(format!("sb-crash-{}", rand::random::<u32>()));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut first = spawn_server(port, &dir, &queue, &["failpoint=abort-after-order-stored"]);
+    wait_ready_spawned(addr).await;
+    let mut buyer = Client::connect(addr, "u1").await;
+    buyer.lock(1, 2, 2).await;
+    emit(&ch, &queue, "order-completed", order_of("o-crash")).await;
+    let status = tokio::task::spawn_blocking(move || first.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        !status.success(),
+        "the failpoint aborted the process: {status}"
+    );
+    drop(buyer);
+
+    let mut second = spawn_server(port, &dir, &queue, &[]);
+    wait_ready_spawned(addr).await;
+    let st = stats_until(addr, "the redelivered order recognized and acked", |st| {
+        st["amqp"]["acked"] == 1
+    })
+    .await;
+    let a = &st["amqp"];
+    assert_eq!(
+        (&a["redelivered"], &a["duplicates"], &a["consumed"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "the unacked message came back and had no second effect: {st}"
+    );
+    assert_eq!(
+        st["ticketLocks"]["locksByStatus"]["completed"], 1,
+        "the effect stored before the crash survived: {st}"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    cleanup(&ch, &queue).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn wait_ready_spawned(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let (status, _) = get_text(addr, "/ready").await;
+            if status == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server on {addr} not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
