@@ -9,6 +9,8 @@
 //!
 //! Dependencies: server -> socket -> packet, server -> namespace; socket and namespace
 //! name each other (a socket belongs to a namespace whose handler is given sockets).
+//! - [`select`]: a namespace's connected sockets, chosen by rooms and exceptions as
+//!   Node's adapter does (fetch, join, leave, disconnect, emit with acks to many).
 //! - [`namespace`]: [`Namespace`] settings and the [`NamespaceHandler`] trait the
 //!   application implements.
 //!
@@ -19,6 +21,7 @@
 
 pub mod namespace;
 pub mod packet;
+pub mod select;
 pub mod server;
 pub mod socket;
 
@@ -26,5 +29,6 @@ pub use namespace::{
     ConnectError, ConnectRequest, DisconnectReason, Event, Identity, Namespace, NamespaceConfig,
     NamespaceHandler,
 };
+pub use select::Selector;
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, ConnState, Socket};

@@ -153,6 +153,8 @@ pub struct Namespace {
     pub(crate) all_room: RoomId,
     pub(crate) detached: Mutex<HashMap<Box<str>, Detached>>,
     pub(crate) connected: std::sync::atomic::AtomicUsize,
+    /// Connected sockets by id (see [`crate::select`]).
+    pub(crate) sockets: Mutex<HashMap<Box<str>, Arc<Socket>>>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -178,6 +180,7 @@ impl Namespace {
             all_room,
             detached: Mutex::new(HashMap::new()),
             connected: std::sync::atomic::AtomicUsize::new(0),
+            sockets: Mutex::new(HashMap::new()),
         })
     }
 

@@ -343,6 +343,7 @@ impl SocketIo {
         }
         conn.data.sockets.lock().push(socket.clone());
         nsp.connected.fetch_add(1, Ordering::Relaxed);
+        nsp.track(&socket);
         enqueue(&socket, Work::Connect);
     }
 }
@@ -389,6 +390,7 @@ impl Handler for SocketIo {
                 continue;
             }
             nsp.connected.fetch_sub(1, Ordering::Relaxed);
+            nsp.untrack(&socket);
             let member = socket.member_id();
             let window = nsp.config.recovery.filter(|_| reason.is_recoverable());
             match (window, socket.pid(), member) {

@@ -71,6 +71,8 @@ pub struct Socket {
     pub(crate) inbox: Mutex<Inbox>,
     pub(crate) inbox_space: tokio::sync::Notify,
     connected: AtomicBool,
+    /// When the socket connected (wall clock, for Node's `handshake.issued`).
+    issued: std::time::SystemTime,
 }
 
 impl std::fmt::Debug for Socket {
@@ -106,7 +108,13 @@ impl Socket {
             inbox: Mutex::new(Inbox::default()),
             inbox_space: tokio::sync::Notify::new(),
             connected: AtomicBool::new(true),
+            issued: std::time::SystemTime::now(),
         }
+    }
+
+    /// When this socket connected (wall clock).
+    pub fn issued(&self) -> std::time::SystemTime {
+        self.issued
     }
 
     /// The socket id (stable across a recovery).
@@ -330,6 +338,7 @@ pub(crate) fn remove_socket(socket: &Arc<Socket>, reason: DisconnectReason) {
         .retain(|s| !Arc::ptr_eq(s, socket));
     let nsp = socket.namespace();
     nsp.connected.fetch_sub(1, Ordering::Relaxed);
+    nsp.untrack(socket);
     if let Some(member) = socket.member_id() {
         nsp.hub.remove_member(member);
     }
