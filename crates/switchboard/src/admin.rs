@@ -127,6 +127,15 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     // must be consuming (the sockets keep serving either way).
     let mut body = json!({"status": "ready", "store": "open"});
     let mut status = StatusCode::OK;
+    // The hold authority must answer (a Redis one may be unreachable; holds are refused
+    // meanwhile, the sockets keep serving).
+    let (holds_ok, holds) = s.holds.readiness();
+    if !holds_ok {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+        body["status"] = json!("not ready");
+        body["store"] = json!("unreachable");
+    }
+    body["holdStore"] = holds;
     if let Some(ingest) = &s.integrations.amqp {
         let (ok, broker) = ingest.readiness();
         if !ok {
@@ -170,8 +179,8 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
     }))
 }
 
-async fn list_events(State(s): State<AdminState>) -> impl IntoResponse {
-    Json(json!({"events": s.holds.catalog()}))
+async fn list_events(State(s): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(json!({"events": s.holds.catalog().await?})))
 }
 
 #[derive(serde::Deserialize)]
@@ -194,10 +203,7 @@ async fn put_event(
         name: body.name,
         categories: body.categories,
     };
-    let holds = s.holds.clone();
-    tokio::task::spawn_blocking(move || holds.upsert_event(event))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
+    s.holds.upsert_event(event).await?;
     Ok((StatusCode::OK, Json(json!({"success": true}))))
 }
 
@@ -210,16 +216,15 @@ async fn put_category(
     authorize(&s, &headers)?;
     let Json(mut cat) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     cat.id = category;
-    let holds = s.holds.clone();
-    let mut event = holds
+    let mut event = s
+        .holds
         .event(id)
+        .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("event {id} not found")))?;
     match event.categories.iter_mut().find(|c| c.id == category) {
         Some(c) => *c = cat,
         None => event.categories.push(cat),
     }
-    tokio::task::spawn_blocking(move || holds.upsert_event(event))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))??;
+    s.holds.upsert_event(event).await?;
     Ok((StatusCode::OK, Json(json!({"success": true}))))
 }

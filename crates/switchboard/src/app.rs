@@ -19,7 +19,7 @@ use crate::tickets::HoldStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Config, HoldStoreKind};
 use crate::limits::Limits;
 use crate::tickets::HoldService;
 use crate::transport::{Transports, sse, ws};
@@ -178,6 +178,14 @@ pub enum BuildError {
         #[source]
         source: crate::tickets::ServiceError,
     },
+    /// The Redis URL of the shared hold store is unusable.
+    #[error("hold store at {url}: {source}")]
+    Redis {
+        /// `redis_url`, redacted.
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("JWT key: {0}")]
     Key(String),
 }
@@ -202,8 +210,8 @@ fn auth_of(config: &Config) -> Result<Auth, BuildError> {
     Ok(Auth::hs256(config.jwt_secret.as_bytes()))
 }
 
-fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
-    let store = plain_store_of(config)?;
+fn store_of(config: &Config, kind: HoldStoreKind) -> Result<Box<dyn HoldStore + Send>, BuildError> {
+    let store = plain_store_of(config, kind)?;
     Ok(
         match crate::failpoint::Failpoint::parse(&config.failpoint)
             .ok()
@@ -215,21 +223,71 @@ fn store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
     )
 }
 
-fn plain_store_of(config: &Config) -> Result<Box<dyn HoldStore + Send>, BuildError> {
-    if config.data_dir == "memory" {
-        let store = crate::tickets::SqliteStore::memory().map_err(|source| BuildError::Store {
-            dir: config.data_dir.clone(),
-            source,
-        })?;
-        return Ok(Box::new(store));
+fn plain_store_of(
+    config: &Config,
+    kind: HoldStoreKind,
+) -> Result<Box<dyn HoldStore + Send>, BuildError> {
+    let failed = |source: crate::tickets::StoreError| BuildError::Store {
+        dir: config.data_dir.clone(),
+        source,
+    };
+    if kind == HoldStoreKind::Memory || config.data_dir == "memory" {
+        return Ok(Box::new(
+            crate::tickets::SqliteStore::memory().map_err(failed)?,
+        ));
     }
-    let store = crate::tickets::SqliteStore::open(std::path::Path::new(&config.data_dir)).map_err(
-        |source| BuildError::Store {
+    let store = crate::tickets::SqliteStore::open(std::path::Path::new(&config.data_dir))
+        .map_err(failed)?;
+    Ok(Box::new(store))
+}
+
+/// The hold service on the configured authority: this node's store, or Redis shared by
+/// the fleet (connected lazily: a node starts while Redis is down and refuses holds).
+fn holds_of(
+    config: &Config,
+    catalog: Vec<tickets::Event>,
+    hub: &Arc<Hub>,
+) -> Result<Arc<HoldService>, BuildError> {
+    let coalesce = std::time::Duration::from_millis(config.coalesce_ms);
+    let kind = config.effective_hold_store();
+    if kind != HoldStoreKind::Redis {
+        return HoldService::open(
+            config.holds(),
+            catalog,
+            store_of(config, kind)?,
+            hub.clone(),
+            coalesce,
+        )
+        .map_err(|source| BuildError::Holds {
             dir: config.data_dir.clone(),
             source,
-        },
-    )?;
-    Ok(Box::new(store))
+        });
+    }
+    let conn = crate::tickets::redis_store::connection(&config.redis_url).map_err(|source| {
+        BuildError::Redis {
+            url: config.redacted().redis_url,
+            source,
+        }
+    })?;
+    // The fabric's node id, once it has one, should be handed in here.
+    let node = if config.node_id.is_empty() {
+        format!("node-{:08x}", rand::random::<u32>())
+    } else {
+        config.node_id.clone()
+    };
+    let store =
+        crate::tickets::RedisHolds::new(conn, &config.hold_key_prefix, &node, config.holds());
+    let liveness = crate::tickets::LivenessConfig {
+        node_timeout: std::time::Duration::from_secs(config.node_timeout_secs),
+        recovery_window: config.recovery_window().unwrap_or_default(),
+    };
+    Ok(HoldService::open_shared(
+        store,
+        catalog,
+        hub.clone(),
+        coalesce,
+        liveness,
+    ))
 }
 
 /// The production server: `/realtime` on the room fabric, with recovery and ticket holds.
@@ -241,17 +299,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     } else {
         crate::tickets::load_catalog(std::path::Path::new(&config.catalog))?
     };
-    let holds = HoldService::open(
-        config.holds(),
-        catalog,
-        store_of(config)?,
-        hub.clone(),
-        std::time::Duration::from_millis(config.coalesce_ms),
-    )
-    .map_err(|source| BuildError::Holds {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    let holds = holds_of(config, catalog, &hub)?;
     let stop = CancellationToken::new();
     let limits = Limits::new(config.limits());
     tasks.spawn(holds.clone().run_expiry(stop.clone()));

@@ -117,6 +117,11 @@ pub struct Config {
     /// A node that has not refreshed its heartbeat for this long is dead: its members
     /// leave presence and the counts.
     pub node_timeout_secs: u64,
+    /// Who decides ticket holds: `auto` (Redis when `redis_url` is set, otherwise SQLite in
+    /// `data_dir`, or memory when `data_dir` is `memory`), `sqlite`, `redis` or `memory`.
+    pub hold_store: HoldStoreKind,
+    /// Prefix of every hold key in Redis (several fleets, or tests, can share one Redis).
+    pub hold_key_prefix: String,
 
     /// Catalog source: `embedded` (the catalog file or demo) or `events-service` (a NestJS
     /// TCP events-service verifies every hold with `get-ticket-categories`).
@@ -188,6 +193,20 @@ fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
 }
 
+/// Who decides ticket holds (`hold_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldStoreKind {
+    /// Redis when `redis_url` is set, otherwise what `data_dir` says.
+    Auto,
+    /// This node alone: SQLite in `data_dir`.
+    Sqlite,
+    /// Redis, shared by every node (needs `redis_url`).
+    Redis,
+    /// This node alone, nothing kept across restarts.
+    Memory,
+}
+
 /// Where the hold rules' catalog comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -250,6 +269,8 @@ impl Default for Config {
             redis_url: String::new(),
             node_id: String::new(),
             node_timeout_secs: 15,
+            hold_store: HoldStoreKind::Auto,
+            hold_key_prefix: "switchboard:".to_owned(),
             catalog_source: CatalogSourceKind::Embedded,
             events_service: "127.0.0.1:8879".to_owned(),
             events_service_timeout_ms: 2000,
@@ -490,6 +511,21 @@ impl Config {
             "must be between 2 and 3600",
         )?;
         check(
+            self.hold_store != HoldStoreKind::Redis || !self.redis_url.is_empty(),
+            "hold_store",
+            "redis needs redis_url",
+        )?;
+        check(
+            !self.hold_key_prefix.is_empty()
+                && self.hold_key_prefix.len() <= 64
+                && self
+                    .hold_key_prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"{}*?[]\\".contains(&b)),
+            "hold_key_prefix",
+            "must be 1 to 64 printable characters without spaces, braces or glob characters",
+        )?;
+        check(
             self.events_service_addr().is_some(),
             "events_service",
             "expected host or host:port",
@@ -666,6 +702,16 @@ impl Config {
             Some(DevModeReason::LoopbackWithoutKey)
         } else {
             None
+        }
+    }
+
+    /// The hold store `hold_store` resolves to (`auto` decided).
+    pub fn effective_hold_store(&self) -> HoldStoreKind {
+        match self.hold_store {
+            HoldStoreKind::Auto if !self.redis_url.is_empty() => HoldStoreKind::Redis,
+            HoldStoreKind::Auto if self.data_dir == "memory" => HoldStoreKind::Memory,
+            HoldStoreKind::Auto => HoldStoreKind::Sqlite,
+            other => other,
         }
     }
 

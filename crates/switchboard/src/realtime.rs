@@ -125,29 +125,6 @@ fn respond(socket: &dyn Client, ack: Option<u64>, event: &str, body: Value) {
 }
 
 impl Realtime {
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Arc<HoldService>) -> Result<T, ServiceError> + Send + 'static,
-    ) -> Result<T, ServiceError> {
-        let holds = self.holds.clone();
-        let (result, flush) = if holds.runs_inline() {
-            // An in-memory store answers in microseconds: no blocking-pool round trip.
-            HoldService::deferring_flush(|| f(holds))
-        } else {
-            tokio::task::spawn_blocking(move || HoldService::deferring_flush(|| f(holds)))
-                .await
-                .unwrap_or_else(|_| {
-                    let e = ServiceError::Storage("hold operation panicked".into());
-                    (Err(e), true)
-                })
-        };
-        // The availability this change queued goes out before the caller answers.
-        if flush {
-            self.holds.flush_pending();
-        }
-        result
-    }
-
     /// Handles one event of the contract; refusals and bad input are answered to the
     /// client as an `error` event (and through its ack, when it asked for one).
     pub async fn dispatch(&self, client: &dyn Client, name: &str, data: Value, ack: Option<u64>) {
@@ -162,8 +139,7 @@ impl Realtime {
 
     /// Releases the holds of a session that ended for good.
     pub async fn session_ended(&self, session: &str) {
-        let session = session.to_owned();
-        if let Err(e) = self.blocking(move |h| h.release_session(&session)).await {
+        if let Err(e) = self.holds.release_session(session).await {
             tracing::warn!(error = %e, "releasing a session's holds failed");
         }
     }
@@ -184,7 +160,19 @@ impl Realtime {
             "join-event-room" => {
                 let event_id = id(&data, "eventId")?;
                 self.catalog.refresh(&self.holds, event_id).await;
-                let Some(categories) = self.holds.event_availability(event_id) else {
+                let categories = match self.holds.event_availability(event_id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        respond(
+                            socket,
+                            ack,
+                            "joined-event-room",
+                            json!({"success": false, "eventId": event_id, "message": e.to_string()}),
+                        );
+                        return Ok(());
+                    }
+                };
+                let Some(categories) = categories else {
                     respond(
                         socket,
                         ack,
@@ -232,29 +220,36 @@ impl Realtime {
                 };
                 let (ev, cat) = (req.event_id, req.category_id);
                 let verified = self.catalog.verify_hold(&self.holds, ev, cat).await;
-                let granted = match verified {
-                    Ok(()) => self.blocking(move |h| h.lock(req)).await,
-                    Err(refusal) => Err(ServiceError::Refused(refusal)),
+                let (granted, seats) = match verified {
+                    Ok(()) => {
+                        let (granted, after) = self.holds.lock_counted(req).await;
+                        (granted.map_err(ServiceError::from), after)
+                    }
+                    Err(refusal) => {
+                        let after = self.holds.availability(ev, cat).await.ok().flatten();
+                        (Err(ServiceError::Refused(refusal)), after)
+                    }
                 };
+                let available = seats.map(|a| a.available_tickets);
                 let body = match granted {
                     Ok(hold) => json!({
                         "success": true,
                         "lockId": hold.lock_id,
                         "expiresAt": hold.expires_at,
                         "message": format!("Locked {} ticket(s)", hold.quantity),
-                        "availableTickets": self.holds.availability(ev, cat).map(|a| a.available_tickets),
+                        "availableTickets": available,
                     }),
                     Err(e) => json!({
                         "success": false,
                         "message": e.to_string(),
-                        "availableTickets": self.holds.availability(ev, cat).map(|a| a.available_tickets),
+                        "availableTickets": available,
                     }),
                 };
                 respond(socket, ack, "lock-tickets-response", body);
             }
             "unlock-tickets" => {
                 let (ev, cat) = (id(&data, "eventId")?, id(&data, "categoryId")?);
-                let body = match self.blocking(move |h| h.unlock(&user, ev, cat)).await {
+                let body = match self.holds.unlock(&user, ev, cat).await {
                     Ok(hold) => {
                         json!({"success": true, "message": format!("Released {} ticket(s)", hold.quantity)})
                     }
@@ -263,8 +258,11 @@ impl Realtime {
                 respond(socket, ack, "unlock-tickets-response", body);
             }
             "get-my-locks" => {
-                let locks = self.holds.holds_of_user(&user);
-                respond(socket, ack, "my-locks-response", json!({"locks": locks}));
+                let body = match self.holds.holds_of_user(&user).await {
+                    Ok(locks) => json!({"locks": locks}),
+                    Err(e) => json!({"success": false, "message": e.to_string(), "locks": []}),
+                };
+                respond(socket, ack, "my-locks-response", body);
             }
             "heartbeat" => {
                 respond(

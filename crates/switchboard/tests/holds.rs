@@ -44,8 +44,9 @@ async fn a_thousand_buyers_race_for_a_hundred_seats() {
     let mut tasks = Vec::new();
     for user in 0..1000 {
         let svc = svc.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
+        tasks.push(tokio::spawn(async move {
             svc.lock(req(user, 1 + (user % 3) as u32))
+                .await
                 .ok()
                 .map(|h| h.quantity)
         }));
@@ -58,7 +59,11 @@ async fn a_thousand_buyers_race_for_a_hundred_seats() {
             winners += 1;
         }
     }
-    let a = svc.availability(1, 1).expect("category");
+    let a = svc
+        .availability(1, 1)
+        .await
+        .expect("store")
+        .expect("category");
     assert!(granted <= 100, "oversold: {granted} seats held");
     assert_eq!(a.locked_tickets, granted);
     assert_eq!(a.available_tickets, 100 - granted);
@@ -84,7 +89,7 @@ async fn holds_survive_a_restart_with_their_deadlines() {
             Duration::ZERO,
         )
         .expect("service");
-        svc.lock(req(1, 4)).expect("lock")
+        svc.lock(req(1, 4)).await.expect("lock")
     };
     let hub = hub::Hub::new(hub::HubConfig::default());
     // A different catalog on restart does not override what the store already holds.
@@ -96,7 +101,7 @@ async fn holds_survive_a_restart_with_their_deadlines() {
         Duration::ZERO,
     )
     .expect("service");
-    let mine = svc.holds_of_user("u1");
+    let mine = svc.holds_of_user("u1").await.expect("store");
     assert_eq!(mine.len(), 1);
     assert_eq!(
         (
@@ -106,6 +111,7 @@ async fn holds_survive_a_restart_with_their_deadlines() {
         ),
         (hold.lock_id.as_str(), hold.expires_at, 4)
     );
-    assert_eq!(svc.availability(1, 1).map(|a| a.available_tickets), Some(6));
+    let a = svc.availability(1, 1).await.expect("store");
+    assert_eq!(a.map(|a| a.available_tickets), Some(6));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hub::{Hub, Payload, Publish};
 use serde_json::{Value, json};
-use tickets::{CatalogError, ConfirmError, Hold, OrderEffect, OrderError, OrderMessage};
+use tickets::{CatalogError, ConfirmError, Hold, OrderEffect, OrderError, OrderKind, OrderMessage};
 
 use crate::nest::{self, Packet};
 use crate::realtime::user_room;
@@ -234,9 +234,7 @@ impl Handler {
         match packet.pattern.as_str() {
             "confirm-ticket-lock" => {
                 let lock_id = text(data, "lockId")?;
-                let hold = self
-                    .blocking(move |h| h.apply(|s, now| s.confirm(&lock_id, now)))
-                    .await?;
+                let hold = self.holds.confirm_typed(&lock_id).await?;
                 Ok(Applied {
                     response: json!({
                         "success": true,
@@ -250,18 +248,12 @@ impl Handler {
             "order-completed" | "order-cancelled" => {
                 let completed = packet.pattern == "order-completed";
                 let order = order(data)?;
-                let msg = order.clone();
-                let effect = self
-                    .blocking(move |h| {
-                        h.apply(|s, _| {
-                            if completed {
-                                s.order_completed(&msg)
-                            } else {
-                                s.order_cancelled(&msg)
-                            }
-                        })
-                    })
-                    .await?;
+                let kind = if completed {
+                    OrderKind::Completed
+                } else {
+                    OrderKind::Cancelled
+                };
+                let effect = self.holds.order_typed(kind, order.clone()).await?;
                 Ok(match effect {
                     OrderEffect::Applied(hold) => {
                         self.notify_order(&packet.pattern, &order, &hold);
@@ -291,9 +283,8 @@ impl Handler {
                 let total = seats(data, "totalSeats")?;
                 let available = seats(data, "availableSeats")?;
                 let a = self
-                    .blocking(move |h| {
-                        h.apply(|s, _| s.change_capacity(event_id, category_id, total, available))
-                    })
+                    .holds
+                    .change_capacity_typed(event_id, category_id, total, available)
                     .await?;
                 Ok(Applied {
                     response: json!({
@@ -309,16 +300,15 @@ impl Handler {
             }
             "event-cancelled" => {
                 let event_id = int(data, "eventId")?;
-                if self.holds.event(event_id).is_none() {
+                let known = self
+                    .holds
+                    .event(event_id)
+                    .await
+                    .map_err(|e| Failure::Storage(format!("{e:?}")))?;
+                if known.is_none() {
                     return Err(Failure::NotFound(format!("event {event_id} not found")));
                 }
-                let released = self
-                    .blocking(move |h| {
-                        h.apply(|s, _| {
-                            Ok::<_, std::convert::Infallible>(s.event_cancelled(event_id))
-                        })
-                    })
-                    .await?;
+                let released = self.holds.event_cancelled_typed(event_id).await?;
                 self.hub.publish(Publish {
                     rooms: std::iter::once(event_room(event_id).into()).collect(),
                     event: "event-cancelled".into(),
@@ -375,22 +365,6 @@ impl Handler {
             persist: true,
             ..Publish::default()
         });
-    }
-
-    /// Runs a store-bound operation off the async threads.
-    async fn blocking<T, E>(
-        &self,
-        f: impl FnOnce(Arc<HoldService>) -> Result<T, ApplyError<E>> + Send + 'static,
-    ) -> Result<T, Failure>
-    where
-        T: Send + 'static,
-        E: Into<Failure> + Send + 'static,
-    {
-        let holds = self.holds.clone();
-        match tokio::task::spawn_blocking(move || f(holds)).await {
-            Ok(r) => r.map_err(Failure::from),
-            Err(_) => Err(Failure::Storage("hold operation panicked".into())),
-        }
     }
 }
 

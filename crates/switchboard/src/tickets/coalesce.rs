@@ -72,6 +72,11 @@ impl Coalescer {
         }
     }
 
+    /// The merge window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// A scheduled flush went out.
     pub fn flushed(&self, key: CategoryKey, now: Instant) {
         self.slots.lock().insert(

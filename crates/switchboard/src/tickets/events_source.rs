@@ -125,7 +125,7 @@ async fn sync_event(
     event_id: i64,
     categories: Vec<Category>,
 ) -> Result<(), ServiceError> {
-    let local = holds.event(event_id);
+    let local = holds.event(event_id).await?;
     if local.as_ref().is_some_and(|e| e.categories == categories) {
         return Ok(());
     }
@@ -135,10 +135,7 @@ async fn sync_event(
         name,
         categories,
     };
-    let holds = holds.clone();
-    tokio::task::spawn_blocking(move || holds.upsert_event(event))
-        .await
-        .unwrap_or_else(|_| Err(ServiceError::Storage("catalog update panicked".into())))
+    holds.upsert_event(event).await
 }
 
 #[derive(Debug, Default)]

@@ -7,13 +7,17 @@
 mod catalog;
 mod coalesce;
 mod events_source;
+pub mod redis_store;
 mod service;
+mod shared;
 mod store;
 
 pub use catalog::{CatalogError, demo_catalog, load_catalog};
 pub use events_source::{
     CatalogSource, EventsClient, EventsServiceConfig, SourceError, VERIFY_FAILED,
 };
+pub use redis_store::{RedisHolds, RedisStoreError};
 pub(crate) use service::ApplyError;
-pub use service::{HoldService, ServiceError, event_room, now_ms};
+pub use service::{HoldService, ServiceError, UNAVAILABLE, event_room, now_ms};
+pub use shared::{LivenessConfig, NodeLiveness, RedisLiveness};
 pub use store::{HoldStore, SqliteStore, StoreError};

@@ -1,18 +1,23 @@
 // std's Instant until the hold service moves to tokio's clock (the shared-holds work converts it).
 #![allow(clippy::disallowed_types)]
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::shared::Shared;
 use super::store::HoldStore;
 use hub::{Hub, Payload, Publish};
 use parking_lot::Mutex;
 use tickets::{
-    Availability, CategoryKey, Event, Hold, HoldConfig, HoldRequest, OrderEffect, OrderMessage,
-    Outcome, State, Stats,
+    Availability, CatalogError, CategoryKey, ConfirmError, Event, Hold, HoldConfig, HoldRequest,
+    LockError, OrderEffect, OrderError, OrderKind, OrderMessage, Outcome, State, Stats,
 };
 use tokio::sync::Notify;
 
 use super::coalesce::{Coalescer, Decision};
+
+/// What a client hears when the hold authority cannot answer (nothing was granted).
+pub const UNAVAILABLE: &str = "Hold service unavailable, try again";
 
 /// Why an operation failed, as the caller should report it.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +25,9 @@ pub enum ServiceError {
     /// The rules refused it; the message is fit for the client.
     #[error("{0}")]
     Refused(String),
-    /// The store could not make it durable; nothing changed.
-    #[error("storage unavailable, nothing changed")]
+    /// The store could not answer or make it durable; nothing changed. The cause is for
+    /// logs; clients hear [`UNAVAILABLE`].
+    #[error("Hold service unavailable, try again")]
     Storage(String),
 }
 
@@ -33,6 +39,15 @@ pub(crate) enum ApplyError<E> {
     Storage(String),
 }
 
+impl<E: std::fmt::Display> From<ApplyError<E>> for ServiceError {
+    fn from(e: ApplyError<E>) -> ServiceError {
+        match e {
+            ApplyError::Rules(e) => ServiceError::Refused(e.to_string()),
+            ApplyError::Storage(cause) => ServiceError::Storage(cause),
+        }
+    }
+}
+
 impl<E> ApplyError<E> {
     fn storage(e: ServiceError) -> Self {
         match e {
@@ -41,9 +56,16 @@ impl<E> ApplyError<E> {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     state: State,
     store: Box<dyn HoldStore + Send>,
+}
+
+/// Who decides holds: this process (the pure `State` made durable by SQLite or kept in
+/// memory), or Redis, shared by every node.
+enum Authority {
+    Local(Mutex<Inner>),
+    Redis(Shared),
 }
 
 thread_local! {
@@ -51,9 +73,9 @@ thread_local! {
     static DEFERRED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
-/// The hold service: one `State`, its store, the expiry timer and the broadcasts.
+/// The hold service: the hold authority, the expiry timer and the broadcasts.
 pub struct HoldService {
-    inner: Mutex<Inner>,
+    authority: Authority,
     hub: Arc<Hub>,
     coalescer: Coalescer,
     /// Re-arms the expiry timer after a mutation.
@@ -61,6 +83,8 @@ pub struct HoldService {
     config: HoldConfig,
     /// Time of every operation, from taking the lock to durable (for `/metrics`).
     pub latency: primitives::Histogram,
+    /// Holds this node ended at their deadline (with Redis: the ones it claimed).
+    expired_here: std::sync::atomic::AtomicU64,
     /// Availability snapshots waiting for their broadcast, in the order of the states.
     pending: Mutex<Vec<Availability>>,
     /// The store never waits on a disk: mutations may run on the async runtime.
@@ -75,6 +99,7 @@ impl std::fmt::Debug for HoldService {
     }
 }
 
+/// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -115,44 +140,441 @@ impl HoldService {
                 state
             }
         };
-        Ok(Arc::new(HoldService {
-            inline: !store.waits_on_disk(),
-            inner: Mutex::new(Inner { state, store }),
+        let inline = !store.waits_on_disk();
+        Ok(Self::with_authority(
+            Authority::Local(Mutex::new(Inner { state, store })),
+            inline,
+            config,
+            hub,
+            coalesce_window,
+        ))
+    }
+
+    /// A service whose authority is Redis, shared by every node. Nothing is awaited
+    /// here: the node starts while Redis is down (holds are refused until it answers),
+    /// and [`HoldService::run_expiry`] seeds `catalog` (events the fleet does not know
+    /// yet) once it does.
+    pub fn open_shared(
+        store: super::RedisHolds,
+        catalog: Vec<Event>,
+        hub: Arc<Hub>,
+        coalesce_window: Duration,
+        liveness: super::shared::LivenessConfig,
+    ) -> Arc<HoldService> {
+        let config = store.config().clone();
+        Self::with_authority(
+            Authority::Redis(Shared::new(store, catalog, liveness)),
+            true,
+            config,
+            hub,
+            coalesce_window,
+        )
+    }
+
+    fn with_authority(
+        authority: Authority,
+        inline: bool,
+        config: HoldConfig,
+        hub: Arc<Hub>,
+        coalesce_window: Duration,
+    ) -> Arc<HoldService> {
+        Arc::new(HoldService {
+            authority,
+            inline,
             hub,
             coalescer: Coalescer::new(coalesce_window),
             timer: Notify::new(),
             config,
             latency: primitives::Histogram::default(),
+            expired_here: std::sync::atomic::AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
-        }))
+        })
     }
 
-    /// Whether mutations may run on the async runtime (an in-memory store), instead of a
-    /// blocking thread.
-    pub fn runs_inline(&self) -> bool {
-        self.inline
-    }
-
+    /// The hold rules' limits.
     pub fn config(&self) -> &HoldConfig {
         &self.config
     }
 
-    /// Runs one mutation: sweep expired holds, apply, make it durable, then broadcast.
-    /// If the store fails, the state is rebuilt from the store: nothing changed.
-    fn mutate<T, E: std::fmt::Display>(
-        self: &Arc<Self>,
-        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
-    ) -> Result<T, ServiceError> {
-        self.apply(op).map_err(|e| match e {
-            ApplyError::Rules(e) => ServiceError::Refused(e.to_string()),
-            ApplyError::Storage(cause) => ServiceError::Storage(cause),
-        })
+    /// How many holds this node ended at their deadline (with Redis, each expired hold is
+    /// claimed by exactly one node: the sum over the fleet is the number that expired).
+    pub fn expired_by_this_node(&self) -> u64 {
+        self.expired_here.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// [`HoldService::mutate`] keeping the rules' own error type, for callers that map
-    /// refusals to more than a message (the broker consumer dead-letters by kind).
-    pub(crate) fn apply<T, E>(
+    /// Whether the hold authority answers (`/ready`), and what to report about it.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        match &self.authority {
+            Authority::Local(_) => (true, serde_json::json!({"kind": "local", "state": "open"})),
+            Authority::Redis(shared) => shared.readiness(),
+        }
+    }
+
+    // ----- mutations -----------------------------------------------------------------
+
+    /// Grants a hold.
+    pub async fn lock(self: &Arc<Self>, req: HoldRequest) -> Result<Hold, ServiceError> {
+        Ok(self.lock_counted(req).await.0?)
+    }
+
+    /// Grants a hold, and answers the category's availability right after the attempt
+    /// (what the `lock-tickets` answer carries).
+    pub(crate) async fn lock_counted(
+        self: &Arc<Self>,
+        req: HoldRequest,
+    ) -> (Result<Hold, ApplyError<LockError>>, Option<Availability>) {
+        let (ev, cat) = (req.event_id, req.category_id);
+        match &self.authority {
+            Authority::Local(_) => {
+                let result = self.local(move |s, now| s.lock(req, now)).await;
+                (result, self.local_read(|s| s.availability(ev, cat)))
+            }
+            Authority::Redis(shared) => {
+                let session = req.session_id.clone();
+                let (result, seen) = self
+                    .shared_op(ev, |store, now| async move { store.lock(&req, now).await })
+                    .await;
+                if result.is_ok() {
+                    shared.held_by_session(&session, ev);
+                }
+                let seen = seen.into_iter().find(|a| a.category_id == cat);
+                let a = match seen {
+                    Some(a) => Some(a),
+                    None => self.availability(ev, cat).await.ok().flatten(),
+                };
+                (result, a)
+            }
+        }
+    }
+
+    /// Releases the user's active hold in a category.
+    pub async fn unlock(
+        self: &Arc<Self>,
+        user: &str,
+        event_id: i64,
+        category_id: i64,
+    ) -> Result<Hold, ServiceError> {
+        let user = user.to_owned();
+        match &self.authority {
+            Authority::Local(_) => Ok(self
+                .local(move |s, _| s.unlock(&user, event_id, category_id))
+                .await?),
+            Authority::Redis(_) => Ok(self
+                .shared_op(event_id, |store, now| async move {
+                    store.unlock(&user, event_id, category_id, now).await
+                })
+                .await
+                .0?),
+        }
+    }
+
+    /// Releases every active hold of a session that ended for good.
+    pub async fn release_session(
+        self: &Arc<Self>,
+        session_id: &str,
+    ) -> Result<Vec<Hold>, ServiceError> {
+        let session = session_id.to_owned();
+        match &self.authority {
+            Authority::Local(_) => Ok(self
+                .local(move |s, _| Ok::<_, Infallible>(s.release_session(&session)))
+                .await?),
+            Authority::Redis(shared) => {
+                let mut released = Vec::new();
+                for ev in shared.session_events(&session) {
+                    let s = session.clone();
+                    let (result, _) = self
+                        .shared_op(ev, |store, now| async move {
+                            store.release_session(ev, &s, now).await
+                        })
+                        .await;
+                    match result {
+                        Ok(holds) => released.extend(holds),
+                        Err(e) => {
+                            // Retried by the sweeper until Redis answers.
+                            shared.release_later(&session, ev);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Ok(released)
+            }
+        }
+    }
+
+    /// Confirms a hold for an order.
+    pub async fn confirm(self: &Arc<Self>, lock_id: &str) -> Result<Hold, ServiceError> {
+        Ok(self.confirm_typed(lock_id).await?)
+    }
+
+    /// `order_completed`: the user's hold becomes sold seats (once per order id).
+    pub async fn order_completed(
+        self: &Arc<Self>,
+        msg: &OrderMessage,
+    ) -> Result<OrderEffect, ServiceError> {
+        Ok(self.order_typed(OrderKind::Completed, msg.clone()).await?)
+    }
+
+    /// `order_cancelled`: the user's hold is released (once per order id).
+    pub async fn order_cancelled(
+        self: &Arc<Self>,
+        msg: &OrderMessage,
+    ) -> Result<OrderEffect, ServiceError> {
+        Ok(self.order_typed(OrderKind::Cancelled, msg.clone()).await?)
+    }
+
+    /// `event_cancelled`: releases every live hold of the event.
+    pub async fn event_cancelled(
+        self: &Arc<Self>,
+        event_id: i64,
+    ) -> Result<Vec<Hold>, ServiceError> {
+        Ok(self.event_cancelled_typed(event_id).await?)
+    }
+
+    /// `event-capacity-changed`.
+    pub async fn change_capacity(
+        self: &Arc<Self>,
+        event_id: i64,
+        category_id: i64,
+        total: u32,
+        available: u32,
+    ) -> Result<Availability, ServiceError> {
+        Ok(self
+            .change_capacity_typed(event_id, category_id, total, available)
+            .await?)
+    }
+
+    /// [`HoldService::confirm`] with the rules' own error.
+    pub(crate) async fn confirm_typed(
+        self: &Arc<Self>,
+        lock_id: &str,
+    ) -> Result<Hold, ApplyError<ConfirmError>> {
+        let lock_id = lock_id.to_owned();
+        match &self.authority {
+            Authority::Local(_) => self.local(move |s, now| s.confirm(&lock_id, now)).await,
+            Authority::Redis(_) => {
+                let Some(ev) = super::redis_store::event_of_lock(&lock_id) else {
+                    return Err(ApplyError::Rules(ConfirmError::UnknownLock(lock_id)));
+                };
+                self.shared_op(ev, |store, now| async move {
+                    store.confirm(&lock_id, now).await
+                })
+                .await
+                .0
+            }
+        }
+    }
+
+    /// `order_completed` / `order_cancelled`: the effect and its dedupe record, at once.
+    pub(crate) async fn order_typed(
+        self: &Arc<Self>,
+        kind: OrderKind,
+        msg: OrderMessage,
+    ) -> Result<OrderEffect, ApplyError<OrderError>> {
+        match &self.authority {
+            Authority::Local(_) => {
+                self.local(move |s, _| match kind {
+                    OrderKind::Completed => s.order_completed(&msg),
+                    OrderKind::Cancelled => s.order_cancelled(&msg),
+                })
+                .await
+            }
+            Authority::Redis(_) => {
+                let ev = msg.event_id;
+                self.shared_op(ev, |store, now| async move {
+                    store.order(kind, &msg, now).await
+                })
+                .await
+                .0
+            }
+        }
+    }
+
+    /// [`HoldService::event_cancelled`] with the rules' own error.
+    pub(crate) async fn event_cancelled_typed(
+        self: &Arc<Self>,
+        event_id: i64,
+    ) -> Result<Vec<Hold>, ApplyError<Infallible>> {
+        match &self.authority {
+            Authority::Local(_) => {
+                self.local(move |s, _| Ok::<_, Infallible>(s.event_cancelled(event_id)))
+                    .await
+            }
+            Authority::Redis(_) => {
+                self.shared_op(event_id, |store, now| async move {
+                    store.event_cancelled(event_id, now).await
+                })
+                .await
+                .0
+            }
+        }
+    }
+
+    /// [`HoldService::change_capacity`] with the rules' own error.
+    pub(crate) async fn change_capacity_typed(
+        self: &Arc<Self>,
+        event_id: i64,
+        category_id: i64,
+        total: u32,
+        available: u32,
+    ) -> Result<Availability, ApplyError<CatalogError>> {
+        match &self.authority {
+            Authority::Local(_) => {
+                self.local(move |s, _| s.change_capacity(event_id, category_id, total, available))
+                    .await
+            }
+            Authority::Redis(_) => {
+                self.shared_op(event_id, |store, now| async move {
+                    store
+                        .change_capacity(event_id, category_id, total, available, now)
+                        .await
+                })
+                .await
+                .0
+            }
+        }
+    }
+
+    /// Adds or updates an event and the categories it lists.
+    pub async fn upsert_event(self: &Arc<Self>, event: Event) -> Result<(), ServiceError> {
+        match &self.authority {
+            Authority::Local(_) => {
+                let id = event.id;
+                let cats: Vec<i64> = event.categories.iter().map(|c| c.id).collect();
+                self.local(move |s, _| s.upsert_event(event)).await?;
+                // A capacity change is news to everyone watching the event.
+                for c in cats {
+                    self.availability_changed(CategoryKey::new(id, c));
+                }
+                Ok(())
+            }
+            Authority::Redis(_) => {
+                let ev = event.id;
+                self.shared_op(ev, |store, now| async move {
+                    store.upsert_event(&event, false, now).await
+                })
+                .await
+                .0?;
+                Ok(())
+            }
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------
+
+    /// The whole catalog.
+    pub async fn catalog(&self) -> Result<Vec<Event>, ServiceError> {
+        match &self.authority {
+            Authority::Local(inner) => Ok(inner.lock().state.catalog()),
+            Authority::Redis(shared) => shared.catalog().await,
+        }
+    }
+
+    /// One event, `None` if unknown.
+    pub async fn event(&self, event_id: i64) -> Result<Option<Event>, ServiceError> {
+        match &self.authority {
+            Authority::Local(inner) => Ok(inner.lock().state.event(event_id)),
+            Authority::Redis(shared) => Ok(shared.event(event_id).await?.map(|(e, _)| e)),
+        }
+    }
+
+    /// Availability of every category of an event (`None` for an unknown event).
+    pub async fn event_availability(
+        &self,
+        event_id: i64,
+    ) -> Result<Option<Vec<Availability>>, ServiceError> {
+        match &self.authority {
+            Authority::Local(inner) => Ok(inner.lock().state.event_availability(event_id)),
+            Authority::Redis(shared) => Ok(shared
+                .event(event_id)
+                .await?
+                .map(|(_, a)| a.into_iter().map(|(a, _)| a).collect())),
+        }
+    }
+
+    /// Availability of one category (`None` if unknown).
+    pub async fn availability(
+        &self,
+        event_id: i64,
+        category_id: i64,
+    ) -> Result<Option<Availability>, ServiceError> {
+        Ok(self
+            .event_availability(event_id)
+            .await?
+            .and_then(|all| all.into_iter().find(|a| a.category_id == category_id)))
+    }
+
+    /// The user's live holds, oldest first (on every node, with Redis).
+    pub async fn holds_of_user(&self, user: &str) -> Result<Vec<Hold>, ServiceError> {
+        match &self.authority {
+            Authority::Local(inner) => Ok(inner.lock().state.holds_of_user(user)),
+            Authority::Redis(shared) => shared.holds_of_user(user).await,
+        }
+    }
+
+    /// Hold counts for `/stats` and `/metrics`. With Redis: the whole fleet's, as the
+    /// sweeper last summed them (at most a second old).
+    pub fn stats(&self) -> Stats {
+        match &self.authority {
+            Authority::Local(inner) => inner.lock().state.stats(),
+            Authority::Redis(shared) => shared.stats(),
+        }
+    }
+
+    fn local_read<T>(&self, f: impl FnOnce(&State) -> Option<T>) -> Option<T> {
+        match &self.authority {
+            Authority::Local(inner) => f(&inner.lock().state),
+            Authority::Redis(_) => None,
+        }
+    }
+
+    /// The `availability-update` payload of a category, stamped now.
+    pub fn update_payload(a: &Availability) -> Payload {
+        Payload::json(&serde_json::json!({
+            "eventId": a.event_id,
+            "categoryId": a.category_id,
+            "availableTickets": a.available_tickets,
+            "lockedTickets": a.locked_tickets,
+            "totalTickets": a.total_tickets,
+            "timestamp": now_ms(),
+        }))
+    }
+
+    // ----- the local authority ---------------------------------------------------------
+
+    /// Runs a local mutation: inline with an in-memory store, on a blocking thread with
+    /// a file (the store fsyncs); the broadcasts it queued go out before this returns.
+    async fn local<T, E>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E> + Send + 'static,
+    ) -> Result<T, ApplyError<E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let this = self.clone();
+        let (result, flush) = if self.inline {
+            // An in-memory store answers in microseconds: no blocking-pool round trip.
+            Self::deferring_flush(|| this.apply(op))
+        } else {
+            tokio::task::spawn_blocking(move || Self::deferring_flush(|| this.apply(op)))
+                .await
+                .unwrap_or_else(|_| {
+                    let e = ApplyError::Storage("hold operation panicked".into());
+                    (Err(e), true)
+                })
+        };
+        // The availability this change queued goes out before the caller answers.
+        if flush {
+            self.flush_pending();
+        }
+        result
+    }
+
+    /// Runs one local mutation: sweep expired holds, apply, make it durable, then queue
+    /// the broadcasts. If the store fails, the state is rebuilt from the store: nothing
+    /// changed.
+    fn apply<T, E>(
         self: &Arc<Self>,
         op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
     ) -> Result<T, ApplyError<E>> {
@@ -166,14 +588,21 @@ impl HoldService {
         self: &Arc<Self>,
         op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
     ) -> Result<T, ApplyError<E>> {
+        let Authority::Local(lock) = &self.authority else {
+            return Err(ApplyError::Storage("not a local hold store".into()));
+        };
         let now = now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
         let (result, queued) = {
-            let mut inner = self.inner.lock();
+            let mut inner = lock.lock();
             let swept = inner.state.expire_due(now);
             if !swept.changes.is_empty() {
                 self.persist(&mut inner, &swept.changes)
                     .map_err(ApplyError::storage)?;
+                self.expired_here.fetch_add(
+                    swept.value.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 touched.extend(swept.touched);
             }
             let result = match op(&mut inner.state, now) {
@@ -215,104 +644,6 @@ impl HoldService {
             return Err(ServiceError::Storage(e.to_string()));
         }
         Ok(())
-    }
-
-    pub fn lock(self: &Arc<Self>, req: HoldRequest) -> Result<Hold, ServiceError> {
-        self.mutate(|s, now| s.lock(req, now))
-    }
-
-    pub fn unlock(
-        self: &Arc<Self>,
-        user: &str,
-        event_id: i64,
-        category_id: i64,
-    ) -> Result<Hold, ServiceError> {
-        self.mutate(|s, _| s.unlock(user, event_id, category_id))
-    }
-
-    /// Releases every active hold of a session that ended for good.
-    pub fn release_session(self: &Arc<Self>, session_id: &str) -> Result<Vec<Hold>, ServiceError> {
-        self.mutate(|s, _| Ok::<_, std::convert::Infallible>(s.release_session(session_id)))
-    }
-
-    pub fn confirm(self: &Arc<Self>, lock_id: &str) -> Result<Hold, ServiceError> {
-        self.mutate(|s, now| s.confirm(lock_id, now))
-    }
-
-    pub fn order_completed(
-        self: &Arc<Self>,
-        msg: &OrderMessage,
-    ) -> Result<OrderEffect, ServiceError> {
-        self.mutate(|s, _| s.order_completed(msg))
-    }
-
-    pub fn order_cancelled(
-        self: &Arc<Self>,
-        msg: &OrderMessage,
-    ) -> Result<OrderEffect, ServiceError> {
-        self.mutate(|s, _| s.order_cancelled(msg))
-    }
-
-    pub fn event_cancelled(self: &Arc<Self>, event_id: i64) -> Result<Vec<Hold>, ServiceError> {
-        self.mutate(|s, _| Ok::<_, std::convert::Infallible>(s.event_cancelled(event_id)))
-    }
-
-    pub fn upsert_event(self: &Arc<Self>, event: Event) -> Result<(), ServiceError> {
-        let id = event.id;
-        let cats: Vec<i64> = event.categories.iter().map(|c| c.id).collect();
-        self.mutate(|s, _| s.upsert_event(event))?;
-        // A capacity change is news to everyone watching the event.
-        for c in cats {
-            self.availability_changed(CategoryKey::new(id, c));
-        }
-        Ok(())
-    }
-
-    pub fn change_capacity(
-        self: &Arc<Self>,
-        event_id: i64,
-        category_id: i64,
-        total: u32,
-        available: u32,
-    ) -> Result<Availability, ServiceError> {
-        self.mutate(|s, _| s.change_capacity(event_id, category_id, total, available))
-    }
-
-    pub fn catalog(&self) -> Vec<Event> {
-        self.inner.lock().state.catalog()
-    }
-
-    pub fn event(&self, event_id: i64) -> Option<Event> {
-        self.inner.lock().state.event(event_id)
-    }
-
-    /// Availability of every category of an event (`None` for an unknown event).
-    pub fn event_availability(&self, event_id: i64) -> Option<Vec<Availability>> {
-        self.inner.lock().state.event_availability(event_id)
-    }
-
-    pub fn availability(&self, event_id: i64, category_id: i64) -> Option<Availability> {
-        self.inner.lock().state.availability(event_id, category_id)
-    }
-
-    pub fn holds_of_user(&self, user: &str) -> Vec<Hold> {
-        self.inner.lock().state.holds_of_user(user)
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.inner.lock().state.stats()
-    }
-
-    /// The `availability-update` payload of a category, stamped now.
-    pub fn update_payload(a: &Availability) -> Payload {
-        Payload::json(&serde_json::json!({
-            "eventId": a.event_id,
-            "categoryId": a.category_id,
-            "availableTickets": a.available_tickets,
-            "lockedTickets": a.locked_tickets,
-            "totalTickets": a.total_tickets,
-            "timestamp": now_ms(),
-        }))
     }
 
     /// Decides, per changed category, to broadcast now (its availability is queued) or
@@ -363,7 +694,10 @@ impl HoldService {
     /// Queues the current availability of a category and sends it.
     fn broadcast(self: &Arc<Self>, key: CategoryKey) {
         {
-            let inner = self.inner.lock();
+            let Authority::Local(lock) = &self.authority else {
+                return;
+            };
+            let inner = lock.lock();
             let Some(a) = inner.state.availability(key.event_id, key.category_id) else {
                 return;
             };
@@ -392,7 +726,7 @@ impl HoldService {
 
     /// Runs `f` (on a blocking thread) with the fan-out of the broadcasts it queues left
     /// to the caller: true when the caller must call [`HoldService::flush_pending`].
-    pub fn deferring_flush<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    fn deferring_flush<T>(f: impl FnOnce() -> T) -> (T, bool) {
         let before = DEFERRED.with(|d| d.replace(Some(false)));
         let out = f();
         let flush = DEFERRED.with(|d| d.replace(before)).unwrap_or(false);
@@ -401,23 +735,30 @@ impl HoldService {
 
     /// Publishes every queued availability, in queue order; one flush at a time, so no
     /// later state can overtake an earlier one.
-    pub fn flush_pending(&self) {
+    fn flush_pending(&self) {
         let _one_at_a_time = self.flushing.lock();
         let items = std::mem::take(&mut *self.pending.lock());
         for a in items {
-            self.hub.publish(Publish {
-                rooms: std::iter::once(event_room(a.event_id).into()).collect(),
-                event: "availability-update".into(),
-                payload: Self::update_payload(&a),
-                persist: true,
-                ..Publish::default()
-            });
+            self.publish_availability(&a);
         }
     }
 
+    fn publish_availability(&self, a: &Availability) {
+        self.hub.publish(Publish {
+            rooms: std::iter::once(event_room(a.event_id).into()).collect(),
+            event: "availability-update".into(),
+            payload: Self::update_payload(a),
+            persist: true,
+            ..Publish::default()
+        });
+    }
+
     fn availability_changed(self: &Arc<Self>, key: CategoryKey) {
+        let Authority::Local(lock) = &self.authority else {
+            return;
+        };
         let queued = {
-            let inner = self.inner.lock();
+            let inner = lock.lock();
             self.queue_broadcasts(&inner, &[key])
         };
         if queued {
@@ -425,10 +766,192 @@ impl HoldService {
         }
     }
 
-    /// Expires holds at their own deadline (not on a sweep), until `stop` fires.
+    // ----- the shared (Redis) authority -------------------------------------------------
+
+    /// Runs one Redis script for an event and announces what it changed. Answers the
+    /// rules' verdict (or [`ApplyError::Storage`]: Redis did not answer, nothing is
+    /// assumed granted) and the availability the script reported.
+    async fn shared_op<T, E, F, Fut>(
+        self: &Arc<Self>,
+        event_id: i64,
+        op: F,
+    ) -> (Result<T, ApplyError<E>>, Vec<Availability>)
+    where
+        F: FnOnce(super::RedisHolds, i64) -> Fut,
+        Fut: std::future::Future<Output = super::redis_store::StoreResult<T, E>>,
+    {
+        let Authority::Redis(shared) = &self.authority else {
+            return (
+                Err(ApplyError::Storage("not a shared hold store".into())),
+                Vec::new(),
+            );
+        };
+        let started = Instant::now();
+        let result = op(shared.store().clone(), now_ms()).await;
+        self.latency.observe(started.elapsed());
+        match result {
+            Ok(done) => {
+                shared.answered(true);
+                let seen: Vec<Availability> =
+                    done.effects.availability.iter().map(|(a, _)| *a).collect();
+                self.absorb(event_id, done.effects);
+                (done.value.map_err(ApplyError::Rules), seen)
+            }
+            Err(e) => {
+                shared.answered(false);
+                tracing::warn!(error = %e, event_id, "hold store did not answer");
+                (Err(ApplyError::Storage(e.to_string())), Vec::new())
+            }
+        }
+    }
+
+    /// What a script changed: its event's next deadline (for the sweeper) and the
+    /// availability to announce (coalesced, never older than what this node announced).
+    fn absorb(self: &Arc<Self>, event_id: i64, effects: super::redis_store::Effects) {
+        let Authority::Redis(shared) = &self.authority else {
+            return;
+        };
+        if shared.note_deadline(event_id, effects.next_deadline) {
+            self.timer.notify_one();
+        }
+        if !effects.swept.is_empty() {
+            self.expired_here.fetch_add(
+                effects.swept.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            tracing::debug!(event_id, expired = effects.swept.len(), "holds expired");
+        }
+        let now = Instant::now();
+        for (a, version) in effects.availability {
+            let key = CategoryKey::new(a.event_id, a.category_id);
+            match self.coalescer.touch(key, now) {
+                Decision::SendNow => {
+                    self.publish_newer(shared, a, version);
+                    self.settle(key, shared.settle_delay(self.coalescer_window()), false);
+                }
+                Decision::Later {
+                    delay,
+                    schedule: true,
+                } => self.settle(key, delay, true),
+                Decision::Later {
+                    schedule: false, ..
+                } => {}
+            }
+        }
+    }
+
+    fn coalescer_window(&self) -> Duration {
+        self.coalescer.window()
+    }
+
+    /// Publishes an availability unless this node already published a newer one.
+    fn publish_newer(&self, shared: &Shared, a: Availability, version: u64) {
+        let _one_at_a_time = self.flushing.lock();
+        if shared.newer_than_published(&a, version) {
+            self.publish_availability(&a);
+        }
+    }
+
+    /// After `delay`, reads the category and announces it if it changed since this node
+    /// last did (another node's announcement may have overtaken ours on the way, or
+    /// changes were merged by the coalescer).
+    fn settle(self: &Arc<Self>, key: CategoryKey, delay: Duration, coalesced: bool) {
+        let Authority::Redis(shared) = &self.authority else {
+            return;
+        };
+        if !coalesced && !shared.start_settling(key) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Authority::Redis(shared) = &this.authority else {
+                return;
+            };
+            if coalesced {
+                this.coalescer.flushed(key, Instant::now());
+            } else {
+                shared.stop_settling(key);
+            }
+            match shared.event(key.event_id).await {
+                Ok(Some((_, all))) => {
+                    if let Some((a, v)) = all
+                        .into_iter()
+                        .find(|(a, _)| a.category_id == key.category_id)
+                    {
+                        this.publish_newer(shared, a, v);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "availability not re-read"),
+            }
+        });
+    }
+
+    /// Sweeps one event (claims its due holds) and announces what expired.
+    pub(crate) async fn sweep_event(self: &Arc<Self>, event_id: i64) -> bool {
+        let (result, _) = self
+            .shared_op(event_id, |store, now| async move {
+                store.sweep(event_id, now).await
+            })
+            .await;
+        result.is_ok()
+    }
+
+    /// Releases the active holds a dead node granted, in one event.
+    pub(crate) async fn release_node(self: &Arc<Self>, event_id: i64, node: &str) -> bool {
+        let owned = node.to_owned();
+        let (result, _) = self
+            .shared_op(event_id, |store, now| async move {
+                store.release_node(event_id, &owned, now).await
+            })
+            .await;
+        if let Ok(holds) = &result
+            && !holds.is_empty()
+        {
+            tracing::info!(event_id, %node, released = holds.len(), "released a dead node's holds");
+        }
+        result.is_ok()
+    }
+
+    /// Retries the release of one session's holds in one event.
+    pub(crate) async fn release_session_in(self: &Arc<Self>, event_id: i64, session: &str) -> bool {
+        let session = session.to_owned();
+        self.shared_op(event_id, |store, now| async move {
+            store.release_session(event_id, &session, now).await
+        })
+        .await
+        .0
+        .is_ok()
+    }
+
+    pub(crate) fn timer(&self) -> &Notify {
+        &self.timer
+    }
+
+    pub(crate) fn shared(&self) -> Option<&Shared> {
+        match &self.authority {
+            Authority::Redis(s) => Some(s),
+            Authority::Local(_) => None,
+        }
+    }
+
+    // ----- expiry ------------------------------------------------------------------------
+
+    /// Expires holds at their own deadline (not on a sweep), until `stop` fires. With
+    /// Redis: the fleet's sweeper on this node (see `shared.rs`).
     pub async fn run_expiry(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if let Authority::Redis(_) = &self.authority {
+            return super::shared::run(self, stop).await;
+        }
+        let Authority::Local(lock) = &self.authority else {
+            return;
+        };
         loop {
-            let next = self.inner.lock().state.next_deadline();
+            let next = lock.lock().state.next_deadline();
             let wait = match next {
                 Some(d) => Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
@@ -441,18 +964,16 @@ impl HoldService {
             // The sweep inside every mutation does the work; an empty one just sweeps.
             let due = next.is_some_and(|d| d <= now_ms());
             if due {
-                let svc = self.clone();
-                let swept = tokio::task::spawn_blocking(move || {
-                    svc.mutate(|_, _| {
-                        Ok::<_, std::convert::Infallible>(Outcome {
+                let swept = self
+                    .local(|_, _| {
+                        Ok::<_, Infallible>(Outcome {
                             value: (),
                             changes: Vec::new(),
                             touched: Vec::new(),
                         })
                     })
-                })
-                .await;
-                if let Ok(Err(e)) = swept {
+                    .await;
+                if let Err(ApplyError::Storage(e)) = swept {
                     tracing::warn!(error = %e, "expiry sweep failed");
                 }
             }

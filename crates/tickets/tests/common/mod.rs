@@ -1,6 +1,8 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod ops;
+
 use tickets::{Category, Event, HoldConfig, HoldRequest, OrderMessage, State};
 
 pub const EVENT: i64 = 1;

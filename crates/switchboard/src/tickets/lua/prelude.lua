@@ -1,0 +1,145 @@
+-- Shared by every hold script (prepended to each one). The rules are those of the pure
+-- `tickets` crate (crates/tickets/src/state.rs); tests/holds_model.rs runs both side by side.
+--
+-- KEYS[1] = <base>ev, where <base> = <prefix>{e:<eventId>}: ; every other key this script
+-- touches starts with the same <base>, so it shares the event's hash slot (Redis Cluster).
+-- ARGV[1] = <base>, ARGV[2] = how many ended lock ids / processed order ids to remember,
+-- ARGV[3] = now (unix ms). The script's own arguments start at ARGV[4].
+--
+-- Keys under <base>:
+--   ev            hash: name, seq (lock id sequence), n_live, n_confirmed, n_users,
+--                 n_expired, n_released, n_completed
+--   cats          set of category ids
+--   c:<cat>       hash: name, price, total, avail (unsold), held (seats in live holds),
+--                 ver (bumped by every call that changes what clients see of it)
+--   h:<lock>      hash: user, cat, qty, sess, node, created, expires, status
+--   dl            zset lock -> expiresAt (the expiry schedule)
+--   ids           zset lock -> 0 (live holds in lock id order)
+--   u:<user>      hash cat -> lock (one live hold per user per category)
+--   s:<session>   zset lock -> 0 (a session's live holds, lock id order)
+--   n:<node>      zset lock -> 0 (live holds granted through a node)
+--   ended/endedq  hash lock -> status and its insertion order (bounded)
+--   orders/ordersq hash orderId -> kind and its insertion order (bounded)
+--
+-- Numbers that can exceed 2^53 (ids) are never converted: they stay strings. Times are
+-- compared as doubles (exact for unix milliseconds).
+local B = ARGV[1]
+local EV = KEYS[1]
+local CAP = tonumber(ARGV[2])
+local NOW = tonumber(ARGV[3])
+local DL = B .. 'dl'
+local IDS = B .. 'ids'
+
+local touched, touched_list = {}, {}
+local function touch(c)
+  if not touched[c] then
+    touched[c] = true
+    touched_list[#touched_list + 1] = c
+  end
+end
+
+local function cat_key(c) return B .. 'c:' .. c end
+local function hold_key(l) return B .. 'h:' .. l end
+local function user_key(u) return B .. 'u:' .. u end
+local function sess_key(s) return B .. 's:' .. s end
+local function node_key(n) return B .. 'n:' .. n end
+
+local function read_hold(l)
+  local f = redis.call('HGETALL', hold_key(l))
+  if #f == 0 then return nil end
+  local h = {}
+  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+  return h
+end
+
+local function hold_reply(l, h, status)
+  return {l, h.user, h.cat, h.qty, h.sess, h.created, h.expires, status or h.status}
+end
+
+-- `Recent::insert`: an existing key keeps its place; the oldest are forgotten beyond CAP.
+local function remember(hash, list, key, value)
+  if redis.call('HEXISTS', hash, key) == 1 then
+    redis.call('HSET', hash, key, value)
+    return
+  end
+  redis.call('HSET', hash, key, value)
+  redis.call('RPUSH', list, key)
+  while redis.call('LLEN', list) > CAP do
+    redis.call('HDEL', hash, redis.call('LPOP', list))
+  end
+end
+
+local function free_seats(ck)
+  local v = redis.call('HMGET', ck, 'avail', 'held')
+  local free = tonumber(v[1]) - tonumber(v[2])
+  if free < 0 then free = 0 end
+  return free
+end
+
+-- `State::end_hold`: out of every index, counted, remembered, its category touched.
+local function end_hold(l, status)
+  local h = read_hold(l)
+  if not h then return nil end
+  local ck = cat_key(h.cat)
+  if redis.call('EXISTS', ck) == 1 then
+    local held = tonumber(redis.call('HGET', ck, 'held')) - tonumber(h.qty)
+    if held < 0 then held = 0 end
+    redis.call('HSET', ck, 'held', held)
+  end
+  local uk = user_key(h.user)
+  redis.call('HDEL', uk, h.cat)
+  if redis.call('EXISTS', uk) == 0 then redis.call('HINCRBY', EV, 'n_users', -1) end
+  redis.call('ZREM', sess_key(h.sess), l)
+  redis.call('ZREM', node_key(h.node), l)
+  redis.call('ZREM', DL, l)
+  redis.call('ZREM', IDS, l)
+  redis.call('DEL', hold_key(l))
+  redis.call('HINCRBY', EV, 'n_live', -1)
+  if h.status == 'confirmed' then redis.call('HINCRBY', EV, 'n_confirmed', -1) end
+  local counter = 'n_released'
+  if status == 'expired' then counter = 'n_expired' elseif status == 'completed' then counter = 'n_completed' end
+  redis.call('HINCRBY', EV, counter, 1)
+  remember(B .. 'ended', B .. 'endedq', l, status)
+  touch(h.cat)
+  return hold_reply(l, h, status)
+end
+
+local function end_all(ids, status)
+  local out = {}
+  for _, l in ipairs(ids) do
+    local r = end_hold(l, status)
+    if r then out[#out + 1] = r end
+  end
+  return out
+end
+
+-- `State::expire_due`: every live hold whose deadline is at or before NOW, earliest first
+-- (ties in lock id order, as the zset orders equal scores).
+local function sweep()
+  return end_all(redis.call('ZRANGEBYSCORE', DL, '-inf', NOW), 'expired')
+end
+
+local function availability(c)
+  local v = redis.call('HMGET', cat_key(c), 'total', 'avail', 'held', 'ver')
+  if not v[1] then return nil end
+  local free = tonumber(v[2]) - tonumber(v[3])
+  if free < 0 then free = 0 end
+  return {c, tostring(free), tostring(v[3]), tostring(v[1]), tostring(v[4] or 0)}
+end
+
+-- Every reply: {code, value, swept holds, availability of every touched category (with
+-- its version, bumped once per call that touched it), next deadline of the event or ''}.
+local function finish(code, value, swept)
+  local av = {}
+  for _, c in ipairs(touched_list) do
+    if redis.call('EXISTS', cat_key(c)) == 1 then redis.call('HINCRBY', cat_key(c), 'ver', 1) end
+    local a = availability(c)
+    if a then av[#av + 1] = a end
+  end
+  local first = redis.call('ZRANGE', DL, 0, 0, 'WITHSCORES')
+  local next_deadline = ''
+  if first[2] then next_deadline = first[2] end
+  return {code, value or {}, swept or {}, av, next_deadline}
+end
+
+local function event_exists() return redis.call('HEXISTS', EV, 'name') == 1 end
