@@ -9,8 +9,8 @@ use common::ops::*;
 use common::*;
 use proptest::prelude::*;
 use tickets::{
-    Availability, Category, CategoryKey, Change, Event, Hold, HoldConfig, HoldStatus, LockError,
-    OrderEffect, Outcome, State,
+    Availability, Category, CategoryKey, Change, Event, Hold, HoldStatus, LockError, OrderEffect,
+    Outcome, State,
 };
 
 /// What a store would hold if it only ever applied change records.
