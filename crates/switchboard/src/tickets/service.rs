@@ -799,7 +799,7 @@ impl HoldService {
             }
             Err(e) => {
                 shared.answered(false);
-                tracing::warn!(error = %e, event_id, "hold store did not answer");
+                tracing::debug!(error = %e, event_id, "hold store did not answer");
                 (Err(ApplyError::Storage(e.to_string())), Vec::new())
             }
         }
