@@ -836,7 +836,8 @@ async fn a_slow_sse_reader_is_disconnected_and_others_get_everything() {
     s.stop().await;
 }
 
-#[tokio::test]
+// On a paused clock: the 3.5 s of silence below pass in no real time.
+#[tokio::test(start_paused = true)]
 async fn ws_heartbeat_closes_a_silent_client_and_ticket_events_work() {
     let s = server(&[("heartbeat_secs", "1"), ("heartbeat_timeout_secs", "1")]).await;
     let mut w = wsc(s.addr, "buyer").await;
