@@ -14,7 +14,7 @@ use crate::realtime;
 use crate::sio::{Client, Namespace, PacketKind, SioError, Target};
 
 /// The event name every publish carries.
-pub const EVENT: &str = "bench-publish";
+pub(super) const EVENT: &str = "bench-publish";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
@@ -43,7 +43,7 @@ impl MemberError {
 }
 
 /// The `seq` number in a published payload (`..."seq":12...`), without a JSON parse.
-pub fn seq_of(text: &str) -> Option<u64> {
+pub(super) fn seq_of(text: &str) -> Option<u64> {
     let at = text.find("\"seq\":")? + 6;
     let digits: &str = &text[at..];
     let end = digits
@@ -54,14 +54,14 @@ pub fn seq_of(text: &str) -> Option<u64> {
 }
 
 /// One member of the room.
-pub enum Member {
+pub(super) enum Member {
     Sio(Client),
     Ws(WebSocketStream<TcpStream>),
     Sse(Sse),
 }
 
 impl Member {
-    pub fn transport(&self) -> &'static str {
+    pub(super) fn transport(&self) -> &'static str {
         match self {
             Self::Sio(_) => "socketio",
             Self::Ws(_) => "ws",
@@ -70,7 +70,7 @@ impl Member {
     }
 
     /// The `seq` of the next published message (other messages are skipped).
-    pub async fn next_seq(&mut self) -> Result<u64, MemberError> {
+    pub(super) async fn next_seq(&mut self) -> Result<u64, MemberError> {
         loop {
             match self {
                 Self::Sio(c) => {
@@ -106,7 +106,7 @@ impl Member {
         }
     }
 
-    pub async fn close(self) {
+    pub(super) async fn close(self) {
         match self {
             Self::Sio(c) => c.close().await,
             Self::Ws(mut ws) => {
@@ -118,7 +118,7 @@ impl Member {
 }
 
 /// A Socket.IO member: `/realtime`, joined to the event room.
-pub async fn sio(target: &Target, user: &str, event: i64) -> Result<Member, MemberError> {
+pub(super) async fn sio(target: &Target, user: &str, event: i64) -> Result<Member, MemberError> {
     let nsp: Arc<Namespace> = Namespace::new(realtime::NAMESPACE);
     let mut c = realtime::connect(target, &nsp, user).await?;
     realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
@@ -126,7 +126,7 @@ pub async fn sio(target: &Target, user: &str, event: i64) -> Result<Member, Memb
 }
 
 /// A plain WebSocket member of `room`.
-pub async fn ws(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
+pub(super) async fn ws(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     let url = format!("ws://{}/ws?userId={user}", target.addr);
@@ -149,7 +149,7 @@ pub async fn ws(target: &Target, user: &str, room: &str) -> Result<Member, Membe
 }
 
 /// A Server-Sent Events member subscribed to `room`.
-pub async fn sse(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
+pub(super) async fn sse(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
     let mut tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     let request = format!(
@@ -182,7 +182,7 @@ pub async fn sse(target: &Target, user: &str, room: &str) -> Result<Member, Memb
 }
 
 /// An SSE stream: HTTP/1.1 response body (chunked or not), split into events.
-pub struct Sse {
+pub(super) struct Sse {
     tcp: TcpStream,
     /// Bytes read and not yet de-chunked.
     raw: Vec<u8>,
@@ -243,7 +243,7 @@ impl Sse {
     }
 
     /// The next event's name (`message` when unnamed) and data; comments are skipped.
-    pub async fn next_event(&mut self) -> Result<(String, String), MemberError> {
+    pub(super) async fn next_event(&mut self) -> Result<(String, String), MemberError> {
         loop {
             self.dechunk()?;
             while let Some(end) = find(&self.body, b"\n\n") {
@@ -272,7 +272,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `POST /api/publish` over one keep-alive connection.
-pub struct Publisher {
+pub(super) struct Publisher {
     tcp: TcpStream,
     host: String,
     auth: String,
@@ -280,7 +280,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn connect(target: &Target, api_key: &str) -> Result<Self, MemberError> {
+    pub(super) async fn connect(target: &Target, api_key: &str) -> Result<Self, MemberError> {
         let tcp = TcpStream::connect(target.addr).await?;
         tcp.set_nodelay(true)?;
         Ok(Self {
@@ -292,7 +292,7 @@ impl Publisher {
     }
 
     /// Publishes `{"seq": seq}` as [`EVENT`] to `room` and waits for the answer.
-    pub async fn publish(&mut self, room: &str, seq: u64) -> Result<(), MemberError> {
+    pub(super) async fn publish(&mut self, room: &str, seq: u64) -> Result<(), MemberError> {
         let body =
             format!("{{\"room\":\"{room}\",\"event\":\"{EVENT}\",\"data\":{{\"seq\":{seq}}}}}");
         let request = format!(

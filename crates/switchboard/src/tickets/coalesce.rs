@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tickets::CategoryKey;
 
 #[derive(Debug, Default)]
-pub struct Coalescer {
+pub(super) struct Coalescer {
     window: Duration,
     slots: Mutex<HashMap<CategoryKey, Slot>>,
 }
@@ -25,7 +25,7 @@ struct Slot {
 
 /// What to do about one touched category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(super) enum Decision {
     SendNow,
     /// Send after this delay (a flush is already scheduled if `schedule` is false).
     Later {
@@ -35,14 +35,14 @@ pub enum Decision {
 }
 
 impl Coalescer {
-    pub fn new(window: Duration) -> Coalescer {
+    pub(super) fn new(window: Duration) -> Coalescer {
         Coalescer {
             window,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn touch(&self, key: CategoryKey, now: Instant) -> Decision {
+    pub(super) fn touch(&self, key: CategoryKey, now: Instant) -> Decision {
         if self.window.is_zero() {
             return Decision::SendNow;
         }
@@ -78,7 +78,7 @@ impl Coalescer {
     }
 
     /// A scheduled flush went out.
-    pub fn flushed(&self, key: CategoryKey, now: Instant) {
+    pub(super) fn flushed(&self, key: CategoryKey, now: Instant) {
         self.slots.lock().insert(
             key,
             Slot {

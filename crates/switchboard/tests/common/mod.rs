@@ -12,14 +12,14 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub app: switchboard::App,
     shutdown: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub fn conformance_config(overrides: &[(&str, &str)]) -> Config {
+pub(crate) fn conformance_config(overrides: &[(&str, &str)]) -> Config {
     let sources = Sources {
         overrides: overrides
             .iter()
@@ -31,12 +31,12 @@ pub fn conformance_config(overrides: &[(&str, &str)]) -> Config {
 }
 
 /// Serves the conformance app on 127.0.0.1:0 until `stop`.
-pub async fn start(config: Config) -> TestServer {
+pub(crate) async fn start(config: Config) -> TestServer {
     serve(switchboard::build_conformance(&config)).await
 }
 
 /// Serves any built app on 127.0.0.1:0 until `stop`.
-pub async fn serve(app: switchboard::App) -> TestServer {
+pub(crate) async fn serve(app: switchboard::App) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
@@ -57,11 +57,11 @@ pub async fn serve(app: switchboard::App) -> TestServer {
 }
 
 impl TestServer {
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.addr, path_and_query)
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -75,7 +75,12 @@ impl TestServer {
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     http_with(
         addr,
         method,
@@ -87,7 +92,7 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
 }
 
 /// Like [`http`], with extra header lines (each ending in `\r\n`).
-pub async fn http_with(
+pub(crate) async fn http_with(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -142,14 +147,14 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-pub async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
     let (s, b) = http(addr, "GET", path, b"").await;
     (s, String::from_utf8(b).expect("utf-8 body"))
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
+pub(crate) async fn ws(addr: SocketAddr, path: &str) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
         .await
         .expect("websocket connect");
@@ -157,7 +162,7 @@ pub async fn ws(addr: SocketAddr, path: &str) -> Ws {
 }
 
 /// Next text frame, skipping pings (`2`) which it answers.
-pub async fn next_text(ws: &mut Ws) -> String {
+pub(crate) async fn next_text(ws: &mut Ws) -> String {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -173,7 +178,7 @@ pub async fn next_text(ws: &mut Ws) -> String {
 }
 
 /// Waits until the server closes the socket (close frame or EOF), answering nothing.
-pub async fn expect_closed(ws: &mut Ws, within: Duration) {
+pub(crate) async fn expect_closed(ws: &mut Ws, within: Duration) {
     let closed = tokio::time::timeout(within, async {
         loop {
             match ws.next().await {
@@ -190,7 +195,7 @@ pub async fn expect_closed(ws: &mut Ws, within: Duration) {
 }
 
 /// A Socket.IO client on the main namespace over WebSocket, past CONNECT and `auth`.
-pub async fn sio_main(addr: SocketAddr) -> Ws {
+pub(crate) async fn sio_main(addr: SocketAddr) -> Ws {
     let mut ws = ws(addr, "/socket.io/?EIO=4&transport=websocket").await;
     assert!(next_text(&mut ws).await.starts_with('0'));
     ws.send(Message::Text("40".into())).await.expect("send");
@@ -200,7 +205,7 @@ pub async fn sio_main(addr: SocketAddr) -> Ws {
 }
 
 /// Proves a client still works: an echo round trip.
-pub async fn assert_echo(ws: &mut Ws, tag: &str) {
+pub(crate) async fn assert_echo(ws: &mut Ws, tag: &str) {
     ws.send(Message::Text(format!("42[\"message\",\"{tag}\"]").into()))
         .await
         .expect("send");
@@ -211,7 +216,7 @@ pub async fn assert_echo(ws: &mut Ws, tag: &str) {
 }
 
 /// Polls until `f` is true (bounded), for state that settles asynchronously.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..200 {
         if f() {
             return;
@@ -224,7 +229,7 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// Says on the terminal that a test did not run what it names, past the test harness's
 /// output capture (which swallows `eprintln!` of a passing test), so a local green run
 /// shows what it did not test. Under `CI=true` a missing dependency is a failure instead.
-pub fn skipped(why: &str) {
+pub(crate) fn skipped(why: &str) {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "required in CI: {why}"

@@ -5,13 +5,13 @@ pub mod ops;
 
 use tickets::{Category, Event, HoldConfig, HoldRequest, OrderMessage, State};
 
-pub const EVENT: i64 = 1;
-pub const VIP: i64 = 10;
-pub const FLOOR: i64 = 20;
-pub const T0: i64 = 1_700_000_000_000;
-pub const MIN: i64 = 60_000;
+pub(crate) const EVENT: i64 = 1;
+pub(crate) const VIP: i64 = 10;
+pub(crate) const FLOOR: i64 = 20;
+pub(crate) const T0: i64 = 1_700_000_000_000;
+pub(crate) const MIN: i64 = 60_000;
 
-pub fn category(id: i64, seats: u32) -> Category {
+pub(crate) fn category(id: i64, seats: u32) -> Category {
     Category {
         id,
         name: format!("cat {id}"),
@@ -22,11 +22,11 @@ pub fn category(id: i64, seats: u32) -> Category {
 }
 
 /// Event 1 with VIP (`vip` seats) and FLOOR (`floor` seats), default config.
-pub fn state_with(vip: u32, floor: u32) -> State {
+pub(crate) fn state_with(vip: u32, floor: u32) -> State {
     state_with_config(HoldConfig::default(), vip, floor)
 }
 
-pub fn state_with_config(config: HoldConfig, vip: u32, floor: u32) -> State {
+pub(crate) fn state_with_config(config: HoldConfig, vip: u32, floor: u32) -> State {
     let mut state = State::new(config).expect("valid config");
     let _ = state
         .upsert_event(Event {
@@ -38,7 +38,7 @@ pub fn state_with_config(config: HoldConfig, vip: u32, floor: u32) -> State {
     state
 }
 
-pub fn req(user: &str, category_id: i64, quantity: u32) -> HoldRequest {
+pub(crate) fn req(user: &str, category_id: i64, quantity: u32) -> HoldRequest {
     HoldRequest {
         user_id: user.into(),
         session_id: format!("sess-{user}"),
@@ -48,7 +48,7 @@ pub fn req(user: &str, category_id: i64, quantity: u32) -> HoldRequest {
     }
 }
 
-pub fn order(order_id: &str, user: &str, category_id: i64, quantity: u32) -> OrderMessage {
+pub(crate) fn order(order_id: &str, user: &str, category_id: i64, quantity: u32) -> OrderMessage {
     OrderMessage {
         order_id: order_id.into(),
         event_id: EVENT,
