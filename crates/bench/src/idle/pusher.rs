@@ -10,7 +10,7 @@ use crate::sio::Target;
 
 /// Why a Pusher client failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PusherError {
+pub(crate) enum PusherError {
     #[error("tcp connect: {0}")]
     Tcp(#[source] std::io::Error),
     #[error("websocket: {0}")]
@@ -23,7 +23,7 @@ pub enum PusherError {
 
 impl PusherError {
     /// A short stable label, for counting failures by cause.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Tcp(_) => "tcp",
             Self::Ws(_) => "websocket",
@@ -34,7 +34,7 @@ impl PusherError {
 }
 
 /// One connected, subscribed client.
-pub struct PusherClient {
+pub(crate) struct PusherClient {
     ws: WebSocketStream<TcpStream>,
     /// `pusher:ping`s answered.
     pub pongs: u64,
@@ -42,7 +42,11 @@ pub struct PusherClient {
 
 impl PusherClient {
     /// Connects with app `key` and subscribes to the public `channel`.
-    pub async fn connect(target: &Target, key: &str, channel: &str) -> Result<Self, PusherError> {
+    pub(crate) async fn connect(
+        target: &Target,
+        key: &str,
+        channel: &str,
+    ) -> Result<Self, PusherError> {
         let tcp = TcpStream::connect(target.addr)
             .await
             .map_err(PusherError::Tcp)?;
@@ -74,7 +78,7 @@ impl PusherClient {
     }
 
     /// The next event's name (pings are answered on the way).
-    pub async fn recv(&mut self) -> Result<String, PusherError> {
+    pub(crate) async fn recv(&mut self) -> Result<String, PusherError> {
         loop {
             let text = match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => t,
@@ -97,7 +101,7 @@ impl PusherClient {
         }
     }
 
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
 }
