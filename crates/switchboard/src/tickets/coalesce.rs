@@ -73,7 +73,7 @@ impl Coalescer {
     }
 
     /// The merge window.
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 

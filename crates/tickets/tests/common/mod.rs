@@ -1,7 +1,7 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
-pub mod ops;
+pub(crate) mod ops;
 
 use tickets::{Category, Event, HoldConfig, HoldRequest, OrderMessage, State};
 

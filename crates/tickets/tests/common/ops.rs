@@ -6,12 +6,12 @@ use tickets::HoldConfig;
 
 use super::MIN;
 
-pub const CATEGORIES: [(i64, u32); 3] = [(1, 3), (2, 5), (3, 8)];
-pub const USERS: usize = 4;
-pub const MAX_QTY: u32 = 4;
-pub const TTL: i64 = 5 * MIN;
+pub(crate) const CATEGORIES: [(i64, u32); 3] = [(1, 3), (2, 5), (3, 8)];
+pub(crate) const USERS: usize = 4;
+pub(crate) const MAX_QTY: u32 = 4;
+pub(crate) const TTL: i64 = 5 * MIN;
 
-pub fn config() -> HoldConfig {
+pub(crate) fn config() -> HoldConfig {
     HoldConfig {
         max_quantity: MAX_QTY,
         hold_ttl_ms: TTL,
@@ -21,7 +21,7 @@ pub fn config() -> HoldConfig {
 }
 
 #[derive(Debug, Clone)]
-pub enum Op {
+pub(crate) enum Op {
     Lock {
         user: usize,
         session: usize,
@@ -64,7 +64,7 @@ pub enum Op {
     Restore,
 }
 
-pub fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     let user = 0..USERS;
     let cat = 0..CATEGORIES.len();
     prop_oneof![
