@@ -295,7 +295,7 @@ function jwt(secret, claims) {
 
 describe("outside development mode", { skip }, () => {
   it("the ticket page asks for a token and the dashboard for the API key", T, async (t) => {
-    const secret = "e2e-secret";
+    const secret = "e2e-secret-e2e-secret-e2e-secret!";
     const server = await serve(t, {
       args: serveArgs("memory", "--set", `jwt_secret=${secret}`, "--set", "api_key=e2e-key"),
     });

@@ -15,6 +15,7 @@
 //! - [`stats`]: the counters the metrics endpoint reads.
 //! - [`config`]: every limit as a setting.
 //! - [`admission`]: the [`Permit`] by which the server's connection limits follow a session.
+//! - [`origin`]: which browser origins may open a WebSocket (checked by the router).
 //!
 //! Dependencies run one way: engine -> session -> wire -> frame; nothing points back.
 //!
@@ -28,6 +29,7 @@ pub mod engine;
 mod frame;
 mod heartbeat;
 mod kind;
+pub mod origin;
 pub mod packet;
 mod query;
 pub mod session;
@@ -39,6 +41,7 @@ pub use config::{Cors, EngineConfig};
 pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};
 pub use frame::Frame;
 pub use kind::{CloseReason, TransportKind};
+pub use origin::AllowedOrigins;
 pub use query::query_param;
 pub use session::{Handshake, Push, Session, Sid};
 pub use stats::EngineStats;

@@ -30,6 +30,9 @@ pub struct NamespaceConfig {
 pub struct Identity {
     /// The user id, when the connection authenticated as one.
     pub user: Option<String>,
+    /// What the middleware says the client may join (room patterns of its token); kept
+    /// on the socket for the application ([`Socket::grants`]).
+    pub grants: Option<Arc<[String]>>,
 }
 
 /// A refused connection, as the client will see it in `connect_error`.
@@ -113,6 +116,16 @@ pub trait NamespaceHandler: Send + Sync + 'static {
     fn authorize(&self, req: &ConnectRequest<'_>) -> Result<Identity, ConnectError> {
         let _ = req;
         Ok(Identity::default())
+    }
+
+    /// [`NamespaceHandler::authorize`] for middleware that must wait (a key fetch). The
+    /// default calls `authorize`.
+    fn authorize_async<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Identity, ConnectError>> {
+        let result = self.authorize(req);
+        Box::pin(async move { result })
     }
 
     /// The socket is connected and its CONNECT answered (also after a recovery).

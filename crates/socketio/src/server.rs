@@ -160,7 +160,8 @@ impl SocketIo {
 
     async fn dispatch(&self, conn: &Conn, packet: Packet<'_>, attachments: Vec<Bytes>) {
         if packet.kind == PacketType::Connect {
-            self.connect(conn, packet.nsp, packet.data.unwrap_or("{}"));
+            self.connect(conn, packet.nsp, packet.data.unwrap_or("{}"))
+                .await;
             return;
         }
         let Some(socket) = Self::socket_of(conn, packet.nsp) else {
@@ -222,7 +223,7 @@ impl SocketIo {
         }
     }
 
-    fn connect(&self, conn: &Conn, nsp_name: &str, auth: &str) {
+    async fn connect(&self, conn: &Conn, nsp_name: &str, auth: &str) {
         let Some(nsp) = self.namespaces.get(nsp_name).cloned() else {
             conn.push(
                 encode_connect_error(nsp_name, "Invalid namespace", None),
@@ -245,7 +246,7 @@ impl SocketIo {
             auth,
             handshake: conn.handshake(),
         };
-        let identity = match nsp.handler.authorize(&req) {
+        let identity = match nsp.handler.authorize_async(&req).await {
             Ok(id) => id,
             Err(e) => {
                 conn.push(
@@ -263,6 +264,7 @@ impl SocketIo {
             nsp.clone(),
             conn.clone(),
             identity.user.map(Into::into),
+            identity.grants,
             auth.into(),
             false,
         ));
@@ -298,6 +300,7 @@ impl SocketIo {
             nsp.clone(),
             conn.clone(),
             old.socket.user().map(Into::into),
+            old.socket.grants().map(Into::into),
             auth.into(),
             true,
         ));

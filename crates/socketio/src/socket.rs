@@ -64,6 +64,7 @@ pub struct Socket {
     nsp: Arc<Namespace>,
     conn: Arc<Session<ConnState>>,
     user: Option<Box<str>>,
+    grants: Option<Arc<[String]>>,
     auth: Box<str>,
     recovered: bool,
     pub(crate) member: std::sync::OnceLock<MemberId>,
@@ -92,6 +93,7 @@ impl Socket {
         nsp: Arc<Namespace>,
         conn: Arc<Session<ConnState>>,
         user: Option<Box<str>>,
+        grants: Option<Arc<[String]>>,
         auth: Box<str>,
         recovered: bool,
     ) -> Socket {
@@ -101,6 +103,7 @@ impl Socket {
             nsp,
             conn,
             user,
+            grants,
             auth,
             recovered,
             member: std::sync::OnceLock::new(),
@@ -147,6 +150,11 @@ impl Socket {
     /// The user the middleware authenticated, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The grants the middleware found ([`crate::Identity::grants`]).
+    pub fn grants(&self) -> Option<&[String]> {
+        self.grants.as_deref()
     }
 
     /// The handshake `auth` object as raw JSON.

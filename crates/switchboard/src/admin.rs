@@ -27,7 +27,7 @@ pub struct AdminState {
     pub sio_rate_limited: Arc<std::sync::atomic::AtomicU64>,
     /// Development mode: the dashboard feed is open without the API key.
     pub dev_mode: bool,
-    pub api_key: String,
+    pub api_keys: ApiKeys,
     /// The broker consumer and the catalog source (`/ready`, `/stats`).
     pub integrations: crate::ingest::Integrations,
     /// Connection admission: open connections, tracked addresses, refusals.
@@ -89,12 +89,58 @@ impl From<ServiceError> for ApiError {
 }
 
 fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
-    check_api_key(&state.api_key, headers)
+    check_api_key(&state.api_keys, headers)
 }
 
-/// `Authorization: Bearer <key>` against the configured API key (empty: API disabled).
-pub(crate) fn check_api_key(key: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    if key.is_empty() {
+/// The accepted API keys, kept as SHA-256 digests: every check compares the digest of
+/// the presented key with every accepted one in constant time (`subtle`), so neither the
+/// keys' contents nor their lengths nor which key matched show in the timing. Never
+/// logged: `Debug` prints only the count.
+#[derive(Clone, Default)]
+pub struct ApiKeys(std::sync::Arc<[[u8; 32]]>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.0.len())
+    }
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
+}
+
+impl ApiKeys {
+    /// Accepts each of `keys` (empty ones are ignored).
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> ApiKeys {
+        ApiKeys(
+            keys.into_iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| digest(k.as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// No key configured: the APIs are disabled.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `given` is one of the keys (constant time in the number of keys).
+    pub fn accepts(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let given = digest(given.as_bytes());
+        let mut ok = subtle::Choice::from(0);
+        for key in self.0.iter() {
+            ok |= key.ct_eq(&given);
+        }
+        ok.into()
+    }
+}
+
+/// `Authorization: Bearer <key>` against the configured API keys (none: API disabled).
+pub(crate) fn check_api_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+    if keys.is_empty() {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "API disabled: set SWITCHBOARD_API_KEY".into(),
@@ -104,15 +150,7 @@ pub(crate) fn check_api_key(key: &str, headers: &HeaderMap) -> Result<(), ApiErr
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison: the key is a secret.
-    let ok = given.is_some_and(|g| {
-        g.len() == key.len()
-            && g.bytes()
-                .zip(key.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
+    if given.is_some_and(|g| keys.accepts(g)) {
         Ok(())
     } else {
         Err(ApiError(

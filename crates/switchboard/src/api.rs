@@ -22,7 +22,7 @@ use crate::realtime::user_room;
 #[derive(Clone)]
 pub struct ApiState {
     pub hub: Arc<Hub>,
-    pub api_key: String,
+    pub api_keys: crate::admin::ApiKeys,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -193,7 +193,7 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Published>, ApiError> {
-    check_api_key(&s.api_key, &headers)?;
+    check_api_key(&s.api_keys, &headers)?;
     let msg = to_publish(parse(&body)?)?;
     s.metrics
         .published
@@ -219,7 +219,7 @@ async fn publish_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Vec<Published>>, ApiError> {
-    check_api_key(&s.api_key, &headers)?;
+    check_api_key(&s.api_keys, &headers)?;
     let reqs: Vec<PublishRequest> = parse(&body)?;
     if reqs.len() > MAX_BATCH {
         return Err(bad(format!("a batch holds at most {MAX_BATCH} messages")));
@@ -249,7 +249,7 @@ async fn publish_batch(
     security(("api_key" = []))
 )]
 async fn rooms(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<RoomList>, ApiError> {
-    check_api_key(&s.api_key, &headers)?;
+    check_api_key(&s.api_keys, &headers)?;
     let rooms = s
         .hub
         .rooms()
@@ -272,7 +272,7 @@ async fn room(
     headers: HeaderMap,
     Path(room): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    check_api_key(&s.api_key, &headers)?;
+    check_api_key(&s.api_keys, &headers)?;
     let Some(RoomInfo {
         room,
         members,

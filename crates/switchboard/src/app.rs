@@ -82,6 +82,8 @@ pub struct App {
     engines: Vec<Arc<dyn Sessions>>,
     /// Stops background work (expiry timer) at shutdown.
     stop: CancellationToken,
+    /// TLS for the listener (`tls_cert_file`), reloadable; `None` serves plain HTTP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl App {
@@ -104,23 +106,41 @@ impl App {
     }
 }
 
-/// Routes an Engine.IO path (with and without the trailing slash) to `engine`.
-/// A handshake (a GET without `sid`) is admitted by `limits` first.
+/// Routes an Engine.IO path (with and without the trailing slash) to `engine`. A
+/// WebSocket upgrade from a browser origin `origins` does not allow is refused (403)
+/// first; then a handshake (a GET without `sid`) is admitted by `limits`.
 fn engine_routes<H: engineio::Handler>(
     router: Router,
     path: &str,
     engine: Arc<Engine<H>>,
     limits: &Arc<Limits>,
+    origins: (engineio::AllowedOrigins, Arc<crate::metrics::Metrics>),
 ) -> Router {
     let limits = limits.clone();
+    let origins = Arc::new(origins);
     let svc = tower::service_fn(move |mut req: axum::extract::Request| {
         let engine = engine.clone();
-        let admitted = if crate::limits::is_engineio_handshake(&req) {
+        let (allowed, metrics) = &*origins;
+        let upgrade = req
+            .headers()
+            .get(axum::http::header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let refused_origin = (upgrade && !allowed.allows(req.headers())).then(|| {
+            crate::transport::refuse_origin(
+                metrics,
+                crate::transport::access::Via::SocketIo,
+                req.headers(),
+            )
+        });
+        let admitted = if refused_origin.is_none() && crate::limits::is_engineio_handshake(&req) {
             limits.admit_request(&mut req).map(drop)
         } else {
             Ok(())
         };
         async move {
+            if let Some(refused) = refused_origin {
+                return Ok::<Response, Infallible>(refused);
+            }
             if let Err(refused) = admitted {
                 return Ok::<Response, Infallible>(crate::limits::unavailable(refused));
             }
@@ -186,8 +206,33 @@ pub enum BuildError {
         #[source]
         source: redis::RedisError,
     },
-    #[error("JWT key: {0}")]
-    Key(String),
+    /// The JWT public key could not be loaded.
+    #[error("JWT key")]
+    Key(#[from] crate::auth::KeyError),
+    /// The listener's certificate or key could not be loaded.
+    #[error("TLS")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// An error and its causes, `: `-separated, for one log line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// The listener's TLS, when configured.
+fn tls_of(config: &Config) -> Result<Option<Arc<crate::tls::Tls>>, BuildError> {
+    if config.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let tls = crate::tls::Tls::load(&config.tls_cert_file, &config.tls_key_file)?;
+    Ok(Some(Arc::new(tls)))
 }
 
 fn auth_of(config: &Config) -> Result<Auth, BuildError> {
@@ -202,12 +247,19 @@ fn auth_of(config: &Config) -> Result<Auth, BuildError> {
         );
         return Ok(Auth::Development);
     }
-    if !config.jwt_public_key_file.is_empty() {
-        let pem = std::fs::read(&config.jwt_public_key_file)
-            .map_err(|e| BuildError::Key(format!("{}: {e}", config.jwt_public_key_file)))?;
-        return Auth::rs256(&pem).map_err(BuildError::Key);
+    if let Some(jwks) = config.jwks() {
+        return Ok(Auth::jwks(jwks, config.jwt_claims()));
     }
-    Ok(Auth::hs256(config.jwt_secret.as_bytes()))
+    if !config.jwt_public_key_file.is_empty() {
+        return Ok(Auth::rs256_file(
+            &config.jwt_public_key_file,
+            config.jwt_claims(),
+        )?);
+    }
+    Ok(Auth::hs256(
+        config.jwt_secret.as_bytes(),
+        config.jwt_claims(),
+    ))
 }
 
 fn store_of(config: &Config, kind: HoldStoreKind) -> Result<Box<dyn HoldStore + Send>, BuildError> {
@@ -292,6 +344,7 @@ fn holds_of(
 
 /// The production server: `/realtime` on the room fabric, with recovery and ticket holds.
 pub fn build(config: &Config) -> Result<App, BuildError> {
+    let tls = tls_of(config)?;
     let tasks = TaskTracker::new();
     let hub = Hub::new(config.hub());
     let catalog = if config.catalog.is_empty() {
@@ -309,6 +362,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let contract = Arc::new(realtime::Realtime {
         auth: auth_of(config)?,
+        rooms: crate::transport::access::RoomPolicy::new(config.private_room_prefixes.clone()),
         holds: holds.clone(),
         catalog: integrations.catalog.clone(),
     });
@@ -329,7 +383,9 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         stop.clone(),
         tasks.clone(),
         metrics.clone(),
+        config.origins(),
     );
+    let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
     let admin = crate::admin::AdminState {
         engine: engine.clone(),
         metrics: metrics.clone(),
@@ -339,14 +395,14 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         hub: hub.clone(),
         realtime,
         transports: transports.clone(),
-        api_key: config.api_key.clone(),
+        api_keys: api_keys.clone(),
         integrations,
         limits: limits.clone(),
     };
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {
             hub: hub.clone(),
-            api_key: config.api_key.clone(),
+            api_keys,
             metrics: metrics.clone(),
         }))
         .merge(
@@ -360,7 +416,13 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 )),
         )
         .merge(crate::web::routes(config.dev_mode_reason()));
-    router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
+    router = engine_routes(
+        router,
+        "/socket.io/",
+        engine.clone(),
+        &limits,
+        (config.origins(), metrics),
+    );
     let mut engines: Vec<Arc<dyn Sessions>> = vec![engine, transports];
     // Pusher clients on the same rooms; no app configured, nothing served.
     if let Some(pusher) = crate::pusher::Pusher::new(
@@ -380,6 +442,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         limits,
         engines,
         stop,
+        tls,
     })
 }
 
@@ -395,8 +458,18 @@ pub fn build_conformance(config: &Config) -> App {
     hub_pruner(&hub, &tasks, &stop);
     let limits = Limits::new(config.limits());
     let mut router = Router::new().route("/health", get(crate::admin::health));
-    router = engine_routes(router, "/socket.io/", engine.clone(), &limits);
-    router = engine_routes(router, "/engine.io/", echo.clone(), &limits);
+    let origins = (
+        config.origins(),
+        Arc::new(crate::metrics::Metrics::default()),
+    );
+    router = engine_routes(
+        router,
+        "/socket.io/",
+        engine.clone(),
+        &limits,
+        origins.clone(),
+    );
+    router = engine_routes(router, "/engine.io/", echo.clone(), &limits, origins);
     App {
         router,
         tasks,
@@ -404,5 +477,6 @@ pub fn build_conformance(config: &Config) -> App {
         limits,
         engines: vec![engine, echo],
         stop,
+        tls: None,
     }
 }

@@ -93,10 +93,37 @@ pub struct Config {
     /// beyond loopback without a key the server refuses to start unless this is set.
     pub dev_mode: bool,
     /// Bearer key of the admin and publish HTTP APIs (`SWITCHBOARD_API_KEY`); empty
-    /// disables them.
+    /// disables them (unless `api_keys` lists some).
     pub api_key: String,
+    /// More accepted API keys (`SWITCHBOARD_API_KEYS`, comma-separated), for rotation:
+    /// add the new key, move the clients, remove the old one.
+    pub api_keys: Vec<String>,
+    /// Accepted `iss` of client JWTs; empty: not checked.
+    pub jwt_issuer: String,
+    /// Accepted `aud` values of client JWTs (one must match); empty: not checked.
+    pub jwt_audience: Vec<String>,
+    /// JWKS URL of the identity provider (RS256/ES256 keys chosen by `kid`); used
+    /// instead of `jwt_secret` / `jwt_public_key_file`.
+    pub jwt_jwks_url: String,
+    /// How long a fetched key set is trusted before it must be fetched again.
+    pub jwt_jwks_cache_secs: u64,
+    /// At most one JWKS fetch per this many seconds (unknown `kid`s, failures).
+    pub jwt_jwks_min_refresh_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Room name prefixes that only a token whose `rooms` claim matches may join.
+    pub private_room_prefixes: Vec<String>,
+    /// Origins allowed to open WebSockets (Socket.IO, `/ws`) and SSE streams from a
+    /// browser: `[]` follows `cors_origins`, `["*"]` any, or exact origins. Same-origin
+    /// pages and clients that send no `Origin` are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// PEM certificate chain of the listener (HTTPS, WSS); reloaded on SIGHUP.
+    pub tls_cert_file: String,
+    /// PEM private key of the listener.
+    pub tls_key_file: String,
 
-    /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); empty turns the consumer off.
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`, or `amqps://` for TLS); empty
+    /// turns the consumer off.
     pub amqp_url: String,
     /// The queue NestJS producers send to (declared durable, without arguments, as they
     /// assert it).
@@ -156,6 +183,9 @@ pub struct Config {
     /// "Pusher"); no app, nothing served.
     pub pusher: crate::pusher::PusherConfig,
 }
+
+/// Shortest HS256 secret accepted: 256 bits, the hash's output size (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET: usize = 32;
 
 /// Why a server runs in development mode (client tokens not checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,6 +291,17 @@ impl Default for Config {
             jwt_public_key_file: String::new(),
             dev_mode: false,
             api_key: String::new(),
+            api_keys: Vec::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: Vec::new(),
+            jwt_jwks_url: String::new(),
+            jwt_jwks_cache_secs: 3600,
+            jwt_jwks_min_refresh_secs: 10,
+            jwt_leeway_secs: 0,
+            private_room_prefixes: Vec::new(),
+            allowed_origins: Vec::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             amqp_url: String::new(),
             amqp_queue: "realtime_queue".to_owned(),
             amqp_dead_letter_queue: String::new(),
@@ -470,12 +511,7 @@ impl Config {
                 || self.amqp_url.starts_with("amqp://")
                 || self.amqp_url.starts_with("amqps://"),
             "amqp_url",
-            "must start with amqp:// (amqps:// is not built in yet)",
-        )?;
-        check(
-            !self.amqp_url.starts_with("amqps://"),
-            "amqp_url",
-            "amqps:// is not supported by this build; use amqp:// on a trusted network",
+            "must start with amqp:// or amqps:// (TLS, verified against the web PKI roots)",
         )?;
         check(
             self.amqp_prefetch >= 1,
@@ -593,6 +629,7 @@ impl Config {
                 ),
             });
         }
+        self.validate_security()?;
         check(
             !(self.cors_credentials && self.cors_origins.iter().any(|o| o == "*")),
             "cors_credentials",
@@ -684,7 +721,127 @@ impl Config {
     }
 
     pub fn has_jwt_key(&self) -> bool {
-        !self.jwt_secret.is_empty() || !self.jwt_public_key_file.is_empty()
+        !self.jwt_secret.is_empty()
+            || !self.jwt_public_key_file.is_empty()
+            || !self.jwt_jwks_url.is_empty()
+    }
+
+    /// Keys, TLS files, origins and room prefixes (issue #15, part A).
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < MIN_HS256_SECRET {
+            return invalid(
+                "jwt_secret",
+                &format!(
+                    "is {} bytes; an HS256 secret must be at least {MIN_HS256_SECRET} bytes \
+                     (e.g. `openssl rand -base64 48`)",
+                    self.jwt_secret.len()
+                ),
+            );
+        }
+        if !self.jwt_jwks_url.is_empty() {
+            if !(self.jwt_jwks_url.starts_with("https://")
+                || self.jwt_jwks_url.starts_with("http://"))
+                || self.jwt_jwks_url.parse::<hyper::Uri>().is_err()
+            {
+                return invalid("jwt_jwks_url", "must be an http:// or https:// URL");
+            }
+            if !self.jwt_public_key_file.is_empty() || !self.jwt_secret.is_empty() {
+                return invalid(
+                    "jwt_jwks_url",
+                    "cannot be combined with jwt_secret or jwt_public_key_file: choose one key source",
+                );
+            }
+        }
+        if self.jwt_jwks_cache_secs < 10 {
+            return invalid("jwt_jwks_cache_secs", "must be at least 10");
+        }
+        if self.jwt_jwks_min_refresh_secs > self.jwt_jwks_cache_secs {
+            return invalid(
+                "jwt_jwks_min_refresh_secs",
+                "must not exceed jwt_jwks_cache_secs",
+            );
+        }
+        if self.jwt_leeway_secs > 300 {
+            return invalid("jwt_leeway_secs", "must be at most 300");
+        }
+        if self.api_keys.iter().any(String::is_empty) {
+            return invalid("api_keys", "must not contain an empty key");
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return invalid(
+                "tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together",
+            );
+        }
+        if self
+            .private_room_prefixes
+            .iter()
+            .any(|p| crate::transport::check_name(p).is_err())
+        {
+            return invalid(
+                "private_room_prefixes",
+                "each prefix must be a valid room name (1 to 200 characters, no control characters)",
+            );
+        }
+        if self
+            .allowed_origins
+            .iter()
+            .any(|o| o != "*" && o != "self" && !o.contains("://"))
+        {
+            return invalid(
+                "allowed_origins",
+                "each entry must be \"*\", \"self\" or an origin such as https://app.example",
+            );
+        }
+        Ok(())
+    }
+
+    /// Every accepted API key (`api_key` and `api_keys`).
+    pub fn api_key_list(&self) -> Vec<String> {
+        std::iter::once(&self.api_key)
+            .chain(&self.api_keys)
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Which browser origins may open WebSockets and event streams.
+    pub fn origins(&self) -> engineio::AllowedOrigins {
+        let list = if self.allowed_origins.is_empty() {
+            &self.cors_origins
+        } else {
+            &self.allowed_origins
+        };
+        engineio::AllowedOrigins::from_list(list)
+    }
+
+    /// Claims checked besides the signature.
+    pub fn jwt_claims(&self) -> crate::auth::Claims {
+        crate::auth::Claims {
+            issuer: if self.jwt_issuer.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.jwt_issuer.clone()]
+            },
+            audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
+        }
+    }
+
+    /// The JWKS settings, when a JWKS URL is configured.
+    pub fn jwks(&self) -> Option<crate::auth::JwksConfig> {
+        (!self.jwt_jwks_url.is_empty()).then(|| crate::auth::JwksConfig {
+            url: self.jwt_jwks_url.clone(),
+            max_age: Duration::from_secs(self.jwt_jwks_cache_secs),
+            min_refresh: Duration::from_secs(self.jwt_jwks_min_refresh_secs),
+            timeout: Duration::from_secs(5),
+        })
     }
 
     /// Development mode: asked for, or implied by no key on a loopback listener.
@@ -781,6 +938,7 @@ impl Config {
         Config {
             jwt_secret: hide(&self.jwt_secret),
             api_key: hide(&self.api_key),
+            api_keys: self.api_keys.iter().map(|k| hide(k)).collect(),
             amqp_url: redact_url(&self.amqp_url),
             redis_url: redact_url(&self.redis_url),
             pusher: crate::pusher::PusherConfig {
@@ -1108,6 +1266,76 @@ webhooks = ["http://127.0.0.1:9/hooks"]
     }
 
     #[test]
+    fn security_settings_are_validated_and_secrets_redacted() {
+        let load = |pairs: &[(&str, &str)]| {
+            Config::load(&Sources {
+                overrides: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Sources::default()
+            })
+        };
+        // A short HS256 secret is refused at start-up, saying how long it must be.
+        let e = load(&[("jwt_secret", "k3y")])
+            .expect_err("short secret")
+            .to_string();
+        assert!(
+            e.contains("jwt_secret") && e.contains("at least 32 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains("k3y"), "the secret is not echoed: {e}");
+        assert!(load(&[("jwt_secret", &"k".repeat(31))]).is_err());
+        assert!(load(&[("jwt_secret", &"k".repeat(32))]).is_ok());
+        let c = load(&[
+            ("jwt_jwks_url", "https://id.example/.well-known/jwks.json"),
+            ("jwt_audience", "a,b"),
+            ("jwt_issuer", "https://id.example/"),
+            ("jwt_leeway_secs", "30"),
+            ("listen", "0.0.0.0:1"),
+        ])
+        .expect("jwks config");
+        assert_eq!(c.dev_mode_reason(), None, "a JWKS URL is a key");
+        assert_eq!(c.jwt_claims().audience, vec!["a", "b"]);
+        assert!(c.jwks().is_some());
+        for bad in [
+            vec![("jwt_jwks_url", "ftp://id.example/jwks")],
+            vec![
+                ("jwt_jwks_url", "https://id.example/jwks"),
+                ("jwt_secret", "0123456789abcdef0123456789abcdef"),
+            ],
+            vec![("jwt_leeway_secs", "301")],
+            vec![("jwt_jwks_cache_secs", "5")],
+            vec![("jwt_jwks_min_refresh_secs", "7200")],
+            vec![("tls_cert_file", "cert.pem")],
+            vec![("tls_key_file", "key.pem")],
+            vec![("allowed_origins", "evil.example")],
+            vec![("private_room_prefixes", "ok:,\u{1}")],
+        ] {
+            assert!(load(&bad).is_err(), "{bad:?} accepted");
+        }
+        let c = Config::load(&Sources {
+            env: env(&[("SWITCHBOARD_API_KEYS", "new-1, new-2")]),
+            overrides: vec![("api_key".into(), "old".into())],
+            ..Sources::default()
+        })
+        .expect("keys");
+        assert_eq!(c.api_key_list(), vec!["old", "new-1", "new-2"]);
+        let shown = toml::to_string(&c.redacted()).expect("toml");
+        for secret in ["old", "new-1", "new-2"] {
+            assert!(!shown.contains(&format!("\"{secret}\"")), "{shown}");
+        }
+        // WebSocket origins follow cors_origins unless set.
+        let c = load(&[("cors_origins", "https://a.example")]).expect("cors");
+        assert_eq!(
+            c.origins(),
+            engineio::AllowedOrigins::List(vec!["https://a.example".into()])
+        );
+        let c = load(&[("allowed_origins", "*")]).expect("any");
+        assert_eq!(c.origins(), engineio::AllowedOrigins::Any);
+    }
+
+    #[test]
     fn integration_settings() {
         let c = Config::load(&Sources {
             env: env(&[(
@@ -1154,7 +1382,6 @@ webhooks = ["http://127.0.0.1:9/hooks"]
         assert!(Config::default().events_service().is_none());
         for (k, v) in [
             ("amqp_url", "http://x"),
-            ("amqp_url", "amqps://x"),
             ("amqp_prefetch", "0"),
             ("amqp_prefetch", "70000"),
             ("catalog_source", "redis"),

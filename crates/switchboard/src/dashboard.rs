@@ -68,7 +68,7 @@ pub async fn stream(State(s): State<AdminState>, headers: HeaderMap, uri: Uri) -
         {
             h.insert(header::AUTHORIZATION, v);
         }
-        if let Err(e) = check_api_key(&s.api_key, &h) {
+        if let Err(e) = check_api_key(&s.api_keys, &h) {
             return e.into_response();
         }
     }

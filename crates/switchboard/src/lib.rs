@@ -25,6 +25,7 @@
 //! - [`dashboard`]: `/dashboard/stream`, the live dashboard's SSE feed.
 //! - [`telemetry`]: logging set-up.
 //! - [`failpoint`]: test-only failure injection (abort or fail around a store write).
+//! - [`tls`]: the listener's certificate (reloaded on SIGHUP), outgoing HTTPS.
 //! - [`web`]: the ticket page and the dashboard (embedded `web/` files), `/api/session-info`.
 
 pub mod admin;
@@ -45,6 +46,7 @@ pub mod realtime;
 pub mod server;
 pub mod telemetry;
 pub mod tickets;
+pub mod tls;
 pub mod transport;
 pub mod web;
 

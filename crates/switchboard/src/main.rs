@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         _ => match app::build(&config) {
             Ok(app) => (config, app),
             Err(e) => {
-                tracing::error!(error = %e, "cannot start");
+                tracing::error!(error = %app::error_chain(&e), "cannot start");
                 return ExitCode::from(64);
             }
         },
@@ -57,31 +57,13 @@ async fn main() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %addr, "switchboard listening");
-    server::run(
+    let tls = app.tls.is_some();
+    tracing::info!(tls, listen = %addr, "switchboard listening");
+    server::run_until_signalled(
         listener,
         app,
-        shutdown_signal(),
         Duration::from_millis(config.shutdown_grace_ms),
     )
     .await;
     ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

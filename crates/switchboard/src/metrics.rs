@@ -85,6 +85,8 @@ pub struct Metrics {
     pub sse: PlainCounters,
     /// Messages accepted by the HTTP publish API.
     pub published: AtomicU64,
+    /// WebSocket upgrades and event streams refused for their `Origin`, per transport.
+    pub origin_refused: crate::transport::access::Refusals,
 }
 
 /// Writes one metric family.
@@ -352,6 +354,34 @@ pub fn render(s: &AdminState) -> String {
         &[("transport", "ws")],
         load(&m.ws.rate_limited),
     );
+
+    {
+        use crate::transport::access::Via;
+        f.head(
+            "switchboard_room_refused_total",
+            "counter",
+            "Room joins refused (bad name, reserved, private or outside the token's rooms claim).",
+        );
+        for via in Via::ALL {
+            f.sample(
+                "switchboard_room_refused_total",
+                &[("transport", via.as_str())],
+                s.transports.realtime.rooms.refused.get(via),
+            );
+        }
+        f.head(
+            "switchboard_origin_refused_total",
+            "counter",
+            "WebSocket upgrades and event streams refused for their Origin (allowed_origins).",
+        );
+        for via in Via::ALL {
+            f.sample(
+                "switchboard_origin_refused_total",
+                &[("transport", via.as_str())],
+                m.origin_refused.get(via),
+            );
+        }
+    }
 
     f.head(
         "switchboard_connections_refused_total",

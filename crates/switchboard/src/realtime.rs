@@ -18,9 +18,12 @@ use tickets::HoldRequest;
 
 use crate::auth::Auth;
 use crate::tickets::{CatalogSource, HoldService, ServiceError};
+use crate::transport::access::{RoomPolicy, Via};
 
 pub struct Realtime {
     pub auth: Auth,
+    /// Who may join which room (every transport).
+    pub rooms: RoomPolicy,
     pub holds: Arc<HoldService>,
     /// Checks holds against the events-service when that is the catalog source.
     pub catalog: CatalogSource,
@@ -39,6 +42,10 @@ pub trait Client: Send + Sync {
     /// The session id holds are tied to (released when the session ends).
     fn id(&self) -> &str;
     fn user(&self) -> Option<&str>;
+    /// The room patterns of the client's token (`rooms` claim), if it had one.
+    fn grants(&self) -> Option<&[String]>;
+    /// The transport, for refusal counts.
+    fn via(&self) -> Via;
     fn join(&self, room: &str) -> Result<(), hub::JoinError>;
     fn leave(&self, room: &str);
     /// An event to this client alone.
@@ -53,6 +60,12 @@ impl Client for Socket {
     }
     fn user(&self) -> Option<&str> {
         Socket::user(self)
+    }
+    fn grants(&self) -> Option<&[String]> {
+        Socket::grants(self)
+    }
+    fn via(&self) -> Via {
+        Via::SocketIo
     }
     fn join(&self, room: &str) -> Result<(), hub::JoinError> {
         Socket::join(self, room)
@@ -181,7 +194,20 @@ impl Realtime {
                     );
                     return Ok(());
                 };
-                if socket.join(&crate::tickets::event_room(event_id)).is_err() {
+                let room = crate::tickets::event_room(event_id);
+                if let Err(e) =
+                    self.rooms
+                        .check(socket.via(), &room, socket.user(), socket.grants())
+                {
+                    respond(
+                        socket,
+                        ack,
+                        "joined-event-room",
+                        json!({"success": false, "eventId": event_id, "message": e.to_string()}),
+                    );
+                    return Ok(());
+                }
+                if socket.join(&room).is_err() {
                     respond(
                         socket,
                         ack,
@@ -279,18 +305,33 @@ impl Realtime {
 }
 
 impl NamespaceHandler for Realtime {
-    fn authorize(&self, req: &ConnectRequest<'_>) -> Result<Identity, ConnectError> {
-        let auth: Value = serde_json::from_str(req.auth).unwrap_or(Value::Null);
-        let token = auth
-            .get("token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| req.handshake.query_param("token"));
-        let query_user = req.handshake.query_param("userId");
-        match self.auth.identify(token.as_deref(), query_user.as_deref()) {
-            Ok(user) => Ok(Identity { user: Some(user) }),
-            Err(e) => Err(ConnectError::new(e.to_string())),
-        }
+    fn authorize_async<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Identity, ConnectError>> {
+        Box::pin(async move {
+            let auth: Value = serde_json::from_str(req.auth).unwrap_or(Value::Null);
+            let token = auth
+                .get("token")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| req.handshake.query_param("token"));
+            let query_user = req.handshake.query_param("userId");
+            match self
+                .auth
+                .identify(token.as_deref(), query_user.as_deref())
+                .await
+            {
+                Ok(id) => Ok(Identity {
+                    user: Some(id.user),
+                    grants: id.rooms,
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "socket.io connect refused");
+                    Err(ConnectError::new(e.to_string()))
+                }
+            }
+        })
     }
 
     fn on_connect<'a>(&'a self, socket: Arc<Socket>) -> BoxFuture<'a, ()> {

@@ -57,24 +57,43 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = http
-            .serve_connection(TokioIo::new(stream), service(app.router.clone(), addr))
-            .with_upgrades();
-        let stop = stop.clone();
-        app.tasks.spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    // Finish the request in flight, then close the keep-alive connection.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::trace!(error = %e, "connection ended with an error");
+        let router = app.router.clone();
+        match &app.tls {
+            None => {
+                app.tasks.spawn(serve_connection(
+                    http.clone(),
+                    stream,
+                    router,
+                    addr,
+                    stop.clone(),
+                ));
             }
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's task (a slow client never holds
+                // up the accept loop), with the certificate current at accept time.
+                let acceptor = tls.acceptor();
+                let (http, stop) = (http.clone(), stop.clone());
+                app.tasks.spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = stop.cancelled() => return,
+                    };
+                    serve_connection(http, stream, router, addr, stop).await;
+                });
+            }
+        }
     }
     tracing::info!("shutting down: closing client sessions");
     drop(listener);
@@ -92,6 +111,64 @@ pub async fn run(
             "grace period over; closing remaining connections"
         ),
     }
+}
+
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTP/1 connection (with upgrades) until it ends or, after `stop`, until its
+/// request in flight is answered.
+async fn serve_connection<I>(
+    http: hyper::server::conn::http1::Builder,
+    io: I,
+    router: axum::Router,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http
+        .serve_connection(TokioIo::new(io), service(router, addr))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            // Finish the request in flight, then close the keep-alive connection.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Serves `app` like [`run`] until SIGINT/SIGTERM, reloading its TLS certificate on
+/// SIGHUP meanwhile (`main` calls this).
+pub async fn run_until_signalled(listener: TcpListener, app: App, grace: Duration) {
+    let reload = tokio::spawn(crate::tls::reload_on_sighup(app.tls.clone()));
+    run(listener, app, shutdown_signal(), grace).await;
+    reload.abort();
 }
 
 type Reply = futures_util::future::BoxFuture<

@@ -220,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_built_server_serves_the_pages_and_its_real_auth_mode() {
-        for (key, dev) in [("", true), ("s3cret", false)] {
+        for (key, dev) in [("", true), ("s3cret-s3cret-s3cret-s3cret-s3cr", false)] {
             let config = crate::Config::load(&crate::config::Sources {
                 overrides: vec![
                     ("data_dir".into(), "memory".into()),

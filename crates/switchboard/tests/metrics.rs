@@ -289,7 +289,14 @@ async fn dashboard_feed_reports_aggregates_and_needs_the_key_outside_development
     assert!(stats["topRooms"].is_array());
     s.stop().await;
 
-    let s = serve(switchboard::build(&config(&[("jwt_secret", "x")])).expect("build")).await;
+    let s = serve(
+        switchboard::build(&config(&[(
+            "jwt_secret",
+            "x-secret-of-at-least-thirty-two-b",
+        )]))
+        .expect("build"),
+    )
+    .await;
     assert_eq!(
         first_stats(s.addr, "/dashboard/stream").await.err(),
         Some(401)

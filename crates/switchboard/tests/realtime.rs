@@ -45,7 +45,14 @@ async fn json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn jwt_mode_refuses_missing_bad_and_expired_tokens_and_accepts_good_ones() {
-    let s = serve(switchboard::build(&config(&[("jwt_secret", "k3y")])).expect("build")).await;
+    let s = serve(
+        switchboard::build(&config(&[(
+            "jwt_secret",
+            "k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!",
+        )]))
+        .expect("build"),
+    )
+    .await;
     let (_, a) = realtime(s.addr, "", "{}").await;
     assert_eq!(
         a,
@@ -53,7 +60,7 @@ async fn jwt_mode_refuses_missing_bad_and_expired_tokens_and_accepts_good_ones()
     );
     let (_, a) = realtime(s.addr, "&token=nonsense", "{}").await;
     assert_eq!(a, "44/realtime,{\"message\":\"Invalid token\"}");
-    let key = jsonwebtoken::EncodingKey::from_secret(b"k3y");
+    let key = jsonwebtoken::EncodingKey::from_secret(b"k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

@@ -5,6 +5,7 @@
 //! Owns: connection lifecycles, room-name rules, presence announcements, per-transport
 //! counts. Never: room state (the hub) or the ticket rules (`realtime`).
 
+pub mod access;
 pub mod sse;
 pub mod ws;
 
@@ -42,6 +43,8 @@ pub struct Transports {
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Browser origins allowed to open `/ws` and `/events`.
+    pub origins: engineio::AllowedOrigins,
     ws_open: Arc<AtomicUsize>,
     sse_open: Arc<AtomicUsize>,
 }
@@ -63,9 +66,11 @@ impl Transports {
         stop: CancellationToken,
         tasks: TaskTracker,
         metrics: Arc<crate::metrics::Metrics>,
+        origins: engineio::AllowedOrigins,
     ) -> Arc<Transports> {
         Arc::new(Transports {
             metrics,
+            origins,
             hub,
             realtime,
             config,
@@ -84,6 +89,16 @@ impl Transports {
     /// Open `/events` streams.
     pub fn sse_connections(&self) -> usize {
         self.sse_open.load(Ordering::Relaxed)
+    }
+
+    /// The answer to a request from a browser origin that may not connect: 403 before
+    /// any other work, counted in `/metrics`.
+    pub fn refuse_origin(
+        &self,
+        via: access::Via,
+        headers: &axum::http::HeaderMap,
+    ) -> axum::response::Response {
+        refuse_origin(&self.metrics, via, headers)
     }
 
     /// Tells a room that a user arrived or left (`member_joined` / `member_left`).
@@ -165,6 +180,26 @@ pub fn event_stream(body: axum::body::Body) -> axum::response::Response {
     res
 }
 
+/// 403 for a refused browser origin (naming it), counted per transport.
+pub fn refuse_origin(
+    metrics: &crate::metrics::Metrics,
+    via: access::Via,
+    headers: &axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    metrics.origin_refused.add(via);
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
+        .unwrap_or_default();
+    tracing::debug!(%origin, transport = via.as_str(), "origin refused");
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": format!("Origin {origin:?} is not allowed (allowed_origins)")})),
+    )
+        .into_response()
+}
+
 /// Counts one open connection of a transport while alive.
 struct OpenGuard(Arc<AtomicUsize>);
 
@@ -188,6 +223,9 @@ pub enum RoomError {
     Invalid,
     #[error("Room {0:?} is reserved")]
     Reserved(String),
+    /// The room is private (a configured prefix) or outside the token's `rooms` claim.
+    #[error("Not allowed to join room {0:?}")]
+    Forbidden(String),
 }
 
 pub const MAX_ROOM_LEN: usize = 200;

@@ -21,7 +21,8 @@ use hub::{Delivery, Envelope, FormatId, Member, MemberId, RoomId};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{OpenGuard, Outbound, Transports, check_room, client_id};
+use super::access::Via;
+use super::{OpenGuard, Outbound, Transports, client_id};
 use crate::auth::AuthError;
 use crate::metrics::Close;
 use crate::realtime::user_room;
@@ -106,6 +107,9 @@ fn resume_of(headers: &HeaderMap, query: &str) -> Resume {
 
 /// `GET /events`.
 pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: Uri) -> Response {
+    if !t.origins.allows(&headers) {
+        return t.refuse_origin(Via::Sse, &headers);
+    }
     let query = uri.query().unwrap_or("");
     let token = headers
         .get(header::AUTHORIZATION)
@@ -114,15 +118,17 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         .map(str::to_owned)
         .or_else(|| engineio::query_param(query, "token"));
     let query_user = engineio::query_param(query, "userId");
-    let user = match t
+    let identity = match t
         .realtime
         .auth
         .identify(token.as_deref(), query_user.as_deref())
+        .await
     {
-        Ok(u) => u,
+        Ok(id) => id,
         Err(e @ AuthError::Expired) => return refuse(StatusCode::UNAUTHORIZED, &e.to_string()),
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.to_string()),
     };
+    let user = identity.user;
     let mut channels: Vec<String> = Vec::new();
     for c in engineio::query_param(query, "channels")
         .unwrap_or_default()
@@ -130,8 +136,16 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         .map(str::trim)
         .filter(|c| !c.is_empty())
     {
-        if let Err(e) = check_room(c, Some(&user)) {
-            return refuse(StatusCode::BAD_REQUEST, &format!("channel {c:?}: {e}"));
+        if let Err(e) = t
+            .realtime
+            .rooms
+            .check(Via::Sse, c, Some(&user), identity.rooms.as_deref())
+        {
+            let status = match e {
+                super::RoomError::Invalid => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return refuse(status, &format!("channel {c:?}: {e}"));
         }
         if !channels.iter().any(|x| x == c) {
             channels.push(c.to_owned());

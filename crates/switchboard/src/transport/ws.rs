@@ -23,7 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{OpenGuard, Outbound, Transports, check_room, client_id};
+use super::access::Via;
+use super::{OpenGuard, Outbound, Transports, client_id};
 use crate::auth::AuthError;
 use crate::metrics::Close;
 use crate::realtime::{Client, user_room};
@@ -62,6 +63,8 @@ fn encode_envelope(env: &Envelope) -> Utf8Bytes {
 struct WsClient {
     id: String,
     user: String,
+    /// The token's `rooms` claim, if it had one.
+    grants: Option<Arc<[String]>>,
     hub: Arc<hub::Hub>,
     member: OnceLock<MemberId>,
     out: Outbound<(Instant, Utf8Bytes)>,
@@ -127,6 +130,12 @@ impl Client for WsClient {
     fn user(&self) -> Option<&str> {
         Some(&self.user)
     }
+    fn grants(&self) -> Option<&[String]> {
+        self.grants.as_deref()
+    }
+    fn via(&self) -> Via {
+        Via::Ws
+    }
     fn join(&self, room: &str) -> Result<(), hub::JoinError> {
         let member = self.member().ok_or(hub::JoinError::UnknownMember)?;
         self.hub.join(member, room)
@@ -179,6 +188,9 @@ fn protocol_token(headers: &HeaderMap) -> (Option<String>, Option<HeaderValue>) 
 /// upgrade, with a close code a browser can read (4001, 4003).
 pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Response {
     let headers = req.headers();
+    if !t.origins.allows(headers) {
+        return t.refuse_origin(Via::Ws, headers);
+    }
     let Some(accept) = engineio::websocket_accept(headers) else {
         return bad_request("expected a WebSocket upgrade (version 13)");
     };
@@ -189,7 +201,8 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
     let identity = t
         .realtime
         .auth
-        .identify(token.as_deref(), query_user.as_deref());
+        .identify(token.as_deref(), query_user.as_deref())
+        .await;
     // The connection's admission (see `limits`) lives as long as its task.
     let permit = req.extensions().get::<engineio::Permit>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -218,8 +231,9 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         .await;
         this.metrics.ws.opened.fetch_add(1, Ordering::Relaxed);
         match identity {
-            Ok(user) => Box::pin(run(this, user, ws)).await,
+            Ok(id) => Box::pin(run(this, id, ws)).await,
             Err(e) => {
+                tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "/ws token refused");
                 this.metrics.ws.closed(Close::Unauthorized);
                 let (code, reason) = match e {
                     AuthError::Expired => (4003, "Token expired"),
@@ -257,7 +271,7 @@ where
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 fn run<S>(
     t: Arc<Transports>,
-    user: String,
+    identity: crate::auth::Identity,
     mut ws: WebSocketStream<S>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
@@ -268,7 +282,8 @@ where
         let (out, mut rx) = Outbound::new(t.config.queue);
         let client = Arc::new(WsClient {
             id: client_id(),
-            user,
+            user: identity.user,
+            grants: identity.rooms,
             metrics: t.metrics.clone(),
             hub: t.hub.clone(),
             member: OnceLock::new(),
@@ -433,7 +448,11 @@ fn handle_action(
                 Ok(r) => r,
                 Err(m) => return client.fail(ack, m),
             };
-            if let Err(e) = check_room(room, Some(&client.user)) {
+            if let Err(e) =
+                t.realtime
+                    .rooms
+                    .check(Via::Ws, room, Some(&client.user), client.grants.as_deref())
+            {
                 return client.fail(ack, &e.to_string());
             }
             match t.hub.join_presence(member, room, limit) {
