@@ -939,6 +939,7 @@ impl Config {
             jwt_secret: hide(&self.jwt_secret),
             api_key: hide(&self.api_key),
             api_keys: self.api_keys.iter().map(|k| hide(k)).collect(),
+            jwt_jwks_url: redact_url(&self.jwt_jwks_url),
             amqp_url: redact_url(&self.amqp_url),
             redis_url: redact_url(&self.redis_url),
             pusher: crate::pusher::PusherConfig {
