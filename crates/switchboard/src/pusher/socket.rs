@@ -2,7 +2,7 @@
 //! a hub member that encodes envelopes once per format, with a bounded queue, the
 //! activity ping, subscriptions, client events and sign-in.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, Request, State};
@@ -24,7 +24,6 @@ use super::channel::{self, Kind, frame, quoted, room_of};
 use super::service::{App, Counters, Pusher};
 use super::sign;
 use super::webhook::Hook;
-use crate::transport::Outbound;
 
 /// How long a connection of an app with `user_authentication` has to sign in.
 const SIGNIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -46,7 +45,7 @@ pub(crate) struct Conn {
     signed_in: AtomicBool,
     /// Subscribed channel names (Pusher names, not rooms).
     channels: parking_lot::Mutex<SmallVec<[Box<str>; 2]>>,
-    out: Outbound<Utf8Bytes>,
+    out: Queue,
     /// Set with a close code by the server (terminate_connections, a bad sign-in).
     kick_code: AtomicU16,
     counters: Arc<Counters>,
@@ -150,6 +149,71 @@ impl Member for Conn {
     }
     fn user(&self) -> Option<&str> {
         Conn::user(self)
+    }
+}
+
+/// A connection's bounded outbound queue and the slow-client policy (as
+/// `transport::Outbound`: a volatile message meets a full queue and is dropped; anything
+/// else closes the client). A plain deque that holds no memory while empty, instead of a
+/// channel whose first block (32 slots) lives as long as the connection.
+struct Queue {
+    items: parking_lot::Mutex<std::collections::VecDeque<Utf8Bytes>>,
+    cap: usize,
+    /// Wakes the connection's loop: something was queued.
+    ready: tokio::sync::Notify,
+    /// Wakes the connection's loop: close it (slow, or kicked).
+    slow: tokio::sync::Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn new(cap: usize) -> Queue {
+        Queue {
+            items: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            cap,
+            ready: tokio::sync::Notify::new(),
+            slow: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn offer(&self, item: Utf8Bytes, volatile: bool, dropped: &AtomicU64) -> Delivery {
+        if self.is_closed() {
+            return Delivery::Closed;
+        }
+        let mut items = self.items.lock();
+        if items.len() >= self.cap {
+            drop(items);
+            if volatile {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                return Delivery::Dropped;
+            }
+            self.close();
+            self.slow.notify_one();
+            return Delivery::Closed;
+        }
+        items.push_back(item);
+        drop(items);
+        self.ready.notify_one();
+        Delivery::Delivered
+    }
+
+    /// The next queued frame; an emptied queue gives its memory back.
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut items = self.items.lock();
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > 0 {
+            *items = std::collections::VecDeque::new();
+        }
+        item
     }
 }
 
@@ -344,7 +408,7 @@ where
         p.open.fetch_add(1, Ordering::Relaxed);
         let _open = OpenGuard(&p.open);
         p.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let (out, mut rx) = Outbound::new(p.limits.queue);
+        let out = Queue::new(p.limits.queue);
         let conn = Arc::new(Conn {
             socket_id: socket_id().into(),
             app: app.clone(),
@@ -398,8 +462,16 @@ where
                         _ => Some((4200, "Connection closed by the server")),
                     };
                 }
-                Some(text) = rx.recv() => {
-                    if ws.send(Message::Text(text)).await.is_err() {
+                _ = conn.out.ready.notified() => {
+                    // Everything queued goes out in one flush.
+                    let mut failed = false;
+                    while let Some(text) = conn.out.pop() {
+                        if ws.feed(Message::Text(text)).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed || ws.flush().await.is_err() {
                         break None;
                     }
                 }
@@ -451,7 +523,7 @@ where
             // Whatever was queued still goes out first (answers, the error of a kick),
             // except to a client too slow to read it.
             if code != 4100 {
-                while let Ok(text) = rx.try_recv() {
+                while let Some(text) = conn.out.pop() {
                     if ws.feed(Message::Text(text)).await.is_err() {
                         break;
                     }
