@@ -1,10 +1,8 @@
-// std's Instant until the hub moves to tokio's clock (the cluster work converts it).
-#![allow(clippy::disallowed_types)]
 
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;

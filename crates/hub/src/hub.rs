@@ -1,8 +1,8 @@
-// std's Instant until the hub moves to tokio's clock (the cluster work converts it).
-#![allow(clippy::disallowed_types)]
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -27,6 +27,19 @@ pub trait Member: Send + Sync {
     fn user(&self) -> Option<&str> {
         None
     }
+}
+
+/// Where publishes go when this hub is one node of a cluster.
+///
+/// A relay sequences messages for the whole cluster: it gives each one its cluster-wide
+/// offset and hands it to every node, this one included, which then delivers it with
+/// [`Hub::deliver_sequenced`]. Every node therefore delivers a room's messages in one
+/// order, with the same offsets.
+pub trait Relay: Send + Sync {
+    /// Takes a message to sequence. Must not block and must not call back into the hub.
+    /// Gives the message back when the cluster cannot take it now (the hub then delivers
+    /// it to this node's members only).
+    fn relay(&self, msg: Publish) -> Result<(), Publish>;
 }
 
 /// What a member did with an envelope.
@@ -263,6 +276,8 @@ struct Inner {
 pub struct Hub {
     config: HubConfig,
     inner: Mutex<Inner>,
+    /// Set once when this hub is a cluster node.
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -284,7 +299,19 @@ impl Hub {
                 members: HashMap::new(),
                 removed_floor: first,
             }),
+            relay: OnceLock::new(),
         })
+    }
+
+    /// Makes this hub a cluster node: from now on publishes go through `relay`. Set once;
+    /// a second call is ignored and returns false.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
+        self.relay.set(relay).is_ok()
+    }
+
+    /// Is this hub a cluster node?
+    pub fn is_clustered(&self) -> bool {
+        self.relay.get().is_some()
     }
 
     /// The settings this hub runs with.
@@ -468,12 +495,57 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Publishes a message; returns its offset and how many members received it.
+    /// Publishes a message; returns its offset and how many members received it. On a
+    /// cluster node the relay sequences it and this returns `(0, 0)`: the message is
+    /// delivered here, as on every node, when it comes back sequenced (or at once, to
+    /// this node only, when the relay gives it back).
     pub fn publish(&self, msg: Publish) -> (u64, usize) {
-        let now = Instant::now();
+        let msg = match self.relay.get() {
+            Some(relay) => match relay.relay(msg) {
+                Ok(()) => return (0, 0),
+                Err(msg) => msg,
+            },
+            None => msg,
+        };
+        self.publish_local(msg)
+    }
+
+    /// Publishes to this node's members only, with an offset of this hub's own sequence.
+    pub fn publish_local(&self, msg: Publish) -> (u64, usize) {
         let mut inner = self.inner.lock();
         inner.seq += 1;
         let offset = inner.seq;
+        let delivered = self.deliver_locked(&mut inner, offset, msg);
+        (offset, delivered)
+    }
+
+    /// Delivers a message the cluster sequenced at `offset` (this node's own or another's)
+    /// to this node's members, keeping it in history. Offsets only grow: one at or below
+    /// the newest this hub has seen is delivered without being kept (never replayed
+    /// out of order).
+    pub fn deliver_sequenced(&self, offset: u64, mut msg: Publish) -> usize {
+        let mut inner = self.inner.lock();
+        if offset <= inner.seq {
+            msg.persist = false;
+        } else {
+            inner.seq = offset;
+        }
+        self.deliver_locked(&mut inner, offset, msg)
+    }
+
+    /// Marks everything up to the newest offset as a gap for replays: after an outage
+    /// of the cluster link, messages other nodes published meanwhile never arrived here.
+    pub fn mark_gap(&self) {
+        let mut inner = self.inner.lock();
+        let upto = inner.seq;
+        inner.removed_floor = inner.removed_floor.max(upto);
+        for room in inner.rooms.values_mut() {
+            room.evicted_upto = room.evicted_upto.max(upto);
+        }
+    }
+
+    fn deliver_locked(&self, inner: &mut Inner, offset: u64, msg: Publish) -> usize {
+        let now = Instant::now();
         let persist = msg.persist && !msg.volatile;
         let rooms: SmallVec<[Arc<str>; 1]> = msg
             .rooms
@@ -520,7 +592,7 @@ impl Hub {
                     delivered += 1;
                 }
             }
-            return (offset, delivered);
+            return delivered;
         }
         for room_id in env.rooms.iter() {
             let room = if persist {
@@ -548,7 +620,7 @@ impl Hub {
                 }
             }
         }
-        (offset, delivered)
+        delivered
     }
 
     /// The newest offset assigned so far.

@@ -164,9 +164,7 @@ fn hub_pruner(hub: &Arc<Hub>, tasks: &TaskTracker, stop: &CancellationToken) {
                 _ = tick.tick() => {}
             }
             let Some(hub) = weak.upgrade() else { return };
-            // The hub's clock is std's until the cluster work moves it to tokio's.
-            #[allow(clippy::disallowed_types)]
-            hub.prune(std::time::Instant::now());
+            hub.prune(tokio::time::Instant::now());
         }
     });
 }
