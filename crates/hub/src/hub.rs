@@ -38,9 +38,15 @@ pub trait Member: Send + Sync {
 pub trait Relay: Send + Sync {
     /// Takes a message to sequence. Must not block and must not call back into the hub.
     /// Gives the message back when the cluster cannot take it now (the hub then delivers
-    /// it to this node's members only).
-    fn relay(&self, msg: Publish) -> Result<(), Publish>;
+    /// it to this node's members only). `done`, if any, is called with the offset and
+    /// this node's recipients once the message is delivered here.
+    // The message goes back by value: boxing it would allocate on every refusal.
+    #[allow(clippy::result_large_err)]
+    fn relay(&self, msg: Publish, done: Option<Done>) -> Result<(), (Publish, Option<Done>)>;
 }
+
+/// Called once a publish is delivered on this node: its offset and recipients here.
+pub type Done = Box<dyn FnOnce(u64, usize) + Send>;
 
 /// What a member did with an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,13 +507,30 @@ impl Hub {
     /// this node only, when the relay gives it back).
     pub fn publish(&self, msg: Publish) -> (u64, usize) {
         let msg = match self.relay.get() {
-            Some(relay) => match relay.relay(msg) {
+            Some(relay) => match relay.relay(msg, None) {
                 Ok(()) => return (0, 0),
-                Err(msg) => msg,
+                Err((msg, _)) => msg,
             },
             None => msg,
         };
         self.publish_local(msg)
+    }
+
+    /// Publishes and calls `done` with the offset and this node's recipients once the
+    /// message is delivered here: at once on a single node, after the cluster sequenced
+    /// it on a cluster node.
+    pub fn publish_then(&self, msg: Publish, done: Done) {
+        let (msg, done) = match self.relay.get() {
+            Some(relay) => match relay.relay(msg, Some(done)) {
+                Ok(()) => return,
+                Err((msg, done)) => (msg, done),
+            },
+            None => (msg, Some(done)),
+        };
+        let (offset, delivered) = self.publish_local(msg);
+        if let Some(done) = done {
+            done(offset, delivered);
+        }
     }
 
     /// Publishes to this node's members only, with an offset of this hub's own sequence.

@@ -5,6 +5,8 @@
 //! - [`Envelope`]: one published message, with a per-wire-format cache so a broadcast
 //!   is encoded once per format and every recipient shares the bytes (principle 2).
 //! - [`Member`]: what a transport implements to receive envelopes.
+//! - [`Relay`]: what makes the hub one node of a cluster (publishes sequenced elsewhere,
+//!   delivered here with [`Hub::deliver_sequenced`]).
 //!
 //! The hub never does I/O and never encodes for a wire format itself: members do, through
 //! [`Envelope::encoded`]. Its lock is the one place offsets are assigned, so every member
@@ -18,6 +20,6 @@ mod hub;
 
 pub use envelope::{Envelope, FormatId, Payload};
 pub use hub::{
-    Delivery, EVERYONE, Gap, Hub, HubConfig, HubStats, JoinError, Member, MemberId, Presence,
-    Publish, RoomId, RoomInfo,
+    Delivery, Done, EVERYONE, Gap, Hub, HubConfig, HubStats, JoinError, Member, MemberId, Presence,
+    Publish, Relay, RoomId, RoomInfo,
 };

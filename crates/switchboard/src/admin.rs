@@ -32,6 +32,8 @@ pub struct AdminState {
     pub integrations: crate::ingest::Integrations,
     /// Connection admission: open connections, tracked addresses, refusals.
     pub limits: Arc<crate::limits::Limits>,
+    /// The cluster link, when `redis_url` is set (`/ready`, `/stats`, `/metrics`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Liveness: the process serves HTTP.
@@ -182,6 +184,15 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
         }
         body["broker"] = broker;
     }
+    if let Some(cluster) = &s.cluster {
+        // A node without Redis still serves its own clients (/health stays 200), but a
+        // load balancer should send new ones to nodes that reach the whole fleet.
+        if !cluster.link().is_up() {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            body["status"] = json!("not ready");
+        }
+        body["redis"] = cluster.link().report();
+    }
     (status, Json(body))
 }
 
@@ -214,6 +225,11 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
         "hub": hub,
         "amqp": s.integrations.amqp.as_ref().map(|i| i.stats()),
         "eventsService": s.integrations.catalog.stats(),
+        "cluster": s.cluster.as_ref().map(|c| json!({
+            "node": c.node_id(),
+            "redis": c.link().report(),
+            "nodes": c.nodes(),
+        })),
     }))
 }
 

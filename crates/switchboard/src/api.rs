@@ -198,8 +198,26 @@ async fn publish(
     s.metrics
         .published
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (offset, delivered) = s.hub.publish(msg);
+    let (offset, delivered) = publish_one(&s.hub, msg).await;
     Ok(Json(Published { offset, delivered }))
+}
+
+/// Publishes and waits until the message is delivered on this node (on a cluster node:
+/// after Redis sequenced it), for its offset and this node's recipient count.
+async fn publish_one(hub: &Hub, msg: Publish) -> (u64, usize) {
+    publish_waiting(hub, msg).await.unwrap_or((0, 0))
+}
+
+/// Publishes now; the receiver gets the offset and this node's recipients.
+fn publish_waiting(hub: &Hub, msg: Publish) -> tokio::sync::oneshot::Receiver<(u64, usize)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hub.publish_then(
+        msg,
+        Box::new(move |offset, delivered| {
+            let _ = tx.send((offset, delivered));
+        }),
+    );
+    rx
 }
 
 /// Publish several messages in order; all are checked first, so either all are
@@ -229,16 +247,18 @@ async fn publish_batch(
         .enumerate()
         .map(|(i, r)| to_publish(r).map_err(|e| e.prefixed(&format!("message {i}: "))))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = msgs
-        .into_iter()
-        .map(|m| {
-            s.metrics
-                .published
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (offset, delivered) = s.hub.publish(m);
-            Published { offset, delivered }
-        })
-        .collect();
+    let mut waits = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        s.metrics
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        waits.push(publish_waiting(&s.hub, m));
+    }
+    let mut out = Vec::with_capacity(waits.len());
+    for w in waits {
+        let (offset, delivered) = w.await.unwrap_or((0, 0));
+        out.push(Published { offset, delivered });
+    }
     Ok(Json(out))
 }
 

@@ -204,6 +204,9 @@ pub enum BuildError {
         #[source]
         source: redis::RedisError,
     },
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The JWT public key could not be loaded.
     #[error("JWT key")]
     Key(#[from] crate::auth::KeyError),
@@ -384,7 +387,27 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.origins(),
     );
     let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
+    let cluster = match config.cluster() {
+        Some(c) => {
+            let engine_count = engine.clone();
+            let transports_count = transports.clone();
+            let connections: Arc<dyn Fn() -> usize + Send + Sync> = Arc::new(move || {
+                engine_count.session_count()
+                    + transports_count.ws_connections()
+                    + transports_count.sse_connections()
+            });
+            Some(crate::cluster::Cluster::start(
+                c,
+                &hub,
+                &tasks,
+                &stop,
+                connections,
+            )?)
+        }
+        None => None,
+    };
     let admin = crate::admin::AdminState {
+        cluster,
         engine: engine.clone(),
         metrics: metrics.clone(),
         sio_rate_limited,

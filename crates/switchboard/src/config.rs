@@ -149,6 +149,9 @@ pub struct Config {
     pub hold_store: HoldStoreKind,
     /// Prefix of every hold key in Redis (several fleets, or tests, can share one Redis).
     pub hold_key_prefix: String,
+    /// Channel prefix on Redis: the `key` option of Node's `@socket.io/redis-adapter`
+    /// (`socket.io`), so Node and Switchboard nodes of one fleet hear each other.
+    pub redis_prefix: String,
 
     /// Catalog source: `embedded` (the catalog file or demo) or `events-service` (a NestJS
     /// TCP events-service verifies every hold with `get-ticket-categories`).
@@ -312,6 +315,7 @@ impl Default for Config {
             node_timeout_secs: 15,
             hold_store: HoldStoreKind::Auto,
             hold_key_prefix: "switchboard:".to_owned(),
+            redis_prefix: "socket.io".to_owned(),
             catalog_source: CatalogSourceKind::Embedded,
             events_service: "127.0.0.1:8879".to_owned(),
             events_service_timeout_ms: 2000,
@@ -540,6 +544,13 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
             "node_id",
             "must be at most 64 letters, digits, '-', '_' or '.'",
+        )?;
+        check(
+            !self.redis_prefix.is_empty()
+                && self.redis_prefix.len() <= 100
+                && !self.redis_prefix.contains(['#', '*', '?', '[', ']']),
+            "redis_prefix",
+            "must be 1 to 100 bytes without '#', '*', '?', '[' or ']'",
         )?;
         check(
             (2..=3600).contains(&self.node_timeout_secs),
@@ -911,6 +922,26 @@ impl Config {
             _ => (s, 8879),
         };
         (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| format!("{host}:{port}"))
+    }
+
+    /// The cluster node's settings, or `None` when `redis_url` is empty (one node).
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterConfig> {
+        if self.redis_url.is_empty() {
+            return None;
+        }
+        Some(crate::cluster::ClusterConfig {
+            url: self.redis_url.clone(),
+            node_id: if self.node_id.is_empty() {
+                crate::cluster::random_node_id()
+            } else {
+                self.node_id.clone()
+            },
+            node_timeout: Duration::from_secs(self.node_timeout_secs),
+            prefix: self.redis_prefix.clone(),
+            fabric_namespace: "/realtime".to_owned(),
+            queue: 8192,
+            max_message: self.max_payload.saturating_mul(2).max(64 * 1024),
+        })
     }
 
     /// The events-service client's settings, when it is the catalog source.

@@ -33,6 +33,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod dashboard;

@@ -514,7 +514,80 @@ pub fn render(s: &AdminState) -> String {
         let up = amqp.state() == crate::ingest::BrokerState::Connected;
         f.sample("switchboard_broker_up", &[], u8::from(up));
     }
+    if let Some(cluster) = &s.cluster {
+        cluster_families(&mut f, cluster);
+    }
     out
+}
+
+/// The cluster bus: Redis up, messages in and out, what could not be relayed, what was
+/// dropped and why, relay latency.
+fn cluster_families(f: &mut Family<'_>, cluster: &crate::cluster::Cluster) {
+    let b = cluster.metrics();
+    f.head(
+        "switchboard_cluster_redis_up",
+        "gauge",
+        "1 while both Redis connections work.",
+    );
+    f.sample(
+        "switchboard_cluster_redis_up",
+        &[],
+        u8::from(cluster.link().is_up()),
+    );
+    f.head(
+        "switchboard_cluster_nodes",
+        "gauge",
+        "Live nodes of the cluster, this one included.",
+    );
+    f.sample("switchboard_cluster_nodes", &[], cluster.nodes().len());
+    f.head(
+        "switchboard_cluster_messages_total",
+        "counter",
+        "Bus messages: sent by this node, received from others.",
+    );
+    f.sample(
+        "switchboard_cluster_messages_total",
+        &[("direction", "out")],
+        load(&b.sent),
+    );
+    f.sample(
+        "switchboard_cluster_messages_total",
+        &[("direction", "in")],
+        load(&b.received),
+    );
+    f.head(
+        "switchboard_cluster_not_relayed_total",
+        "counter",
+        "Publishes delivered to this node only: Redis down, queue full or echo lost.",
+    );
+    f.sample(
+        "switchboard_cluster_not_relayed_total",
+        &[],
+        load(&b.not_relayed),
+    );
+    f.head(
+        "switchboard_cluster_dropped_total",
+        "counter",
+        "Bus messages dropped, by reason.",
+    );
+    for (reason, c) in [
+        ("malformed", &b.dropped_malformed),
+        ("shape", &b.dropped_shape),
+        ("oversized", &b.dropped_oversized),
+        ("request", &b.dropped_request),
+    ] {
+        f.sample(
+            "switchboard_cluster_dropped_total",
+            &[("reason", reason)],
+            load(c),
+        );
+    }
+    f.head(
+        "switchboard_cluster_relay_seconds",
+        "histogram",
+        "From a publish to its delivery on this node through Redis.",
+    );
+    f.histogram("switchboard_cluster_relay_seconds", &[], &b.relay_latency);
 }
 
 pub async fn metrics(State(s): State<AdminState>) -> Response {

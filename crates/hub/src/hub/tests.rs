@@ -326,9 +326,10 @@ struct Queue {
 }
 
 impl Relay for Queue {
-    fn relay(&self, msg: Publish) -> Result<(), Publish> {
+    #[allow(clippy::result_large_err)]
+    fn relay(&self, msg: Publish, done: Option<Done>) -> Result<(), (Publish, Option<Done>)> {
         if self.down.load(Ordering::Relaxed) {
-            return Err(msg);
+            return Err((msg, done));
         }
         self.taken.lock().push(msg);
         Ok(())

@@ -1,0 +1,182 @@
+//! Cluster mode: many Switchboard nodes on one Redis behave as one (`redis_url`).
+//!
+//! - [`relay`](self::relay): every hub publish is one Redis message in the format of
+//!   Node's `@socket.io/redis-adapter`, sequenced cluster-wide by a Lua script; every
+//!   node delivers it from the subscription, so all see one order and one offset.
+//! - [`codec`](self::codec): that message format (msgpack, as notepack.io writes it).
+//! - [`nodes`](self::nodes): heartbeats, the fleet list, dead-node detection.
+//! - [`link`](self::link): the Redis connections' state and the bus counters.
+//!
+//! Without `redis_url` none of this runs and the hub stays a single node.
+
+mod codec;
+mod link;
+mod nodes;
+mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hub::Hub;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use link::{BusMetrics, LinkState};
+pub use nodes::NodeInfo;
+pub(crate) use relay::random_node_id;
+
+/// Settings of a cluster node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://…` of the shared Redis.
+    pub url: String,
+    /// This node's id (also its uid on the Node adapter's channels).
+    pub node_id: String,
+    /// A node silent this long is dead.
+    pub node_timeout: Duration,
+    /// Channel prefix: the Node adapter's `key` option (`socket.io`).
+    pub prefix: String,
+    /// The namespace whose rooms are the fabric's rooms (`/realtime`).
+    pub fabric_namespace: String,
+    /// Messages waiting for Redis, at most; beyond them publishes stay on this node.
+    pub queue: usize,
+    /// Largest bus message accepted, in bytes.
+    pub max_message: usize,
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `redis_url` is not a Redis URL the client accepts.
+    #[error("redis_url: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+/// A running cluster node.
+pub struct Cluster {
+    config: ClusterConfig,
+    link: Arc<LinkState>,
+    metrics: Arc<BusMetrics>,
+    nodes: Arc<nodes::Nodes>,
+    connection: redis::aio::ConnectionManager,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.config.node_id)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: makes `hub` relay through Redis and starts the writer,
+    /// subscriber, sweeper and heartbeat tasks on `tasks` until `stop`. Connects lazily:
+    /// a node starts (and serves its own clients) while Redis is down.
+    pub fn start(
+        config: ClusterConfig,
+        hub: &Arc<Hub>,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+        connections: Arc<dyn Fn() -> usize + Send + Sync>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(ClusterError::Url)?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = client
+            .get_connection_manager_lazy(manager)
+            .map_err(ClusterError::Url)?;
+        let link = Arc::new(LinkState::default());
+        let metrics = Arc::new(BusMetrics::default());
+        let (relay, rx) = relay::BusRelay::new(
+            config.node_id.clone(),
+            config.prefix.clone(),
+            codec::Namespaces {
+                fabric: config.fabric_namespace.clone(),
+            },
+            hub,
+            link.clone(),
+            metrics.clone(),
+            config.queue,
+            config.max_message,
+        );
+        hub.set_relay(relay.clone());
+        let nodes = nodes::Nodes::new(&config.prefix, config.node_id.clone(), config.node_timeout);
+        tasks.spawn(relay::writer(
+            relay.clone(),
+            rx,
+            connection.clone(),
+            stop.clone(),
+        ));
+        tasks.spawn(relay::sweeper(
+            relay.clone(),
+            connection.clone(),
+            stop.clone(),
+        ));
+        let metrics_for_requests = metrics.clone();
+        let on_request: relay::RequestHandler = Arc::new(move |_, _| {
+            metrics_for_requests
+                .dropped_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        tasks.spawn(relay::subscriber(
+            relay,
+            client,
+            Vec::new(),
+            on_request,
+            stop.clone(),
+        ));
+        tasks.spawn(nodes::heartbeat(
+            nodes.clone(),
+            connection.clone(),
+            link.clone(),
+            connections,
+            stop.clone(),
+        ));
+        tracing::info!(
+            node = %config.node_id,
+            prefix = %config.prefix,
+            "cluster: relaying through Redis"
+        );
+        Ok(Arc::new(Cluster {
+            config,
+            link,
+            metrics,
+            nodes,
+            connection,
+        }))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The Redis link's state.
+    pub fn link(&self) -> &LinkState {
+        &self.link
+    }
+
+    /// The bus counters.
+    pub fn metrics(&self) -> &BusMetrics {
+        &self.metrics
+    }
+
+    /// Live nodes, this one included.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.alive()
+    }
+
+    /// Ids of nodes found dead from now on (each announced by one node of the fleet).
+    pub fn deaths(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.nodes.deaths()
+    }
+
+    /// A handle on the shared command connection (multiplexed; clones are cheap).
+    pub fn connection(&self) -> redis::aio::ConnectionManager {
+        self.connection.clone()
+    }
+}
