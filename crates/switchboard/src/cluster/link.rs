@@ -30,7 +30,7 @@ pub struct BusMetrics {
     /// Requests of the Node adapter's protocol this node could not read or answer.
     pub dropped_request: AtomicU64,
     /// Relay latency: from a publish to its delivery on this node, through Redis.
-    pub relay_latency: engineio::Histogram,
+    pub relay_latency: primitives::Histogram,
 }
 
 /// Whether Redis is reachable, as the two connections last found it.
