@@ -153,3 +153,41 @@ export async function startNodeServer(redis) {
     },
   };
 }
+
+/**
+ * Debian's haproxy with the repository's deploy/haproxy.cfg in front of three nodes.
+ * Fails loudly when haproxy is missing (scripts/test installs it).
+ */
+export async function startHaproxy(nodes) {
+  const { spawnSync } = await import("node:child_process");
+  if (spawnSync("haproxy", ["-v"]).status !== 0) {
+    throw new Error("haproxy is not installed (Debian: apt-get install haproxy; scripts/test installs it)");
+  }
+  const port = await freePort();
+  const cfg = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..", "deploy", "haproxy.cfg");
+  const env = {
+    ...process.env,
+    SB_LB_BIND: `127.0.0.1:${port}`,
+    SB_NODE_A: nodes[0].url.replace("http://", ""),
+    SB_NODE_B: nodes[1].url.replace("http://", ""),
+    SB_NODE_C: nodes[2].url.replace("http://", ""),
+  };
+  const child = spawn("haproxy", ["-db", "-f", cfg], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let logs = "";
+  child.stdout.setEncoding("utf8").on("data", (d) => (logs = (logs + d).slice(-5000)));
+  child.stderr.setEncoding("utf8").on("data", (d) => (logs = (logs + d).slice(-5000)));
+  const url = `http://127.0.0.1:${port}`;
+  await until("haproxy answers", async () => (await fetch(`${url}/health`)).status === 200, 10_000, 50).catch((e) => {
+    throw new Error(`${e.message}\n${logs}`);
+  });
+  return {
+    url,
+    logs: () => logs,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const gone = new Promise((r) => child.once("close", r));
+      child.kill("SIGKILL");
+      await gone;
+    },
+  };
+}

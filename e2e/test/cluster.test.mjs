@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import WebSocket from "ws";
 import { EventSource } from "eventsource";
-import { KEY, getJson, publish, startNode, startNodeServer, startRedis, until, waitFleet } from "../lib/cluster.mjs";
+import { KEY, getJson, publish, startHaproxy, startNode, startNodeServer, startRedis, until, waitFleet } from "../lib/cluster.mjs";
 
 const T = { timeout: 60_000 };
 const skip = () => process.env.E2E_SERVER === "reference" && "Switchboard cluster only";
@@ -161,6 +161,124 @@ describe("three nodes, one fabric", { skip: skip() }, () => {
     const w = await wsClient(t, a.url, "after-garbage", "event_3");
     await publish(b, { room: "event_3", event: "still", data: 1 });
     await until("delivery after garbage", () => w.got.some((x) => x.e === "still"));
+  });
+});
+
+describe("Redis outages", { skip: skip() }, () => {
+  it("a Redis restart under three serving nodes: /ready 503 and back, local rooms keep working, cross-node delivery resumes", T, async (t) => {
+    const own = await startRedis();
+    t.after(() => own.close());
+    const fleet = await Promise.all(["r1", "r2", "r3"].map((id) => startNode(own, id)));
+    t.after(() => Promise.all(fleet.map((n) => n.stop("SIGKILL"))));
+    await waitFleet(fleet);
+    const [a, b, c] = fleet;
+    const wa = await wsClient(t, a.url, "wa", "outage");
+    const wc = await wsClient(t, c.url, "wc", "outage");
+    await publish(b, { room: "outage", event: "note", data: { n: 1 } });
+    await until("before the outage", () => wa.got.length === 1 && wc.got.length === 1);
+
+    await own.stop("SIGKILL");
+    for (const n of fleet) {
+      await until(`${n.id} not ready`, async () => {
+        const r = await getJson(`${n.url}/ready`);
+        return r.status === 503 && r.body.redis?.state === "down" && r.body.redis.downForMs >= 0;
+      });
+      assert.equal((await getJson(`${n.url}/health`)).status, 200, "health stays 200");
+    }
+    // A node keeps serving its own clients: a publish on A reaches A's member at once.
+    const local = await publish(a, { room: "outage", event: "note", data: { n: 2 } });
+    assert.ok(local.offset > 0);
+    await until("local delivery during the outage", () => wa.got.length === 2);
+    assert.ok((await metric(a, "switchboard_cluster_not_relayed_total")) >= 1);
+    assert.equal(await metric(a, "switchboard_cluster_redis_up"), 0);
+
+    await own.restart();
+    for (const n of fleet) {
+      await until(`${n.id} ready again`, async () => (await getJson(`${n.url}/ready`)).status === 200, 20_000);
+    }
+    await publish(b, { room: "outage", event: "note", data: { n: 3 } });
+    await until("cross-node delivery resumes", () => wa.got.some((x) => x.data.n === 3) && wc.got.some((x) => x.data.n === 3));
+    assert.deepEqual(wa.got.map((x) => x.data.n), [1, 2, 3]);
+    assert.deepEqual(wc.got.map((x) => x.data.n), [1, 3], "C never saw A's local message, and nothing twice");
+    // Offsets kept growing across the restart (Redis lost its counter; its clock did not).
+    assert.ok(wc.got[1].offset > wc.got[0].offset, JSON.stringify(wc.got));
+    for (const n of fleet) assert.equal((await getJson(`${n.url}/health`)).status, 200);
+  });
+});
+
+describe("a node killed with kill -9", { skip: skip() }, () => {
+  it("its clients come back through HAProxy on the others and recover exactly, or are told they did not", T, async (t) => {
+    const own = await startRedis();
+    t.after(() => own.close());
+    const fleet = await Promise.all(["k1", "k2", "k3"].map((id) => startNode(own, id)));
+    t.after(() => Promise.all(fleet.map((n) => n.stop("SIGKILL"))));
+    await waitFleet(fleet);
+    const lb = await startHaproxy(fleet);
+    t.after(() => lb.close());
+
+    // Nine clients through the load balancer (least connections spreads them).
+    const clients = [];
+    for (let i = 0; i < 9; i++) {
+      const sio = io(`${lb.url}/realtime`, {
+        query: { userId: `buyer-${i}` }, transports: ["websocket"], forceNew: true,
+        reconnectionDelay: 100, reconnectionDelayMax: 500, randomizationFactor: 0,
+      });
+      t.after(() => sio.close());
+      const c = { sio, notes: [], connects: [] };
+      sio.on("note", (data) => c.notes.push(data.n));
+      sio.on("connect", () => c.connects.push(sio.recovered));
+      await until(`client ${i} connected`, () => sio.connected, 5000);
+      const joined = await sio.timeout(5000).emitWithAck("join-event-room", { eventId: 1 });
+      assert.equal(joined.success, true);
+      clients.push(c);
+    }
+    // The victim: the node with the most of them; the publisher: another one.
+    const counts = await Promise.all(fleet.map(async (n) => (await getJson(`${n.url}/stats`)).body.connections.socketio));
+    const victim = fleet[counts.indexOf(Math.max(...counts))];
+    const publisher = fleet.find((n) => n !== victim);
+    assert.ok(Math.max(...counts) > 0, JSON.stringify(counts));
+
+    const N = 120;
+    for (let n = 0; n < N; n++) {
+      await publish(publisher, { room: "event_1", event: "note", data: { n } });
+      if (n === 40) await victim.stop("SIGKILL");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const all = Array.from({ length: N }, (_, i) => i);
+    await until("every client back", () => clients.every((c) => c.sio.connected), 20_000);
+    // Recovered clients have everything; the others were told, and have nothing twice.
+    await until("recovered clients complete", () =>
+      clients.filter((c) => c.connects.at(-1) === true).every((c) => c.notes.length >= N), 20_000);
+    await new Promise((r) => setTimeout(r, 300));
+    let recovered = 0;
+    let reset = 0;
+    let untouched = 0;
+    let replayed = 0;
+    for (const c of clients) {
+      assert.equal(new Set(c.notes).size, c.notes.length, `no duplicates: ${c.notes}`);
+      const sorted = [...c.notes].sort((x, y) => x - y);
+      assert.deepEqual(c.notes, sorted, "in order");
+      if (c.connects.length === 1) {
+        untouched += 1;
+        assert.deepEqual(c.notes, all);
+      } else if (c.connects.at(-1) === true) {
+        recovered += 1;
+        assert.deepEqual(c.notes, all, "a recovered client misses nothing");
+        replayed += 1;
+      } else {
+        reset += 1;
+      }
+    }
+    assert.ok(recovered + reset > 0, "the victim had clients");
+    assert.equal(recovered + reset + untouched, clients.length);
+    t.diagnostic(`kill -9: ${recovered} recovered exactly, ${reset} told recovered=false, ${untouched} on other nodes`);
+    // The survivors drop the dead node within node_timeout_secs (3 s here).
+    for (const n of fleet.filter((x) => x !== victim)) {
+      await until(`${n.id} drops ${victim.id}`, async () => {
+        const { body } = await getJson(`${n.url}/stats`);
+        return !body.cluster.nodes.some((x) => x.id === victim.id);
+      }, 8000);
+    }
   });
 });
 

@@ -27,7 +27,7 @@ pub mod socket;
 
 pub use namespace::{
     ConnectError, ConnectRequest, DisconnectReason, Event, Identity, Namespace, NamespaceConfig,
-    NamespaceHandler,
+    NamespaceHandler, SessionDirectory, SessionRecord,
 };
 pub use select::Selector;
 pub use server::{SocketIo, SocketIoConfig};

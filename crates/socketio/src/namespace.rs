@@ -149,6 +149,39 @@ pub trait NamespaceHandler: Send + Sync + 'static {
     }
 }
 
+/// A recoverable session as the servers of a cluster share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The private session id the client resumes with.
+    pub pid: String,
+    /// The socket id, kept across a recovery.
+    pub sid: String,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// Hub room keys the socket is in (its namespace room included).
+    pub rooms: Vec<String>,
+    /// The server that last owned it, when the directory knows.
+    pub node: Option<String>,
+}
+
+/// Recoverable sessions shared with the other servers of a cluster, so a client whose
+/// server died can resume on another one. Writes must not block (they are called from
+/// socket handlers); lookups are bounded by the implementation.
+pub trait SessionDirectory: Send + Sync {
+    /// Records a live session (on connect, recovery and every join or leave).
+    fn record(&self, nsp: &str, session: &SessionRecord);
+    /// The session lost its transport: it stays recoverable until the window closes.
+    fn detach(&self, nsp: &str, pid: &str);
+    /// The session ended for good.
+    fn forget(&self, nsp: &str, pid: &str);
+    /// A session some server recorded.
+    fn lookup<'a>(&'a self, nsp: &'a str, pid: &'a str) -> BoxFuture<'a, Option<SessionRecord>>;
+    /// The server that owns a session now, if any is recorded.
+    fn owner<'a>(&'a self, nsp: &'a str, pid: &'a str) -> BoxFuture<'a, Option<String>>;
+    /// This server's name in the directory.
+    fn node(&self) -> &str;
+}
+
 /// A socket whose transport is gone, waiting out the recovery window.
 pub(crate) struct Detached {
     pub(crate) socket: Arc<Socket>,
@@ -165,6 +198,8 @@ pub struct Namespace {
     /// The hub room every socket of this namespace is in.
     pub(crate) all_room: RoomId,
     pub(crate) detached: Mutex<HashMap<Box<str>, Detached>>,
+    /// Sessions shared with a cluster's other servers (set once, cluster mode only).
+    pub(crate) directory: std::sync::OnceLock<Arc<dyn SessionDirectory>>,
     pub(crate) connected: std::sync::atomic::AtomicUsize,
     /// Connected sockets by id (see [`crate::select`]).
     pub(crate) sockets: Mutex<HashMap<Box<str>, Arc<Socket>>>,
@@ -192,6 +227,7 @@ impl Namespace {
             format: FormatId::register(),
             all_room,
             detached: Mutex::new(HashMap::new()),
+            directory: std::sync::OnceLock::new(),
             connected: std::sync::atomic::AtomicUsize::new(0),
             sockets: Mutex::new(HashMap::new()),
         })
@@ -205,6 +241,37 @@ impl Namespace {
     /// The hub its rooms live in.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Shares this namespace's recoverable sessions with a cluster (set once; a second
+    /// call is ignored and returns false).
+    pub fn set_directory(&self, directory: Arc<dyn SessionDirectory>) -> bool {
+        self.directory.set(directory).is_ok()
+    }
+
+    /// Records `socket`'s session in the directory, if there is one.
+    pub(crate) fn record_session(&self, socket: &Socket) {
+        let (Some(dir), Some(pid), Some(member)) =
+            (self.directory.get(), socket.pid(), socket.member_id())
+        else {
+            return;
+        };
+        let rooms = self
+            .hub
+            .rooms_of(member)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        dir.record(
+            self.name(),
+            &SessionRecord {
+                pid: pid.to_owned(),
+                sid: socket.id().to_owned(),
+                user: socket.user().map(str::to_owned),
+                rooms,
+                node: None,
+            },
+        );
     }
 
     /// Sockets connected now.

@@ -238,7 +238,10 @@ impl SocketIo {
             );
             return;
         }
-        if nsp.config.recovery.is_some() && self.try_recover(conn, &nsp, auth) {
+        if nsp.config.recovery.is_some()
+            && (self.try_recover(conn, &nsp, auth)
+                || self.try_recover_remote(conn, &nsp, auth).await)
+        {
             return;
         }
         let req = ConnectRequest {
@@ -277,7 +280,75 @@ impl SocketIo {
         let member = nsp.hub.add_member(socket.clone());
         let _ = socket.member.set(member);
         let _ = nsp.hub.join(member, &nsp.all_room);
+        nsp.record_session(&socket);
         self.register(conn, &nsp, socket);
+    }
+
+    /// Resumes a session another server of the cluster recorded (its server died, or the
+    /// client came back through another one), replaying from this server's history, which
+    /// holds every server's messages. Never partial: a gap starts a fresh session.
+    async fn try_recover_remote(&self, conn: &Conn, nsp: &Arc<Namespace>, auth: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Resume {
+            pid: String,
+            offset: String,
+        }
+        let Some(dir) = nsp.directory.get() else {
+            return false;
+        };
+        let Ok(resume) = serde_json::from_str::<Resume>(auth) else {
+            return false;
+        };
+        let (Some(pid), Ok(offset)) = (
+            engineio::Sid::parse(&resume.pid),
+            resume.offset.parse::<u64>(),
+        ) else {
+            return false;
+        };
+        let Some(record) = dir.lookup(nsp.name(), &resume.pid).await else {
+            return false;
+        };
+        // Ours but no longer detached here: it ended (or was recovered already).
+        if record.node.as_deref() == Some(dir.node()) {
+            return false;
+        }
+        let Some(sid) = engineio::Sid::parse(&record.sid) else {
+            return false;
+        };
+        let socket = Arc::new(Socket::new(
+            sid,
+            Some(pid),
+            nsp.clone(),
+            conn.clone(),
+            record.user.map(Into::into),
+            auth.into(),
+            true,
+        ));
+        let member = nsp.hub.add_member(socket.clone());
+        let _ = socket.member.set(member);
+        let rooms: Vec<hub::RoomId> = record.rooms.iter().map(|r| r.as_str().into()).collect();
+        let result = nsp
+            .hub
+            .join_with_replay(member, &rooms, offset, 0, |replay| {
+                let body = format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
+                conn.push(encode_connect(nsp.name(), &body), false);
+                for env in replay {
+                    let frames =
+                        encode_event(nsp.name(), &env.event, &env.payload, None, Some(env.offset));
+                    conn.push_all(frames, false);
+                }
+            });
+        match result {
+            Ok(_) => {
+                nsp.record_session(&socket);
+                self.register(conn, nsp, socket);
+                true
+            }
+            Err(hub::Gap) => {
+                nsp.hub.remove_member(member);
+                false
+            }
+        }
     }
 
     /// Resumes a detached session if the client names one and the history is complete.
@@ -328,6 +399,7 @@ impl SocketIo {
         };
         match result {
             Ok(_) => {
+                nsp.record_session(&socket);
                 self.register(conn, nsp, socket);
                 true
             }
@@ -409,6 +481,9 @@ impl Handler for SocketIo {
                             reason,
                         },
                     );
+                    if let Some(dir) = nsp.directory.get() {
+                        dir.detach(nsp.name(), &pid);
+                    }
                     let nsp2 = nsp.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(window).await;
@@ -419,9 +494,16 @@ impl Handler for SocketIo {
                                 _ => None,
                             }
                         };
-                        if let Some(x) = expired {
-                            enqueue(&x.socket, Work::Disconnect(x.reason));
+                        let Some(x) = expired else { return };
+                        // Recovered on another server of the cluster: it lives on there, so
+                        // this server ends its copy without telling the application.
+                        if let Some(dir) = nsp2.directory.get()
+                            && let Some(owner) = dir.owner(nsp2.name(), &pid).await
+                            && owner != dir.node()
+                        {
+                            return;
                         }
+                        enqueue(&x.socket, Work::Disconnect(x.reason));
                     });
                 }
                 _ => {

@@ -229,13 +229,16 @@ impl Socket {
     /// Joins a room (the namespace's name for it). Fails past the per-client room limit.
     pub fn join(&self, room: &str) -> Result<(), hub::JoinError> {
         let id = self.member_id().ok_or(hub::JoinError::UnknownMember)?;
-        self.nsp.hub.join(id, &self.nsp.room_key(room))
+        self.nsp.hub.join(id, &self.nsp.room_key(room))?;
+        self.nsp.record_session(self);
+        Ok(())
     }
 
     /// Leaves `room` (nothing happens if it was not in it).
     pub fn leave(&self, room: &str) {
         if let Some(id) = self.member_id() {
             self.nsp.hub.leave(id, &self.nsp.room_key(room));
+            self.nsp.record_session(self);
         }
     }
 
@@ -418,7 +421,12 @@ async fn run_inbox(socket: Arc<Socket>) {
         let fut = match work {
             Work::Connect => handler.on_connect(socket.clone()),
             Work::Event(e) => handler.on_event(socket.clone(), e),
-            Work::Disconnect(r) => handler.on_disconnect(socket.clone(), r),
+            Work::Disconnect(r) => {
+                if let (Some(dir), Some(pid)) = (socket.nsp.directory.get(), socket.pid()) {
+                    dir.forget(socket.nsp.name(), pid);
+                }
+                handler.on_disconnect(socket.clone(), r)
+            }
         };
         if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
             tracing::error!(

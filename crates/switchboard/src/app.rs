@@ -396,13 +396,14 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                     + transports_count.ws_connections()
                     + transports_count.sse_connections()
             });
-            Some(crate::cluster::Cluster::start(
-                c,
-                &hub,
-                &tasks,
-                &stop,
-                connections,
-            )?)
+            let cluster = crate::cluster::Cluster::start(c, &hub, &tasks, &stop, connections)?;
+            if let Some(window) = config.recovery_window() {
+                // Sessions outlive their server by the window (plus the time it takes to
+                // notice the server died), so a client can resume on another node.
+                let ttl = window + cluster.node_timeout();
+                realtime.set_directory(cluster.session_directory(ttl, &tasks, &stop));
+            }
+            Some(cluster)
         }
         None => None,
     };

@@ -105,6 +105,7 @@ pub(crate) struct Outgoing {
 pub(crate) fn encode(
     prefix: &str,
     uid: &str,
+    epoch: u64,
     seq: u64,
     msg: &Publish,
     nsps: &Namespaces,
@@ -138,6 +139,7 @@ pub(crate) fn encode(
             Value::from("p"),
             Value::Boolean(msg.persist && !msg.volatile),
         ),
+        (Value::from("e"), Value::from(epoch)),
         (Value::from("s"), Value::from(seq)),
         (Value::from("o"), Value::F64(0.0)),
     ]);
@@ -157,6 +159,7 @@ pub(crate) fn encode(
 /// What a node added to a message (absent in Node's).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ext {
+    pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) offset: u64,
 }
@@ -241,12 +244,13 @@ pub(crate) fn decode(bytes: &[u8], nsps: &Namespaces) -> Result<Incoming, Decode
             let seq = get(&ext, "s")
                 .and_then(Value::as_u64)
                 .ok_or(DecodeError::Shape)?;
+            let epoch = get(&ext, "e").and_then(Value::as_u64).unwrap_or(0);
             let offset = match get(&ext, "o") {
                 Some(Value::F64(f)) if f.is_finite() && *f >= 0.0 => *f as u64,
                 Some(v) => v.as_u64().ok_or(DecodeError::Shape)?,
                 None => return Err(DecodeError::Shape),
             };
-            Some(Ext { seq, offset })
+            Some(Ext { epoch, seq, offset })
         }
         _ => {
             let rooms = names("rooms", &opts)?;
@@ -404,13 +408,14 @@ mod tests {
     #[test]
     fn a_publish_round_trips_with_its_offset() {
         let msg = publish(&["event_1"]);
-        let out = encode("socket.io", "node-a", 7, &msg, &nsps());
+        let out = encode("socket.io", "node-a", 3, 7, &msg, &nsps());
         assert_eq!(out.channel, "socket.io#/realtime#event_1#");
         let got = decode(&sequenced(&out, 1_732_990_000_123_456), &nsps()).expect("decodes");
         assert_eq!(got.uid, "node-a");
         assert_eq!(
             got.ext,
             Some(Ext {
+                epoch: 3,
                 seq: 7,
                 offset: 1_732_990_000_123_456
             })
@@ -439,11 +444,11 @@ mod tests {
             rooms: std::iter::once(Arc::from("nsp:/realtime")).collect(),
             ..publish(&[])
         };
-        let out = encode("socket.io", "n", 1, &everyone, &nsps());
+        let out = encode("socket.io", "n", 1, 1, &everyone, &nsps());
         assert_eq!(out.channel, "socket.io#/realtime#");
-        let two = encode("p", "n", 1, &publish(&["a", "b"]), &nsps());
+        let two = encode("p", "n", 1, 1, &publish(&["a", "b"]), &nsps());
         assert_eq!(two.channel, "p#/realtime#");
-        let other = encode("socket.io", "n", 1, &publish(&["/chat#room-1"]), &nsps());
+        let other = encode("socket.io", "n", 1, 1, &publish(&["/chat#room-1"]), &nsps());
         assert_eq!(other.channel, "socket.io#/chat#room-1#");
         // What Node reads: [uid, {type, data, nsp}, {rooms, except, flags}].
         let Value::Array(parts) =

@@ -13,6 +13,7 @@ mod codec;
 mod link;
 mod nodes;
 mod relay;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,6 +174,29 @@ impl Cluster {
     /// Ids of nodes found dead from now on (each announced by one node of the fleet).
     pub fn deaths(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.nodes.deaths()
+    }
+
+    /// The fleet's directory of recoverable Socket.IO sessions, kept for `ttl` after
+    /// their server stops refreshing them (the recovery window plus the node timeout).
+    pub fn session_directory(
+        &self,
+        ttl: Duration,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> Arc<dyn socketio::SessionDirectory> {
+        sessions::Sessions::new(
+            &self.config.prefix,
+            &self.config.node_id,
+            ttl,
+            self.connection.clone(),
+            tasks,
+            stop,
+        )
+    }
+
+    /// The node timeout this node was started with.
+    pub fn node_timeout(&self) -> Duration {
+        self.config.node_timeout
     }
 
     /// A handle on the shared command connection (multiplexed; clones are cheap).

@@ -9,7 +9,7 @@
 //! full or an echo does not come back in time, the message is delivered to this node's
 //! members only (counted as not relayed) and the link's recovery marks a replay gap.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -71,6 +71,11 @@ pub(crate) struct BusRelay {
     /// Largest bus message accepted, in bytes.
     max_message: usize,
     pub(crate) offset_key: String,
+    /// Newest sequence number seen per sending process (`uid`, `epoch`): a batch resent
+    /// after a broken connection is delivered once.
+    seen: Mutex<HashMap<(String, u64), u64>>,
+    /// This process's epoch, so a restarted node with the same id starts afresh.
+    pub(crate) epoch: u64,
 }
 
 impl Relay for BusRelay {
@@ -82,7 +87,14 @@ impl Relay for BusRelay {
         }
         let mut pending = self.pending.lock();
         let seq = pending.0 + 1;
-        let out = codec::encode(&self.prefix, &self.node_id, seq, &msg, &self.nsps);
+        let out = codec::encode(
+            &self.prefix,
+            &self.node_id,
+            self.epoch,
+            seq,
+            &msg,
+            &self.nsps,
+        );
         // Under the lock: the queue's order is the order of the sequence numbers.
         if self.tx.try_send(out).is_err() {
             self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +136,8 @@ impl BusRelay {
             pending: Mutex::new((0, VecDeque::new())),
             max_message,
             offset_key,
+            seen: Mutex::new(HashMap::new()),
+            epoch: rand::random::<u64>() >> 11,
         });
         (relay, rx)
     }
@@ -214,6 +228,17 @@ impl BusRelay {
             // Another process using our node id (or an old one): never deliver twice.
             (true, None) => {}
             (false, Some(ext)) => {
+                {
+                    let mut seen = self.seen.lock();
+                    if seen.len() > 4096 {
+                        seen.clear();
+                    }
+                    let last = seen.entry((incoming.uid.clone(), ext.epoch)).or_insert(0);
+                    if ext.seq <= *last {
+                        return;
+                    }
+                    *last = ext.seq;
+                }
                 self.metrics.received.fetch_add(1, Ordering::Relaxed);
                 hub.deliver_sequenced(ext.offset, incoming.publish);
             }
@@ -248,6 +273,9 @@ pub(crate) async fn writer(
 ) {
     let script = redis::Script::new(PUBLISH_LUA);
     let mut batch: Vec<Outgoing> = Vec::with_capacity(BATCH);
+    // A new or restarted Redis does not know the script: load it before the first batch
+    // and after any failure (a failed EVALSHA published nothing, so a resend is safe).
+    let mut load = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -262,18 +290,40 @@ pub(crate) async fn writer(
                 .arg(&m.channel)
                 .arg(&m.head);
         }
-        let mut result: redis::RedisResult<Vec<u64>> = pipe.query_async(&mut con).await;
-        if let Err(e) = &result
-            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        {
-            // A restarted Redis forgot the script: load it and send the batch once more
-            // (the failed calls published nothing).
-            let loaded: redis::RedisResult<String> =
-                script.prepare_invoke().load_async(&mut con).await;
-            result = match loaded {
-                Ok(_) => pipe.query_async(&mut con).await,
-                Err(e) => Err(e),
-            };
+        let mut result: redis::RedisResult<Vec<u64>> =
+            Err(redis::RedisError::from((redis::ErrorKind::Io, "not sent")));
+        // A connection that broke since the last batch fails the first write; the
+        // manager reconnects meanwhile. Resending is safe: receivers drop a sequence
+        // number they already have (see `on_message`).
+        for attempt in 0..4u32 {
+            if load {
+                let loaded: redis::RedisResult<String> =
+                    script.prepare_invoke().load_async(&mut con).await;
+                result = loaded.map(|_| Vec::new());
+                if result.is_ok() {
+                    load = false;
+                }
+            }
+            if !load {
+                result = pipe.query_async(&mut con).await;
+            }
+            match &result {
+                Ok(_) => break,
+                Err(e) if is_noscript(e) => load = true,
+                Err(e)
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_timeout() =>
+                {
+                    load = true;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1))) => {}
+                    }
+                }
+                Err(_) => break,
+            }
         }
         match result {
             Ok(_) => {
@@ -284,12 +334,18 @@ pub(crate) async fn writer(
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
+                load = true;
                 relay.link.down(Conn::Commands, &e.to_string());
                 // Their echoes will not come: the sweeper delivers them here alone.
             }
         }
         batch.clear();
     }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        || e.to_string().contains("NOSCRIPT")
 }
 
 /// Delivers overdue messages and watches the command connection while idle.
