@@ -300,6 +300,7 @@ fn holds_of(
     config: &Config,
     catalog: Vec<tickets::Event>,
     hub: &Arc<Hub>,
+    fabric_node: Option<&str>,
 ) -> Result<Arc<HoldService>, BuildError> {
     let coalesce = std::time::Duration::from_millis(config.coalesce_ms);
     let kind = config.effective_hold_store();
@@ -322,11 +323,11 @@ fn holds_of(
             source,
         }
     })?;
-    // The fabric's node id, once it has one, should be handed in here.
-    let node = if config.node_id.is_empty() {
-        format!("node-{:08x}", rand::random::<u32>())
-    } else {
-        config.node_id.clone()
+    // One id per node for the fabric and the holds (liveness, dead-node release).
+    let node = match fabric_node {
+        Some(id) => id.to_owned(),
+        None if config.node_id.is_empty() => format!("node-{:08x}", rand::random::<u32>()),
+        None => config.node_id.clone(),
     };
     let store =
         crate::tickets::RedisHolds::new(conn, &config.hold_key_prefix, &node, config.holds());
@@ -353,7 +354,13 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     } else {
         crate::tickets::load_catalog(std::path::Path::new(&config.catalog))?
     };
-    let holds = holds_of(config, catalog, &hub)?;
+    let cluster_config = config.cluster();
+    let holds = holds_of(
+        config,
+        catalog,
+        &hub,
+        cluster_config.as_ref().map(|c| c.node_id.as_str()),
+    )?;
     let stop = CancellationToken::new();
     let limits = Limits::new(config.limits());
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
@@ -387,7 +394,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.origins(),
     );
     let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
-    let cluster = match config.cluster() {
+    let cluster = match cluster_config {
         Some(c) => {
             let engine_count = engine.clone();
             let transports_count = transports.clone();
