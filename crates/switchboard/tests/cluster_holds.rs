@@ -85,6 +85,11 @@ impl Node {
             .arg(catalog)
             .args(set("hold_store", "redis"))
             .args(set("hold_key_prefix", prefix))
+            // The fabric's channels too, so fleets of concurrent tests never hear each other.
+            .args(set(
+                "redis_prefix",
+                &format!("sb-test-{}", prefix.replace(['#', '*', '?', '[', ']'], "_")),
+            ))
             .args(set("node_id", id))
             .args(set("rate_limit_per_sec", "0"))
             .args(set("coalesce_ms", "0"))
