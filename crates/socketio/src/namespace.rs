@@ -160,6 +160,8 @@ pub struct SessionRecord {
     pub user: Option<String>,
     /// Hub room keys the socket is in (its namespace room included).
     pub rooms: Vec<String>,
+    /// The rooms its token allows (room authorization), if it named any.
+    pub grants: Option<Vec<String>>,
     /// The server that last owned it, when the directory knows.
     pub node: Option<String>,
 }
@@ -269,6 +271,7 @@ impl Namespace {
                 sid: socket.id().to_owned(),
                 user: socket.user().map(str::to_owned),
                 rooms,
+                grants: socket.grants().map(|g| g.to_vec()),
                 node: None,
             },
         );

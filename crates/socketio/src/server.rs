@@ -321,6 +321,7 @@ impl SocketIo {
             nsp.clone(),
             conn.clone(),
             record.user.map(Into::into),
+            record.grants.map(Into::into),
             auth.into(),
             true,
         ));

@@ -72,6 +72,7 @@ impl SessionDirectory for Sessions {
             "sid": session.sid,
             "user": session.user,
             "rooms": session.rooms,
+            "grants": session.grants,
         })
         .to_string();
         self.live.lock().insert(key.clone(), json.clone());
@@ -110,6 +111,11 @@ impl SessionDirectory for Sessions {
                 sid: v["sid"].as_str()?.to_owned(),
                 user: v["user"].as_str().map(str::to_owned),
                 rooms,
+                grants: v["grants"].as_array().map(|g| {
+                    g.iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                }),
                 node: v["node"].as_str().map(str::to_owned),
             })
         })
