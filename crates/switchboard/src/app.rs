@@ -403,7 +403,18 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                     + transports_count.ws_connections()
                     + transports_count.sse_connections()
             });
-            let cluster = crate::cluster::Cluster::start(c, &hub, &tasks, &stop, connections)?;
+            let server_side = crate::cluster::log_and_ack(c.node_id.clone());
+            let cluster = crate::cluster::Cluster::start(
+                c,
+                &hub,
+                &tasks,
+                &stop,
+                connections,
+                crate::cluster::SocketIoSide {
+                    namespaces: vec![realtime.clone()],
+                    server_side,
+                },
+            )?;
             if let Some(window) = config.recovery_window() {
                 // Sessions outlive their server by the window (plus the time it takes to
                 // notice the server died), so a client can resume on another node.

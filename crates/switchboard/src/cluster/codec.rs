@@ -279,7 +279,7 @@ fn get<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 /// The payload's JSON arguments as msgpack values; binary placeholders become bin.
-fn args_to_msgpack(payload: &Payload) -> Vec<Value> {
+pub(crate) fn args_to_msgpack(payload: &Payload) -> Vec<Value> {
     if payload.arg_count == 0 {
         return Vec::new();
     }
@@ -294,7 +294,7 @@ fn args_to_msgpack(payload: &Payload) -> Vec<Value> {
     }
 }
 
-fn json_to_msgpack(v: &Json, attachments: &[Bytes]) -> Value {
+pub(crate) fn json_to_msgpack(v: &Json, attachments: &[Bytes]) -> Value {
     match v {
         Json::Null => Value::Nil,
         Json::Bool(b) => Value::Boolean(*b),
@@ -339,7 +339,7 @@ fn args_from_msgpack(args: &[Value]) -> Payload {
     p
 }
 
-fn msgpack_to_json(v: &Value, attachments: &mut Vec<Bytes>) -> Json {
+pub(crate) fn msgpack_to_json(v: &Value, attachments: &mut Vec<Bytes>) -> Json {
     match v {
         // notepack writes `undefined` as fixext 1 type 0; JSON has only null.
         Value::Nil | Value::Ext(..) => Json::Null,

@@ -5,6 +5,8 @@
 //!   node delivers it from the subscription, so all see one order and one offset.
 //! - [`codec`](self::codec): that message format (msgpack, as notepack.io writes it).
 //! - [`nodes`](self::nodes): heartbeats, the fleet list, dead-node detection.
+//! - [`requests`](self::requests): the Node adapter's request/response protocol,
+//!   answered for our Socket.IO namespaces (fetchSockets, socketsJoin, serverSideEmit…).
 //! - [`link`](self::link): the Redis connections' state and the bus counters.
 //!
 //! Without `redis_url` none of this runs and the hub stays a single node.
@@ -14,6 +16,7 @@ mod link;
 mod nodes;
 mod relay;
 mod sessions;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,7 @@ use tokio_util::task::TaskTracker;
 pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
 pub(crate) use relay::random_node_id;
+pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
 
 /// Settings of a cluster node.
 #[derive(Debug, Clone)]
@@ -43,6 +47,15 @@ pub struct ClusterConfig {
     pub queue: usize,
     /// Largest bus message accepted, in bytes.
     pub max_message: usize,
+}
+
+/// The Socket.IO side a cluster node serves to the Node adapter's requests.
+#[derive(Clone)]
+pub struct SocketIoSide {
+    /// Namespaces whose request channels this node answers on.
+    pub namespaces: Vec<Arc<socketio::Namespace>>,
+    /// Server-side events from other nodes (`serverSideEmit`).
+    pub server_side: ServerSideHandler,
 }
 
 /// Why cluster mode could not start.
@@ -80,6 +93,7 @@ impl Cluster {
         tasks: &TaskTracker,
         stop: &CancellationToken,
         connections: Arc<dyn Fn() -> usize + Send + Sync>,
+        sio: SocketIoSide,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let client = redis::Client::open(config.url.as_str()).map_err(ClusterError::Url)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
@@ -117,16 +131,22 @@ impl Cluster {
             connection.clone(),
             stop.clone(),
         ));
-        let metrics_for_requests = metrics.clone();
-        let on_request: relay::RequestHandler = Arc::new(move |_, _| {
-            metrics_for_requests
-                .dropped_request
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        let requests = Arc::new(requests::Requests::new(
+            config.node_id.clone(),
+            config.prefix.clone(),
+            sio.namespaces,
+            connection.clone(),
+            metrics.clone(),
+            config.max_message,
+            sio.server_side,
+        ));
+        let channels = requests.channels();
+        let on_request: relay::RequestHandler =
+            Arc::new(move |channel, bytes| requests.on_message(channel, bytes));
         tasks.spawn(relay::subscriber(
             relay,
             client,
-            Vec::new(),
+            channels,
             on_request,
             stop.clone(),
         ));
