@@ -15,8 +15,8 @@ mod codec;
 mod link;
 mod nodes;
 mod relay;
-mod sessions;
 mod requests;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
