@@ -46,6 +46,13 @@ impl Default for SocketIoConfig {
     }
 }
 
+/// The `auth` of a CONNECT that asks to resume a session (connection state recovery).
+#[derive(serde::Deserialize)]
+struct Resume {
+    pid: String,
+    offset: String,
+}
+
 /// The Socket.IO server: plug it into an [`engineio::Engine`].
 pub struct SocketIo {
     config: SocketIoConfig,
@@ -288,11 +295,6 @@ impl SocketIo {
     /// client came back through another one), replaying from this server's history, which
     /// holds every server's messages. Never partial: a gap starts a fresh session.
     async fn try_recover_remote(&self, conn: &Conn, nsp: &Arc<Namespace>, auth: &str) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Resume {
-            pid: String,
-            offset: String,
-        }
         let Some(dir) = nsp.directory.get() else {
             return false;
         };
@@ -325,40 +327,12 @@ impl SocketIo {
             auth.into(),
             true,
         ));
-        let member = nsp.hub.add_member(socket.clone());
-        let _ = socket.member.set(member);
         let rooms: Vec<hub::RoomId> = record.rooms.iter().map(|r| r.as_str().into()).collect();
-        let result = nsp
-            .hub
-            .join_with_replay(member, &rooms, offset, 0, |replay| {
-                let body = format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
-                conn.push(encode_connect(nsp.name(), &body), false);
-                for env in replay {
-                    let frames =
-                        encode_event(nsp.name(), &env.event, &env.payload, None, Some(env.offset));
-                    conn.push_all(frames, false);
-                }
-            });
-        match result {
-            Ok(_) => {
-                nsp.record_session(&socket);
-                self.register(conn, nsp, socket);
-                true
-            }
-            Err(hub::Gap) => {
-                nsp.hub.remove_member(member);
-                false
-            }
-        }
+        self.resume(conn, nsp, socket, &rooms, offset, &resume.pid)
     }
 
     /// Resumes a detached session if the client names one and the history is complete.
     fn try_recover(&self, conn: &Conn, nsp: &Arc<Namespace>, auth: &str) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Resume {
-            pid: String,
-            offset: String,
-        }
         let Ok(resume) = serde_json::from_str::<Resume>(auth) else {
             return false;
         };
@@ -376,28 +350,42 @@ impl SocketIo {
             auth.into(),
             true,
         ));
+        let resumed = match offset {
+            Some(offset) => self.resume(conn, nsp, socket, &old.rooms, offset, &resume.pid),
+            None => false,
+        };
+        if !resumed {
+            // Never a partial replay: the old session ends and a fresh one starts.
+            enqueue(&old.socket, Work::Disconnect(old.reason));
+        }
+        resumed
+    }
+
+    /// Joins a resumed `socket` to `rooms` and, under the hub lock, answers its CONNECT
+    /// and queues every message after `offset`, then registers it. Nothing is joined or
+    /// sent when history has a gap (false: the caller starts a fresh session).
+    fn resume(
+        &self,
+        conn: &Conn,
+        nsp: &Arc<Namespace>,
+        socket: Arc<Socket>,
+        rooms: &[hub::RoomId],
+        offset: u64,
+        pid: &str,
+    ) -> bool {
         let member = nsp.hub.add_member(socket.clone());
         let _ = socket.member.set(member);
-        let result = match offset {
-            Some(offset) => nsp
-                .hub
-                .join_with_replay(member, &old.rooms, offset, 0, |replay| {
-                    let body =
-                        format!("{{\"sid\":\"{}\",\"pid\":\"{}\"}}", socket.id(), resume.pid);
-                    conn.push(encode_connect(nsp.name(), &body), false);
-                    for env in replay {
-                        let frames = encode_event(
-                            nsp.name(),
-                            &env.event,
-                            &env.payload,
-                            None,
-                            Some(env.offset),
-                        );
-                        conn.push_all(frames, false);
-                    }
-                }),
-            None => Err(hub::Gap),
-        };
+        let result = nsp
+            .hub
+            .join_with_replay(member, rooms, offset, 0, |replay| {
+                let body = format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id());
+                conn.push(encode_connect(nsp.name(), &body), false);
+                for env in replay {
+                    let frames =
+                        encode_event(nsp.name(), &env.event, &env.payload, None, Some(env.offset));
+                    conn.push_all(frames, false);
+                }
+            });
         match result {
             Ok(_) => {
                 nsp.record_session(&socket);
@@ -405,9 +393,7 @@ impl SocketIo {
                 true
             }
             Err(hub::Gap) => {
-                // Never a partial replay: the old session ends and a fresh one starts.
                 nsp.hub.remove_member(member);
-                enqueue(&old.socket, Work::Disconnect(old.reason));
                 false
             }
         }
