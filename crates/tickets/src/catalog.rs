@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CategoryKey {
+    /// The event's id.
     pub event_id: i64,
+    /// The category's id within the event.
     pub category_id: i64,
 }
 
 impl CategoryKey {
+    /// The key of category `category_id` of event `event_id`.
     pub fn new(event_id: i64, category_id: i64) -> Self {
         Self {
             event_id,
@@ -25,8 +28,11 @@ impl CategoryKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Category {
+    /// Unique within its event.
     pub id: i64,
+    /// The name buyers see (e.g. `VIP`).
     pub name: String,
+    /// The price of one seat, as the catalog states it (the rules never compute with it).
     pub price: f64,
     /// Seats the category has in all.
     pub total_seats: u32,
@@ -38,8 +44,11 @@ pub struct Category {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// Unique in the catalog.
     pub id: i64,
+    /// The name buyers see.
     pub name: String,
+    /// Its ticket categories, each with its own seats.
     pub categories: Vec<Category>,
 }
 
@@ -47,11 +56,14 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Availability {
+    /// The event's id.
     pub event_id: i64,
+    /// The category's id within the event.
     pub category_id: i64,
     /// Seats that can be held right now: unsold minus held, never negative.
     pub available_tickets: u32,
     /// Seats in active or confirmed holds.
     pub locked_tickets: u32,
+    /// Seats the category has in all (sold, held and free).
     pub total_tickets: u32,
 }

@@ -21,7 +21,9 @@ use crate::hold::{Hold, HoldStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderKind {
+    /// `order_completed`: the held seats are sold.
     Completed,
+    /// `order_cancelled`: the held seats go back on sale.
     Cancelled,
 }
 
@@ -34,26 +36,48 @@ pub enum OrderKind {
 )]
 pub enum Change {
     /// An event was added or renamed (its categories follow as `CategoryUpserted`).
-    EventUpserted { event_id: i64, name: String },
+    EventUpserted {
+        /// The event's id.
+        event_id: i64,
+        /// Its name now.
+        name: String,
+    },
     /// A category was added or changed (including a capacity change).
-    CategoryUpserted { event_id: i64, category: Category },
+    CategoryUpserted {
+        /// The event the category belongs to.
+        event_id: i64,
+        /// The category as it is now.
+        category: Category,
+    },
     /// A hold was granted.
     HoldCreated(Hold),
     /// A hold changed status. When `status` is not live the hold is gone from the state.
     HoldStatus {
+        /// The hold's id.
         lock_id: String,
+        /// Its new status.
         status: HoldStatus,
+        /// Unix milliseconds: its deadline now (the order deadline once confirmed).
         expires_at: i64,
     },
     /// Seats were sold; `available_seats` is the category's new unsold count.
     SeatsSold {
+        /// The event's id.
         event_id: i64,
+        /// The category's id within the event.
         category_id: i64,
+        /// Seats sold by this order.
         quantity: u32,
+        /// The category's unsold seats after the sale.
         available_seats: u32,
     },
     /// An order id was processed; a redelivery of it has no further effect.
-    OrderRecorded { order_id: String, kind: OrderKind },
+    OrderRecorded {
+        /// The orders service's id of the order.
+        order_id: String,
+        /// Whether it completed or was cancelled.
+        kind: OrderKind,
+    },
 }
 
 /// The result of an order message.
@@ -62,7 +86,10 @@ pub enum OrderEffect {
     /// The matching hold was settled; it is returned with its final status.
     Applied(Hold),
     /// This order id was already processed (as `kind`); nothing changed.
-    AlreadyApplied { kind: OrderKind },
+    AlreadyApplied {
+        /// What the first delivery of this order id did.
+        kind: OrderKind,
+    },
 }
 
 /// What a successful mutation returns: its value, the change records to persist, and the
@@ -70,8 +97,11 @@ pub enum OrderEffect {
 #[derive(Debug, Clone, PartialEq)]
 #[must_use = "the changes must be persisted and the touched categories broadcast"]
 pub struct Outcome<T> {
+    /// What the operation answers (e.g. the granted hold).
     pub value: T,
+    /// The change records to write durably before the answer is given, in order.
     pub changes: Vec<Change>,
+    /// Categories whose availability changed, to broadcast `availability-update` for.
     /// Sorted, without duplicates.
     pub touched: Vec<CategoryKey>,
 }

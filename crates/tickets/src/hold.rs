@@ -44,10 +44,16 @@ impl std::fmt::Display for HoldStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Hold {
+    /// Unique among live holds: generated when the hold is granted, or chosen by the
+    /// caller of [`State::lock_with_id`](crate::State::lock_with_id).
     pub lock_id: String,
+    /// The buyer; a user holds at most one hold per category.
     pub user_id: String,
+    /// The event's id.
     pub event_id: i64,
+    /// The category's id within the event.
     pub category_id: i64,
+    /// Seats held.
     pub quantity: u32,
     /// The session that asked for it; [`State::release_session`](crate::State::release_session)
     /// ends its active holds.
@@ -56,10 +62,12 @@ pub struct Hold {
     pub created_at: i64,
     /// Unix milliseconds: the hold deadline while active, the order deadline once confirmed.
     pub expires_at: i64,
+    /// Where the hold is in its life.
     pub status: HoldStatus,
 }
 
 impl Hold {
+    /// The category it holds seats of.
     pub fn key(&self) -> CategoryKey {
         CategoryKey::new(self.event_id, self.category_id)
     }
@@ -68,10 +76,15 @@ impl Hold {
 /// A request for a new hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRequest {
+    /// The buyer asking.
     pub user_id: String,
+    /// The connection asking; its end releases the hold while it is active.
     pub session_id: String,
+    /// The event's id.
     pub event_id: i64,
+    /// The category's id within the event.
     pub category_id: i64,
+    /// Seats asked for (at least 1, at most the configured maximum).
     pub quantity: u32,
 }
 
@@ -79,9 +92,15 @@ pub struct HoldRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderMessage {
+    /// The orders service's id; a redelivery with an id still remembered (the newest
+    /// `recent_capacity`) changes nothing.
     pub order_id: String,
+    /// The event's id.
     pub event_id: i64,
+    /// The category's id within the event.
     pub category_id: i64,
+    /// Seats sold when it completes: the hold's own and free ones, never seats others hold.
     pub quantity: u32,
+    /// The buyer whose hold the order settles.
     pub user_id: String,
 }

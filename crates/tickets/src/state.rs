@@ -138,6 +138,7 @@ impl State {
         }
     }
 
+    /// The limits and timeouts the rules apply.
     pub fn config(&self) -> &HoldConfig {
         &self.config
     }
@@ -272,6 +273,7 @@ impl State {
         )
     }
 
+    /// A category as the catalog describes it, or `None` if it is unknown.
     pub fn category(&self, event_id: i64, category_id: i64) -> Option<&Category> {
         self.category_entry(CategoryKey::new(event_id, category_id))
             .map(|e| &e.category)
@@ -547,6 +549,7 @@ impl State {
 
     // ----- queries -------------------------------------------------------------------
 
+    /// A live hold by lock id (ended holds are gone).
     pub fn hold(&self, lock_id: &str) -> Option<&Hold> {
         self.holds.get(lock_id)
     }
@@ -569,6 +572,7 @@ impl State {
         holds
     }
 
+    /// The counters of `/stats`: live holds now, ended holds since the last restore.
     pub fn stats(&self) -> Stats {
         let live = self.holds.len() as u64;
         let active = live.saturating_sub(self.confirmed);

@@ -7,10 +7,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocksByStatus {
+    /// Holds granted and not yet confirmed or ended.
     pub active: u64,
+    /// Holds whose deadline passed.
     pub expired: u64,
+    /// Holds whose order is being paid for.
     pub confirmed: u64,
+    /// Holds unlocked, ended with their session, or cancelled with their order or event.
     pub released: u64,
+    /// Holds whose order completed.
     pub completed: u64,
 }
 
@@ -26,5 +31,6 @@ pub struct Stats {
     pub users_with_locks: u64,
     /// Categories with at least one live hold.
     pub categories_with_locks: u64,
+    /// The same holds, by status.
     pub locks_by_status: LocksByStatus,
 }
