@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use switchboard::config::{Config, Sources};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -92,91 +91,73 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
     end.expect("closed in time")
 }
 
-/// A tiny SSE client over raw HTTP/1.1 (chunked).
+/// A small SSE client: hyper's HTTP/1 client, the event stream read as it arrives.
 struct Sse {
-    stream: TcpStream,
+    body: hyper::body::Incoming,
+    /// Bytes received and not yet split into events.
     buf: Vec<u8>,
-    text: String,
+    /// Drives the connection; aborted on drop, which closes it.
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
 }
 
 impl Sse {
     async fn open(addr: SocketAddr, path: &str, headers: &str) -> Result<Sse, (u16, String)> {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let head = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
-        );
-        stream.write_all(head.as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
-                .await
-                .expect("head in time")
-                .expect("read");
-            assert!(n > 0, "eof before head");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status");
-        let rest = buf[end + 4..].to_vec();
+        let req = request(addr, "GET", path, headers)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("a valid request");
+        let (res, conn) = tokio::time::timeout(Duration::from_secs(5), send_request(addr, req))
+            .await
+            .expect("head in time");
+        let status = res.status().as_u16();
         if status != 200 {
-            let mut body = rest;
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body)).await;
+            let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect())
+                .await
+                .expect("body in time")
+                .expect("body")
+                .to_bytes();
+            conn.abort();
             return Err((status, String::from_utf8_lossy(&body).to_string()));
         }
-        let lower = head.to_ascii_lowercase();
-        assert!(lower.contains("content-type: text/event-stream"), "{head}");
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
         assert!(
-            lower.contains("cache-control: no-cache, no-transform"),
-            "{head}"
+            header(http::header::CONTENT_TYPE).starts_with("text/event-stream"),
+            "{res:?}"
         );
-        assert!(lower.contains("x-accel-buffering: no"), "{head}");
+        assert_eq!(
+            header(http::header::CACHE_CONTROL),
+            "no-cache, no-transform"
+        );
+        assert_eq!(
+            header(http::header::HeaderName::from_static("x-accel-buffering")),
+            "no"
+        );
         Ok(Sse {
-            stream,
-            buf: rest,
-            text: String::new(),
+            body: res.into_body(),
+            buf: Vec::new(),
+            conn,
         })
-    }
-
-    /// Decodes complete chunks from `buf` into `text`; false at the final chunk.
-    fn dechunk(&mut self) -> bool {
-        loop {
-            let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-                return true;
-            };
-            let n = usize::from_str_radix(
-                std::str::from_utf8(&self.buf[..eol]).expect("size").trim(),
-                16,
-            )
-            .expect("hex size");
-            if n == 0 {
-                return false;
-            }
-            if self.buf.len() < eol + 2 + n + 2 {
-                return true;
-            }
-            self.text
-                .push_str(std::str::from_utf8(&self.buf[eol + 2..eol + 2 + n]).expect("utf-8"));
-            self.buf.drain(..eol + 4 + n);
-        }
     }
 
     /// The next event as (id, event, data), skipping comments; None when the stream ends.
     async fn next(&mut self) -> Option<(Option<u64>, String, Value)> {
         loop {
-            let open = self.dechunk();
-            while let Some(p) = self.text.find("\n\n") {
-                let block: String = self.text.drain(..p + 2).collect();
+            while let Some(p) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..p + 2).collect();
                 let (mut id, mut event, mut data) = (None, String::new(), Vec::new());
-                for line in block.lines() {
+                for line in std::str::from_utf8(&block).expect("utf-8").lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
                         id = v.parse().ok();
                     } else if let Some(v) = line.strip_prefix("event: ") {
@@ -193,18 +174,17 @@ impl Sse {
                     ));
                 }
             }
-            if !open {
-                return None;
-            }
-            let mut chunk = [0u8; 65536];
-            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
                 .await
-                .expect("event in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
+                .expect("event in time");
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                None | Some(Err(_)) => return None,
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use switchboard::config::{Config, Sources};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -74,7 +76,7 @@ impl TestServer {
     }
 }
 
-/// A minimal HTTP/1.1 request; returns (status, body).
+/// One HTTP/1.1 request with a `text/plain` body; returns (status, body).
 pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
@@ -91,7 +93,9 @@ pub(crate) async fn http(
     .await
 }
 
-/// Like [`http`], with extra header lines (each ending in `\r\n`).
+/// Like [`http`], with extra header lines (each ending in `\r\n`). The request goes out
+/// on a fresh connection through hyper's HTTP/1 client, with `Host`, `Connection: close`
+/// and `Content-Length` as a browser would send them; the body comes back de-chunked.
 pub(crate) async fn http_with(
     addr: SocketAddr,
     method: &str,
@@ -99,52 +103,66 @@ pub(crate) async fn http_with(
     headers: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+    let req = request(addr, method, path, headers)
+        .header(http::header::CONNECTION, "close")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("a valid request");
+    let exchange = async {
+        // The connection task ends with the response (`Connection: close`).
+        let (res, _conn) = send_request(addr, req).await;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, body.to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .expect("response in time")
-        .expect("read");
-    let text_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..text_end]).to_string();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let mut body = raw[text_end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body)
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 4 + n..];
+/// A request to the server at `addr` with `Host` and the given header lines (each
+/// `Name: value\r\n`), to finish with a body.
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> http::request::Builder {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
+    for line in headers.split("\r\n").filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').expect("a header line `Name: value`");
+        req = req.header(name.trim(), value.trim());
     }
+    req
+}
+
+/// Sends `req` on a new HTTP/1 connection (hyper's client) and returns the response head
+/// with its streaming body, and the task that drives the connection (abort it to close
+/// the connection at once).
+pub(crate) async fn send_request<B>(
+    addr: SocketAddr,
+    req: http::Request<B>,
+) -> (
+    http::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let res = sender.send_request(req).await.expect("response");
+    (res, conn)
 }
 
 pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
