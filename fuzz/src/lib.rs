@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::codec::Decoder as _;
 
 /// Makes any panic, on any thread, end the process: a server task's panic would otherwise
 /// be caught by tokio (or by the Socket.IO layer's handler guard) and go unseen.
@@ -64,11 +65,13 @@ pub fn nest_tcp_frames(data: &[u8]) {
         return;
     };
     let step = usize::from(step % 16) + 1;
-    let mut decoder = switchboard::nest::FrameDecoder::new(4096);
+    let mut codec = switchboard::nest::FrameCodec::new(4096);
+    let mut buf = bytes::BytesMut::new();
     for piece in rest.chunks(step) {
-        decoder.push(piece);
-        while let Ok(Some(_)) = decoder.next_frame() {}
+        buf.extend_from_slice(piece);
+        while let Ok(Some(_)) = codec.decode(&mut buf) {}
     }
+    let _ = codec.decode_eof(&mut buf);
 }
 
 /// RabbitMQ message bodies in the NestJS RMQ format, applied to a hold service (in

@@ -4,7 +4,9 @@
 //!
 //! Owns: decoding and encoding bytes. Never: I/O, or what a pattern means.
 
+use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// The `err` a NestJS server sends for a request pattern it has no handler for.
 pub const NO_MESSAGE_HANDLER: &str =
@@ -79,32 +81,55 @@ pub fn reply_no_handler(id: Option<&Value>) -> Vec<u8> {
 
 /// Encodes one TCP frame: `<length>#<json>`, length in UTF-16 code units.
 pub fn encode_frame(json: &str) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(json.len() + 12);
+    put_frame(json, &mut out);
+    out.to_vec()
+}
+
+fn put_frame(json: &str, dst: &mut BytesMut) {
     let units = json.encode_utf16().count();
-    let mut out = Vec::with_capacity(json.len() + 12);
-    out.extend_from_slice(units.to_string().as_bytes());
-    out.push(b'#');
-    out.extend_from_slice(json.as_bytes());
-    out
+    dst.reserve(json.len() + 21);
+    dst.put_slice(units.to_string().as_bytes());
+    dst.put_u8(b'#');
+    dst.put_slice(json.as_bytes());
 }
 
 /// Why a TCP byte stream cannot be framed. The connection must be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// The header is not 1 to 12 ASCII digits followed by `#`.
     #[error("corrupted length header")]
     BadLength,
+    /// The declared length (in UTF-16 units) is above the limit.
     #[error("frame of {0} units exceeds the limit")]
     Oversized(u64),
+    /// The frame's bytes are not UTF-8.
     #[error("frame is not valid UTF-8")]
     NotUtf8,
+    /// The declared length ends inside a character (between the halves of a surrogate
+    /// pair).
     #[error("frame length splits a character")]
     SplitCharacter,
 }
 
-/// Incremental decoder of `<length>#<json>` frames. Feed it bytes as they arrive; it
-/// scans each byte once, so a large frame arriving in pieces costs linear time.
+/// Why a framed TCP connection ended with an error: its bytes, or the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The peer sent bytes that are not `<length>#<json>` frames.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Reading or writing the socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The TCP transport's `<length>#<json>` framing as a `tokio_util` codec: wrap a socket
+/// in `Framed`/`FramedRead` with it. Decoding yields each frame's JSON text and scans each
+/// byte once, so a large frame arriving in pieces costs linear time; a frame declared
+/// longer than `max_units` UTF-16 units is refused before its body is read. Encoding
+/// writes one frame per `&str`.
 #[derive(Debug)]
-pub struct FrameDecoder {
-    buf: Vec<u8>,
+pub struct FrameCodec {
     max_units: u64,
     /// Set once the header of the current frame is read.
     frame: Option<FrameScan>,
@@ -114,7 +139,7 @@ pub struct FrameDecoder {
 struct FrameScan {
     /// Declared length in UTF-16 units.
     units: u64,
-    /// Where the JSON starts in `buf`.
+    /// Where the JSON starts in the read buffer.
     start: usize,
     /// Bytes after `start` already scanned, and the units they hold.
     scanned: usize,
@@ -123,38 +148,33 @@ struct FrameScan {
 
 const MAX_HEADER_DIGITS: usize = 12;
 
-impl FrameDecoder {
+impl FrameCodec {
+    /// A codec that refuses frames longer than `max_units` UTF-16 units.
     pub fn new(max_units: u64) -> Self {
         Self {
-            buf: Vec::new(),
             max_units,
             frame: None,
         }
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next complete frame's JSON text, `Ok(None)` if more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<String>, FrameError> {
+    /// The next complete frame of `buf` (consumed from it), `Ok(None)` if more bytes are
+    /// needed. The scan position of a partial frame is kept between calls, so `buf` must
+    /// only grow at its end in between (as `FramedRead` does).
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<String>, FrameError> {
         let mut scan = match self.frame {
             Some(s) => s,
             None => {
-                let Some(hash) = self
-                    .buf
+                let Some(hash) = buf
                     .iter()
                     .take(MAX_HEADER_DIGITS + 1)
                     .position(|&b| b == b'#')
                 else {
-                    if self.buf.len() > MAX_HEADER_DIGITS
-                        || self.buf.iter().any(|b| !b.is_ascii_digit())
-                    {
+                    if buf.len() > MAX_HEADER_DIGITS || buf.iter().any(|b| !b.is_ascii_digit()) {
                         return Err(FrameError::BadLength);
                     }
                     return Ok(None);
                 };
-                let digits = &self.buf[..hash];
+                let digits = &buf[..hash];
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                     return Err(FrameError::BadLength);
                 }
@@ -173,7 +193,7 @@ impl FrameDecoder {
                 }
             }
         };
-        let body = &self.buf[scan.start..];
+        let body = &buf[scan.start..];
         while scan.counted < scan.units {
             let rest = &body[scan.scanned..];
             let Some(&first) = rest.first() else { break };
@@ -199,13 +219,34 @@ impl FrameDecoder {
             self.frame = Some(scan);
             return Ok(None);
         }
-        let end = scan.start + scan.scanned;
-        let text = std::str::from_utf8(&self.buf[scan.start..end])
-            .map_err(|_| FrameError::NotUtf8)?
-            .to_owned();
-        self.buf.drain(..end);
+        let frame = buf.split_to(scan.start + scan.scanned);
         self.frame = None;
-        Ok(Some(text))
+        let text = std::str::from_utf8(&frame[scan.start..]).map_err(|_| FrameError::NotUtf8)?;
+        Ok(Some(text.to_owned()))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = String;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        Ok(self.next_frame(src)?)
+    }
+
+    /// At the end of the stream a partial frame is dropped without an error: the
+    /// connection simply ended (the caller sees the end of the stream).
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        self.decode(src)
+    }
+}
+
+impl Encoder<&str> for FrameCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, json: &str, dst: &mut BytesMut) -> Result<(), CodecError> {
+        put_frame(json, dst);
+        Ok(())
     }
 }
 
@@ -261,40 +302,48 @@ mod tests {
         assert_eq!(encode_frame(s), format!("5#{s}").into_bytes());
     }
 
+    /// Every frame `codec` decodes from `wire` fed in `chunks`, as `FramedRead` feeds it.
+    fn decode_all<'a>(
+        codec: &mut FrameCodec,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<String>, FrameError> {
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(f)) => got.push(f),
+                    Ok(None) => break,
+                    Err(CodecError::Frame(e)) => return Err(e),
+                    Err(e) => panic!("no I/O here: {e}"),
+                }
+            }
+        }
+        Ok(got)
+    }
+
     #[test]
     fn decoder_handles_split_and_joined_frames() {
         let texts = ["{\"a\":\"Zoné VIP 🎟️ — 前列\"}", "[]", "{\"id\":\"x\"}"];
-        let mut wire = Vec::new();
+        let mut wire = BytesMut::new();
+        let mut encoder = FrameCodec::new(0);
         for t in texts {
-            wire.extend(encode_frame(t));
+            encoder.encode(t, &mut wire).expect("encode");
         }
         // Every split point, including inside multi-byte characters.
         for cut in 0..wire.len() {
-            let mut d = FrameDecoder::new(1 << 20);
-            let mut got = Vec::new();
-            for chunk in [&wire[..cut], &wire[cut..]] {
-                d.push(chunk);
-                while let Some(f) = d.next_frame().expect("valid") {
-                    got.push(f);
-                }
-            }
-            assert_eq!(got, texts, "cut at {cut}");
+            let got = decode_all(&mut FrameCodec::new(1 << 20), [&wire[..cut], &wire[cut..]]);
+            assert_eq!(got.expect("valid"), texts, "cut at {cut}");
         }
         // Byte by byte.
-        let mut d = FrameDecoder::new(1 << 20);
-        let mut got = Vec::new();
-        for b in &wire {
-            d.push(std::slice::from_ref(b));
-            while let Some(f) = d.next_frame().expect("valid") {
-                got.push(f);
-            }
-        }
-        assert_eq!(got, texts);
+        let got = decode_all(&mut FrameCodec::new(1 << 20), wire.chunks(1));
+        assert_eq!(got.expect("valid"), texts);
     }
 
     #[test]
     fn decoder_refuses_garbage_and_oversized_frames() {
-        let cases: [(&[u8], FrameError); 6] = [
+        let cases: [(&[u8], FrameError); 7] = [
             (b"abc#{}", FrameError::BadLength),
             (b"#{}", FrameError::BadLength),
             (b"1234567890123456#", FrameError::BadLength),
@@ -302,19 +351,36 @@ mod tests {
             (b"99999999#", FrameError::Oversized(99_999_999)),
             // One unit asked, but the first character takes two (a surrogate pair).
             ("1#🎟".as_bytes(), FrameError::SplitCharacter),
+            (b"2#\xff\xfe", FrameError::NotUtf8),
         ];
         for (wire, want) in cases {
-            let mut d = FrameDecoder::new(1 << 20);
-            d.push(wire);
             assert_eq!(
-                d.next_frame(),
+                decode_all(&mut FrameCodec::new(1 << 20), [wire]),
                 Err(want),
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
         }
-        let mut d = FrameDecoder::new(1 << 20);
-        d.push(b"2#\xff\xfe");
-        assert_eq!(d.next_frame(), Err(FrameError::NotUtf8));
+    }
+
+    #[tokio::test]
+    async fn framed_socket_reads_frames_and_ends_quietly_mid_frame() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::AsyncWriteExt;
+        use tokio_util::codec::{FramedRead, FramedWrite};
+
+        let (client, server) = tokio::io::duplex(4096);
+        let mut frames = FramedRead::new(server, FrameCodec::new(1 << 20));
+        let mut out = FramedWrite::new(client, FrameCodec::new(1 << 20));
+        let long = format!("\"{}\"", "é".repeat(100));
+        for t in ["{}", long.as_str()] {
+            out.send(t).await.expect("send");
+        }
+        assert_eq!(frames.next().await.expect("frame").expect("ok"), "{}");
+        assert_eq!(frames.next().await.expect("frame").expect("ok"), long);
+        // Half a frame, then the peer goes away: the stream just ends.
+        out.get_mut().write_all(b"9#{\"a\"").await.expect("write");
+        drop(out);
+        assert!(frames.next().await.is_none());
     }
 }

@@ -11,15 +11,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use switchboard::config::{Config, Sources};
 use tokio_tungstenite::tungstenite::Message;
 
 use serde_json::{Value, json};
-use switchboard::nest::{FrameDecoder, encode_frame};
+use switchboard::nest::{FrameCodec, encode_frame};
 use switchboard::tickets::{EventsClient, EventsServiceConfig, SourceError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio_util::codec::FramedRead;
 
 fn client(port: u16) -> std::sync::Arc<EventsClient> {
     EventsClient::new(EventsServiceConfig {
@@ -35,17 +36,13 @@ async fn peer(answer: impl Fn(&Value) -> Vec<u8> + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut dec = FrameDecoder::new(1 << 20);
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = s.read(&mut buf).await {
-                dec.push(&buf[..n]);
-                while let Ok(Some(text)) = dec.next_frame() {
-                    let req: Value = serde_json::from_str(&text).expect("request json");
-                    let out = answer(&req);
-                    if s.write_all(&out).await.is_err() {
-                        break;
-                    }
+        while let Ok((s, _)) = listener.accept().await {
+            let (read, mut write) = s.into_split();
+            let mut requests = FramedRead::new(read, FrameCodec::new(1 << 20));
+            while let Some(Ok(text)) = requests.next().await {
+                let req: Value = serde_json::from_str(&text).expect("request json");
+                if write.write_all(&answer(&req)).await.is_err() {
+                    break;
                 }
             }
         }

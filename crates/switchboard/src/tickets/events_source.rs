@@ -17,16 +17,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tickets::{Category, Event};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio_util::codec::FramedRead;
 
 use super::{HoldService, ServiceError};
-use crate::nest::{FrameDecoder, encode_frame};
+use crate::nest::{CodecError, FrameCodec, encode_frame};
 
 /// What a client is told when the events-service cannot confirm a hold.
 pub const VERIFY_FAILED: &str = "Failed to verify ticket availability";
@@ -309,29 +311,17 @@ impl EventsClient {
 }
 
 /// Reads answers until the connection ends or misbehaves; then fails every waiter.
-async fn read_answers(
-    mut read: tokio::net::tcp::OwnedReadHalf,
-    pending: Arc<Pending>,
-    max_frame: u64,
-) {
-    let mut decoder = FrameDecoder::new(max_frame);
-    let mut buf = vec![0u8; 8192];
-    let why = 'conn: loop {
-        let n = match read.read(&mut buf).await {
-            Ok(0) => break 'conn SourceError::Lost("closed by the events-service".into()),
-            Ok(n) => n,
-            Err(e) => break 'conn SourceError::Lost(e.to_string()),
+async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, pending: Arc<Pending>, max_frame: u64) {
+    let mut frames = FramedRead::new(read, FrameCodec::new(max_frame));
+    let why = loop {
+        let text = match frames.next().await {
+            None => break SourceError::Lost("closed by the events-service".into()),
+            Some(Ok(text)) => text,
+            Some(Err(CodecError::Io(e))) => break SourceError::Lost(e.to_string()),
+            Some(Err(CodecError::Frame(e))) => break SourceError::Malformed(e.to_string()),
         };
-        decoder.push(&buf[..n]);
-        loop {
-            let text = match decoder.next_frame() {
-                Ok(Some(t)) => t,
-                Ok(None) => break,
-                Err(e) => break 'conn SourceError::Malformed(e.to_string()),
-            };
-            if let Err(e) = deliver(&pending, &text) {
-                break 'conn e;
-            }
+        if let Err(e) = deliver(&pending, &text) {
+            break e;
         }
     };
     for (_, w) in pending.lock().drain() {
