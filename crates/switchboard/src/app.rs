@@ -33,6 +33,10 @@ trait Sessions: Send + Sync {
     fn closed_as(&self, _reason: engineio::CloseReason) -> u64 {
         0
     }
+    /// Frames taken from sessions' outboxes for their transport (Engine.IO engines only).
+    fn frames_out(&self) -> u64 {
+        0
+    }
 }
 
 impl Sessions for Transports {
@@ -67,6 +71,11 @@ impl<H: engineio::Handler> Sessions for Engine<H> {
             .map_or(0, |i| {
                 self.stats().closed[i].load(std::sync::atomic::Ordering::Relaxed)
             })
+    }
+    fn frames_out(&self) -> u64 {
+        self.stats()
+            .frames_out
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -103,6 +112,12 @@ impl App {
     /// Engine.IO sessions closed so far for `reason`, across every engine.
     pub fn closed_as(&self, reason: engineio::CloseReason) -> u64 {
         self.engines.iter().map(|e| e.closed_as(reason)).sum()
+    }
+
+    /// Engine.IO frames taken from sessions' outboxes for their transport so far (for a
+    /// WebSocket: written, or waiting in its write buffer), across every engine.
+    pub fn frames_out(&self) -> u64 {
+        self.engines.iter().map(|e| e.frames_out()).sum()
     }
 }
 

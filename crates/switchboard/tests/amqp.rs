@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -556,6 +556,8 @@ async fn poison_and_dangling_messages_are_dead_lettered_with_a_reason() {
 struct Proxy {
     addr: SocketAddr,
     refuse: Arc<AtomicBool>,
+    /// Connections refused so far.
+    refused: Arc<AtomicUsize>,
     generation: Arc<parking_lot::Mutex<CancellationToken>>,
 }
 
@@ -564,8 +566,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let refuse = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
         let generation = Arc::new(parking_lot::Mutex::new(CancellationToken::new()));
-        let (r, g) = (refuse.clone(), generation.clone());
+        let (r, n, g) = (refuse.clone(), refused.clone(), generation.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -573,6 +576,7 @@ impl Proxy {
                 };
                 if r.load(Ordering::SeqCst) {
                     drop(inbound);
+                    n.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 let cut = g.lock().clone();
@@ -590,6 +594,7 @@ impl Proxy {
         Proxy {
             addr,
             refuse,
+            refused,
             generation,
         }
     }
@@ -600,6 +605,11 @@ impl Proxy {
         let mut g = self.generation.lock();
         g.cancel();
         *g = CancellationToken::new();
+    }
+
+    /// Connections refused so far.
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     fn restore(&self) {
@@ -747,13 +757,21 @@ async fn chaos(orders: usize, data_dir: &str) -> Option<ChaosReport> {
         let due = [orders * 3 / 10, orders * 7 / 10];
         if cuts_done < due.len() && seen.len() >= due[cuts_done] {
             cuts_done += 1;
+            let refused = proxy.refused();
             proxy.cut();
             let down = wait_ready(s.addr, 503, Duration::from_secs(5)).await;
             assert_ne!(down["broker"]["state"], "connected", "{down}");
             // The socket side keeps serving while the broker is away.
             let (status, _) = get_text(s.addr, "/socket.io/?EIO=4&transport=polling").await;
             assert_eq!(status, 200);
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // The outage lasts until the consumer has tried to reconnect and been refused.
+            let retried = tokio::time::timeout(Duration::from_secs(5), async {
+                while proxy.refused() == refused {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert!(retried.is_ok(), "the consumer never tried to reconnect");
             proxy.restore();
             wait_ready(s.addr, 200, Duration::from_secs(10)).await;
             let st = stats(s.addr).await;
@@ -826,7 +844,7 @@ async fn chaos(orders: usize, data_dir: &str) -> Option<ChaosReport> {
 fn print(r: &ChaosReport) {
     eprintln!(
         "CHAOS: {} orders, {} effects, {} duplicates suppressed, {} redelivered, {} reconnects, \
-         outages {:?} ms (500 ms of each is the cut itself), {} dead letters, {:.1} s",
+         outages {:?} ms (each cut lasts until a reconnect is refused), {} dead letters, {:.1} s",
         r.orders,
         r.effects,
         r.duplicates_suppressed,

@@ -242,6 +242,7 @@ async fn a_pausing_reader_within_the_write_buffer_gets_everything() {
     .await;
     let mut paused = small_window_client(s.addr, Some("r")).await;
     let mut sender = e2e_client(s.addr, None).await;
+    let before = s.app.frames_out();
     // 300 × 10 KB = 3 MB: far more than the 16 frames of the outbox bound and what the
     // two kernels buffer for a 4 KB window, less than the 4 MB write buffer.
     const N: u64 = 300;
@@ -261,7 +262,13 @@ async fn a_pausing_reader_within_the_write_buffer_gets_everything() {
         .await
         .expect("send");
     assert_eq!(next_text(&mut sender).await, "43/e2e,7[[]]");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the server has taken every broadcast out of `paused`'s outbox (into its
+    // write buffer), all while `paused` reads nothing: its N broadcasts and the sender's
+    // answer are the only frames since `before`.
+    eventually("the paused client's broadcasts left its outbox", || {
+        s.app.frames_out() - before == N + 1
+    })
+    .await;
     for n in 0..N {
         let frame = next_text(&mut paused).await;
         assert_eq!(hello_n(&frame), Some(n));

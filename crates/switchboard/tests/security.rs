@@ -172,6 +172,16 @@ fn jwks_auth(url: String, max_age: Duration, min_refresh: Duration) -> Auth {
     )
 }
 
+/// Moves tokio's clock forward by `d` at once, so the key cache's intervals pass in no
+/// real time. The clock is paused for the jump only, not for the whole test as
+/// `start_paused` would: a paused clock skips to the next timer whenever the runtime waits
+/// on a socket, and the key fetch is real HTTP under a 2 s timeout.
+async fn skip(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
+}
+
 async fn kind(auth: &Auth, token: &str) -> Result<String, &'static str> {
     auth.identify(Some(token), None)
         .await
@@ -184,11 +194,9 @@ async fn jwks_keys_by_kid_rotation_and_refusals() {
     let a = Signer::ec("a");
     let r = Signer::rsa("r");
     let idp = KeyServer::start(vec![a.jwk(), r.jwk()]).await;
-    let auth = jwks_auth(
-        idp.url(),
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-    );
+    // Intervals far longer than the test's real steps take (on a loaded machine too):
+    // they pass only when the test skips the clock past them.
+    let auth = jwks_auth(idp.url(), Duration::from_secs(600), Duration::from_secs(30));
     assert_eq!(idp.hits(), 0, "nothing fetched before the first token");
     // ES256 and RS256 keys of one set, chosen by kid; one fetch serves both.
     assert_eq!(kind(&auth, &a.token(claims("ann"))).await, Ok("ann".into()));
@@ -236,10 +244,10 @@ async fn jwks_keys_by_kid_rotation_and_refusals() {
     // accepted after one fetch (once the rate limit allows it); the removed key is not.
     let b = Signer::ec("b");
     idp.publish(vec![b.jwk(), r.jwk()]);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    skip(Duration::from_secs(31)).await;
     assert_eq!(kind(&auth, &b.token(claims("bea"))).await, Ok("bea".into()));
     assert_eq!(idp.hits(), 2);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    skip(Duration::from_secs(31)).await;
     assert_eq!(
         kind(&auth, &a.token(claims("ann"))).await,
         Err("unknown-key"),
@@ -252,17 +260,13 @@ async fn jwks_keys_by_kid_rotation_and_refusals() {
 async fn an_expired_or_unreachable_key_set_refuses_tokens() {
     let a = Signer::ec("a");
     let idp = KeyServer::start(vec![a.jwk()]).await;
-    let auth = jwks_auth(
-        idp.url(),
-        Duration::from_millis(300),
-        Duration::from_millis(50),
-    );
+    let auth = jwks_auth(idp.url(), Duration::from_secs(300), Duration::from_secs(5));
     assert_eq!(kind(&auth, &a.token(claims("ann"))).await, Ok("ann".into()));
     // The provider goes away: the set still serves until it is older than its max age...
     idp.go_down();
     assert_eq!(kind(&auth, &a.token(claims("ann"))).await, Ok("ann".into()));
     // ...then every token is refused, with a message that says why.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    skip(Duration::from_secs(301)).await;
     let e = auth
         .identify(Some(&a.token(claims("ann"))), None)
         .await
@@ -272,7 +276,7 @@ async fn an_expired_or_unreachable_key_set_refuses_tokens() {
     assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
     // Back up: served again.
     idp.publish(vec![a.jwk()]);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    skip(Duration::from_secs(6)).await;
     assert_eq!(kind(&auth, &a.token(claims("ann"))).await, Ok("ann".into()));
 
     // Nothing listening at all.

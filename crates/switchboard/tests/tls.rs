@@ -162,6 +162,8 @@ async fn ws_ping(ws: &mut Wss, id: u64) {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Its log lines after the start-up line.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -209,12 +211,28 @@ impl Server {
                     .next()
                     .and_then(|a| a.trim().parse().ok())
                     .expect("listen address in the log");
-                return Server { child, addr };
+                return Server {
+                    child,
+                    addr,
+                    log: rx,
+                };
             }
         }
         let _ = child.kill();
         let _ = child.wait();
         panic!("switchboard did not start");
+    }
+
+    /// The next log line containing `needle` (others are skipped); fails after 10 s
+    /// without a line.
+    fn wait_log(&self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
     }
 
     fn signal(&self, name: &str) {
@@ -323,7 +341,7 @@ async fn https_wss_and_socketio_over_tls_and_a_certificate_swap_on_sighup() {
     // A broken file on the next SIGHUP: the reload fails, the current certificate stays.
     std::fs::write(dir.join("cert.pem"), "not a certificate").expect("write");
     server.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_log("TLS reload failed");
     let (status, _) = https_get(&trusts_second, addr, "/health").await;
     assert_eq!(status, 200, "still serving the last good certificate");
     ws_ping(&mut kept, 3).await;

@@ -798,19 +798,24 @@ async fn a_slow_sse_reader_is_disconnected_and_others_get_everything() {
     fast.expect("connected").await;
     let big = "x".repeat(64 * 1024);
     let total = 120;
+    // The fast reader tells each `big` it reads; the next publish waits for that.
+    let (read_one, mut got_one) = tokio::sync::mpsc::channel::<()>(1);
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while n < total {
             let (_, e, _) = fast.next().await.expect("event");
             if e == "big" {
                 n += 1;
+                let _ = read_one.send(()).await;
             }
         }
         (n, fast)
     });
     for _ in 0..total {
         publish(s.addr, json!({"room": "feed", "event": "big", "data": big})).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::timeout(Duration::from_secs(10), got_one.recv())
+            .await
+            .expect("the fast reader got it in time");
     }
     let (n, _fast) = reader.await.expect("reader");
     assert_eq!(n, total);
