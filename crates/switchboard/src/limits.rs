@@ -402,16 +402,11 @@ pub async fn admit_every(
     Response::from_parts(parts, Body::from_stream(body))
 }
 
-/// Whether an Engine.IO request opens a session (a GET without `sid`); polls, posts and
-/// upgrades of an existing session were admitted with it.
+/// Whether an Engine.IO request opens a session (a GET without `sid`, read as the engine
+/// reads it); polls, posts and upgrades of an existing session were admitted with it.
 pub fn is_engineio_handshake<B>(req: &http::Request<B>) -> bool {
     req.method() == http::Method::GET
-        && !req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .any(|kv| kv == "sid" || kv.starts_with("sid="))
+        && engineio::query_param(req.uri().query().unwrap_or(""), "sid").is_none()
 }
 
 #[cfg(test)]
@@ -556,5 +551,29 @@ mod tests {
             1,
             "full buckets with nothing open are swept"
         );
+    }
+
+    #[test]
+    fn a_handshake_is_a_get_without_sid_as_the_engine_reads_the_query() {
+        let handshake = |method: &str, query: &str| {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(format!("/socket.io/?{query}"))
+                .body(())
+                .expect("request");
+            is_engineio_handshake(&req)
+        };
+        assert!(handshake("GET", "EIO=4&transport=polling"));
+        assert!(handshake("GET", "EIO=4&sidx=1&xsid=2"));
+        // `sid` in any form the engine reads as one, percent-encoded too.
+        for with_sid in [
+            "EIO=4&sid=abc",
+            "sid&EIO=4",
+            "EIO=4&sid=",
+            "EIO=4&s%69d=abc",
+        ] {
+            assert!(!handshake("GET", with_sid), "{with_sid}");
+        }
+        assert!(!handshake("POST", "EIO=4&transport=polling"));
     }
 }
