@@ -21,6 +21,8 @@
 //! - [`pusher`]: the Pusher Channels protocol (`/app/{key}`, the `/apps/{id}` HTTP API,
 //!   webhooks) on the same rooms.
 //! - [`ingest`]: the RabbitMQ consumer for the platform's NestJS services.
+//! - [`cluster`]: cluster mode on Redis: the fabric between nodes, the fleet, the
+//!   recoverable-session directory.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`dashboard`]: `/dashboard/stream`, the live dashboard's SSE feed.
 //! - [`telemetry`]: logging set-up.

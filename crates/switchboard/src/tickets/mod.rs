@@ -1,5 +1,6 @@
 //! Ticket holds on the room fabric: the pure rules (`tickets` crate) driven with a clock,
-//! made durable by a store (`holdstore` crate), and broadcast as `availability-update`.
+//! made durable by a store (`store.rs`: SQLite; or Redis as the fleet's shared authority),
+//! and broadcast as `availability-update`.
 //!
 //! Owns: the single `State` behind a mutex, the expiry timer, coalescing of updates.
 //! Never: speaks a protocol (the `/realtime` handler does), or decides who a client is.
