@@ -88,7 +88,7 @@ export async function startNode(redis, id, extra = []) {
     args: [
       "serve", "--data-dir", "memory", "--redis-url", redis.url,
       "--set", `node_id=${id}`, "--set", `api_key=${KEY}`, "--set", "coalesce_ms=0",
-      "--set", "node_timeout_secs=3", "--set", "rate_limit_per_sec=0", ...extra,
+      "--set", "node_timeout_secs=3", "--set", "rate_limit_per_sec=0", "--set", "rate_limit_per_user_per_sec=0", ...extra,
     ],
   });
   node.id = id;

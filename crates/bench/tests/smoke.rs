@@ -47,6 +47,8 @@ fn start_realtime(bin: &str) -> Server {
             "--set",
             "rate_limit_per_sec=0",
             "--set",
+            "rate_limit_per_user_per_sec=0",
+            "--set",
             "api_key=smoke-key",
         ],
     )

@@ -36,6 +36,19 @@ impl Permit {
     }
 }
 
+/// Two permits are equal when they share one guard (or both hold none).
+impl PartialEq for Permit {
+    fn eq(&self, other: &Permit) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Permit {}
+
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Permit").field(&self.is_held()).finish()

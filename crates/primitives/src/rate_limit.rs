@@ -5,8 +5,9 @@
 use std::sync::OnceLock;
 use tokio::time::Instant;
 
-/// Events per second allowed on one connection, with a burst. `per_sec == 0` is off.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Events per second allowed on one connection, with a burst. `per_sec == 0` is off
+/// (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RateLimit {
     /// Tokens added per second.
     pub per_sec: f32,

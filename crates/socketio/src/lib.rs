@@ -30,5 +30,5 @@ pub use namespace::{
     NamespaceHandler, SessionDirectory, SessionRecord,
 };
 pub use select::Selector;
-pub use server::{SocketIo, SocketIoConfig};
+pub use server::{SocketIo, SocketIoConfig, UserEventLimit};
 pub use socket::{AckError, ConnState, Socket};

@@ -33,6 +33,9 @@ pub struct Identity {
     /// What the middleware says the client may join (room patterns of its token); kept
     /// on the socket for the application ([`Socket::grants`]).
     pub grants: Option<Arc<[String]>>,
+    /// What the middleware admitted (e.g. a place in a per-user connection count): held
+    /// by the socket and released when it ends (a recovery keeps it).
+    pub admission: engineio::Permit,
 }
 
 /// A refused connection, as the client will see it in `connect_error`.

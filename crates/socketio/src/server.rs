@@ -59,6 +59,17 @@ pub struct SocketIo {
     hub: Arc<Hub>,
     namespaces: HashMap<String, Arc<Namespace>>,
     rate_limited: Arc<std::sync::atomic::AtomicU64>,
+    user_limit: Option<Arc<dyn UserEventLimit>>,
+}
+
+/// A limit on the events of one user across all of its connections (the server's
+/// per-user rate limit), consulted after the socket's own bucket for sockets that
+/// authenticated as a user. The limiter counts its own refusals.
+pub trait UserEventLimit: Send + Sync {
+    /// Takes one event of `user`; `false` refuses it.
+    fn take(&self, user: &str) -> bool;
+    /// What a refused client reads.
+    fn message(&self) -> String;
 }
 
 impl std::fmt::Debug for SocketIo {
@@ -81,10 +92,16 @@ impl SocketIo {
     pub fn new(config: SocketIoConfig, hub: Arc<Hub>) -> SocketIo {
         SocketIo {
             rate_limited: Arc::default(),
+            user_limit: None,
             config,
             hub,
             namespaces: HashMap::new(),
         }
+    }
+
+    /// Limits every user's events across its connections (see [`UserEventLimit`]).
+    pub fn set_user_limit(&mut self, limit: Arc<dyn UserEventLimit>) {
+        self.user_limit = Some(limit);
     }
 
     /// Adds a namespace. Namespaces not added are refused with `Invalid namespace`.
@@ -186,13 +203,20 @@ impl SocketIo {
                     return;
                 };
                 let limit = self.config.rate_limit;
-                if limit.is_on() && !socket.inbox.lock().bucket(limit).take(limit) {
+                let refused = if limit.is_on() && !socket.inbox.lock().bucket(limit).take(limit) {
                     self.rate_limited
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let message = format!(
+                    Some(format!(
                         "Rate limit exceeded: at most {} events per second",
                         limit.per_sec
-                    );
+                    ))
+                } else {
+                    match (&self.user_limit, socket.user()) {
+                        (Some(l), Some(user)) if !l.take(user) => Some(l.message()),
+                        _ => None,
+                    }
+                };
+                if let Some(message) = refused {
                     if let Some(id) = packet.id {
                         socket.ack(
                             id,
@@ -277,6 +301,7 @@ impl SocketIo {
             identity.grants,
             auth.into(),
             false,
+            identity.admission,
         ));
         let body = match socket.pid() {
             Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id()),
@@ -326,6 +351,9 @@ impl SocketIo {
             record.grants.map(Into::into),
             auth.into(),
             true,
+            // Admitted by the node it came from; not counted against this node's
+            // per-user limit until it reconnects here.
+            engineio::Permit::default(),
         ));
         let rooms: Vec<hub::RoomId> = record.rooms.iter().map(|r| r.as_str().into()).collect();
         self.resume(conn, nsp, socket, &rooms, offset, &resume.pid)
@@ -349,6 +377,8 @@ impl SocketIo {
             old.socket.grants().map(Into::into),
             auth.into(),
             true,
+            // The session keeps its place in the per-user count across the recovery.
+            old.socket.admission().clone(),
         ));
         let resumed = match offset {
             Some(offset) => self.resume(conn, nsp, socket, &old.rooms, offset, &resume.pid),

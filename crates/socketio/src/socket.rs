@@ -74,6 +74,9 @@ pub struct Socket {
     connected: AtomicBool,
     /// When the socket connected (wall clock, for Node's `handshake.issued`).
     issued: std::time::SystemTime,
+    /// The server's admission of this session (per-user count), released with the
+    /// socket, carried over by a recovery.
+    admission: engineio::Permit,
 }
 
 impl std::fmt::Debug for Socket {
@@ -96,6 +99,7 @@ impl Socket {
         grants: Option<Arc<[String]>>,
         auth: Box<str>,
         recovered: bool,
+        admission: engineio::Permit,
     ) -> Socket {
         Socket {
             id,
@@ -112,7 +116,12 @@ impl Socket {
             inbox_space: tokio::sync::Notify::new(),
             connected: AtomicBool::new(true),
             issued: std::time::SystemTime::now(),
+            admission,
         }
+    }
+
+    pub(crate) fn admission(&self) -> &engineio::Permit {
+        &self.admission
     }
 
     /// When this socket connected (wall clock).

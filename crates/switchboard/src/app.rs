@@ -381,6 +381,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     tasks.spawn(holds.clone().run_expiry(stop.clone()));
     let integrations = crate::ingest::Integrations::start(config, &holds, &hub, &tasks, &stop);
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
+    sio.set_user_limit(Arc::new(crate::limits::SocketIoUserLimit(limits.clone())));
     let sio_rate_limited = sio.rate_limited();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let contract = Arc::new(realtime::Realtime {
@@ -388,6 +389,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         rooms: crate::transport::access::RoomPolicy::new(config.private_room_prefixes.clone()),
         holds: holds.clone(),
         catalog: integrations.catalog.clone(),
+        limits: limits.clone(),
     });
     let realtime = sio.add_namespace(
         NamespaceConfig {
@@ -484,6 +486,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.pusher.clone(),
         hub.clone(),
         config.transports(),
+        limits.clone(),
         stop.child_token(),
         tasks.clone(),
     ) {

@@ -179,6 +179,15 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// `Retry-After` of a refusal because the server or the address is full, in seconds.
     pub limits_retry_after_secs: u32,
+    /// Open connections of one user (every transport together, on this node); over it a
+    /// `/ws` or `/events` request gets HTTP 503 with `Retry-After` and a Socket.IO
+    /// CONNECT a `connect_error`. 0 is no limit.
+    pub max_connections_per_user: u32,
+    /// Events per second one user may send across all its connections (Socket.IO
+    /// events, `/ws` frames, Pusher frames of a signed-in user), with a burst, on top of
+    /// `rate_limit_per_sec` per connection; 0 turns it off.
+    pub rate_limit_per_user_per_sec: u32,
+    pub rate_limit_per_user_burst: u32,
     /// Tests only: `abort-after-order-stored` or `order-store-fails-once` (see
     /// `failpoint.rs`); empty in any real deployment.
     pub failpoint: String,
@@ -327,6 +336,9 @@ impl Default for Config {
             handshake_burst_per_ip: 100,
             trusted_proxies: Vec::new(),
             limits_retry_after_secs: 5,
+            max_connections_per_user: 50,
+            rate_limit_per_user_per_sec: 100,
+            rate_limit_per_user_burst: 200,
             failpoint: String::new(),
             pusher: crate::pusher::PusherConfig::default(),
         }
@@ -608,6 +620,11 @@ impl Config {
             "limits_retry_after_secs",
             "must be between 1 and 3600",
         )?;
+        check(
+            self.rate_limit_per_user_burst >= 1,
+            "rate_limit_per_user_burst",
+            "must be at least 1",
+        )?;
         if let Err(message) = crate::failpoint::Failpoint::parse(&self.failpoint) {
             return Err(ConfigError::Invalid {
                 key: "failpoint",
@@ -728,6 +745,11 @@ impl Config {
                 .filter_map(|c| c.parse().ok())
                 .collect(),
             retry_after_secs: self.limits_retry_after_secs,
+            max_connections_per_user: self.max_connections_per_user,
+            user_rate: primitives::RateLimit {
+                per_sec: self.rate_limit_per_user_per_sec as f32,
+                burst: self.rate_limit_per_user_burst.max(1) as f32,
+            },
         }
     }
 
@@ -1000,6 +1022,8 @@ impl Config {
         self.connect_timeout_ms = 1000;
         // The suites measure protocol behaviour, not abuse handling.
         self.rate_limit_per_sec = 0;
+        self.rate_limit_per_user_per_sec = 0;
+        self.max_connections_per_user = 0;
         self
     }
 }
@@ -1175,6 +1199,59 @@ mod tests {
         })
         .expect_err("credentials with *");
         assert!(e.to_string().contains("cors_credentials"), "{e}");
+    }
+
+    #[test]
+    fn per_user_limits_load_and_bad_values_are_refused() {
+        let c = Config::load(&Sources {
+            file: Some(("f.toml".into(), "max_connections_per_user = 3".into())),
+            env: env(&[("SWITCHBOARD_RATE_LIMIT_PER_USER_PER_SEC", "20")]),
+            overrides: vec![("rate_limit_per_user_burst".into(), "40".into())],
+        })
+        .expect("loads");
+        let l = c.limits();
+        assert_eq!(l.max_connections_per_user, 3);
+        assert_eq!((l.user_rate.per_sec, l.user_rate.burst), (20.0, 40.0));
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.max_connections_per_user,
+                d.rate_limit_per_user_per_sec,
+                d.rate_limit_per_user_burst
+            ),
+            (50, 100, 200),
+            "on by default"
+        );
+        let bad = |origin: Sources, key: &str| {
+            let e = Config::load(&origin).expect_err(key).to_string();
+            assert!(e.contains(key), "{e}");
+            e
+        };
+        let e = bad(
+            Sources {
+                env: env(&[("SWITCHBOARD_MAX_CONNECTIONS_PER_USER", "-1")]),
+                ..Sources::default()
+            },
+            "max_connections_per_user",
+        );
+        assert!(e.contains("-1") && e.contains("expected u32"), "{e}");
+        bad(
+            Sources {
+                file: Some((
+                    "f.toml".into(),
+                    "rate_limit_per_user_per_sec = \"fast\"".into(),
+                )),
+                ..Sources::default()
+            },
+            "rate_limit_per_user_per_sec",
+        );
+        bad(
+            Sources {
+                overrides: vec![("rate_limit_per_user_burst".into(), "0".into())],
+                ..Sources::default()
+            },
+            "rate_limit_per_user_burst",
+        );
     }
 
     #[test]

@@ -3,13 +3,21 @@
 //! upgrade or an SSE stream exists); a refusal is HTTP 503 with `Retry-After`, which the
 //! official Socket.IO client treats as a failed attempt and retries with its backoff.
 //!
+//! Per user (once a token or development identity names one): how many connections one
+//! user may hold on this node (`max_connections_per_user`, every transport together),
+//! and one event bucket shared by all of a user's connections (`rate_limit_per_user_*`),
+//! on top of each connection's own bucket. `/ws` and `/events` refuse an over-limit user
+//! with the same 503 before the upgrade or stream; Socket.IO, whose user is known only
+//! at the namespace CONNECT, answers `connect_error` with the same reason.
+//!
 //! Owns: the client address (the peer, or `X-Forwarded-For` from a trusted proxy), the
-//! per-address counts and handshake buckets, the refusal counters. Never: sessions (a
+//! per-address and per-user counts and buckets, the refusal counters. Never: sessions (a
 //! [`engineio::Permit`] carries the admission to the session, which releases it).
 //!
 //! The per-address map holds an entry only while the address has a connection or a
 //! bucket that is not full again; idle entries are swept, so the map is bounded by the
-//! connections plus the addresses seen within one bucket refill time.
+//! connections plus the addresses seen within one bucket refill time. The per-user map
+//! holds a user only while it has a connection (its event bucket goes with the last one).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -104,6 +112,10 @@ pub struct LimitsConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// `Retry-After` of a refusal for a full server or address, in seconds.
     pub retry_after_secs: u32,
+    /// Open connections of one user on this node, every transport together; 0 is no limit.
+    pub max_connections_per_user: u32,
+    /// Events per second of one user across all its connections (off when `per_sec` is 0).
+    pub user_rate: primitives::RateLimit,
 }
 
 /// Why a connection was refused.
@@ -115,11 +127,18 @@ pub enum Refusal {
     Address,
     /// The address's handshake bucket is empty.
     Rate,
+    /// `max_connections_per_user` reached.
+    User,
 }
 
 impl Refusal {
     /// Every reason, in the order of [`LimitStats::refused`].
-    pub const ALL: [Refusal; 3] = [Refusal::Server, Refusal::Address, Refusal::Rate];
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Server,
+        Refusal::Address,
+        Refusal::Rate,
+        Refusal::User,
+    ];
 
     /// The `reason` label in `/metrics`.
     pub fn as_str(self) -> &'static str {
@@ -127,6 +146,17 @@ impl Refusal {
             Refusal::Server => "max_connections",
             Refusal::Address => "max_connections_per_ip",
             Refusal::Rate => "handshake_rate_per_ip",
+            Refusal::User => "max_connections_per_user",
+        }
+    }
+
+    /// What a refused client reads (`connect_error` message, log line).
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Server => "Too many connections: the server is full",
+            Refusal::Address => "Too many connections from this address",
+            Refusal::Rate => "Too many new connections from this address: slow down",
+            Refusal::User => "Too many connections for this user",
         }
     }
 }
@@ -142,8 +172,39 @@ pub struct Refused {
 #[derive(Debug, Default)]
 pub struct LimitStats {
     /// Refusals by reason, in the order of [`Refusal::ALL`].
-    pub refused: [AtomicU64; 3],
+    pub refused: [AtomicU64; 4],
     pub admitted: AtomicU64,
+    /// Events refused by the per-user bucket, by transport ([`UserEvents::ALL`] order).
+    pub user_rate_limited: [AtomicU64; 3],
+}
+
+/// The transports whose client events count against the per-user bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserEvents {
+    SocketIo,
+    Ws,
+    Pusher,
+}
+
+impl UserEvents {
+    /// Every transport, in the order of [`LimitStats::user_rate_limited`].
+    pub const ALL: [UserEvents; 3] = [UserEvents::SocketIo, UserEvents::Ws, UserEvents::Pusher];
+
+    /// The `transport` label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserEvents::SocketIo => "socketio",
+            UserEvents::Ws => "ws",
+            UserEvents::Pusher => "pusher",
+        }
+    }
+}
+
+/// One user's connections on this node and its shared event bucket.
+#[derive(Debug)]
+struct UserEntry {
+    open: u32,
+    bucket: primitives::Bucket,
 }
 
 #[derive(Debug)]
@@ -165,7 +226,28 @@ struct State {
 pub struct Limits {
     config: LimitsConfig,
     state: Mutex<State>,
+    /// Users with a connection (apart from the address map: another lock, another key).
+    users: Mutex<HashMap<Box<str>, UserEntry>>,
     stats: LimitStats,
+}
+
+/// One admitted connection of a user: released when dropped.
+#[derive(Debug)]
+pub struct UserAdmitted {
+    limits: Arc<Limits>,
+    user: Box<str>,
+}
+
+impl Drop for UserAdmitted {
+    fn drop(&mut self) {
+        let mut users = self.limits.users.lock();
+        if let Some(e) = users.get_mut(&*self.user) {
+            e.open = e.open.saturating_sub(1);
+            if e.open == 0 {
+                users.remove(&*self.user);
+            }
+        }
+    }
 }
 
 /// One admitted connection: its counts are released when this is dropped.
@@ -199,8 +281,72 @@ impl Limits {
         Arc::new(Limits {
             config,
             state: Mutex::default(),
+            users: Mutex::default(),
             stats: LimitStats::default(),
         })
+    }
+
+    /// Admits one more connection of `user` (every transport counts); the permit holds
+    /// its place until released or dropped. Counted like the other refusals.
+    pub fn admit_user(self: &Arc<Self>, user: &str) -> Result<engineio::Permit, Refused> {
+        let max = self.config.max_connections_per_user;
+        let mut users = self.users.lock();
+        if !users.contains_key(user) {
+            users.insert(
+                user.into(),
+                UserEntry {
+                    open: 0,
+                    bucket: primitives::Bucket::new(self.config.user_rate),
+                },
+            );
+        }
+        let Some(e) = users.get_mut(user) else {
+            return Ok(engineio::Permit::default());
+        };
+        if max > 0 && e.open >= max {
+            drop(users);
+            self.stats.refused[3].fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(user, reason = Refusal::User.as_str(), "connection refused");
+            return Err(Refused {
+                reason: Refusal::User,
+                retry_after_secs: self.config.retry_after_secs,
+            });
+        }
+        e.open += 1;
+        Ok(engineio::Permit::new(UserAdmitted {
+            limits: self.clone(),
+            user: user.into(),
+        }))
+    }
+
+    /// Takes one event from `user`'s shared bucket; `false` means refuse the event
+    /// (counted for `via`). A user with no admitted connection here (a session resumed
+    /// from another node) is not limited by it.
+    pub fn take_user_event(&self, user: &str, via: UserEvents) -> bool {
+        let limit = self.config.user_rate;
+        if !limit.is_on() {
+            return true;
+        }
+        let allowed = self
+            .users
+            .lock()
+            .get_mut(user)
+            .is_none_or(|e| e.bucket.take(limit));
+        if !allowed {
+            let i = UserEvents::ALL.iter().position(|v| *v == via).unwrap_or(0);
+            self.stats.user_rate_limited[i].fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
+    }
+
+    /// The per-user event limit (for the refusal message).
+    pub fn user_rate(&self) -> primitives::RateLimit {
+        self.config.user_rate
+    }
+
+    /// Users with at least one connection on this node.
+    pub fn tracked_users(&self) -> usize {
+        self.users.lock().len()
     }
 
     /// The counters.
@@ -381,6 +527,41 @@ pub fn unavailable(refused: Refused) -> Response<Body> {
     res
 }
 
+/// A refusal as a Socket.IO `connect_error`: the reason's message, and `data` naming
+/// the limit and when to retry (the client's reconnection backoff retries anyway).
+pub fn connect_error(refused: Refused) -> socketio::ConnectError {
+    socketio::ConnectError {
+        message: refused.reason.message().to_owned(),
+        data: Some(format!(
+            "{{\"limit\":\"{}\",\"retryAfter\":{}}}",
+            refused.reason.as_str(),
+            refused.retry_after_secs.max(1)
+        )),
+    }
+}
+
+/// The per-user event bucket as Socket.IO's hook.
+#[derive(Debug)]
+pub struct SocketIoUserLimit(pub Arc<Limits>);
+
+impl socketio::UserEventLimit for SocketIoUserLimit {
+    fn take(&self, user: &str) -> bool {
+        self.0.take_user_event(user, UserEvents::SocketIo)
+    }
+
+    fn message(&self) -> String {
+        user_rate_message(self.0.user_rate())
+    }
+}
+
+/// What a client refused by the per-user bucket reads.
+pub fn user_rate_message(limit: primitives::RateLimit) -> String {
+    format!(
+        "Rate limit exceeded: at most {} events per second per user, across all of its connections",
+        limit.per_sec
+    )
+}
+
 /// Middleware for routes where every request opens a connection (`/ws`, `/events`): the
 /// response body keeps the admission while it streams; `/ws` moves its copy of the
 /// permit into the connection's task.
@@ -425,7 +606,55 @@ mod tests {
             handshake_burst_per_ip: burst,
             trusted_proxies: vec!["10.0.0.0/8".parse().expect("cidr")],
             retry_after_secs: 5,
+            ..LimitsConfig::default()
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_user_connections_and_shared_event_bucket() {
+        let l = Limits::new(LimitsConfig {
+            max_connections_per_user: 2,
+            user_rate: primitives::RateLimit {
+                per_sec: 10.0,
+                burst: 3.0,
+            },
+            retry_after_secs: 7,
+            ..LimitsConfig::default()
+        });
+        let a1 = l.admit_user("ann").expect("first");
+        let a2 = l.admit_user("ann").expect("second");
+        let r = l.admit_user("ann").expect_err("third is over the limit");
+        assert_eq!(
+            (r.reason, r.retry_after_secs, r.reason.as_str()),
+            (Refusal::User, 7, "max_connections_per_user")
+        );
+        let _b = l.admit_user("bob").expect("another user has its own count");
+        assert_eq!(l.stats().refused[3].load(Ordering::Relaxed), 1);
+        // One bucket for both of ann's connections: the burst of 3 is shared.
+        let taken = (0..5)
+            .filter(|_| l.take_user_event("ann", UserEvents::Ws))
+            .count();
+        assert_eq!(taken, 3);
+        assert!(
+            l.take_user_event("bob", UserEvents::SocketIo),
+            "bob's bucket is his"
+        );
+        assert_eq!(l.stats().user_rate_limited[1].load(Ordering::Relaxed), 2);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(
+            l.take_user_event("ann", UserEvents::Pusher),
+            "refilled at 10/s"
+        );
+        assert!(!l.take_user_event("ann", UserEvents::Pusher));
+        assert!(
+            l.take_user_event("carol", UserEvents::Ws),
+            "a user with no connection here is not limited"
+        );
+        // Released with the permits: a slot frees, and the last one forgets the user.
+        a1.release();
+        let a3 = l.admit_user("ann").expect("a slot was released");
+        drop((a2, a3));
+        assert_eq!(l.tracked_users(), 1, "only bob is left");
     }
 
     #[test]
@@ -524,7 +753,7 @@ mod tests {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .collect();
-        assert_eq!(refused, [1, 1, 0]);
+        assert_eq!(refused, [1, 1, 0, 0]);
 
         let l = limits(0, 2.0, 4, 0);
         let t0 = Instant::now();

@@ -386,7 +386,7 @@ pub fn render(s: &AdminState) -> String {
     f.head(
         "switchboard_connections_refused_total",
         "counter",
-        "New connections refused with HTTP 503 by an admission limit.",
+        "New connections refused by an admission limit (HTTP 503; a Socket.IO connect_error for max_connections_per_user).",
     );
     for (i, reason) in crate::limits::Refusal::ALL.iter().enumerate() {
         f.sample(
@@ -411,6 +411,28 @@ pub fn render(s: &AdminState) -> String {
         &[],
         s.limits.tracked_addresses(),
     );
+    f.head(
+        "switchboard_limit_tracked_users",
+        "gauge",
+        "Users with at least one connection counted by the per-user limits.",
+    );
+    f.sample(
+        "switchboard_limit_tracked_users",
+        &[],
+        s.limits.tracked_users(),
+    );
+    f.head(
+        "switchboard_user_rate_limited_total",
+        "counter",
+        "Client events refused by the per-user rate limit (shared by a user's connections).",
+    );
+    for (i, via) in crate::limits::UserEvents::ALL.iter().enumerate() {
+        f.sample(
+            "switchboard_user_rate_limited_total",
+            &[("transport", via.as_str())],
+            load(&s.limits.stats().user_rate_limited[i]),
+        );
+    }
 
     f.head(
         "switchboard_delivery_seconds",
@@ -476,6 +498,20 @@ pub fn render(s: &AdminState) -> String {
         "Messages kept for replay across all rooms.",
     );
     f.sample("switchboard_history_messages", &[], hub.history_entries);
+
+    // The soak (bench/soak) watches this for tasks that never end.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        f.head(
+            "switchboard_runtime_tasks",
+            "gauge",
+            "Tasks alive on the server's tokio runtime (connections, timers, flushers, workers).",
+        );
+        f.sample(
+            "switchboard_runtime_tasks",
+            &[],
+            rt.metrics().num_alive_tasks(),
+        );
+    }
 
     if let Some(amqp) = &s.integrations.amqp {
         let c = &amqp.counters;

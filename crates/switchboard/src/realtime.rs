@@ -27,6 +27,8 @@ pub struct Realtime {
     pub holds: Arc<HoldService>,
     /// Checks holds against the events-service when that is the catalog source.
     pub catalog: CatalogSource,
+    /// Per-user connection counts and event buckets, shared by every transport.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for Realtime {
@@ -322,10 +324,14 @@ impl NamespaceHandler for Realtime {
                 .identify(token.as_deref(), query_user.as_deref())
                 .await
             {
-                Ok(id) => Ok(Identity {
-                    user: Some(id.user),
-                    grants: id.rooms,
-                }),
+                Ok(id) => match self.limits.admit_user(&id.user) {
+                    Ok(admission) => Ok(Identity {
+                        user: Some(id.user),
+                        grants: id.rooms,
+                        admission,
+                    }),
+                    Err(refused) => Err(crate::limits::connect_error(refused)),
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "socket.io connect refused");
                     Err(ConnectError::new(e.to_string()))

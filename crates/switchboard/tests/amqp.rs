@@ -70,6 +70,7 @@ fn config(queue: &str, url: &str, extra: &[(&str, &str)]) -> Config {
         ("coalesce_ms".into(), "0".into()),
         // Test clients lock hundreds of holds as fast as they can: no rate limit here.
         ("rate_limit_per_sec".into(), "0".into()),
+        ("rate_limit_per_user_per_sec".into(), "0".into()),
         ("amqp_url".into(), url.into()),
         ("amqp_queue".into(), queue.into()),
         ("amqp_reconnect_max_ms".into(), "500".into()),

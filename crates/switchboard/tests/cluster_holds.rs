@@ -92,6 +92,7 @@ impl Node {
             ))
             .args(set("node_id", id))
             .args(set("rate_limit_per_sec", "0"))
+            .args(set("rate_limit_per_user_per_sec", "0"))
             .args(set("coalesce_ms", "0"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use switchboard::config::{Config, Sources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 fn config(pairs: &[(&str, &str)]) -> Config {
     let mut overrides: Vec<(String, String)> = vec![
@@ -269,5 +270,192 @@ async fn polling_body_at_and_one_over_max_payload() {
         400,
         "that session is gone"
     );
+    s.stop().await;
+}
+
+/// A Socket.IO `/realtime` client as `query` says (e.g. `userId=ann`), sending `auth` in
+/// its CONNECT; returns the socket and the CONNECT answer.
+async fn realtime_as(addr: SocketAddr, query: &str, auth: &str) -> (Ws, String) {
+    let mut ws = ws(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&{query}"),
+    )
+    .await;
+    assert!(next_text(&mut ws).await.starts_with('0'));
+    ws.send(Message::Text(format!("40/realtime,{auth}").into()))
+        .await
+        .expect("send");
+    let answer = next_text(&mut ws).await;
+    (ws, answer)
+}
+
+async fn metrics_text(addr: SocketAddr) -> String {
+    let (status, body) =
+        http_with(addr, "GET", "/metrics", "Authorization: Bearer k\r\n", b"").await;
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("utf-8")
+}
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+/// `max_connections_per_user` counts one user's connections on every transport together:
+/// over it `/ws` and `/events` get 503 + `Retry-After` before any work and a Socket.IO
+/// CONNECT a `connect_error` naming the limit; other users are not affected; a closed
+/// connection frees its place; a Socket.IO session waiting for recovery keeps its place,
+/// and recovering it is not a new connection.
+#[tokio::test]
+async fn per_user_connection_limit_covers_every_transport() {
+    let s =
+        serve(switchboard::build(&config(&[("max_connections_per_user", "2")])).expect("build"))
+            .await;
+    let (mut sio, answer) = realtime_as(s.addr, "userId=ann", "{}").await;
+    assert!(answer.starts_with("40/realtime,{\"sid\""), "{answer}");
+    let pid = serde_json::from_str::<serde_json::Value>(&answer["40/realtime,".len()..])
+        .expect("connect answer")["pid"]
+        .as_str()
+        .expect("pid")
+        .to_owned();
+    let mut ws1 = ws(s.addr, "/ws?userId=ann").await;
+    assert!(next_text(&mut ws1).await.contains("\"connected\""));
+
+    for path in ["/ws?userId=ann", "/events?userId=ann"] {
+        let (status, head) = get_head(s.addr, path, UPGRADE).await;
+        assert_eq!(status, 503, "{path}: {head}");
+        assert_eq!(retry_after(&head), Some(5), "{path}: {head}");
+        assert!(head.contains("max_connections_per_user"), "{path}: {head}");
+    }
+    let (_, refused) = realtime_as(s.addr, "userId=ann", "{}").await;
+    assert_eq!(
+        refused,
+        "44/realtime,{\"message\":\"Too many connections for this user\",\"data\":{\"limit\":\"max_connections_per_user\",\"retryAfter\":5}}"
+    );
+    let (_bob, bob) = realtime_as(s.addr, "userId=bob", "{}").await;
+    assert!(
+        bob.starts_with("40/realtime,{\"sid\""),
+        "another user: {bob}"
+    );
+    let m = metrics_text(s.addr).await;
+    assert!(
+        m.contains("switchboard_connections_refused_total{limit=\"max_connections_per_user\"} 3"),
+        "{m}"
+    );
+    assert!(m.contains("switchboard_limit_tracked_users 2"), "{m}");
+
+    // A message to ann's user room gives the Socket.IO client an offset to recover from.
+    let (status, _) = http_with(
+        s.addr,
+        "POST",
+        "/api/publish",
+        "Authorization: Bearer k\r\nContent-Type: application/json\r\n",
+        br#"{"user":"ann","event":"note","data":1}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let offset = loop {
+        let frame = next_text(&mut sio).await;
+        if let Some(rest) = frame.strip_prefix("42/realtime,[\"note\",1,\"") {
+            break rest.trim_end_matches("\"]").to_owned();
+        }
+    };
+    // The transport drops: the session waits for recovery and keeps ann's place.
+    drop(sio);
+    eventually("the session is detached", || s.app.hub.stats().members == 2).await;
+    let (status, _) = get_head(s.addr, "/events?userId=ann", "").await;
+    assert_eq!(status, 503, "a session waiting for recovery still counts");
+    let (_sio, resumed) = realtime_as(
+        s.addr,
+        "userId=ann",
+        &format!("{{\"pid\":\"{pid}\",\"offset\":\"{offset}\"}}"),
+    )
+    .await;
+    assert!(
+        resumed.contains(&format!("\"pid\":\"{pid}\"")),
+        "recovered at the limit: {resumed}"
+    );
+    let (status, _) = get_head(s.addr, "/ws?userId=ann", UPGRADE).await;
+    assert_eq!(status, 503, "the recovered session holds the same place");
+
+    ws1.close(None).await.expect("close");
+    while ws1.next().await.is_some() {}
+    let mut freed = false;
+    for _ in 0..100 {
+        let url = format!("ws://{}/ws?userId=ann", s.addr);
+        if let Ok((mut w, _)) = tokio_tungstenite::connect_async(url).await {
+            freed = true;
+            let _ = w.close(None).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the closed /ws connection's place was released");
+    s.stop().await;
+}
+
+/// One event bucket per user, shared by its connections on every transport, on top of
+/// each connection's own: the fourth event of a burst of three is refused wherever it is
+/// sent, with a message that says so, and counted; another user has its own bucket.
+#[tokio::test]
+async fn per_user_event_rate_is_shared_by_the_users_connections() {
+    let s = serve(
+        switchboard::build(&config(&[
+            ("rate_limit_per_sec", "0"),
+            ("rate_limit_per_user_per_sec", "1"),
+            ("rate_limit_per_user_burst", "3"),
+        ]))
+        .expect("build"),
+    )
+    .await;
+    let mut a = ws(s.addr, "/ws?userId=ann").await;
+    assert!(next_text(&mut a).await.contains("\"connected\""));
+    let mut b = ws(s.addr, "/ws?userId=ann").await;
+    assert!(next_text(&mut b).await.contains("\"connected\""));
+    let (mut sio, answer) = realtime_as(s.addr, "userId=ann", "{}").await;
+    assert!(answer.starts_with("40/realtime,"), "{answer}");
+    assert!(next_text(&mut sio).await.contains("\"connected\""));
+
+    for (i, first) in [true, false, true].into_iter().enumerate() {
+        let conn = if first { &mut a } else { &mut b };
+        conn.send(Message::Text("{\"action\":\"ping\"}".into()))
+            .await
+            .expect("send");
+        let answer = next_text(conn).await;
+        assert!(answer.contains("\"pong\""), "event {i}: {answer}");
+    }
+    sio.send(Message::Text(
+        "42/realtime,7[\"join-event-room\",{\"eventId\":1}]".into(),
+    ))
+    .await
+    .expect("send");
+    let refused = next_text(&mut sio).await;
+    assert!(
+        refused.starts_with("43/realtime,7[{")
+            && refused.contains("\"success\":false")
+            && refused.contains("per user, across all of its connections"),
+        "{refused}"
+    );
+    b.send(Message::Text("{\"action\":\"ping\"}".into()))
+        .await
+        .expect("send");
+    let refused = next_text(&mut b).await;
+    assert!(
+        refused.contains("\"error\"") && refused.contains("per user"),
+        "{refused}"
+    );
+
+    let mut bob = ws(s.addr, "/ws?userId=bob").await;
+    assert!(next_text(&mut bob).await.contains("\"connected\""));
+    bob.send(Message::Text("{\"action\":\"ping\"}".into()))
+        .await
+        .expect("send");
+    assert!(
+        next_text(&mut bob).await.contains("\"pong\""),
+        "bob's own bucket"
+    );
+
+    let m = metrics_text(s.addr).await;
+    for (transport, n) in [("socketio", 1), ("ws", 1), ("pusher", 0)] {
+        let line = format!("switchboard_user_rate_limited_total{{transport=\"{transport}\"}} {n}");
+        assert!(m.contains(&line), "{line} in {m}");
+    }
     s.stop().await;
 }

@@ -187,8 +187,14 @@ async fn stats_and_admin_api() {
 async fn a_flood_of_lock_requests_is_served_in_order_and_grants_one_hold() {
     // Ordering and back-pressure under a flood, so the rate limit is off here (it has its
     // own test in tests/metrics.rs).
-    let s =
-        serve(switchboard::build(&config(&[("rate_limit_per_sec", "0")])).expect("build")).await;
+    let s = serve(
+        switchboard::build(&config(&[
+            ("rate_limit_per_sec", "0"),
+            ("rate_limit_per_user_per_sec", "0"),
+        ]))
+        .expect("build"),
+    )
+    .await;
     let (mut ws, _) = realtime(s.addr, "&userId=flood", "{}").await;
     next_text(&mut ws).await; // connected
     for i in 0..500 {

@@ -504,6 +504,7 @@ mod tests {
             config,
             hub::Hub::new(hub::HubConfig::default()),
             crate::Config::default().transports(),
+            crate::limits::Limits::new(crate::Config::default().limits()),
             tokio_util::sync::CancellationToken::new(),
             tokio_util::task::TaskTracker::new(),
         )

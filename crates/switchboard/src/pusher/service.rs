@@ -42,6 +42,9 @@ pub struct Pusher {
     pub(crate) apps: Vec<Arc<App>>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) limits: TransportConfig,
+    /// Per-user connection counts and event buckets (signed-in or presence users, keyed
+    /// per app: `pusher:<app id>:<user>`).
+    pub(crate) admission: Arc<crate::limits::Limits>,
     pub(crate) stop: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) presence: PresenceBook,
@@ -68,6 +71,7 @@ impl Pusher {
         config: PusherConfig,
         hub: Arc<Hub>,
         limits: TransportConfig,
+        admission: Arc<crate::limits::Limits>,
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Option<Arc<Pusher>> {
@@ -84,6 +88,7 @@ impl Pusher {
             apps,
             hub,
             limits,
+            admission,
             stop,
             tasks,
             presence: PresenceBook::default(),

@@ -24,6 +24,7 @@ use super::channel::{self, Kind, frame, quoted, room_of};
 use super::service::{App, Counters, Pusher};
 use super::sign;
 use super::webhook::Hook;
+use crate::limits::{UserEvents, user_rate_message};
 
 /// How long a connection of an app with `user_authentication` has to sign in.
 const SIGNIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -43,6 +44,8 @@ pub(crate) struct Conn {
     /// connection, so the hub counts presence the same way for every transport.
     user: OnceLock<Box<str>>,
     signed_in: AtomicBool,
+    /// The user's place in the per-user count and its bucket key, once it has a user.
+    admitted: OnceLock<(engineio::Permit, Box<str>)>,
     /// Subscribed channel names (Pusher names, not rooms).
     channels: parking_lot::Mutex<SmallVec<[Box<str>; 2]>>,
     out: Queue,
@@ -96,6 +99,29 @@ impl Conn {
 
     fn is_subscribed(&self, channel: &str) -> bool {
         self.channels.lock().iter().any(|c| &**c == channel)
+    }
+
+    /// Counts the connection against its user's limit once it has one; over the limit
+    /// the connection is closed with 4100 (pusher-js reconnects after a backoff).
+    fn admit_user(&self, limits: &Arc<crate::limits::Limits>) -> bool {
+        let Some(user) = self.user() else {
+            return true;
+        };
+        if self.admitted.get().is_some() {
+            return true;
+        }
+        let key: Box<str> = format!("pusher:{}:{user}", self.app.config.id).into();
+        match limits.admit_user(&key) {
+            Ok(permit) => {
+                let _ = self.admitted.set((permit, key));
+                true
+            }
+            Err(refused) => {
+                self.error(Some(4100), refused.reason.message());
+                self.kick(4100);
+                false
+            }
+        }
     }
 
     /// Sets the connection's user, or refuses a second, different one.
@@ -415,6 +441,7 @@ where
             member: OnceLock::new(),
             user: OnceLock::new(),
             signed_in: AtomicBool::new(false),
+            admitted: OnceLock::new(),
             channels: parking_lot::Mutex::new(SmallVec::new()),
             out,
             kick_code: AtomicU16::new(0),
@@ -459,6 +486,7 @@ where
                     break match conn.kick_code.load(Ordering::Relaxed) {
                         0 => Some((4100, "Slow client: send queue full")),
                         4009 => Some((4009, "Connection closed by the server")),
+                        4100 => Some((4100, "Too many connections for this user")),
                         _ => Some((4200, "Connection closed by the server")),
                     };
                 }
@@ -480,11 +508,15 @@ where
                     ping_at = Instant::now() + idle;
                     match msg {
                         Some(Ok(Message::Text(text))) => {
-                            if frames.take(p.limits.rate_limit) {
-                                handle(&p, &conn, member, &text, &mut events);
-                            } else {
+                            if !frames.take(p.limits.rate_limit) {
                                 p.counters.invalid.fetch_add(1, Ordering::Relaxed);
                                 conn.error(None, "Rate limit exceeded: message dropped");
+                            } else if let Some((_, key)) = conn.admitted.get()
+                                && !p.admission.take_user_event(key, UserEvents::Pusher)
+                            {
+                                conn.error(None, &user_rate_message(p.admission.user_rate()));
+                            } else {
+                                handle(&p, &conn, member, &text, &mut events);
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
@@ -696,6 +728,9 @@ fn subscribe(
     {
         return refuse("AuthError", 400, &m);
     }
+    if !conn.admit_user(&p.admission) {
+        return;
+    }
     let room = room_of(channel);
     if conn.is_subscribed(channel) {
         return succeeded(p, conn, channel, &room);
@@ -829,6 +864,7 @@ fn signin(p: &Pusher, conn: &Conn, auth: Option<&str>, user_data: Option<&str>) 
     };
     let claimed = id.and_then(|id| conn.claim_user(&id).map(|()| id));
     match claimed {
+        Ok(_) if !conn.admit_user(&p.admission) => {}
         Ok(_) => {
             conn.signed_in.store(true, Ordering::Relaxed);
             let data = serde_json::json!({ "user_data": user_data }).to_string();

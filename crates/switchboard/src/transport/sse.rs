@@ -165,6 +165,11 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
             ),
         );
     }
+    // One user's connections are counted before anything joins, like the other limits.
+    let user_permit = match t.realtime.limits.admit_user(&user) {
+        Ok(p) => p,
+        Err(refused) => return crate::limits::unavailable(refused),
+    };
 
     let (out, rx) = Outbound::new(t.config.queue);
     t.metrics.sse.opened.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +230,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
     );
     let state = StreamState {
         _open: OpenGuard::new(&t.sse_open),
+        _user: user_permit,
         t,
         member,
         client,
@@ -269,6 +275,7 @@ fn reset(t: &Transports, last_event_id: String, why: &str) -> Bytes {
 struct StreamState {
     t: Arc<Transports>,
     _open: OpenGuard,
+    _user: engineio::Permit,
     member: MemberId,
     client: Arc<SseClient>,
     rx: mpsc::Receiver<(u64, tokio::time::Instant, Bytes)>,

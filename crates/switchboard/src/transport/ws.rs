@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::access::Via;
 use super::{OpenGuard, Outbound, Transports, client_id};
 use crate::auth::AuthError;
+use crate::limits::{UserEvents, user_rate_message};
 use crate::metrics::Close;
 use crate::realtime::{Client, user_room};
 use crate::tickets::now_ms;
@@ -203,13 +204,21 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         .auth
         .identify(token.as_deref(), query_user.as_deref())
         .await;
+    // One user's connections are counted before the upgrade, like the other limits.
+    let user_permit = match &identity {
+        Ok(id) => match t.realtime.limits.admit_user(&id.user) {
+            Ok(p) => Some(p),
+            Err(refused) => return crate::limits::unavailable(refused),
+        },
+        Err(_) => None,
+    };
     // The connection's admission (see `limits`) lives as long as its task.
     let permit = req.extensions().get::<engineio::Permit>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let this = t.clone();
     t.tasks.spawn(async move {
-        let _permit = permit;
+        let _permit = (permit, user_permit);
         let io = match Box::pin(on_upgrade).await {
             Ok(io) => io,
             Err(e) => {
@@ -318,14 +327,16 @@ where
                     pong_due = None;
                     match msg {
                         Some(Ok(Message::Text(text))) => {
-                        if bucket.take(t.config.rate_limit) {
-                            handle_text(&t, &client, member, &text).await
-                        } else {
+                        if !bucket.take(t.config.rate_limit) {
                             t.metrics.ws.rate_limited.fetch_add(1, Ordering::Relaxed);
                             client.fail(None, &format!(
                                 "Rate limit exceeded: at most {} messages per second",
                                 t.config.rate_limit.per_sec
                             ));
+                        } else if !t.realtime.limits.take_user_event(&client.user, UserEvents::Ws) {
+                            client.fail(None, &user_rate_message(t.realtime.limits.user_rate()));
+                        } else {
+                            handle_text(&t, &client, member, &text).await
                         }
                     }
                         Some(Ok(Message::Binary(_))) => {
