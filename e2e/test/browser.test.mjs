@@ -231,9 +231,11 @@ describe("ticket page (/)", { skip }, () => {
     await pick(page, { category: 2, quantity: 3 });
     await page.click("#lock");
     await seeAvailable(page, 2, 197);
+    const [kept] = await waitHolds(page, 1);
 
-    // Graceful restart (SIGTERM): the server closes the connection (1001) and, as for any
-    // ended connection, releases its holds; the catalog change is in the store.
+    // Graceful restart (SIGTERM): the server closes the connection (1001) but takes no
+    // one's seats: the hold stays until its expiresAt, the catalog change is in the store,
+    // and the new session lists the hold under the same lock id.
     await server.stop("SIGTERM");
     await page.waitForSelector('#status[data-state="reconnecting"]', WAIT);
     const lost = await noticeOf(page, "conn-notice");
@@ -242,9 +244,12 @@ describe("ticket page (/)", { skip }, () => {
     server = await startServer({ args, port });
     await online(page);
     assert.notEqual(await page.textContent("#session-id"), session1, "a new session");
-    await waitNotice(page, "conn-notice", /1 hold\(s\) ended while the connection was down/);
-    await seeAvailable(page, 2, 200);
+    await waitNotice(page, "conn-notice", /^Reconnected\.$/);
+    await seeAvailable(page, 2, 197);
     await seeAvailable(page, 3, 80);
+    assert.deepEqual(await waitHolds(page, 1), [kept]);
+    await page.click('#holds li button');
+    await seeAvailable(page, 2, 200);
     assert.deepEqual(await waitHolds(page, 0), []);
 
     // Crash (SIGKILL): nothing runs at the end, so the hold stays in the store and comes

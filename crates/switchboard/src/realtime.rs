@@ -83,6 +83,12 @@ impl Client for Socket {
     }
 }
 
+/// Whether a session ended because the server is shutting down (SIGTERM/SIGINT): its
+/// holds are kept until their `expiresAt`, on every transport.
+pub fn is_shutdown(reason: DisconnectReason) -> bool {
+    reason == DisconnectReason::Transport(engineio::CloseReason::ServerShutdown)
+}
+
 /// The per-user room that receives order notifications on every transport.
 pub fn user_room(user: &str) -> String {
     format!("user:{user}")
@@ -372,9 +378,16 @@ impl NamespaceHandler for Realtime {
     fn on_disconnect<'a>(
         &'a self,
         socket: Arc<Socket>,
-        _reason: DisconnectReason,
+        reason: DisconnectReason,
     ) -> BoxFuture<'a, ()> {
-        Box::pin(async move { self.session_ended(socket.id()).await })
+        Box::pin(async move {
+            // A graceful restart takes no one's seats, as on `/ws` (with recovery on, a
+            // shutdown never gets here: the session waits for a window the process
+            // does not outlive).
+            if !is_shutdown(reason) {
+                self.session_ended(socket.id()).await;
+            }
+        })
     }
 }
 

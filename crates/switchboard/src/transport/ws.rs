@@ -393,7 +393,11 @@ where
             }
             close(&mut ws, code, reason).await;
         }
-        t.realtime.session_ended(&client.id).await;
+        // A graceful restart takes no one's seats: the holds stay until their expiresAt
+        // (README "Holds across a restart"); any other end releases them.
+        if !matches!(ending, Some((1001, _))) {
+            t.realtime.session_ended(&client.id).await;
+        }
     }
 }
 
