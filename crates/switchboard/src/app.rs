@@ -478,7 +478,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         "/socket.io/",
         engine.clone(),
         &limits,
-        (config.origins(), metrics),
+        (config.origins(), metrics.clone()),
     );
     let mut engines: Vec<Arc<dyn Sessions>> = vec![engine, transports];
     // Pusher clients on the same rooms; no app configured, nothing served.
@@ -490,7 +490,12 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         stop.child_token(),
         tasks.clone(),
     ) {
-        router = router.merge(pusher.routes(&limits));
+        let origins = crate::transport::OriginGuard {
+            allowed: config.origins(),
+            metrics,
+            via: crate::transport::access::Via::Pusher,
+        };
+        router = router.merge(pusher.routes(&limits, origins));
         engines.push(pusher);
     }
     Ok(App {

@@ -447,3 +447,69 @@ async fn a_client_that_does_not_answer_the_servers_ping_is_closed_with_4201() {
     assert!(got.is_err(), "no close after a pong: {got:?}");
     s.stop().await;
 }
+
+/// `/app/{key}` checks the browser origin like `/ws` (cross-site WebSocket hijacking):
+/// a refused origin gets 403 before the upgrade, counted as `transport="pusher"`, and
+/// costs no admission; an allowed origin, the page's own and clients that send no
+/// `Origin` connect.
+#[tokio::test]
+async fn pusher_websockets_from_other_origins_are_refused_before_the_upgrade() {
+    let mut c = config(false);
+    c.allowed_origins = vec!["https://shop.example".into()];
+    c.max_connections = 1;
+    let s = serve(switchboard::build(&c).expect("build")).await;
+    let path = format!("/app/{KEY}?protocol=7&client=test&version=1");
+    let upgrade = |origin: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            s.addr
+        )
+    };
+    let status = |request: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut t = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect");
+        t.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), t.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, text, t)
+    };
+    for evil in ["https://evil.example", "null", "http://shop.example"] {
+        let (code, text, _) = status(upgrade(evil)).await;
+        assert_eq!(code, 403, "{evil}: {text}");
+        assert!(text.contains("allowed_origins"), "{text}");
+    }
+    assert_eq!(
+        s.app.limits.open(),
+        0,
+        "a refused origin costs no admission"
+    );
+    let (code, text, held) = status(upgrade("https://shop.example")).await;
+    assert_eq!(code, 101, "an allowed origin: {text}");
+    drop(held);
+    eventually("the first connection's place is free", || {
+        s.app.limits.open() == 0
+    })
+    .await;
+    let (code, _, held) = status(upgrade(&format!("http://{}", s.addr))).await;
+    assert_eq!(code, 101, "the page's own origin");
+    drop(held);
+    eventually("released", || s.app.limits.open() == 0).await;
+    let (_ws, _) = connect(s.addr).await;
+    let (_, metrics) = get_text(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains("switchboard_origin_refused_total{transport=\"pusher\"} 3"),
+        "{metrics}"
+    );
+    s.stop().await;
+}

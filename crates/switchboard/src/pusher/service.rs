@@ -100,15 +100,25 @@ impl Pusher {
         }))
     }
 
-    /// The routes: the WebSocket at `/app/{key}` (admitted by `limits` like `/ws`) and
-    /// the HTTP API under `/apps/{id}`.
-    pub fn routes(self: &Arc<Self>, limits: &Arc<crate::limits::Limits>) -> Router {
+    /// The routes: the WebSocket at `/app/{key}` (browser origins checked against
+    /// `allowed_origins` first, then admitted by `limits`, like `/ws`) and the HTTP API
+    /// under `/apps/{id}`.
+    pub fn routes(
+        self: &Arc<Self>,
+        limits: &Arc<crate::limits::Limits>,
+        origins: crate::transport::OriginGuard,
+    ) -> Router {
         let socket = Router::new()
             .route("/app/{key}", get(super::socket::upgrade))
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(
                 limits.clone(),
                 crate::limits::admit_every,
+            ))
+            // The outer layer runs first: a refused origin costs no admission.
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(origins),
+                crate::transport::check_origin,
             ));
         Router::new()
             .route("/apps/{app_id}/events", post(super::api::events))

@@ -19,11 +19,13 @@ pub enum Via {
     Ws,
     /// Server-Sent Events (`/events`).
     Sse,
+    /// The Pusher protocol (`/app/{key}`).
+    Pusher,
 }
 
 impl Via {
     /// Every transport, in label order.
-    pub const ALL: [Via; 3] = [Via::SocketIo, Via::Ws, Via::Sse];
+    pub const ALL: [Via; 4] = [Via::SocketIo, Via::Ws, Via::Sse, Via::Pusher];
 
     /// The `transport` label.
     pub fn as_str(self) -> &'static str {
@@ -31,13 +33,14 @@ impl Via {
             Via::SocketIo => "socketio",
             Via::Ws => "ws",
             Via::Sse => "sse",
+            Via::Pusher => "pusher",
         }
     }
 }
 
 /// Refusals of one kind, per transport.
 #[derive(Debug, Default)]
-pub struct Refusals([AtomicU64; 3]);
+pub struct Refusals([AtomicU64; 4]);
 
 impl Refusals {
     /// Counts one refusal.

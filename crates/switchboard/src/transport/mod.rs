@@ -200,6 +200,27 @@ pub fn refuse_origin(
         .into_response()
 }
 
+/// Who may open a transport's connections from a browser, and where refusals count.
+pub struct OriginGuard {
+    pub allowed: engineio::AllowedOrigins,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub via: access::Via,
+}
+
+/// Middleware for a route whose every request opens a connection (Pusher's
+/// `/app/{key}`): a browser origin `allowed_origins` does not allow is answered 403 and
+/// counted before the admission limits, the upgrade or the handler see the request.
+pub async fn check_origin(
+    axum::extract::State(guard): axum::extract::State<Arc<OriginGuard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !guard.allowed.allows(req.headers()) {
+        return refuse_origin(&guard.metrics, guard.via, req.headers());
+    }
+    next.run(req).await
+}
+
 /// Counts one open connection of a transport while alive.
 struct OpenGuard(Arc<AtomicUsize>);
 
