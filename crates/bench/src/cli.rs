@@ -6,6 +6,7 @@ use crate::compare::CompareArgs;
 use crate::fanout::FanoutArgs;
 use crate::idle::IdleArgs;
 use crate::publish::PublishArgs;
+use crate::soak::SoakArgs;
 use crate::storm::StormArgs;
 
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ pub enum Command {
     Storm(StormArgs),
     /// HTTP publishes to a room of Socket.IO, WebSocket and SSE clients (Switchboard).
     Publish(PublishArgs),
+    /// Thousands of clients churn for a long time; RSS, fds, tasks and rooms sampled.
+    Soak(SoakArgs),
     /// Reads the JSON reports of a comparison run and prints medians and ratios.
     Compare(CompareArgs),
 }

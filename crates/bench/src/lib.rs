@@ -8,7 +8,8 @@
 //! - [`realtime`]: the `/realtime` ticketing contract as a client speaks it; [`crowd`]
 //!   opens many such clients at once.
 //! - One module per scenario, each with its `config`, `run` and `report`: [`idle`],
-//!   [`fanout`] (closed loop and paced), [`storm`], [`publish`].
+//!   [`fanout`] (closed loop and paced), [`storm`], [`publish`], [`soak`] (long churn,
+//!   resource samples, a growth verdict).
 //! - [`compare`]: medians and ratios over the JSON reports of a comparison run.
 //! - [`sys`]: what is read from `/proc` (RSS, CPU time, load, open-files limit).
 //! - [`report`]: markdown tables, the metadata every report carries, `--json` output.
@@ -26,5 +27,6 @@ pub mod publish;
 pub mod realtime;
 pub mod report;
 pub mod sio;
+pub mod soak;
 pub mod storm;
 pub mod sys;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bench::fanout::{self, FanoutConfig, Mode};
 use bench::idle::{self, IdleConfig};
 use bench::publish::{self, PublishConfig};
+use bench::soak::{self, SoakConfig};
 use bench::storm::{self, StormConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -259,6 +260,55 @@ async fn publish_smoke_against_switchboard() {
         assert_eq!(t.delivered, report.published * 5);
     }
     assert!(report.ok(), "{report:?}");
+    round_trips(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = SoakConfig {
+        server_pid: Some(server.child.id()),
+        api_key: "smoke-key".into(),
+        ..SoakConfig::smoke(&format!("http://{}", server.addr))
+    };
+    let report = soak::run(&config, CancellationToken::new())
+        .await
+        .expect("soak run");
+    println!("{}", report.markdown());
+    let a = &report.activity;
+    assert!(a.failures.is_empty(), "{:?}", a.failures);
+    assert!(
+        a.connects > config.clients as u64,
+        "clients reconnected: {a:?}"
+    );
+    assert!(
+        a.recovered > 0,
+        "some reconnects recovered their session: {a:?}"
+    );
+    assert!(a.final_disconnects > 0 && a.drops > 0, "{a:?}");
+    assert!(a.locks_ok > 0 && a.unlocks_ok > 0, "{a:?}");
+    assert!(a.publishes > 0 && a.publish_failures == 0, "{a:?}");
+    assert!(
+        a.sse_connects > config.sse as u64 && a.sse_messages > 0,
+        "{a:?}"
+    );
+    assert!(report.samples.len() >= 5, "a sample every 2 s");
+    let last = report.samples.last().expect("samples");
+    for (name, v) in [
+        ("rss", last.rss_bytes),
+        ("fds", last.fds),
+        ("tasks", last.tasks),
+        ("rooms", last.rooms),
+    ] {
+        assert!(v.is_some_and(|v| v > 0), "{name} was sampled: {last:?}");
+    }
+    assert!(
+        report.trends.is_empty(),
+        "a smoke run is too short to judge"
+    );
+    assert!(report.ok(), "{report:?}");
+    assert!(report.csv().lines().count() == report.samples.len() + 1);
     round_trips(&report);
 }
 

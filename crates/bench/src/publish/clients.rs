@@ -150,29 +150,7 @@ pub(super) async fn ws(target: &Target, user: &str, room: &str) -> Result<Member
 
 /// A Server-Sent Events member subscribed to `room`.
 pub(super) async fn sse(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
-    let mut tcp = TcpStream::connect(target.addr).await?;
-    tcp.set_nodelay(true)?;
-    let request = format!(
-        "GET /events?channels={room}&userId={user} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-        target.addr
-    );
-    tcp.write_all(request.as_bytes()).await?;
-    let mut s = Sse {
-        tcp,
-        raw: Vec::with_capacity(1024),
-        body: Vec::with_capacity(1024),
-        chunked: false,
-    };
-    let head = s.read_head().await?;
-    let status_ok = head.starts_with("HTTP/1.1 200");
-    if !status_ok {
-        return Err(MemberError::Http(
-            head.lines().next().unwrap_or("").to_owned(),
-        ));
-    }
-    s.chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
+    let mut s = Sse::open(target, &format!("channels={room}&userId={user}"), None).await?;
     loop {
         let (event, _) = s.next_event().await?;
         if event == "connected" {
@@ -182,16 +160,53 @@ pub(super) async fn sse(target: &Target, user: &str, room: &str) -> Result<Membe
 }
 
 /// An SSE stream: HTTP/1.1 response body (chunked or not), split into events.
-pub(super) struct Sse {
+pub(crate) struct Sse {
     tcp: TcpStream,
     /// Bytes read and not yet de-chunked.
     raw: Vec<u8>,
     /// Body bytes not yet split into events.
     body: Vec<u8>,
     chunked: bool,
+    /// The `id:` of the last event that had one (what a resume sends as `Last-Event-ID`).
+    pub(crate) last_id: Option<u64>,
 }
 
 impl Sse {
+    /// `GET /events?{query}`, with `Last-Event-ID` when resuming; fails unless the answer
+    /// is 200.
+    pub(crate) async fn open(
+        target: &Target,
+        query: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<Self, MemberError> {
+        let mut tcp = TcpStream::connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let resume =
+            last_event_id.map_or_else(String::new, |id| format!("Last-Event-ID: {id}\r\n"));
+        let request = format!(
+            "GET /events?{query} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+            target.addr
+        );
+        tcp.write_all(request.as_bytes()).await?;
+        let mut s = Sse {
+            tcp,
+            raw: Vec::with_capacity(1024),
+            body: Vec::with_capacity(1024),
+            chunked: false,
+            last_id: last_event_id,
+        };
+        let head = s.read_head().await?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(MemberError::Http(
+                head.lines().next().unwrap_or("").to_owned(),
+            ));
+        }
+        s.chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Ok(s)
+    }
+
     async fn fill(&mut self) -> Result<(), MemberError> {
         let mut buf = [0u8; 4096];
         let n = self.tcp.read(&mut buf).await?;
@@ -243,7 +258,7 @@ impl Sse {
     }
 
     /// The next event's name (`message` when unnamed) and data; comments are skipped.
-    pub(super) async fn next_event(&mut self) -> Result<(String, String), MemberError> {
+    pub(crate) async fn next_event(&mut self) -> Result<(String, String), MemberError> {
         loop {
             self.dechunk()?;
             while let Some(end) = find(&self.body, b"\n\n") {
@@ -256,6 +271,10 @@ impl Sse {
                         event = Some(v.trim_start().to_owned());
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.trim_start());
+                    } else if let Some(v) = line.strip_prefix("id:")
+                        && let Ok(id) = v.trim().parse()
+                    {
+                        self.last_id = Some(id);
                     }
                 }
                 if event.is_some() || !data.is_empty() {
@@ -272,7 +291,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `POST /api/publish` over one keep-alive connection.
-pub(super) struct Publisher {
+pub(crate) struct Publisher {
     tcp: TcpStream,
     host: String,
     auth: String,
@@ -280,7 +299,7 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) async fn connect(target: &Target, api_key: &str) -> Result<Self, MemberError> {
+    pub(crate) async fn connect(target: &Target, api_key: &str) -> Result<Self, MemberError> {
         let tcp = TcpStream::connect(target.addr).await?;
         tcp.set_nodelay(true)?;
         Ok(Self {
@@ -295,6 +314,11 @@ impl Publisher {
     pub(super) async fn publish(&mut self, room: &str, seq: u64) -> Result<(), MemberError> {
         let body =
             format!("{{\"room\":\"{room}\",\"event\":\"{EVENT}\",\"data\":{{\"seq\":{seq}}}}}");
+        self.post(&body).await
+    }
+
+    /// Posts one publish request body (JSON) and waits for a 200.
+    pub(crate) async fn post(&mut self, body: &str) -> Result<(), MemberError> {
         let request = format!(
             "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,

@@ -8,7 +8,7 @@
 //! `clients` holds the three kinds of members (`sio`, `ws`, `sse`, each the smallest
 //! client that speaks it); `run` drives them; `report` renders.
 
-mod clients;
+pub(crate) mod clients;
 mod config;
 mod report;
 mod run;

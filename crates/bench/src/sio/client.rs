@@ -104,6 +104,8 @@ pub struct Client<S = TcpStream> {
     pub skipped_events: u64,
     /// Heartbeats answered so far.
     pub pongs: u64,
+    /// The data of the server's CONNECT answer (`{"sid":..,"pid":..}` with recovery).
+    pub connect_data: String,
 }
 
 impl Client<TcpStream> {
@@ -152,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             next_ack: 1,
             skipped_events: 0,
             pongs: 0,
+            connect_data: String::new(),
         };
         let open = client.next_text().await?;
         if !matches!(packet::parse_frame(&open), Ok(Frame::Open(_))) {
@@ -162,7 +165,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         loop {
             let p = client.recv_packet().await?;
             match p.kind {
-                PacketKind::Connect => return Ok(client),
+                PacketKind::Connect => {
+                    client.connect_data = p.data().to_owned();
+                    return Ok(client);
+                }
                 PacketKind::ConnectError => return Err(SioError::ConnectRefused(p.data().into())),
                 _ => {}
             }
@@ -236,6 +242,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 text,
             });
         }
+    }
+
+    /// Leaves the namespace on purpose (a Socket.IO DISCONNECT, as `socket.disconnect()`
+    /// sends): the server ends the session for good, with no recovery.
+    pub async fn disconnect(mut self) {
+        let text = format!("41{}", self.nsp.prefix);
+        let _ = self.send(text).await;
+        let _ = self.ws.close(None).await;
     }
 
     /// Sends a WebSocket close and flushes it; the caller bounds how long that may take.
