@@ -1,7 +1,7 @@
 //! The fuzz targets (`fuzz/src/lib.rs`) on stable: every input in `fuzz/corpus/<target>/`
 //! and `fuzz/regressions/<target>/` (each crash a fuzzer found stays there), plus a few
 //! thousand pseudo-random inputs per pure target. Any panic, on any thread, aborts this
-//! test binary. `scripts/fuzz` runs the targets coverage-guided (cargo-fuzz, nightly).
+//! test binary. `scripts/fuzz` runs the targets coverage-guided (cargo-fuzz on stable, `-s none`).
 
 #[path = "../../../fuzz/src/lib.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs)]
