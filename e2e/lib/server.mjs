@@ -152,7 +152,8 @@ export async function startServer(opts = {}) {
     await new Promise((r) => setTimeout(r, READY_POLL_MS));
   }
 
-  return { url, port, name, stop, logs: () => ({ stdout, stderr }) };
+  // `signal` sends a signal without waiting (SIGSTOP / SIGCONT a node in cluster tests).
+  return { url, port, name, stop, signal: (s) => child.kill(s), logs: () => ({ stdout, stderr }) };
 }
 
 /**

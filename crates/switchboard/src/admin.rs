@@ -225,11 +225,18 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
         "hub": hub,
         "amqp": s.integrations.amqp.as_ref().map(|i| i.stats()),
         "eventsService": s.integrations.catalog.stats(),
-        "cluster": s.cluster.as_ref().map(|c| json!({
-            "node": c.node_id(),
-            "redis": c.link().report(),
-            "nodes": c.nodes(),
-        })),
+        "cluster": s.cluster.as_ref().map(|c| {
+            let nodes = c.nodes();
+            json!({
+                "node": c.node_id(),
+                "redis": c.link().report(),
+                // Every transport's connections on every live node, as of its last heartbeat.
+                "connections": nodes.iter().map(|n| n.connections).sum::<u64>(),
+                "nodes": nodes,
+                // Whether this node's share of presence is in the fleet's book.
+                "presenceSynced": s.transports.presence_book().map(|b| b.is_synced()),
+            })
+        }),
     }))
 }
 

@@ -11,12 +11,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hub::{Hub, Payload, Publish, RoomInfo};
+use hub::{Hub, Payload, Publish};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::admin::{ApiError, check_api_key};
+use crate::cluster::RoomShare;
 use crate::realtime::user_room;
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct ApiState {
     pub hub: Arc<Hub>,
     pub api_keys: crate::admin::ApiKeys,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// On a cluster node: room counts come from every node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub fn routes(state: ApiState) -> Router {
@@ -82,6 +85,16 @@ pub struct RoomSummary {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoomList {
     rooms: Vec<RoomSummary>,
+    /// A cluster node lists the fleet's rooms: true when a live node did not answer in
+    /// time (its members are then missing from the counts). Always false on one node.
+    partial: bool,
+    /// The live nodes that did not answer (cluster mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+    /// The fleet, as heartbeats report it: `{id, connections, lastSeen, members?}` (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    nodes: Option<Vec<serde_json::Value>>,
 }
 
 /// A room's members per transport and the users present (each user once).
@@ -96,6 +109,14 @@ pub struct RoomDetail {
     /// Messages kept for replay.
     history: usize,
     last_offset: u64,
+    /// Cluster mode: a live node did not answer in time (see [`RoomList`]).
+    partial: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing: Vec<String>,
+    /// Cluster mode: the fleet, each node with its `members` in this room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    nodes: Option<Vec<serde_json::Value>>,
 }
 
 /// Event names a client library reserves or this server uses for its own signals.
@@ -275,14 +296,55 @@ async fn publish_batch(
 )]
 async fn rooms(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<RoomList>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
-    let rooms = s
-        .hub
-        .rooms()
+    let Some(cluster) = &s.cluster else {
+        let rooms = s
+            .hub
+            .rooms()
+            .into_iter()
+            .filter(|(r, _)| !r.starts_with("sid:") && !r.starts_with("nsp:"))
+            .map(|(room, members)| RoomSummary { room, members })
+            .collect();
+        return Ok(Json(RoomList {
+            rooms,
+            partial: false,
+            missing: Vec::new(),
+            nodes: None,
+        }));
+    };
+    let tally = cluster.census().rooms().await;
+    let mut sum: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (_, rooms) in &tally.answers {
+        for (room, n) in rooms {
+            *sum.entry(room.clone()).or_default() += n;
+        }
+    }
+    Ok(Json(RoomList {
+        rooms: sum
+            .into_iter()
+            .map(|(room, members)| RoomSummary { room, members })
+            .collect(),
+        partial: !tally.missing.is_empty(),
+        missing: tally.missing,
+        nodes: Some(fleet(cluster, |_| None)),
+    }))
+}
+
+/// The fleet as heartbeats list it, each node with `extra(id)` merged in.
+fn fleet(
+    cluster: &crate::cluster::Cluster,
+    extra: impl Fn(&str) -> Option<(&'static str, serde_json::Value)>,
+) -> Vec<serde_json::Value> {
+    cluster
+        .nodes()
         .into_iter()
-        .filter(|(r, _)| !r.starts_with("sid:") && !r.starts_with("nsp:"))
-        .map(|(room, members)| RoomSummary { room, members })
-        .collect();
-    Ok(Json(RoomList { rooms }))
+        .map(|n| {
+            let mut v = serde_json::to_value(&n).unwrap_or_default();
+            if let (Some((k, x)), Some(obj)) = (extra(&n.id), v.as_object_mut()) {
+                obj.insert(k.to_owned(), x);
+            }
+            v
+        })
+        .collect()
 }
 
 /// One room: members per transport and users present.
@@ -303,31 +365,75 @@ async fn room(
     Path(room): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
-    let Some(RoomInfo {
-        room,
-        members,
-        by_transport,
-        users,
-        history,
-        last_offset,
-    }) = s.hub.room_info(&room)
-    else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no room {room:?}"),
-        ));
+    let Some(cluster) = &s.cluster else {
+        let Some(info) = s.hub.room_info(&room) else {
+            return Err(no_room(&room));
+        };
+        return Ok(Json(RoomDetail::from_share(
+            info.room.clone(),
+            RoomShare::from(info),
+        )));
     };
-    Ok(Json(RoomDetail {
-        room,
-        members,
-        transports: by_transport
-            .into_iter()
-            .map(|(t, n)| (t, serde_json::Value::from(n)))
-            .collect(),
-        users,
-        history,
-        last_offset,
-    }))
+    let tally = cluster.census().room(&room).await;
+    let mut total: Option<RoomShare> = None;
+    let mut per_node: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (node, share) in tally.answers {
+        let Some(share) = share else { continue };
+        per_node.insert(node, share.members);
+        total = Some(match total {
+            None => share,
+            Some(mut t) => {
+                t.members += share.members;
+                for (tr, n) in share.by_transport {
+                    match t.by_transport.iter_mut().find(|(x, _)| *x == tr) {
+                        Some((_, m)) => *m += n,
+                        None => t.by_transport.push((tr, n)),
+                    }
+                }
+                t.users.extend(share.users);
+                t.history = t.history.max(share.history);
+                t.last_offset = t.last_offset.max(share.last_offset);
+                t
+            }
+        });
+    }
+    let Some(mut total) = total else {
+        return Err(no_room(&room));
+    };
+    total.users.sort();
+    total.users.dedup();
+    total.by_transport.sort();
+    let mut detail = RoomDetail::from_share(room, total);
+    detail.partial = !tally.missing.is_empty();
+    detail.missing = tally.missing;
+    detail.nodes = Some(fleet(cluster, |id| {
+        Some(("members", per_node.get(id).copied().unwrap_or(0).into()))
+    }));
+    Ok(Json(detail))
+}
+
+fn no_room(room: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no room {room:?}"))
+}
+
+impl RoomDetail {
+    fn from_share(room: String, share: RoomShare) -> RoomDetail {
+        RoomDetail {
+            room,
+            members: share.members,
+            transports: share
+                .by_transport
+                .into_iter()
+                .map(|(t, n)| (t, serde_json::Value::from(n)))
+                .collect(),
+            users: share.users,
+            history: share.history,
+            last_offset: share.last_offset,
+            partial: false,
+            missing: Vec::new(),
+            nodes: None,
+        }
+    }
 }
 
 struct BearerKey;

@@ -432,6 +432,23 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                     server_side,
                 },
             )?;
+            let announce_hub = hub.clone();
+            let local_hub = hub.clone();
+            let presence_limit = config.transports().presence_limit;
+            transports.set_presence_book(cluster.presence_book(
+                Arc::new(move |room, event, user, except| {
+                    crate::transport::announce(&announce_hub, room, event, user, except);
+                }),
+                Arc::new(move || {
+                    let mut pairs = local_hub
+                        .present_users(presence_limit, crate::transport::ANNOUNCED_TRANSPORTS);
+                    // A user's own room is not announced (SSE joins it implicitly).
+                    pairs.retain(|(room, user)| room.strip_prefix("user:") != Some(user.as_str()));
+                    pairs
+                }),
+                &tasks,
+                &stop,
+            ));
             if let Some(window) = config.recovery_window() {
                 // Sessions outlive their server by the window (plus the time it takes to
                 // notice the server died), so a client can resume on another node.
@@ -442,6 +459,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         }
         None => None,
     };
+    let admin_cluster = cluster.clone();
     let admin = crate::admin::AdminState {
         cluster,
         engine: engine.clone(),
@@ -461,6 +479,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
             hub: hub.clone(),
             api_keys,
             metrics: metrics.clone(),
+            cluster: admin_cluster,
         }))
         .merge(
             Router::new()

@@ -8,12 +8,16 @@
 //! - [`requests`](self::requests): the Node adapter's request/response protocol,
 //!   answered for our Socket.IO namespaces (fetchSockets, socketsJoin, serverSideEmit…).
 //! - [`link`](self::link): the Redis connections' state and the bus counters.
+//! - [`presence`](self::presence): `member_joined` / `member_left` once per user, fleet-wide.
+//! - [`census`](self::census): room counts from every node (`/api/rooms`).
 //!
 //! Without `redis_url` none of this runs and the hub stays a single node.
 
+mod census;
 mod codec;
 mod link;
 mod nodes;
+mod presence;
 mod relay;
 mod requests;
 mod sessions;
@@ -25,8 +29,10 @@ use hub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use census::{Census, RoomShare, Tally};
 pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
+pub use presence::{Announce, LocalPresence, PresenceBook};
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
 
@@ -73,6 +79,7 @@ pub struct Cluster {
     metrics: Arc<BusMetrics>,
     nodes: Arc<nodes::Nodes>,
     connection: redis::aio::ConnectionManager,
+    census: Arc<Census>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -140,9 +147,25 @@ impl Cluster {
             config.max_message,
             sio.server_side,
         ));
-        let channels = requests.channels();
-        let on_request: relay::RequestHandler =
-            Arc::new(move |channel, bytes| requests.on_message(channel, bytes));
+        let census = Arc::new(Census::new(
+            &config.prefix,
+            &config.node_id,
+            hub.clone(),
+            nodes.clone(),
+            connection.clone(),
+            metrics.clone(),
+            config.max_message,
+        ));
+        let mut channels = requests.channels();
+        channels.extend(census.channels());
+        let asked = census.clone();
+        let on_request: relay::RequestHandler = Arc::new(move |channel, bytes| {
+            if asked.owns(channel) {
+                asked.on_message(channel, bytes);
+            } else {
+                requests.on_message(channel, bytes);
+            }
+        });
         tasks.spawn(relay::subscriber(
             relay,
             client,
@@ -168,7 +191,37 @@ impl Cluster {
             metrics,
             nodes,
             connection,
+            census,
         }))
+    }
+
+    /// Room counts from every node.
+    pub fn census(&self) -> &Census {
+        &self.census
+    }
+
+    /// Starts this node's writer of the fleet's presence book: `announce` tells a room
+    /// (through the relay, so every node's members hear it once); `local` lists this
+    /// node's present `(room, user)` pairs, for reconciling after an outage.
+    pub fn presence_book(
+        &self,
+        announce: Announce,
+        local: LocalPresence,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> Arc<PresenceBook> {
+        PresenceBook::start(
+            &self.config.prefix,
+            &self.config.node_id,
+            self.config.node_timeout,
+            self.connection.clone(),
+            announce,
+            local,
+            self.nodes.deaths(),
+            self.nodes.rejoined(),
+            tasks,
+            stop,
+        )
     }
 
     /// This node's id.

@@ -1,7 +1,10 @@
 //! Node liveness: each node writes a heartbeat (`{connections, lastSeen}`) into one Redis
-//! hash every third of `node_timeout_secs` and reads everyone's. A node whose heartbeat
-//! is older than the timeout is dead: it is left out of the counts, removed from the hash
-//! and announced to whoever listens (presence, holds).
+//! hash every quarter of `node_timeout_secs` and reads everyone's. A node whose heartbeat
+//! is older than two thirds of the timeout is dead: it is left out of the counts, removed
+//! from the hash and announced to whoever listens (presence). A node that dies is so
+//! found within the timeout (at most 2/3 of it old, plus one beat of the finder), and a
+//! live node has a margin of more than a beat. A node that stops gracefully writes a
+//! heartbeat of 0, so the next beat of any other node retires it at once.
 //!
 //! Owns the view of the fleet. Never: decisions about a dead node's members (listeners
 //! make those).
@@ -37,6 +40,11 @@ pub(crate) struct Nodes {
     timeout: Duration,
     alive: Mutex<Vec<NodeInfo>>,
     deaths: broadcast::Sender<String>,
+    /// Fires when this node's beat found its own entry gone (retired while alive, or a
+    /// Redis that lost its data): what it wrote into the fleet's books may be gone too.
+    rejoined: Arc<tokio::sync::Notify>,
+    /// Whether a beat has been written (the first one always adds the entry).
+    beaten: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -53,6 +61,8 @@ impl Nodes {
             timeout,
             alive: Mutex::new(Vec::new()),
             deaths: broadcast::channel(64).0,
+            rejoined: Arc::default(),
+            beaten: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -66,6 +76,16 @@ impl Nodes {
         self.deaths.subscribe()
     }
 
+    /// Notified when this node finds it had been retired (see the field).
+    pub(crate) fn rejoined(&self) -> Arc<tokio::sync::Notify> {
+        self.rejoined.clone()
+    }
+
+    /// Heartbeats older than this are dead: two thirds of the timeout.
+    fn cutoff(&self) -> u64 {
+        now_ms().saturating_sub(self.timeout.as_millis() as u64 * 2 / 3)
+    }
+
     /// One heartbeat: write ours, read everyone's, retire the dead.
     async fn beat(&self, con: &mut ConnectionManager, connections: u64) -> redis::RedisResult<()> {
         let me = NodeInfo {
@@ -74,9 +94,13 @@ impl Nodes {
             last_seen: now_ms(),
         };
         let json = serde_json::to_string(&me).unwrap_or_default();
-        let _: () = con.hset(&self.key, &self.me, json).await?;
+        let added: i64 = con.hset(&self.key, &self.me, json).await?;
+        let first = !self.beaten.swap(true, std::sync::atomic::Ordering::Relaxed);
+        if added == 1 && !first {
+            self.rejoined.notify_one();
+        }
         let all: Vec<(String, String)> = con.hgetall(&self.key).await?;
-        let cutoff = now_ms().saturating_sub(self.timeout.as_millis() as u64);
+        let cutoff = self.cutoff();
         let mut alive = Vec::new();
         for (id, raw) in all {
             let info = serde_json::from_str::<NodeInfo>(&raw).ok();
@@ -97,13 +121,20 @@ impl Nodes {
         Ok(())
     }
 
-    /// Leaves the fleet at a graceful shutdown (others need not wait for the timeout).
+    /// Leaves the fleet at a graceful shutdown: a heartbeat of 0, which the next beat of
+    /// any other node retires (and announces, so presence drops this node's users).
     async fn leave(&self, con: &mut ConnectionManager) {
-        let _: redis::RedisResult<i64> = con.hdel(&self.key, &self.me).await;
+        let gone = NodeInfo {
+            id: self.me.clone(),
+            connections: 0,
+            last_seen: 0,
+        };
+        let json = serde_json::to_string(&gone).unwrap_or_default();
+        let _: redis::RedisResult<i64> = con.hset(&self.key, &self.me, json).await;
     }
 }
 
-/// Beats every third of the timeout until `stop`, then leaves.
+/// Beats every quarter of the timeout until `stop`, then leaves.
 pub(crate) async fn heartbeat(
     nodes: Arc<Nodes>,
     mut con: ConnectionManager,
@@ -111,7 +142,7 @@ pub(crate) async fn heartbeat(
     connections: Arc<dyn Fn() -> usize + Send + Sync>,
     stop: CancellationToken,
 ) {
-    let period = (nodes.timeout / 3).max(Duration::from_millis(500));
+    let period = (nodes.timeout / 4).max(Duration::from_millis(250));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

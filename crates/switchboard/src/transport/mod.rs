@@ -47,6 +47,8 @@ pub struct Transports {
     pub origins: engineio::AllowedOrigins,
     ws_open: Arc<AtomicUsize>,
     sse_open: Arc<AtomicUsize>,
+    /// On a cluster node: the fleet's presence book, which decides what is announced.
+    presence_book: std::sync::OnceLock<Arc<crate::cluster::PresenceBook>>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -78,6 +80,7 @@ impl Transports {
             tasks,
             ws_open: Arc::default(),
             sse_open: Arc::default(),
+            presence_book: std::sync::OnceLock::new(),
         })
     }
 
@@ -101,16 +104,49 @@ impl Transports {
         refuse_origin(&self.metrics, via, headers)
     }
 
-    /// Tells a room that a user arrived or left (`member_joined` / `member_left`).
-    pub fn announce(&self, room: &str, event: &str, user: &str, except: Option<MemberId>) {
-        self.hub.publish(Publish {
-            rooms: std::iter::once(Arc::from(room)).collect(),
-            event: event.into(),
-            payload: Payload::json(&json!({"roomId": room, "userId": user})),
-            except_member: except,
-            ..Publish::default()
-        });
+    /// Makes presence fleet-wide: from now on the book decides what is announced.
+    pub fn set_presence_book(&self, book: Arc<crate::cluster::PresenceBook>) {
+        let _ = self.presence_book.set(book);
     }
+
+    /// The fleet's presence book, on a cluster node.
+    pub fn presence_book(&self) -> Option<&Arc<crate::cluster::PresenceBook>> {
+        self.presence_book.get()
+    }
+
+    /// A user became present in a room on this node (`except`: the joining member).
+    /// Announced as `member_joined` at once on a single node; on a cluster node, once
+    /// the book says the user is new to the whole fleet.
+    pub fn arrived(&self, room: &str, user: &str, except: Option<MemberId>) {
+        match self.presence_book.get() {
+            Some(book) => book.joined(room, user, except),
+            None => announce(&self.hub, room, "member_joined", user, except),
+        }
+    }
+
+    /// A user is no longer present in a room on this node (`member_left`, fleet-wide
+    /// on a cluster node).
+    pub fn departed(&self, room: &str, user: &str) {
+        match self.presence_book.get() {
+            Some(book) => book.left(room, user),
+            None => announce(&self.hub, room, "member_left", user, None),
+        }
+    }
+}
+
+/// The transports whose joins are announced (`member_joined`): Socket.IO has its own
+/// contract, Pusher its own presence channels.
+pub const ANNOUNCED_TRANSPORTS: &[&str] = &["ws", "sse"];
+
+/// Tells a room that a user arrived or left (`member_joined` / `member_left`).
+pub fn announce(hub: &Hub, room: &str, event: &str, user: &str, except: Option<MemberId>) {
+    hub.publish(Publish {
+        rooms: std::iter::once(Arc::from(room)).collect(),
+        event: event.into(),
+        payload: Payload::json(&json!({"roomId": room, "userId": user})),
+        except_member: except,
+        ..Publish::default()
+    });
 }
 
 /// A client's bounded outbound queue and the slow-client policy (DESIGN principle 5):

@@ -220,7 +220,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
     };
     for room in arrived {
         if &*room != own.as_str() {
-            t.announce(&room, "member_joined", &client.user, Some(member));
+            t.arrived(&room, &client.user, Some(member));
         }
     }
 
@@ -333,8 +333,7 @@ impl Drop for StreamState {
             .remove_member_presence(self.member, self.t.config.presence_limit)
         {
             if &*room != user_room(&self.client.user).as_str() {
-                self.t
-                    .announce(&room, "member_left", &self.client.user, None);
+                self.t.departed(&room, &self.client.user);
             }
         }
     }

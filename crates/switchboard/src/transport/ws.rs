@@ -380,7 +380,7 @@ where
             .hub
             .remove_member_presence(member, t.config.presence_limit)
         {
-            t.announce(&room, "member_left", &client.user, None);
+            t.departed(&room, &client.user);
         }
         if let Some((code, reason)) = ending {
             // Whatever was queued before a shutdown still goes out first.
@@ -473,7 +473,7 @@ fn handle_action(
             match t.hub.join_presence(member, room, limit) {
                 Ok(presence) => {
                     if presence == Presence::Changed {
-                        t.announce(room, "member_joined", &client.user, Some(member));
+                        t.arrived(room, &client.user, Some(member));
                     }
                     client.reply(ack, "joined", json!({"success": true, "roomId": room}));
                 }
@@ -490,7 +490,7 @@ fn handle_action(
                 Err(m) => return client.fail(ack, m),
             };
             if t.hub.leave_presence(member, room, limit) == Presence::Changed {
-                t.announce(room, "member_left", &client.user, None);
+                t.departed(room, &client.user);
             }
             client.reply(ack, "left", json!({"success": true, "roomId": room}));
         }
@@ -506,7 +506,7 @@ fn handle_action(
             if !t.hub.is_member(member, room) {
                 return client.fail(ack, &format!("Join room {room:?} before sending to it"));
             }
-            let (offset, _) = t.hub.publish(Publish {
+            let msg = Publish {
                 rooms: std::iter::once(Arc::from(room)).collect(),
                 event: "message".into(),
                 payload: Payload::json(&json!({
@@ -519,11 +519,20 @@ fn handle_action(
                 persist: true,
                 except_member: Some(member),
                 ..Publish::default()
-            });
-            client.reply(
-                ack,
-                "sent",
-                json!({"success": true, "roomId": room, "offset": offset}),
+            };
+            // The ack carries the message's offset: on a cluster node, once Redis has
+            // sequenced it (the same offset every node delivers it with).
+            let client = client.clone();
+            let room = room.to_owned();
+            t.hub.publish_then(
+                msg,
+                Box::new(move |offset, _| {
+                    client.reply(
+                        ack,
+                        "sent",
+                        json!({"success": true, "roomId": room, "offset": offset}),
+                    );
+                }),
             );
         }
         other => client.fail(ack, &format!("Unknown action: {other}")),
