@@ -5,7 +5,7 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { startNode, startNodeServer, startRedis, until, waitFleet } from "../lib/cluster.mjs";
+import { KEY, startNode, startNodeServer, startRedis, until, waitFleet } from "../lib/cluster.mjs";
 
 const T = { timeout: 60_000 };
 const skip = () => process.env.E2E_SERVER === "reference" && "Switchboard cluster only";
@@ -161,5 +161,139 @@ describe("the Node adapter's requests, answered by Switchboard", { skip: skip() 
     const c = await client(t, a.url, "after-bad", 2);
     const listed = await node.realtime.in(c.id).fetchSockets();
     assert.deepEqual(listed.map((s) => s.id), [c.id]);
+  });
+});
+
+/** Calls Switchboard's sockets API on node `n`. */
+async function api(n, method, path, body) {
+  const res = await fetch(`${n.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** Puts sockets into `room` with the Node server's socketsJoin (tested above). */
+async function into(room, ...sockets) {
+  await node.realtime.in(sockets.map((s) => s.id)).socketsJoin(room);
+  await until(`${room} joined`, async () => (await node.realtime.in(room).fetchSockets()).length === sockets.length);
+}
+
+describe("the same operations from Switchboard's side (the sockets API)", { skip: skip() }, () => {
+  it("fetch, join, leave and disconnect reach every node, the Node server's sockets included", T, async (t) => {
+    const [a, b] = nodes;
+    const ca = await client(t, a.url, "ours-a");
+    const cb = await client(t, b.url, "ours-b");
+    const cn = await client(t, node.url, "ours-n");
+    await into("event_7", ca, cb, cn);
+    const other = await client(t, b.url, "ours-other");
+    await into("event_8", other);
+
+    const listed = await api(a, "GET", "/api/sockets?room=event_7");
+    assert.equal(listed.status, 200, JSON.stringify(listed.body));
+    assert.equal(listed.body.missing, 0);
+    assert.deepEqual(listed.body.sockets.map((s) => s.id).sort(), [ca.id, cb.id, cn.id].sort());
+    const fromB = listed.body.sockets.find((s) => s.id === cb.id);
+    assert.ok(fromB.rooms.includes("event_7"));
+    assert.equal(fromB.data.user, "ours-b");
+
+    // Join: the sockets of event_7 (on A, on B, on the Node server) into "vip-7".
+    const joined = await api(a, "POST", "/api/sockets/join", { rooms: ["event_7"], to: ["vip-7"] });
+    assert.deepEqual(joined.body, { matchedHere: 1, relayed: true });
+    await until("every event_7 socket in vip-7", async () => {
+      const v = await api(b, "GET", "/api/sockets?room=vip-7");
+      return v.body.sockets.length === 3;
+    });
+    const nodeSide = await node.realtime.in("vip-7").fetchSockets();
+    assert.deepEqual(nodeSide.map((s) => s.id).sort(), [ca.id, cb.id, cn.id].sort());
+    // Leave, with an except: the Node server's socket stays.
+    const left = await api(b, "POST", "/api/sockets/leave", { rooms: ["vip-7"], except: [cn.id], to: ["vip-7"] });
+    assert.equal(left.status, 200);
+    await until("only the Node socket left in vip-7", async () => {
+      const v = await api(a, "GET", "/api/sockets?room=vip-7");
+      return v.body.sockets.length === 1 && v.body.sockets[0].id === cn.id;
+    });
+
+    // Disconnect everything in event_7 on every node; the socket in event_8 stays.
+    const gone = [ca, cb, cn].map((c) => new Promise((r) => c.once("disconnect", r)));
+    const d = await api(b, "POST", "/api/sockets/disconnect", { rooms: ["event_7"] });
+    assert.equal(d.status, 200);
+    await Promise.all(gone);
+    assert.equal(other.connected, true);
+  });
+
+  it("server-side emit with acks answers once per other server, Node and Switchboard", T, async () => {
+    const [a] = nodes;
+    node.realtime.on("ask-servers", (x, cb) => cb({ from: "node", x }));
+    const r = await api(a, "POST", "/api/server-side-emit", { event: "ask-servers", args: [5], ackTimeoutMs: 3000 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.missing, 0);
+    const answers = r.body.responses.map((x) => JSON.stringify(x)).sort();
+    assert.deepEqual(answers, [JSON.stringify({ from: "node", x: 5 }), JSON.stringify({ node: "rb" })].sort());
+    // Without acks: nothing to wait for.
+    const f = await api(a, "POST", "/api/server-side-emit", { event: "fire", args: [] });
+    assert.deepEqual(f.body, { responses: [], missing: 0 });
+  });
+
+  it("emit with acks counts and collects every client on every node", T, async (t) => {
+    const [a, b] = nodes;
+    await into("event_9", await client(t, a.url, "acks-a"), await client(t, b.url, "acks-b"), await client(t, node.url, "acks-n"));
+    const r = await api(b, "POST", "/api/emit-with-ack", { rooms: ["event_9"], event: "q", args: [1], timeoutMs: 3000 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.clients, 3);
+    assert.equal(r.body.missingAcks, 0);
+    assert.equal(r.body.missingNodes, 0);
+    assert.deepEqual(r.body.acks.sort(), ["acks-a:1", "acks-b:1", "acks-n:1"]);
+  });
+
+  it("a node that cannot answer is reported missing, within the timeout", T, async (t) => {
+    const [a, b] = nodes;
+    b.signal("SIGSTOP");
+    t.after(() => b.signal("SIGCONT"));
+    const started = Date.now();
+    const r = await api(a, "GET", "/api/sockets?timeoutMs=500");
+    assert.equal(r.status, 200);
+    assert.equal(r.body.missing, 1, JSON.stringify(r.body));
+    assert.ok(Date.now() - started < 3000);
+    b.signal("SIGCONT");
+    await waitFleet(nodes);
+  });
+
+  it("bad input is a 400 that names the problem, and changes nothing", T, async (t) => {
+    const [a] = nodes;
+    const keep = await client(t, a.url, "bad-input");
+    await into("event_10", keep);
+    const cases = [
+      ["GET", "/api/sockets?timeoutMs=0", undefined, /timeoutMs/],
+      ["GET", "/api/sockets?timeoutMs=60001", undefined, /timeoutMs/],
+      ["GET", "/api/sockets?timeoutMs=abc", undefined, /timeoutMs/],
+      ["GET", "/api/sockets?colour=red", undefined, /unknown parameter/],
+      ["GET", `/api/sockets?room=${"x".repeat(300)}`, undefined, /rooms/],
+      ["POST", "/api/sockets/join", { to: [] }, /at least one room/],
+      ["POST", "/api/sockets/join", { rooms: ["event_10"] }, /invalid body/],
+      ["POST", "/api/sockets/join", { to: ["a\u0001b"] }, /to:/],
+      ["POST", "/api/sockets/join", { to: ["x"], rooms: Array.from({ length: 101 }, (_, i) => `r${i}`) }, /at most 100/],
+      ["POST", "/api/sockets/leave", "{not json", /invalid body/],
+      ["POST", "/api/sockets/disconnect", { rooms: ["event_10"], close: "yes" }, /invalid body/],
+      ["POST", "/api/sockets/disconnect", { rooms: ["event_10"], everyone: true }, /invalid body/],
+      ["POST", "/api/server-side-emit", { event: "connect" }, /reserved/],
+      ["POST", "/api/server-side-emit", { event: "" }, /event must be/],
+      ["POST", "/api/server-side-emit", { event: "x", ackTimeoutMs: 0 }, /timeoutMs/],
+      ["POST", "/api/emit-with-ack", { event: "q", timeoutMs: 999999 }, /timeoutMs/],
+      ["POST", "/api/emit-with-ack", { rooms: "event_10", event: "q" }, /invalid body/],
+    ];
+    for (const [method, path, body, why] of cases) {
+      const r = await api(a, method, path, body);
+      assert.equal(r.status, 400, `${method} ${path} ${JSON.stringify(body)} -> ${r.status} ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error, why, `${path}: ${r.body.error}`);
+    }
+    const noKey = await fetch(`${a.url}/api/sockets`);
+    assert.equal(noKey.status, 401);
+    // Nothing moved: the client is still connected and in its room only.
+    assert.equal(keep.connected, true);
+    const listed = await api(a, "GET", "/api/sockets?room=event_10");
+    assert.deepEqual(listed.body.sockets.map((s) => s.id), [keep.id]);
+    assert.deepEqual(listed.body.sockets[0].rooms.sort(), [keep.id, "event_10", "user:bad-input"].sort());
   });
 });

@@ -120,7 +120,7 @@ pub struct RoomDetail {
 }
 
 /// Event names a client library reserves or this server uses for its own signals.
-const RESERVED_EVENTS: &[&str] = &[
+pub(crate) const RESERVED_EVENTS: &[&str] = &[
     "connect",
     "connect_error",
     "disconnect",
@@ -451,8 +451,13 @@ impl utoipa::Modify for BearerKey {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchboard HTTP API", description = "Publish to rooms, users or everyone; inspect rooms. Authenticate with `Authorization: Bearer <SWITCHBOARD_API_KEY>`."),
-    paths(publish, publish_batch, rooms, room),
+    info(title = "Switchboard HTTP API", description = "Publish to rooms, users or everyone; inspect rooms; act on the Socket.IO sockets of every node (fetch, join, leave, disconnect, server-side emit, emit with acks). Authenticate with `Authorization: Bearer <SWITCHBOARD_API_KEY>`."),
+    paths(
+        publish, publish_batch, rooms, room,
+        crate::sockets_api::fetch_sockets, crate::sockets_api::sockets_join,
+        crate::sockets_api::sockets_leave, crate::sockets_api::disconnect_sockets,
+        crate::sockets_api::server_side_emit, crate::sockets_api::emit_with_ack,
+    ),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;

@@ -460,6 +460,10 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         None => None,
     };
     let admin_cluster = cluster.clone();
+    let socket_ops = Arc::new(match &cluster {
+        Some(c) => c.socket_ops(realtime.clone()),
+        None => crate::cluster::SocketOps::local(realtime.clone()),
+    });
     let admin = crate::admin::AdminState {
         cluster,
         engine: engine.clone(),
@@ -477,10 +481,16 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {
             hub: hub.clone(),
-            api_keys,
+            api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             cluster: admin_cluster,
         }))
+        .merge(crate::sockets_api::routes(
+            crate::sockets_api::SocketsState {
+                ops: socket_ops,
+                api_keys: api_keys.clone(),
+            },
+        ))
         .merge(
             Router::new()
                 .route("/ws", get(ws::upgrade))

@@ -17,6 +17,10 @@
 //!   and [`tickets`].
 //! - [`admin`]: `/health`, `/ready`, `/stats`, the catalog admin API.
 //! - [`api`]: the HTTP publish API, the rooms API and the OpenAPI document.
+//! - [`sockets_api`]: the fleet operations over HTTP (fetch, join, leave, disconnect
+//!   sockets; server-side emit; emit with acks), across every node in cluster mode.
+//! - [`cluster`]: cluster mode on Redis (relay, presence, counts, the Node adapter's
+//!   requests both ways).
 //! - [`transport`]: the plain transports `/ws` and `/events` (SSE), hub members too.
 //! - [`pusher`]: the Pusher Channels protocol (`/app/{key}`, the `/apps/{id}` HTTP API,
 //!   webhooks) on the same rooms.
@@ -47,6 +51,7 @@ pub mod nest;
 pub mod pusher;
 pub mod realtime;
 pub mod server;
+pub mod sockets_api;
 pub mod telemetry;
 pub mod tickets;
 pub mod tls;

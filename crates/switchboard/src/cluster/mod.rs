@@ -17,6 +17,7 @@ mod census;
 mod codec;
 mod link;
 mod nodes;
+mod ops;
 mod presence;
 mod relay;
 mod requests;
@@ -32,6 +33,7 @@ use tokio_util::task::TaskTracker;
 pub use census::{Census, RoomShare, Tally};
 pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
+pub use ops::{Acked, Gathered, MAX_TIMEOUT, SocketOps};
 pub use presence::{Announce, LocalPresence, PresenceBook};
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
@@ -80,6 +82,7 @@ pub struct Cluster {
     nodes: Arc<nodes::Nodes>,
     connection: redis::aio::ConnectionManager,
     census: Arc<Census>,
+    waiting: Arc<ops::Waiting>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -138,6 +141,7 @@ impl Cluster {
             connection.clone(),
             stop.clone(),
         ));
+        let waiting = Arc::new(ops::Waiting::default());
         let requests = Arc::new(requests::Requests::new(
             config.node_id.clone(),
             config.prefix.clone(),
@@ -146,6 +150,7 @@ impl Cluster {
             metrics.clone(),
             config.max_message,
             sio.server_side,
+            waiting.clone(),
         ));
         let census = Arc::new(Census::new(
             &config.prefix,
@@ -192,7 +197,22 @@ impl Cluster {
             nodes,
             connection,
             census,
+            waiting,
         }))
+    }
+
+    /// The fleet operations (fetch sockets, join, leave, disconnect, server-side emit,
+    /// emit with acks) on `nsp`, across every node of this Redis, Node nodes included.
+    pub fn socket_ops(&self, nsp: Arc<socketio::Namespace>) -> SocketOps {
+        SocketOps::new(
+            nsp,
+            Some(Arc::new(ops::Remote {
+                uid: self.config.node_id.clone(),
+                prefix: self.config.prefix.clone(),
+                con: self.connection.clone(),
+                waiting: self.waiting.clone(),
+            })),
+        )
     }
 
     /// Room counts from every node.

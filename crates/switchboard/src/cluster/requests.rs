@@ -29,17 +29,17 @@ use super::codec;
 use super::link::BusMetrics;
 
 /// The adapter's request types (its `RequestType` enum).
-mod kind {
-    pub(super) const SOCKETS: u64 = 0;
-    pub(super) const ALL_ROOMS: u64 = 1;
-    pub(super) const REMOTE_JOIN: u64 = 2;
-    pub(super) const REMOTE_LEAVE: u64 = 3;
-    pub(super) const REMOTE_DISCONNECT: u64 = 4;
-    pub(super) const REMOTE_FETCH: u64 = 5;
-    pub(super) const SERVER_SIDE_EMIT: u64 = 6;
-    pub(super) const BROADCAST: u64 = 7;
-    pub(super) const BROADCAST_CLIENT_COUNT: u64 = 8;
-    pub(super) const BROADCAST_ACK: u64 = 9;
+pub(crate) mod kind {
+    pub(crate) const SOCKETS: u64 = 0;
+    pub(crate) const ALL_ROOMS: u64 = 1;
+    pub(crate) const REMOTE_JOIN: u64 = 2;
+    pub(crate) const REMOTE_LEAVE: u64 = 3;
+    pub(crate) const REMOTE_DISCONNECT: u64 = 4;
+    pub(crate) const REMOTE_FETCH: u64 = 5;
+    pub(crate) const SERVER_SIDE_EMIT: u64 = 6;
+    pub(crate) const BROADCAST: u64 = 7;
+    pub(crate) const BROADCAST_CLIENT_COUNT: u64 = 8;
+    pub(crate) const BROADCAST_ACK: u64 = 9;
 }
 
 /// How long a client may take to ack a broadcast another node asked for, when the
@@ -84,6 +84,8 @@ pub(crate) struct Requests {
     metrics: Arc<BusMetrics>,
     max_message: usize,
     server_side: ServerSideHandler,
+    /// This node's own requests waiting for answers (`ops`).
+    waiting: Arc<super::ops::Waiting>,
 }
 
 /// A request, decoded: JSON fields, and the binary values of a msgpack request as
@@ -94,6 +96,7 @@ struct Request {
 }
 
 impl Requests {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node_id: String,
         prefix: String,
@@ -102,6 +105,7 @@ impl Requests {
         metrics: Arc<BusMetrics>,
         max_message: usize,
         server_side: ServerSideHandler,
+        waiting: Arc<super::ops::Waiting>,
     ) -> Requests {
         Requests {
             node_id,
@@ -114,6 +118,7 @@ impl Requests {
             metrics,
             max_message,
             server_side,
+            waiting,
         }
     }
 
@@ -149,9 +154,7 @@ impl Requests {
             .strip_prefix(&request_prefix)
             .and_then(|rest| rest.strip_suffix('#'))
         else {
-            // Responses: this node sends no requests of its own yet; answers to Node
-            // nodes' requests are not for us.
-            return;
+            return self.on_response(bytes);
         };
         let Some(namespace) = self.namespaces.get(nsp) else {
             return;
@@ -166,6 +169,22 @@ impl Requests {
         if let Err(why) = self.handle(namespace, request) {
             self.drop_request(why);
         }
+    }
+
+    /// An answer on a response channel: handed to this node's waiting request, if it
+    /// is one of ours (answers to other nodes' requests are ignored, uncounted).
+    fn on_response(&self, bytes: &[u8]) {
+        if bytes.len() > self.max_message {
+            return self.drop_request("oversized");
+        }
+        let Ok(answer) = decode(bytes) else {
+            return self.drop_request("malformed answer");
+        };
+        let Some(id) = answer.body.get("requestId").and_then(Json::as_str) else {
+            return;
+        };
+        let id = id.to_owned();
+        self.waiting.deliver(&id, answer.body);
     }
 
     fn handle(&self, nsp: &Arc<Namespace>, req: Request) -> Result<(), &'static str> {
@@ -404,7 +423,7 @@ fn selector(opts: &Json) -> Selector {
 /// A socket as Node's `fetchSockets()` describes it: id, handshake, rooms (its own id
 /// first, as Node lists it), data (`{user}`). The handshake has what Engine.IO kept:
 /// query, auth, address, issue time; no headers and no `time` string.
-fn describe(socket: &Arc<Socket>) -> Json {
+pub(crate) fn describe(socket: &Arc<Socket>) -> Json {
     let hs = socket.conn().handshake();
     let query: serde_json::Map<String, Json> = form_urlencoded::parse(hs.query.as_bytes())
         .map(|(k, v)| (k.into_owned(), Json::String(v.into_owned())))
