@@ -767,29 +767,6 @@ impl Hub {
         })
     }
 
-    /// Every user present in a room of at most `limit` members through a member of one
-    /// of `transports`, once per room and user, sorted: this node's share of presence
-    /// (a cluster node reconciles it with the fleet's after an outage).
-    pub fn present_users(&self, limit: usize, transports: &[&str]) -> Vec<(RoomId, String)> {
-        let inner = self.inner.lock();
-        let mut out = Vec::new();
-        for (name, room) in &inner.rooms {
-            if room.members.len() > limit {
-                continue;
-            }
-            for sink in room.members.values() {
-                if let Some(user) = sink.user()
-                    && transports.contains(&sink.transport())
-                {
-                    out.push((name.clone(), user.to_owned()));
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// Names of rooms that have members, with their member counts.
     pub fn rooms(&self) -> Vec<(String, usize)> {
         let inner = self.inner.lock();

@@ -433,18 +433,9 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 },
             )?;
             let announce_hub = hub.clone();
-            let local_hub = hub.clone();
-            let presence_limit = config.transports().presence_limit;
             transports.set_presence_book(cluster.presence_book(
                 Arc::new(move |room, event, user, except| {
                     crate::transport::announce(&announce_hub, room, event, user, except);
-                }),
-                Arc::new(move || {
-                    let mut pairs = local_hub
-                        .present_users(presence_limit, crate::transport::ANNOUNCED_TRANSPORTS);
-                    // A user's own room is not announced (SSE joins it implicitly).
-                    pairs.retain(|(room, user)| room.strip_prefix("user:") != Some(user.as_str()));
-                    pairs
                 }),
                 &tasks,
                 &stop,

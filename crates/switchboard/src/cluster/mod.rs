@@ -34,9 +34,18 @@ pub use census::{Census, RoomShare, Tally};
 pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
 pub use ops::{Acked, Gathered, MAX_TIMEOUT, SocketOps};
-pub use presence::{Announce, LocalPresence, PresenceBook};
+pub use presence::{Announce, PresenceBook};
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
+
+/// How every command connection to Redis reconnects and times out.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2))
+}
 
 /// Settings of a cluster node.
 #[derive(Debug, Clone)]
@@ -106,13 +115,8 @@ impl Cluster {
         sio: SocketIoSide,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let client = redis::Client::open(config.url.as_str()).map_err(ClusterError::Url)?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
         let connection = client
-            .get_connection_manager_lazy(manager)
+            .get_connection_manager_lazy(manager_config())
             .map_err(ClusterError::Url)?;
         let link = Arc::new(LinkState::default());
         let metrics = Arc::new(BusMetrics::default());
@@ -221,22 +225,24 @@ impl Cluster {
     }
 
     /// Starts this node's writer of the fleet's presence book: `announce` tells a room
-    /// (through the relay, so every node's members hear it once); `local` lists this
-    /// node's present `(room, user)` pairs, for reconciling after an outage.
+    /// (through the relay, so every node's members hear it once).
     pub fn presence_book(
         &self,
         announce: Announce,
-        local: LocalPresence,
         tasks: &TaskTracker,
         stop: &CancellationToken,
     ) -> Arc<PresenceBook> {
+        // Its own connection: a burst of presence changes never delays the relay's
+        // publishes on the shared one.
+        let connection = redis::Client::open(self.config.url.as_str())
+            .and_then(|c| c.get_connection_manager_lazy(manager_config()))
+            .unwrap_or_else(|_| self.connection.clone());
         PresenceBook::start(
             &self.config.prefix,
             &self.config.node_id,
             self.config.node_timeout,
-            self.connection.clone(),
+            connection,
             announce,
-            local,
             self.nodes.deaths(),
             self.nodes.rejoined(),
             tasks,

@@ -114,8 +114,6 @@ return {arrived, gone}
 /// `member_joined` or `member_left`.
 pub type Announce = Arc<dyn Fn(&str, &'static str, &str, Option<MemberId>) + Send + Sync>;
 
-/// This node's local presence, `(room, user)` pairs (from the hub).
-pub type LocalPresence = Arc<dyn Fn() -> Vec<(RoomId, String)> + Send + Sync>;
 
 enum Change {
     Joined {
@@ -154,10 +152,12 @@ struct Worker {
     node_prefix: String,
     con: ConnectionManager,
     announce: Announce,
-    local: LocalPresence,
     dirty: Arc<AtomicBool>,
     /// Departures announced to this node's clients only while the book was out of sync.
     missed: Vec<String>,
+    /// The pairs this node has put in its share (or announced while out of sync): a
+    /// departure from any other pair was never announced and costs no Redis call.
+    mine: std::collections::HashSet<String>,
     /// The last failed attempt to reconcile (at most four a second while Redis is away).
     failed_resync: Option<tokio::time::Instant>,
 }
@@ -187,8 +187,7 @@ impl PresenceBook {
         node_timeout: Duration,
         con: ConnectionManager,
         announce: Announce,
-        local: LocalPresence,
-        deaths: broadcast::Receiver<String>,
+            deaths: broadcast::Receiver<String>,
         rejoined: Arc<tokio::sync::Notify>,
         tasks: &tokio_util::task::TaskTracker,
         stop: &CancellationToken,
@@ -207,9 +206,9 @@ impl PresenceBook {
             node_prefix: format!("{prefix}-sb:presence-node:"),
             con,
             announce,
-            local,
             dirty: dirty.clone(),
             missed: Vec::new(),
+            mine: std::collections::HashSet::new(),
             failed_resync: None,
         };
         tasks.spawn(worker.run(rx, deaths, rejoined, stop.clone()));
@@ -290,7 +289,19 @@ impl Worker {
 
     /// Applies queued changes in order; announces what changed fleet-wide.
     async fn apply(&mut self, batch: &mut Vec<Change>) {
-        let changes = std::mem::take(batch);
+        let mut changes = std::mem::take(batch);
+        // A departure from a pair that never arrived through the book (a user's own room,
+        // an audience that shrank below the presence limit) announces nothing.
+        changes.retain(|c| match c {
+            Change::Joined { room, user, .. } => {
+                self.mine.insert(pair(room, user));
+                true
+            }
+            Change::Left { room, user } => self.mine.remove(&pair(room, user)),
+        });
+        if changes.is_empty() {
+            return;
+        }
         if self.dirty.load(Ordering::Relaxed) {
             // Out of sync: announce as decided here; the next resync repairs the book.
             for c in changes {
@@ -361,13 +372,12 @@ impl Worker {
 
     /// Makes this node's set match its hub; announces the differences fleet-wide.
     async fn resync(&mut self) {
-        let local = (self.local)();
+        // Exactly the pairs that arrived through the book and have not left: rooms joined
+        // otherwise (the ticket contract's event rooms) were never announced, so a
+        // reconciliation must not announce them either.
         let key = self.node_key.clone();
-        let pairs: Vec<String> = local
-            .iter()
-            .filter(|(r, u)| !r.contains('\0') && !u.contains('\0'))
-            .map(|(r, u)| pair(r, u))
-            .collect();
+        let mut pairs: Vec<String> = self.mine.iter().cloned().collect();
+        pairs.sort();
         let mut missed = std::mem::take(&mut self.missed);
         missed.sort();
         missed.dedup();

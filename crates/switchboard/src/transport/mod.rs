@@ -134,10 +134,6 @@ impl Transports {
     }
 }
 
-/// The transports whose joins are announced (`member_joined`): Socket.IO has its own
-/// contract, Pusher its own presence channels.
-pub const ANNOUNCED_TRANSPORTS: &[&str] = &["ws", "sse"];
-
 /// Tells a room that a user arrived or left (`member_joined` / `member_left`).
 pub fn announce(hub: &Hub, room: &str, event: &str, user: &str, except: Option<MemberId>) {
     hub.publish(Publish {
