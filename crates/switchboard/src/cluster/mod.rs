@@ -241,6 +241,7 @@ impl Cluster {
             &self.config.prefix,
             &self.config.node_id,
             self.config.node_timeout,
+            self.link.clone(),
             connection,
             announce,
             self.nodes.deaths(),

@@ -114,7 +114,6 @@ return {arrived, gone}
 /// `member_joined` or `member_left`.
 pub type Announce = Arc<dyn Fn(&str, &'static str, &str, Option<MemberId>) + Send + Sync>;
 
-
 enum Change {
     Joined {
         room: RoomId,
@@ -142,6 +141,8 @@ impl std::fmt::Debug for PresenceBook {
 
 struct Worker {
     me: String,
+    /// The relay's link: the book is written only while announcements can be relayed.
+    link: Arc<super::link::LinkState>,
     node_key: String,
     registry: String,
     fleet_key: String,
@@ -185,9 +186,10 @@ impl PresenceBook {
         prefix: &str,
         node_id: &str,
         node_timeout: Duration,
+        link: Arc<super::link::LinkState>,
         con: ConnectionManager,
         announce: Announce,
-            deaths: broadcast::Receiver<String>,
+        deaths: broadcast::Receiver<String>,
         rejoined: Arc<tokio::sync::Notify>,
         tasks: &tokio_util::task::TaskTracker,
         stop: &CancellationToken,
@@ -197,6 +199,7 @@ impl PresenceBook {
         let dirty = Arc::new(AtomicBool::new(true));
         let worker = Worker {
             me: node_id.to_owned(),
+            link,
             node_key: format!("{prefix}-sb:presence-node:{node_id}"),
             registry: format!("{prefix}-sb:presence-nodes"),
             fleet_key: format!("{prefix}-sb:nodes"),
@@ -262,7 +265,7 @@ impl Worker {
             let due = self
                 .failed_resync
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
-            if self.dirty.load(Ordering::Relaxed) && due {
+            if self.dirty.load(Ordering::Relaxed) && due && self.link.is_up() {
                 self.resync().await;
             }
             tokio::select! {
@@ -301,6 +304,10 @@ impl Worker {
         });
         if changes.is_empty() {
             return;
+        }
+        if !self.link.is_up() {
+            // What the book would announce could not reach the other nodes now.
+            self.dirty.store(true, Ordering::Relaxed);
         }
         if self.dirty.load(Ordering::Relaxed) {
             // Out of sync: announce as decided here; the next resync repairs the book.
