@@ -2,11 +2,14 @@
 //! changes within the window after it are merged into one update sent when the window
 //! ends, carrying the numbers of that moment. Every client ends with the true numbers.
 
-// std's Instant until the hold service moves to tokio's clock (the shared-holds work converts it).
-#![allow(clippy::disallowed_types)]
+//!
+//! Time is tokio's (`tokio::time::Instant`), passed in, so the rules are tested at exact
+//! instants and the service's timers run on a paused clock in tests.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tickets::CategoryKey;

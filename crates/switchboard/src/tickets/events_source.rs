@@ -9,13 +9,10 @@
 //! Owns: one multiplexed connection (requests matched to answers by `id`), the cache.
 //! Never: hold rules; it only feeds the catalog copy through the hold service.
 
-// std's Instant until the hold service moves to tokio's clock (the shared-holds work converts it).
-#![allow(clippy::disallowed_types)]
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -25,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use super::{HoldService, ServiceError};

@@ -1,8 +1,6 @@
-// std's Instant until the hold service moves to tokio's clock (the shared-holds work converts it).
-#![allow(clippy::disallowed_types)]
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::shared::Shared;
 use super::store::HoldStore;
@@ -13,6 +11,7 @@ use tickets::{
     LockError, OrderEffect, OrderError, OrderKind, OrderMessage, Outcome, State, Stats,
 };
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::coalesce::{Coalescer, Decision};
 
@@ -76,6 +75,8 @@ thread_local! {
 /// The hold service: the hold authority, the expiry timer and the broadcasts.
 pub struct HoldService {
     authority: Authority,
+    /// The rules' time (the wall clock, except in tests on a paused clock).
+    clock: Clock,
     hub: Arc<Hub>,
     coalescer: Coalescer,
     /// Re-arms the expiry timer after a mutation.
@@ -99,11 +100,44 @@ impl std::fmt::Debug for HoldService {
     }
 }
 
-/// Unix milliseconds now.
+/// Unix milliseconds now (the system's wall clock).
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where the hold rules' time (unix milliseconds: `createdAt`, `expiresAt`) comes from.
+/// The timers that wait for it are always tokio's.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Clock {
+    /// The system's wall clock: what `expiresAt` means to clients, and the time every
+    /// node of a fleet shares (the Redis authority always runs on it).
+    #[default]
+    Wall,
+    /// The wall time when it was made, advanced by tokio's clock since: on a paused
+    /// clock (`#[tokio::test(start_paused = true)]`), hold time moves only with
+    /// `tokio::time::advance` or the runtime's auto-advance, so expiry is tested at exact
+    /// instants without sleeping.
+    Tokio { unix_ms: i64, at: Instant },
+}
+
+impl Clock {
+    /// A clock that follows tokio's, starting at the wall time now.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            unix_ms: now_ms(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Unix milliseconds now on this clock.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::Wall => now_ms(),
+            Clock::Tokio { unix_ms, at } => unix_ms + at.elapsed().as_millis() as i64,
+        }
+    }
 }
 
 /// The hub room of an event.
@@ -114,6 +148,18 @@ pub fn event_room(event_id: i64) -> String {
 impl HoldService {
     /// Restores the persisted state, or seeds the catalog on a first start.
     pub fn open(
+        config: HoldConfig,
+        catalog: Vec<Event>,
+        store: Box<dyn HoldStore + Send>,
+        hub: Arc<Hub>,
+        coalesce_window: Duration,
+    ) -> Result<Arc<HoldService>, ServiceError> {
+        Self::open_on(Clock::Wall, config, catalog, store, hub, coalesce_window)
+    }
+
+    /// [`HoldService::open`] with the rules' time taken from `clock`.
+    pub fn open_on(
+        clock: Clock,
         config: HoldConfig,
         catalog: Vec<Event>,
         mut store: Box<dyn HoldStore + Send>,
@@ -143,6 +189,7 @@ impl HoldService {
         let inline = !store.waits_on_disk();
         Ok(Self::with_authority(
             Authority::Local(Mutex::new(Inner { state, store })),
+            clock,
             inline,
             config,
             hub,
@@ -164,6 +211,7 @@ impl HoldService {
         let config = store.config().clone();
         Self::with_authority(
             Authority::Redis(Shared::new(store, catalog, liveness)),
+            Clock::Wall,
             true,
             config,
             hub,
@@ -173,6 +221,7 @@ impl HoldService {
 
     fn with_authority(
         authority: Authority,
+        clock: Clock,
         inline: bool,
         config: HoldConfig,
         hub: Arc<Hub>,
@@ -180,6 +229,7 @@ impl HoldService {
     ) -> Arc<HoldService> {
         Arc::new(HoldService {
             authority,
+            clock,
             inline,
             hub,
             coalescer: Coalescer::new(coalesce_window),
@@ -591,7 +641,7 @@ impl HoldService {
         let Authority::Local(lock) = &self.authority else {
             return Err(ApplyError::Storage("not a local hold store".into()));
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
         let (result, queued) = {
             let mut inner = lock.lock();
@@ -787,7 +837,7 @@ impl HoldService {
             );
         };
         let started = Instant::now();
-        let result = op(shared.store().clone(), now_ms()).await;
+        let result = op(shared.store().clone(), self.clock.now_ms()).await;
         self.latency.observe(started.elapsed());
         match result {
             Ok(done) => {
@@ -953,7 +1003,7 @@ impl HoldService {
         loop {
             let next = lock.lock().state.next_deadline();
             let wait = match next {
-                Some(d) => Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64),
+                Some(d) => Duration::from_millis((d - self.clock.now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
             };
             tokio::select! {
@@ -962,7 +1012,7 @@ impl HoldService {
                 _ = tokio::time::sleep(wait) => {}
             }
             // The sweep inside every mutation does the work; an empty one just sweeps.
-            let due = next.is_some_and(|d| d <= now_ms());
+            let due = next.is_some_and(|d| d <= self.clock.now_ms());
             if due {
                 let swept = self
                     .local(|_, _| {
