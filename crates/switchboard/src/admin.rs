@@ -221,6 +221,9 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
                 "released": t.locks_by_status.released,
                 "completed": t.locks_by_status.completed,
             },
+            // With Redis: the holds this node claimed at their deadline (each expired
+            // hold is claimed by exactly one node; the fleet's sum is `expired`).
+            "expiredByThisNode": s.holds.expired_by_this_node(),
         },
         "hub": hub,
         "amqp": s.integrations.amqp.as_ref().map(|i| i.stats()),

@@ -963,6 +963,7 @@ impl Config {
             fabric_namespace: "/realtime".to_owned(),
             queue: 8192,
             max_message: self.max_payload.saturating_mul(2).max(64 * 1024),
+            supersedes: crate::tickets::announcement_version,
         })
     }
 

@@ -602,6 +602,16 @@ fn cluster_families(f: &mut Family<'_>, cluster: &crate::cluster::Cluster) {
         load(&b.not_relayed),
     );
     f.head(
+        "switchboard_cluster_superseded_total",
+        "counter",
+        "Announcements not delivered: a newer or equal version of the same value already was.",
+    );
+    f.sample(
+        "switchboard_cluster_superseded_total",
+        &[],
+        load(&b.superseded),
+    );
+    f.head(
         "switchboard_cluster_dropped_total",
         "counter",
         "Bus messages dropped, by reason.",

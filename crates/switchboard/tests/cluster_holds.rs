@@ -1,33 +1,67 @@
-//! Separate `switchboard` processes on one Redis, buyers racing through `/ws` clients
-//! spread round-robin across the nodes (no load balancer in front: each buyer connects to
-//! a node directly). Never oversold, every node answers the same numbers; a node killed
-//! with `kill -9` mid-race loses nothing it answered and its buyers' active holds are
-//! released after the recovery window; a Redis restart (AOF `always`) mid-race loses no
-//! answered hold.
+//! Separate `switchboard` processes on one Redis behind HAProxy (`deploy/haproxy.cfg`, as
+//! deployed): 1,000 `/ws` buyers (1 to 3 seats each) connect through the load balancer,
+//! join the event's room and race for 100 seats.
 //!
-//! CI runs one repetition of each; `HOLDS_RACE_RUNS=20` repeats them (the 20).
-//! Uses the shared Redis on 127.0.0.1:6379 (keys under a unique prefix, deleted after) and,
-//! for the restart, a `redis-server` of its own.
+//! - Never oversold; every node answers `available = 100 - granted`; every buyer, on
+//!   every node, ends on those numbers from the `availability-update`s it received; Redis
+//!   holds exactly the answered holds, with the `expiresAt` each buyer was told.
+//! - A node killed with `kill -9` mid-race, after some holds were confirmed (an order
+//!   waits for them): no confirmed hold is lost, the survivors' holds stay with their
+//!   `expiresAt`, the dead node's active holds are released after its recovery window and
+//!   every remaining buyer hears the new numbers.
+//! - A Redis restart (AOF `always`, a `redis-server` of the test's own) mid-race, while
+//!   seats are still free: never oversold, every answered and every confirmed hold
+//!   survives with its `expiresAt`, and every buyer ends on the numbers Redis holds.
+//! - 500 holds expiring within one second across three nodes: each released once (by one
+//!   node) and announced once (every buyer's updates count down to 0 without a repeat).
+//! - Two nodes consuming one RabbitMQ queue: copies of one order reach both, one effect.
+//!
+//! `HOLDS_RACE_RUNS` repetitions of the race (default 20, the number, on one
+//! fleet) and `HOLDS_CHAOS_RUNS` of each chaos run (default 1, a new fleet each). Uses the
+//! shared Redis on 127.0.0.1:6379 (keys under a unique prefix, deleted after), RabbitMQ
+//! on 127.0.0.1:5672 and Debian's `haproxy`; missing, each test says SKIPPED, or fails
+//! under `CI=true`. The tests of this file run one at a time (each loads both cores).
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
+use switchboard::tickets::{RedisHolds, UNAVAILABLE, redis_store};
+use tickets::{HoldConfig, HoldStatus};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379/";
 const SEATS: u32 = 100;
+const BUYERS: usize = 1000;
 
-fn runs() -> usize {
-    std::env::var("HOLDS_RACE_RUNS")
+/// One test of this file at a time: each one runs three servers, HAProxy and a thousand
+/// clients on a two-core machine; together they would starve the nodes' heartbeats.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(default)
+}
+
+fn race_runs() -> usize {
+    env_count("HOLDS_RACE_RUNS", 20)
+}
+
+fn chaos_runs() -> usize {
+    env_count("HOLDS_CHAOS_RUNS", 1)
 }
 
 fn redis_up(url: &str) -> bool {
@@ -37,18 +71,41 @@ fn redis_up(url: &str) -> bool {
         .is_ok()
 }
 
-fn delete_prefix(url: &str, prefix: &str) {
-    let Ok(mut c) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut c)
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _ = redis::cmd("DEL").arg(&keys).query::<()>(&mut c);
+fn shared_redis_or_skip() -> bool {
+    if redis_up(SHARED_REDIS) {
+        return true;
     }
+    common::skipped("no Redis on 127.0.0.1:6379");
+    false
 }
+
+fn haproxy_or_skip() -> bool {
+    let ok = Command::new("haproxy")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        common::skipped("haproxy is not installed (Debian: apt-get install haproxy)");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A store on the same keys as the nodes: the test reads what Redis holds and confirms
+/// holds the way the orders-service does (through the same script a node runs).
+fn checker(url: &str, prefix: &str) -> RedisHolds {
+    let conn = redis_store::connection(url).expect("redis url");
+    RedisHolds::new(conn, prefix, "checker", HoldConfig::default())
+}
+
+// ----- processes ---------------------------------------------------------------------------
 
 /// One `switchboard` process.
 struct Node {
@@ -57,10 +114,6 @@ struct Node {
 }
 
 impl Node {
-    fn start(redis_url: &str, prefix: &str, id: &str, catalog: &std::path::Path) -> Node {
-        Self::start_with(redis_url, prefix, id, catalog, &[])
-    }
-
     fn start_with(
         redis_url: &str,
         prefix: &str,
@@ -136,37 +189,172 @@ impl Drop for Node {
     }
 }
 
-fn catalog_file(tag: &str) -> std::path::PathBuf {
+/// Debian's haproxy with the repository's `deploy/haproxy.cfg` in front of three nodes.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Haproxy {
+    async fn start(nodes: [SocketAddr; 3]) -> Haproxy {
+        let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", cfg])
+            .env("SB_LB_BIND", addr.to_string())
+            .env("SB_NODE_A", nodes[0].to_string())
+            .env("SB_NODE_B", nodes[1].to_string())
+            .env("SB_NODE_C", nodes[2].to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy");
+        let lb = Haproxy { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "haproxy never listened on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lb
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until a node answers `/ready` with 200 (Redis reachable, the fleet seen).
+async fn ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if common::get_text(addr, "/ready").await.0 == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stats(addr: SocketAddr) -> Value {
+    let (status, body) = common::get_text(addr, "/stats").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("stats json")
+}
+
+/// Three nodes on one Redis behind HAProxy.
+struct Fleet {
+    nodes: Vec<Option<Node>>,
+    addrs: [SocketAddr; 3],
+    lb: Haproxy,
+    checker: RedisHolds,
+}
+
+impl Fleet {
+    async fn start(
+        url: &str,
+        prefix: &str,
+        catalog: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> Fleet {
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| Node::start_with(url, prefix, &format!("n{i}"), catalog, extra))
+            .collect();
+        let addrs = [nodes[0].addr, nodes[1].addr, nodes[2].addr];
+        for a in addrs {
+            ready(a).await;
+        }
+        let lb = Haproxy::start(addrs).await;
+        Fleet {
+            nodes: nodes.into_iter().map(Some).collect(),
+            addrs,
+            lb,
+            checker: checker(url, prefix),
+        }
+    }
+}
+
+/// A catalog of `events` events (ids 1..), each with one category of `seats` seats.
+fn catalog_file(tag: &str, events: usize, seats: u32) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!(
         "sb-cluster-{tag}-{:08x}.json",
         rand::random::<u32>()
     ));
-    let catalog = json!({"events": [{"id": 1, "name": "Race", "categories": [
-        {"id": 1, "name": "GA", "price": 10.0, "totalSeats": SEATS, "availableSeats": SEATS}
-    ]}]});
-    std::fs::write(&path, catalog.to_string()).expect("catalog file");
+    let events: Vec<Value> = (1..=events)
+        .map(|id| {
+            json!({"id": id, "name": format!("Race {id}"), "categories": [
+                {"id": 1, "name": "GA", "price": 10.0, "totalSeats": seats, "availableSeats": seats}
+            ]})
+        })
+        .collect();
+    std::fs::write(&path, json!({ "events": events }).to_string()).expect("catalog file");
     path
 }
 
+// ----- clients -----------------------------------------------------------------------------
+
 type Ws = common::Ws;
 
-/// Sends one contract event and waits for its ack.
-async fn call(ws: &mut Ws, event: &str, data: Value, ack: u64) -> Result<Value, String> {
+/// What one client heard: every `availability-update` of the race's category, in order,
+/// and whether its connection ended.
+#[derive(Debug, Default)]
+struct Heard {
+    updates: Mutex<Vec<(u32, u32)>>,
+    /// In the event's room (a join refused while Redis restarted leaves it out).
+    joined: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Heard {
+    fn last(&self) -> Option<(u32, u32)> {
+        self.updates.lock().last().copied()
+    }
+
+    /// Records a frame if it is an `availability-update`.
+    fn frame(&self, text: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        if v["event"] == "availability-update" {
+            let d = &v["data"];
+            let n = |k: &str| d[k].as_u64().expect("number") as u32;
+            self.updates
+                .lock()
+                .push((n("availableTickets"), n("lockedTickets")));
+        }
+    }
+}
+
+/// Sends one contract event and waits for its ack, recording what else arrives.
+async fn call(
+    ws: &mut Ws,
+    heard: &Heard,
+    event: &str,
+    data: Value,
+    ack: u64,
+) -> Result<Value, String> {
     let frame = json!({"event": event, "data": data, "ack": ack}).to_string();
     ws.send(Message::Text(frame.into()))
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .map_err(|_| "no answer in time".to_owned())?;
+            .map_err(|_| format!("no answer to {event} in time"))?;
         match msg {
             Some(Ok(Message::Text(t))) => {
                 let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
                 if v.get("ack").and_then(Value::as_u64) == Some(ack) {
                     return Ok(v["data"].clone());
                 }
+                heard.frame(&t);
             }
             Some(Ok(_)) => {}
             other => return Err(format!("connection ended: {other:?}")),
@@ -181,44 +369,47 @@ async fn connect(addr: SocketAddr, user: &str) -> Result<Ws, String> {
         .map_err(|e| e.to_string())
 }
 
-/// What the node says about the category (a fresh client joining the room).
-async fn view(addr: SocketAddr) -> (u32, u32) {
+/// What a node says about the category (a fresh client joining the room there).
+async fn view(addr: SocketAddr, event: i64) -> (u32, u32) {
     let mut ws = connect(addr, "checker").await.expect("checker connects");
-    call(&mut ws, "join-event-room", json!({"eventId": 1}), 1)
-        .await
-        .expect("joined");
+    let heard = Heard::default();
+    let joined = call(
+        &mut ws,
+        &heard,
+        "join-event-room",
+        json!({"eventId": event}),
+        1,
+    )
+    .await
+    .expect("joined");
+    assert_eq!(joined["success"], true, "{joined}");
     loop {
+        if let Some(last) = heard.last() {
+            return last;
+        }
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
             .expect("availability in time");
         if let Some(Ok(Message::Text(t))) = msg {
-            let v: Value = serde_json::from_str(&t).expect("json");
-            if v["event"] == "availability-update" {
-                let d = &v["data"];
-                let n = |k: &str| d[k].as_u64().expect("number") as u32;
-                return (n("availableTickets"), n("lockedTickets"));
-            }
+            heard.frame(&t);
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Race {
-    /// Seats granted (acked) per node.
-    granted: Vec<u32>,
-    refused: usize,
-    errors: usize,
-    /// Connections kept open and read (answering the server's pings): a disconnect
-    /// releases holds.
-    clients: Kept,
-}
-
+/// Connections kept open and read (a disconnect releases holds) until dropped.
 #[derive(Debug, Default)]
 struct Kept(Vec<tokio::task::AbortHandle>);
 
 impl Kept {
-    fn keep(&mut self, mut ws: Ws) {
-        let task = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    fn keep(&mut self, mut ws: Ws, heard: Arc<Heard>) {
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    heard.frame(&t);
+                }
+            }
+            heard.closed.store(true, Ordering::Relaxed);
+        });
         self.0.push(task.abort_handle());
     }
 }
@@ -231,161 +422,387 @@ impl Drop for Kept {
     }
 }
 
-/// 1,000 buyers (1 to 3 seats each) spread round-robin across `addrs`, all at once.
-/// `during` runs once a third of the buyers have answers (the chaos step).
-async fn race(addrs: &[SocketAddr], during: impl FnOnce() + Send + 'static) -> Race {
-    let buyers = 1000;
+/// An answered hold.
+#[derive(Debug, Clone)]
+struct Grant {
+    user: String,
+    lock_id: String,
+    expires_at: i64,
+    quantity: u32,
+    heard: Arc<Heard>,
+}
+
+/// The step run once mid-race, given the holds answered so far.
+type Chaos = Box<dyn FnOnce(Vec<Grant>) -> BoxFuture<'static, ()> + Send>;
+
+#[derive(Default)]
+struct Race {
+    grants: Vec<Grant>,
+    /// Refused by the rules (no seats left).
+    refused: usize,
+    /// Refused with `Hold service unavailable` (Redis did not answer).
+    unavailable: usize,
+    /// No answer (the connection broke).
+    errors: usize,
+    heard: Vec<Arc<Heard>>,
+    clients: Kept,
+}
+
+impl Race {
+    fn granted(&self) -> u32 {
+        self.grants.iter().map(|g| g.quantity).sum()
+    }
+}
+
+/// `BUYERS` buyers (1 to 3 seats each) through `lb`, 250 at a time: each joins the
+/// event's room, then asks for its seats. `chaos` runs once `trigger` seats are granted,
+/// while the race goes on.
+async fn race(lb: SocketAddr, event: i64, tag: &str, trigger: u32, chaos: Option<Chaos>) -> Race {
+    let gate = Arc::new(tokio::sync::Semaphore::new(250));
+    let seats = Arc::new(AtomicU32::new(0));
+    let grants: Arc<Mutex<Vec<Grant>>> = Arc::default();
+    let chaos = Arc::new(Mutex::new(chaos));
+    let chaos_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(250));
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (chaos_tx, chaos_rx) = tokio::sync::oneshot::channel::<()>();
-    let chaos_tx = std::sync::Arc::new(parking_lot::Mutex::new(Some(chaos_tx)));
-    let chaos = tokio::task::spawn_blocking(move || {
-        if chaos_rx.blocking_recv().is_ok() {
-            during();
-        }
-    });
-    for i in 0..buyers {
-        let node = i % addrs.len();
-        let addr = addrs[node];
-        let gate = gate.clone();
-        let answered = answered.clone();
-        let chaos_tx = chaos_tx.clone();
+    for i in 0..BUYERS {
+        let (gate, seats, grants) = (gate.clone(), seats.clone(), grants.clone());
+        let (chaos, chaos_task) = (chaos.clone(), chaos_task.clone());
+        let user = format!("{tag}b{i}");
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let quantity = 1 + (i % 3) as u32;
+            let heard = Arc::new(Heard::default());
             let result = async {
-                let mut ws = connect(addr, &format!("buyer{i}")).await?;
-                let data = json!({"eventId": 1, "categoryId": 1, "quantity": quantity});
-                let answer = call(&mut ws, "lock-tickets", data, 7).await?;
+                let mut ws = connect(lb, &user).await?;
+                let joined = call(
+                    &mut ws,
+                    &heard,
+                    "join-event-room",
+                    json!({"eventId": event}),
+                    1,
+                )
+                .await?;
+                if joined["success"] != true {
+                    // Only while Redis restarts: the buyer hears `unavailable`.
+                    return Ok((ws, joined));
+                }
+                heard.joined.store(true, Ordering::Relaxed);
+                let data = json!({"eventId": event, "categoryId": 1, "quantity": quantity});
+                let answer = call(&mut ws, &heard, "lock-tickets", data, 2).await?;
                 Ok::<_, String>((ws, answer))
             }
             .await;
-            if answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == buyers / 3
-                && let Some(tx) = chaos_tx.lock().take()
+            if let Ok((_, answer)) = &result
+                && answer["success"] == true
             {
-                let _ = tx.send(());
+                let grant = Grant {
+                    user: user.clone(),
+                    lock_id: answer["lockId"].as_str().expect("lockId").to_owned(),
+                    expires_at: answer["expiresAt"].as_i64().expect("expiresAt"),
+                    quantity,
+                    heard: heard.clone(),
+                };
+                let so_far = {
+                    let mut g = grants.lock();
+                    g.push(grant);
+                    g.clone()
+                };
+                if seats.fetch_add(quantity, Ordering::SeqCst) + quantity >= trigger
+                    && let Some(step) = chaos.lock().take()
+                {
+                    *chaos_task.lock() = Some(tokio::spawn(step(so_far)));
+                }
             }
-            (node, quantity, result)
+            (result, heard)
         });
     }
-    let mut race = Race {
-        granted: vec![0; addrs.len()],
-        ..Race::default()
-    };
+    let mut race = Race::default();
     while let Some(done) = tasks.join_next().await {
-        let (node, quantity, result) = done.expect("buyer task");
+        let (result, heard) = done.expect("buyer task");
         match result {
-            Ok((ws, answer)) if answer["success"] == true => {
-                race.granted[node] += quantity;
-                race.clients.keep(ws);
-            }
-            Ok((ws, _)) => {
-                race.refused += 1;
-                race.clients.keep(ws);
+            Ok((ws, answer)) => {
+                if answer["success"] != true {
+                    if answer["message"] == UNAVAILABLE {
+                        race.unavailable += 1;
+                    } else {
+                        race.refused += 1;
+                    }
+                }
+                race.clients.keep(ws, heard.clone());
+                race.heard.push(heard);
             }
             Err(_) => race.errors += 1,
         }
     }
-    drop(chaos_tx);
-    let _ = chaos.await;
+    let step = chaos_task.lock().take();
+    if let Some(step) = step {
+        step.await.expect("chaos step");
+    }
+    assert!(chaos.lock().is_none(), "the chaos step never ran");
+    race.grants = std::mem::take(&mut *grants.lock());
     race
 }
 
-async fn eventually_view(addrs: &[SocketAddr], locked: u32) {
-    for _ in 0..100 {
-        let mut all = true;
-        for &a in addrs {
-            all &= view(a).await == (SEATS - locked, locked);
-        }
-        if all {
+/// Every buyer still connected ends on `(available, locked)` from the updates it heard.
+async fn clients_converge(heard: &[Arc<Heard>], want: (u32, u32)) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let open: Vec<&Arc<Heard>> = heard
+            .iter()
+            .filter(|h| h.joined.load(Ordering::Relaxed) && !h.closed.load(Ordering::Relaxed))
+            .collect();
+        let behind = open.iter().filter(|h| h.last() != Some(want)).count();
+        if behind == 0 {
+            assert!(!open.is_empty(), "no client left to check");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() > deadline {
+            let sample: Vec<Option<(u32, u32)>> = open
+                .iter()
+                .filter(|h| h.last() != Some(want))
+                .take(5)
+                .map(|h| h.last())
+                .collect();
+            panic!(
+                "{behind} of {} clients never heard {want:?}; e.g. {sample:?}",
+                open.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for &a in addrs {
-        eprintln!("{a}: {:?}", view(a).await);
-    }
-    panic!("nodes never agreed on {locked} locked seats");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_race_for_a_hundred_seats() {
-    if !redis_up(SHARED_REDIS) {
-        common::skipped("no Redis on 127.0.0.1:6379");
-        return;
-    }
-    let catalog = catalog_file("race");
-    for run in 0..runs() {
-        let prefix = format!("sbtest:cluster:{:016x}:", rand::random::<u64>());
-        let nodes: Vec<Node> = (0..3)
-            .map(|i| Node::start(SHARED_REDIS, &prefix, &format!("n{i}"), &catalog))
-            .collect();
-        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-        let race = race(&addrs, || {}).await;
-        let granted: u32 = race.granted.iter().sum();
-        eprintln!(
-            "run {run}: granted {granted} seats ({:?} per node), {} refused, {} errors",
-            race.granted, race.refused, race.errors
+/// Every node, asked fresh, says `(available, locked)`.
+async fn nodes_agree(addrs: &[SocketAddr], event: i64, want: (u32, u32)) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut views = Vec::new();
+        for &a in addrs {
+            views.push(view(a, event).await);
+        }
+        if views.iter().all(|v| *v == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes say {views:?}, want {want:?}"
         );
-        assert_eq!(race.errors, 0);
-        assert!(granted <= SEATS, "oversold: {granted}");
-        assert!(granted >= SEATS - 2, "seats left while buyers were refused");
-        // Every node: locked = granted, available = 100 - granted.
-        eventually_view(&addrs, granted).await;
-        drop(race.clients);
-        drop(nodes);
-        delete_prefix(SHARED_REDIS, &prefix);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::fs::remove_file(catalog);
 }
 
+/// The live holds Redis keeps for an event: lock id -> (user, expiresAt, seats, status).
+async fn live_holds(
+    store: &RedisHolds,
+    event: i64,
+) -> BTreeMap<String, (String, i64, u32, HoldStatus)> {
+    // The test's own connection may find Redis just restarted: it reconnects.
+    let mut tries = 0;
+    let holds = loop {
+        match store.holds(event, switchboard::tickets::now_ms()).await {
+            Ok(h) => break h,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                retry_pause(&e).await;
+            }
+            Err(e) => panic!("redis does not answer: {e}"),
+        }
+    };
+    holds
+        .into_iter()
+        .map(|h| (h.lock_id, (h.user_id, h.expires_at, h.quantity, h.status)))
+        .collect()
+}
+
+async fn retry_pause(_why: &redis_store::RedisStoreError) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Confirms every other hold answered so far, the way the orders-service does when a
+/// buyer checks out (the order then waits for it); answers the confirmed holds.
+async fn confirm_half(store: &RedisHolds, grants: &[Grant]) -> Vec<tickets::Hold> {
+    let mut confirmed = Vec::new();
+    for g in grants.iter().step_by(2) {
+        let done = store
+            .confirm(&g.lock_id, switchboard::tickets::now_ms())
+            .await
+            .expect("redis answers");
+        confirmed.push(done.value.expect("confirmed"));
+    }
+    confirmed
+}
+
+// ----- the race ------------------------------------------------------------------------------
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_mid_race_never_oversells_and_its_holds_are_released() {
-    if !redis_up(SHARED_REDIS) {
-        common::skipped("no Redis on 127.0.0.1:6379");
+async fn three_nodes_behind_haproxy_race_for_a_hundred_seats() {
+    let _one = SERIAL.lock().await;
+    if !shared_redis_or_skip() || !haproxy_or_skip() {
         return;
     }
-    let catalog = catalog_file("kill");
-    for run in 0..runs() {
-        let prefix = format!("sbtest:kill:{:016x}:", rand::random::<u64>());
-        let mut nodes: Vec<Node> = (0..3)
-            .map(|i| {
-                // A short node timeout and recovery window, so the test sees the release.
-                let fast = [("node_timeout_secs", "3"), ("recovery_window_secs", "2")];
-                Node::start_with(SHARED_REDIS, &prefix, &format!("n{i}"), &catalog, &fast)
+    let runs = race_runs();
+    let catalog = catalog_file("race", runs, SEATS);
+    let prefix = format!("sbtest:cluster:{:016x}:", rand::random::<u64>());
+    let fleet = Fleet::start(SHARED_REDIS, &prefix, &catalog, &[]).await;
+    let started = Instant::now();
+    for run in 0..runs {
+        // A new event per run: the fleet and its load balancer stay.
+        let event = run as i64 + 1;
+        let race = race(fleet.lb.addr, event, &format!("r{run}"), u32::MAX, None).await;
+        let granted = race.granted();
+        eprintln!(
+            "race {run}: granted {granted} seats to {} buyers, {} refused, {} unavailable, {} errors",
+            race.grants.len(),
+            race.refused,
+            race.unavailable,
+            race.errors
+        );
+        assert_eq!((race.errors, race.unavailable), (0, 0));
+        assert!(granted <= SEATS, "oversold: {granted}");
+        assert!(
+            granted >= SEATS - 2,
+            "seats left while buyers were refused: {granted}"
+        );
+        // The load balancer spread the buyers over every node.
+        for a in fleet.addrs {
+            let ws = stats(a).await["connections"]["ws"]
+                .as_u64()
+                .expect("ws count");
+            assert!(ws > 0, "no buyer on {a}");
+        }
+        // Redis holds exactly the answered holds, with the expiresAt each buyer heard.
+        let live = live_holds(&fleet.checker, event).await;
+        let answered: BTreeMap<String, (String, i64, u32, HoldStatus)> = race
+            .grants
+            .iter()
+            .map(|g| {
+                (
+                    g.lock_id.clone(),
+                    (g.user.clone(), g.expires_at, g.quantity, HoldStatus::Active),
+                )
             })
             .collect();
-        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-        let victim = nodes.pop().expect("three nodes");
-        let victim = std::sync::Arc::new(parking_lot::Mutex::new(Some(victim)));
-        let v = victim.clone();
-        let race = race(&addrs, move || {
-            if let Some(mut n) = v.lock().take() {
-                n.kill9();
+        assert_eq!(live, answered);
+        let want = (SEATS - granted, granted);
+        clients_converge(&race.heard, want).await;
+        nodes_agree(&fleet.addrs, event, want).await;
+    }
+    eprintln!("{runs} races in {:?}", started.elapsed());
+    drop(fleet);
+    let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
+    let _ = std::fs::remove_file(catalog);
+}
+
+async fn fleet_cleanup(url: &str, prefix: &str) -> Result<(), redis_store::RedisStoreError> {
+    checker(url, prefix).delete_all().await
+}
+
+// ----- kill -9 -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are_released() {
+    let _one = SERIAL.lock().await;
+    if !shared_redis_or_skip() || !haproxy_or_skip() {
+        return;
+    }
+    let catalog = catalog_file("kill", 1, SEATS);
+    for run in 0..chaos_runs() {
+        let prefix = format!("sbtest:kill:{:016x}:", rand::random::<u64>());
+        // A short node timeout and recovery window, so the test sees the release.
+        let fast = [("node_timeout_secs", "3"), ("recovery_window_secs", "2")];
+        let mut fleet = Fleet::start(SHARED_REDIS, &prefix, &catalog, &fast).await;
+        let victim = fleet.nodes[2].take().expect("three nodes");
+        let store = fleet.checker.clone();
+        let confirmed: Arc<Mutex<Vec<tickets::Hold>>> = Arc::default();
+        let c = confirmed.clone();
+        let chaos: Chaos = Box::new(move |so_far| {
+            Box::pin(async move {
+                *c.lock() = confirm_half(&store, &so_far).await;
+                let mut victim = victim;
+                tokio::task::spawn_blocking(move || victim.kill9())
+                    .await
+                    .expect("kill");
+            })
+        });
+        let race = race(fleet.lb.addr, 1, &format!("k{run}"), 30, Some(chaos)).await;
+        let confirmed = std::mem::take(&mut *confirmed.lock());
+        let granted = race.granted();
+        // Nothing was released during the race (the dead node's holds go after its
+        // recovery window): every answer counts.
+        assert!(granted <= SEATS, "oversold: {granted}");
+        let on_victim: Vec<&Grant> = race
+            .grants
+            .iter()
+            .filter(|g| g.heard.closed.load(Ordering::Relaxed))
+            .collect();
+        let confirmed_ids: HashMap<&str, &tickets::Hold> =
+            confirmed.iter().map(|h| (h.lock_id.as_str(), h)).collect();
+        // What must remain: every confirmed hold (an order waits for it, whichever node
+        // granted it) and every active hold of a buyer still connected, each with the
+        // expiresAt it was given.
+        let mut want: BTreeMap<String, (String, i64, u32, HoldStatus)> = BTreeMap::new();
+        for h in &confirmed {
+            want.insert(
+                h.lock_id.clone(),
+                (
+                    h.user_id.clone(),
+                    h.expires_at,
+                    h.quantity,
+                    HoldStatus::Confirmed,
+                ),
+            );
+        }
+        for g in &race.grants {
+            if !confirmed_ids.contains_key(g.lock_id.as_str())
+                && !g.heard.closed.load(Ordering::Relaxed)
+            {
+                want.insert(
+                    g.lock_id.clone(),
+                    (g.user.clone(), g.expires_at, g.quantity, HoldStatus::Active),
+                );
             }
-        })
-        .await;
-        let survivors = &addrs[..2];
-        let kept: u32 = race.granted[..2].iter().sum();
-        let on_victim = race.granted[2];
+        }
+        let confirmed_on_victim = on_victim
+            .iter()
+            .filter(|g| confirmed_ids.contains_key(g.lock_id.as_str()))
+            .count();
         eprintln!(
-            "run {run}: survivors granted {kept}, the killed node {on_victim}, {} refused, {} errors",
-            race.refused, race.errors
+            "kill run {run}: granted {granted} seats ({} holds, {} confirmed), {} holds on the killed node ({confirmed_on_victim} confirmed), {} refused, {} unavailable, {} errors",
+            race.grants.len(),
+            confirmed.len(),
+            on_victim.len(),
+            race.refused,
+            race.unavailable,
+            race.errors
         );
-        // The killed node's grants end with it (released below), so the buyers still
-        // connected hold at most every seat; Redis never held more at any moment (the
-        // checks below and the scripts' own invariant).
-        assert!(kept <= SEATS, "oversold");
-        // The killed node's buyers lost their connection with it: after the node timeout
-        // and the recovery window, another node releases the active holds it granted.
-        eventually_view(survivors, kept).await;
+        assert!(!on_victim.is_empty(), "the killed node had granted nothing");
+        // After the node timeout and the recovery window, another node releases the dead
+        // node's active holds (and only those).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut live = live_holds(&fleet.checker, 1).await;
+        while live != want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            live = live_holds(&fleet.checker, 1).await;
+        }
+        let lost: Vec<&String> = want.keys().filter(|k| !live.contains_key(*k)).collect();
+        assert!(lost.is_empty(), "holds lost: {lost:?}");
+        assert_eq!(
+            live, want,
+            "the dead node's active holds are released, nothing else"
+        );
+        // ... and announced: every buyer still connected hears the new numbers.
+        let locked: u32 = want.values().map(|v| v.2).sum();
+        let survivors = [fleet.addrs[0], fleet.addrs[1]];
+        clients_converge(&race.heard, (SEATS - locked, locked)).await;
+        nodes_agree(&survivors, 1, (SEATS - locked, locked)).await;
         drop(race.clients);
-        drop(nodes);
-        delete_prefix(SHARED_REDIS, &prefix);
+        drop(fleet);
+        let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
     }
     let _ = std::fs::remove_file(catalog);
 }
+
+// ----- Redis restart -------------------------------------------------------------------------
 
 /// A `redis-server` of this test's own with AOF `always`, restartable on the same port.
 struct OwnRedis {
@@ -395,10 +812,13 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    fn start(dir: std::path::PathBuf, port: u16) -> Option<OwnRedis> {
+    fn start() -> Option<OwnRedis> {
+        let dir =
+            std::env::temp_dir().join(format!("sb-cluster-aof-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("dir");
         let mut r = OwnRedis {
             child: None,
-            port,
+            port: free_port(),
             dir,
         };
         r.spawn().then_some(r)
@@ -422,11 +842,11 @@ impl OwnRedis {
         match child {
             Ok(c) => {
                 self.child = Some(c);
-                for _ in 0..100 {
+                for _ in 0..200 {
                     if redis_up(&self.url()) {
                         return true;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(25));
                 }
                 false
             }
@@ -457,51 +877,220 @@ impl Drop for OwnRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_mid_race_loses_no_answered_hold() {
-    let catalog = catalog_file("restart");
-    for run in 0..runs() {
-        let dir =
-            std::env::temp_dir().join(format!("sb-cluster-aof-{:08x}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
-        let Some(redis) = OwnRedis::start(dir, port) else {
+async fn a_redis_restart_mid_race_loses_no_answered_or_confirmed_hold() {
+    let _one = SERIAL.lock().await;
+    if !haproxy_or_skip() {
+        return;
+    }
+    let catalog = catalog_file("restart", 1, SEATS);
+    for run in 0..chaos_runs() {
+        let Some(redis) = OwnRedis::start() else {
             return;
         };
         let url = redis.url();
-        let nodes: Vec<Node> = (0..3)
-            .map(|i| Node::start(&url, "sb:", &format!("n{i}"), &catalog))
-            .collect();
-        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-        let redis = std::sync::Arc::new(parking_lot::Mutex::new(redis));
+        let fleet = Fleet::start(&url, "sb:", &catalog, &[]).await;
+        let redis = Arc::new(Mutex::new(redis));
         let r = redis.clone();
-        let race = race(&addrs, move || {
-            let mut r = r.lock();
-            r.kill9();
-            assert!(r.spawn(), "redis-server restarts");
-        })
-        .await;
-        let granted: u32 = race.granted.iter().sum();
+        let store = fleet.checker.clone();
+        let confirmed: Arc<Mutex<Vec<tickets::Hold>>> = Arc::default();
+        let c = confirmed.clone();
+        let restarted = Arc::new(AtomicUsize::new(0));
+        let seen = restarted.clone();
+        let chaos: Chaos = Box::new(move |so_far| {
+            Box::pin(async move {
+                *c.lock() = confirm_half(&store, &so_far).await;
+                // Killed (no shutdown save: only the append-only file) and started again
+                // on the same port and directory, while buyers keep asking.
+                seen.store(
+                    so_far.iter().map(|g| g.quantity as usize).sum(),
+                    Ordering::Relaxed,
+                );
+                tokio::task::spawn_blocking(move || {
+                    let mut r = r.lock();
+                    r.kill9();
+                    assert!(r.spawn(), "redis-server restarts");
+                })
+                .await
+                .expect("restart");
+            })
+        });
+        let race = race(fleet.lb.addr, 1, &format!("s{run}"), 30, Some(chaos)).await;
+        let confirmed = std::mem::take(&mut *confirmed.lock());
+        let granted = race.granted();
         eprintln!(
-            "run {run}: granted {granted}, {} refused (some while Redis restarted), {} errors",
-            race.refused, race.errors
+            "restart run {run}: Redis restarted with {} seats held; granted {granted} seats ({} holds, {} confirmed), {} refused, {} unavailable while it restarted, {} errors",
+            restarted.load(Ordering::Relaxed),
+            race.grants.len(),
+            confirmed.len(),
+            race.refused,
+            race.unavailable,
+            race.errors
         );
-        let mut views = Vec::new();
-        for &a in &addrs {
-            views.push(view(a).await);
-        }
         assert_eq!(race.errors, 0, "the sockets kept serving");
-        assert!(granted <= SEATS, "oversold");
-        // Every answered hold survived the restart (AOF always). A hold Redis applied but
-        // whose answer was lost in the kill may be there too (the buyer heard a refusal).
-        for (available, locked) in &views {
-            assert!(*locked >= granted, "an answered hold was lost: {views:?}");
-            assert!(*locked <= SEATS && available + locked == SEATS, "{views:?}");
+        assert!(granted <= SEATS, "oversold: {granted}");
+        assert!(
+            restarted.load(Ordering::Relaxed) < SEATS as usize,
+            "restarted mid-race"
+        );
+        let live = live_holds(&fleet.checker, 1).await;
+        // Every answered hold survived with its expiresAt (confirmed ones with the
+        // order's deadline). A hold Redis applied whose answer was lost in the kill may
+        // be there too (its buyer heard `unavailable`): it counts, nothing is oversold.
+        let confirmed_ids: HashMap<&str, &tickets::Hold> =
+            confirmed.iter().map(|h| (h.lock_id.as_str(), h)).collect();
+        for g in &race.grants {
+            let want = match confirmed_ids.get(g.lock_id.as_str()) {
+                Some(h) => (
+                    h.user_id.clone(),
+                    h.expires_at,
+                    h.quantity,
+                    HoldStatus::Confirmed,
+                ),
+                None => (g.user.clone(), g.expires_at, g.quantity, HoldStatus::Active),
+            };
+            assert_eq!(
+                live.get(&g.lock_id),
+                Some(&want),
+                "hold {} lost or changed",
+                g.lock_id
+            );
         }
+        let locked: u32 = live.values().map(|v| v.2).sum();
+        assert!(locked <= SEATS, "oversold: {locked} seats held in Redis");
+        // Every buyer ends on the numbers Redis holds, as does every node.
+        clients_converge(&race.heard, (SEATS - locked, locked)).await;
+        nodes_agree(&fleet.addrs, 1, (SEATS - locked, locked)).await;
         drop(race.clients);
-        drop(nodes);
+        drop(fleet);
     }
+    let _ = std::fs::remove_file(catalog);
+}
+
+// ----- expiry --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_holds_expiring_together_are_released_and_announced_once() {
+    let _one = SERIAL.lock().await;
+    if !shared_redis_or_skip() || !haproxy_or_skip() {
+        return;
+    }
+    const HOLDS: usize = 500;
+    const TOTAL: u32 = 1000;
+    let catalog = catalog_file("expiry", 1, TOTAL);
+    let prefix = format!("sbtest:expiry:{:016x}:", rand::random::<u64>());
+    let fleet = Fleet::start(SHARED_REDIS, &prefix, &catalog, &[("hold_ttl_secs", "4")]).await;
+    // Every buyer connects first; then all ask at once (outside the room, so that no
+    // announcement slows the grants: the deadlines fall within one second), then all join
+    // the room (its snapshot says 500 held) before the first deadline.
+    let gate = Arc::new(tokio::sync::Semaphore::new(250));
+    let mut connecting = tokio::task::JoinSet::new();
+    for i in 0..HOLDS {
+        let (gate, lb) = (gate.clone(), fleet.lb.addr);
+        connecting.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            connect(lb, &format!("x{i}")).await.expect("connect")
+        });
+    }
+    let mut buyers = Vec::new();
+    while let Some(b) = connecting.join_next().await {
+        buyers.push(b.expect("buyer"));
+    }
+    let mut locking = tokio::task::JoinSet::new();
+    for mut ws in buyers {
+        locking.spawn(async move {
+            let heard = Arc::new(Heard::default());
+            let data = json!({"eventId": 1, "categoryId": 1, "quantity": 1});
+            let answer = call(&mut ws, &heard, "lock-tickets", data, 2)
+                .await
+                .expect("answer");
+            assert_eq!(answer["success"], true, "{answer}");
+            (ws, heard, answer["expiresAt"].as_i64().expect("expiresAt"))
+        });
+    }
+    let mut locked = Vec::new();
+    while let Some(done) = locking.join_next().await {
+        locked.push(done.expect("lock"));
+    }
+    let first = locked.iter().map(|l| l.2).min().expect("some");
+    let spread = locked.iter().map(|l| l.2).max().expect("some") - first;
+    eprintln!("{HOLDS} holds, deadlines within {spread} ms");
+    assert!(
+        spread < 1000,
+        "the deadlines fall within one second: {spread} ms"
+    );
+    let mut joining = tokio::task::JoinSet::new();
+    for (mut ws, heard, _) in locked {
+        joining.spawn(async move {
+            let joined = call(&mut ws, &heard, "join-event-room", json!({"eventId": 1}), 1)
+                .await
+                .expect("join");
+            assert_eq!(joined["success"], true);
+            heard.joined.store(true, Ordering::Relaxed);
+            (ws, heard)
+        });
+    }
+    let mut clients = Kept::default();
+    let mut heard_all = Vec::new();
+    while let Some(done) = joining.join_next().await {
+        let (ws, heard) = done.expect("join");
+        clients.keep(ws, heard.clone());
+        heard_all.push(heard);
+    }
+    assert!(
+        switchboard::tickets::now_ms() < first,
+        "every buyer joined before the first deadline"
+    );
+    // Released once: every node's count of the fleet's expired holds is 500, and the
+    // holds each node claimed add up to 500.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let per_node = loop {
+        let mut expired = Vec::new();
+        let mut claimed = Vec::new();
+        for a in fleet.addrs {
+            let st = stats(a).await;
+            expired.push(
+                st["ticketLocks"]["locksByStatus"]["expired"]
+                    .as_u64()
+                    .expect("n"),
+            );
+            claimed.push(st["ticketLocks"]["expiredByThisNode"].as_u64().expect("n"));
+        }
+        if expired.iter().all(|&n| n == HOLDS as u64) && claimed.iter().sum::<u64>() == HOLDS as u64
+        {
+            break claimed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired {expired:?}, claimed per node {claimed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("claimed per node: {per_node:?}");
+    // Announced once: every buyer hears the count go from 500 to 0 with no number twice
+    // and never back up (each release is in exactly one announcement).
+    clients_converge(&heard_all, (TOTAL, 0)).await;
+    let mut announcements = Vec::new();
+    for h in &heard_all {
+        let updates = h.updates.lock().clone();
+        let top = updates
+            .iter()
+            .rposition(|u| u.1 == HOLDS as u32)
+            .expect("heard 500 held");
+        let after: Vec<u32> = updates[top..].iter().map(|u| u.1).collect();
+        assert!(
+            after.windows(2).all(|w| w[1] < w[0]),
+            "a release announced twice or out of order: {after:?}"
+        );
+        announcements.push(after.len() - 1);
+    }
+    eprintln!(
+        "expiry announcements heard per client: min {:?}, max {:?}",
+        announcements.iter().min(),
+        announcements.iter().max()
+    );
+    assert!(live_holds(&fleet.checker, 1).await.is_empty());
+    drop(clients);
+    drop(fleet);
+    let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
     let _ = std::fs::remove_file(catalog);
 }

@@ -29,6 +29,9 @@ pub struct BusMetrics {
     pub dropped_oversized: AtomicU64,
     /// Requests of the Node adapter's protocol this node could not read or answer.
     pub dropped_request: AtomicU64,
+    /// Latest-value messages (availability announcements) not delivered because a
+    /// newer or equal version already was.
+    pub superseded: AtomicU64,
     /// Relay latency: from a publish to its delivery on this node, through Redis.
     pub relay_latency: primitives::Histogram,
 }

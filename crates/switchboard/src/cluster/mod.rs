@@ -35,6 +35,7 @@ pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
 pub use ops::{Acked, Gathered, MAX_TIMEOUT, SocketOps};
 pub use presence::{Announce, PresenceBook};
+pub use relay::Supersedes;
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
 
@@ -64,6 +65,9 @@ pub struct ClusterConfig {
     pub queue: usize,
     /// Largest bus message accepted, in bytes.
     pub max_message: usize,
+    /// Which messages carry a latest value (the hold service's availability
+    /// announcements): a node delivers only a newer version than it last delivered.
+    pub supersedes: Supersedes,
 }
 
 /// The Socket.IO side a cluster node serves to the Node adapter's requests.
@@ -131,6 +135,7 @@ impl Cluster {
             metrics.clone(),
             config.queue,
             config.max_message,
+            config.supersedes,
         );
         hub.set_relay(relay.clone());
         let nodes = nodes::Nodes::new(&config.prefix, config.node_id.clone(), config.node_timeout);

@@ -76,7 +76,18 @@ pub(crate) struct BusRelay {
     seen: Mutex<HashMap<(String, u64), u64>>,
     /// This process's epoch, so a restarted node with the same id starts afresh.
     pub(crate) epoch: u64,
+    /// Names the latest-value messages: `(key, version)`.
+    supersedes: Supersedes,
+    /// The newest version delivered here per key (see [`BusRelay::superseded`]).
+    latest: Mutex<HashMap<String, u64>>,
 }
+
+/// Tells which messages carry a latest value (`Some((key, version))`): of those, a node
+/// delivers one only if its version is newer than the last it delivered for the key.
+pub type Supersedes = fn(&Publish) -> Option<(String, u64)>;
+
+/// Keys whose latest version is remembered, at most (then forgotten all at once).
+const MAX_LATEST: usize = 65_536;
 
 impl Relay for BusRelay {
     #[allow(clippy::result_large_err)]
@@ -122,6 +133,7 @@ impl BusRelay {
         metrics: Arc<BusMetrics>,
         queue: usize,
         max_message: usize,
+        supersedes: Supersedes,
     ) -> (Arc<BusRelay>, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(queue);
         let offset_key = format!("{prefix}-sb:offset");
@@ -138,6 +150,8 @@ impl BusRelay {
             offset_key,
             seen: Mutex::new(HashMap::new()),
             epoch: rand::random::<u64>() >> 11,
+            supersedes,
+            latest: Mutex::new(HashMap::new()),
         });
         (relay, rx)
     }
@@ -145,6 +159,27 @@ impl BusRelay {
     /// The pattern the subscriber listens on: every namespace's broadcasts.
     pub(crate) fn pattern(&self) -> String {
         format!("{}#*", self.prefix)
+    }
+
+    /// Whether a latest-value message is older than (or the same as) one already
+    /// delivered here; if not, it becomes the latest. Every node sees the bus in one
+    /// order, so every node drops the same messages: two nodes' announcements that
+    /// crossed on their way to Redis, or one announced twice, reach nobody out of order.
+    fn superseded(&self, msg: &Publish) -> bool {
+        let Some((key, version)) = (self.supersedes)(msg) else {
+            return false;
+        };
+        let mut latest = self.latest.lock();
+        if latest.len() >= MAX_LATEST && !latest.contains_key(&key) {
+            latest.clear();
+        }
+        let last = latest.entry(key).or_insert(0);
+        if version <= *last {
+            self.metrics.superseded.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        *last = version;
+        false
     }
 
     /// Our own message `seq` came back with `offset`: deliver it (and, before it, any
@@ -165,7 +200,13 @@ impl BusRelay {
         for p in ready {
             let (offset, delivered) = if p.seq == seq {
                 self.metrics.relay_latency.observe(p.at.elapsed());
-                (offset, hub.deliver_sequenced(offset, p.msg))
+                if self.superseded(&p.msg) {
+                    (offset, 0)
+                } else {
+                    (offset, hub.deliver_sequenced(offset, p.msg))
+                }
+            } else if self.superseded(&p.msg) {
+                (0, 0)
             } else {
                 self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
                 hub.publish_local(p.msg)
@@ -193,7 +234,11 @@ impl BusRelay {
         }
         for p in overdue {
             self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
-            let (offset, delivered) = hub.publish_local(p.msg);
+            let (offset, delivered) = if self.superseded(&p.msg) {
+                (0, 0)
+            } else {
+                hub.publish_local(p.msg)
+            };
             if let Some(done) = p.done {
                 done(offset, delivered);
             }
@@ -240,11 +285,15 @@ impl BusRelay {
                     *last = ext.seq;
                 }
                 self.metrics.received.fetch_add(1, Ordering::Relaxed);
-                hub.deliver_sequenced(ext.offset, incoming.publish);
+                if !self.superseded(&incoming.publish) {
+                    hub.deliver_sequenced(ext.offset, incoming.publish);
+                }
             }
             (false, None) => {
                 self.metrics.received.fetch_add(1, Ordering::Relaxed);
-                hub.publish_local(incoming.publish);
+                if !self.superseded(&incoming.publish) {
+                    hub.publish_local(incoming.publish);
+                }
             }
         }
     }
@@ -261,6 +310,9 @@ impl BusRelay {
         if let Some(hub) = self.hub.upgrade() {
             hub.mark_gap();
         }
+        // Redis may have come back without its data (versions start again): whatever
+        // arrives from now on is news.
+        self.latest.lock().clear();
     }
 }
 

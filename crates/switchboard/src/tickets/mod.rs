@@ -19,6 +19,8 @@ pub use events_source::{
 };
 pub use redis_store::{RedisHolds, RedisStoreError};
 pub(crate) use service::ApplyError;
-pub use service::{Clock, HoldService, ServiceError, UNAVAILABLE, event_room, now_ms};
+pub use service::{
+    Clock, HoldService, ServiceError, UNAVAILABLE, announcement_version, event_room, now_ms,
+};
 pub use shared::{LivenessConfig, NodeLiveness, RedisLiveness};
 pub use store::{HoldStore, SqliteStore, StoreError};

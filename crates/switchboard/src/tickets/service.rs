@@ -140,6 +140,28 @@ impl Clock {
     }
 }
 
+/// The event that announces a category's numbers.
+const AVAILABILITY_UPDATE: &str = "availability-update";
+
+/// The key and version of an `availability-update` published by the shared (Redis)
+/// authority, which stamps each with the category's version (`"version"`, bumped by
+/// every script that changed the category). The cluster fabric delivers only a newer
+/// version than it last delivered (`cluster::Supersedes`), so announcements of two
+/// nodes that crossed on their way, or one announced by two nodes, never reach a client
+/// out of order or twice. Unversioned updates (one node, no Redis) are not latest-value.
+pub fn announcement_version(p: &Publish) -> Option<(String, u64)> {
+    if &*p.event != AVAILABILITY_UPDATE {
+        return None;
+    }
+    if p.payload.arg_count != 1 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&p.payload.args).ok()?;
+    let version = v.get("version")?.as_u64()?;
+    let (event, category) = (v.get("eventId")?.as_i64()?, v.get("categoryId")?.as_i64()?);
+    Some((format!("{event}:{category}"), version))
+}
+
 /// The hub room of an event.
 pub fn event_room(event_id: i64) -> String {
     format!("event_{event_id}")
@@ -580,14 +602,18 @@ impl HoldService {
 
     /// The `availability-update` payload of a category, stamped now.
     pub fn update_payload(a: &Availability) -> Payload {
-        Payload::json(&serde_json::json!({
+        Payload::json(&Self::update_json(a))
+    }
+
+    fn update_json(a: &Availability) -> serde_json::Value {
+        serde_json::json!({
             "eventId": a.event_id,
             "categoryId": a.category_id,
             "availableTickets": a.available_tickets,
             "lockedTickets": a.locked_tickets,
             "totalTickets": a.total_tickets,
             "timestamp": now_ms(),
-        }))
+        })
     }
 
     // ----- the local authority ---------------------------------------------------------
@@ -794,10 +820,14 @@ impl HoldService {
     }
 
     fn publish_availability(&self, a: &Availability) {
+        self.publish_update(a, Self::update_payload(a));
+    }
+
+    fn publish_update(&self, a: &Availability, payload: Payload) {
         self.hub.publish(Publish {
             rooms: std::iter::once(event_room(a.event_id).into()).collect(),
-            event: "availability-update".into(),
-            payload: Self::update_payload(a),
+            event: AVAILABILITY_UPDATE.into(),
+            payload,
             persist: true,
             ..Publish::default()
         });
@@ -894,11 +924,15 @@ impl HoldService {
         self.coalescer.window()
     }
 
-    /// Publishes an availability unless this node already published a newer one.
+    /// Publishes an availability unless this node already published a newer one. It
+    /// carries its version, so every node delivers only newer ones
+    /// ([`announcement_version`]).
     fn publish_newer(&self, shared: &Shared, a: Availability, version: u64) {
         let _one_at_a_time = self.flushing.lock();
         if shared.newer_than_published(&a, version) {
-            self.publish_availability(&a);
+            let mut body = Self::update_json(&a);
+            body["version"] = version.into();
+            self.publish_update(&a, Payload::json(&body));
         }
     }
 
