@@ -1094,3 +1094,173 @@ async fn five_hundred_holds_expiring_together_are_released_and_announced_once() 
     let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
     let _ = std::fs::remove_file(catalog);
 }
+
+// ----- RabbitMQ on every node ----------------------------------------------------------------
+
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+async fn broker_or_skip() -> Option<lapin::Connection> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default()),
+    )
+    .await;
+    match conn {
+        Ok(Ok(c)) => Some(c),
+        _ => {
+            common::skipped("no RabbitMQ on 127.0.0.1:5672");
+            None
+        }
+    }
+}
+
+/// Two nodes consume the same queue (competing consumers). The orders-service sends the
+/// same `order-completed` several times (a retry, a redelivery): the copies reach both
+/// nodes, and the order has one effect: sold once, one `order-completed` to the buyer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_delivered_to_two_nodes_has_one_effect() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+    let _one = SERIAL.lock().await;
+    if !shared_redis_or_skip() {
+        return;
+    }
+    let Some(conn) = broker_or_skip().await else {
+        return;
+    };
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let queue = format!("sb_test_cluster_orders_{:08x}", rand::random::<u32>());
+    let catalog = catalog_file("orders", 1, 10);
+    let prefix = format!("sbtest:orders:{:016x}:", rand::random::<u64>());
+    let extra = [
+        ("amqp_url", BROKER),
+        ("amqp_queue", queue.as_str()),
+        ("amqp_reconnect_max_ms", "500"),
+    ];
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|id| Node::start_with(SHARED_REDIS, &prefix, id, &catalog, &extra))
+        .collect();
+    for n in &nodes {
+        ready(n.addr).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats(n.addr).await["amqp"]["state"] != "connected" {
+            assert!(Instant::now() < deadline, "{} never consumed", n.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The buyer holds 3 seats on node a; the order confirms the hold, then completes.
+    let heard = Heard::default();
+    let mut buyer = connect(nodes[0].addr, "u7").await.expect("buyer");
+    let joined = call(
+        &mut buyer,
+        &heard,
+        "join-event-room",
+        json!({"eventId": 1}),
+        1,
+    )
+    .await
+    .expect("join");
+    assert_eq!(joined["success"], true);
+    let hold = call(
+        &mut buyer,
+        &heard,
+        "lock-tickets",
+        json!({"eventId": 1, "categoryId": 1, "quantity": 3}),
+        2,
+    )
+    .await
+    .expect("lock");
+    assert_eq!(hold["success"], true, "{hold}");
+    let emit = |pattern: &str, data: Value| {
+        let body = json!({"pattern": pattern, "data": data}).to_string();
+        let ch = ch.clone();
+        let queue = queue.clone();
+        async move {
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmed by the broker");
+        }
+    };
+    emit("confirm-ticket-lock", json!({"lockId": hold["lockId"]})).await;
+    const COPIES: u64 = 10;
+    let order = json!({"orderId": "order-77", "eventId": 1, "categoryId": 1, "quantity": 3, "userId": "u7"});
+    for _ in 0..COPIES {
+        emit("order-completed", order.clone()).await;
+    }
+    // Every copy acked somewhere; both nodes took some; one effect in all.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (consumed, duplicates) = loop {
+        let mut consumed = Vec::new();
+        let mut duplicates = 0;
+        let mut acked = 0;
+        for n in &nodes {
+            let a = stats(n.addr).await["amqp"].clone();
+            consumed.push(a["consumed"].as_u64().expect("n"));
+            duplicates += a["duplicates"].as_u64().expect("n");
+            acked += a["acked"].as_u64().expect("n");
+        }
+        if acked == COPIES + 1 {
+            break (consumed, duplicates);
+        }
+        assert!(Instant::now() < deadline, "acked {acked} of {}", COPIES + 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("consumed per node {consumed:?}, {duplicates} duplicates");
+    assert!(
+        consumed.iter().all(|&c| c > 0),
+        "both nodes consumed: {consumed:?}"
+    );
+    assert_eq!(
+        duplicates,
+        COPIES - 1,
+        "one copy applied, the others recognized"
+    );
+    for n in &nodes {
+        let st = stats(n.addr).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut st = st;
+        while st["ticketLocks"]["locksByStatus"]["completed"] != 1 {
+            assert!(Instant::now() < deadline, "{st}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            st = stats(n.addr).await;
+        }
+        assert_eq!(view(n.addr, 1).await, (7, 0), "sold once");
+    }
+    // The buyer hears the outcome once.
+    let mut outcomes = 0;
+    let quiet = Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(quiet, buyer.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["event"] == "order-completed" {
+                outcomes += 1;
+            }
+        }
+    }
+    assert_eq!(outcomes, 1, "one order-completed to the buyer");
+    drop(nodes);
+    for q in [queue.clone(), format!("{queue}.dlq")] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .exchange_delete(
+            format!("{queue}.dlq.x").as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await;
+    let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
+    let _ = std::fs::remove_file(catalog);
+}
