@@ -432,6 +432,9 @@ struct Grant {
     heard: Arc<Heard>,
 }
 
+/// How a buyer's error starts when it never connected.
+const NOT_CONNECTED: &str = "not connected: ";
+
 /// The step run once mid-race, given the holds answered so far.
 type Chaos = Box<dyn FnOnce(Vec<Grant>) -> BoxFuture<'static, ()> + Send>;
 
@@ -442,8 +445,11 @@ struct Race {
     refused: usize,
     /// Refused with `Hold service unavailable` (Redis did not answer).
     unavailable: usize,
-    /// No answer (the connection broke).
+    /// No answer: the connection broke, or an answer never came.
     errors: usize,
+    /// Never connected: the load balancer had no node to offer (every node answered
+    /// `/ready` 503 while Redis restarted, so HAProxy took them all out for a moment).
+    unreachable: usize,
     heard: Vec<Arc<Heard>>,
     clients: Kept,
 }
@@ -473,7 +479,9 @@ async fn race(lb: SocketAddr, event: i64, tag: &str, trigger: u32, chaos: Option
             let quantity = 1 + (i % 3) as u32;
             let heard = Arc::new(Heard::default());
             let result = async {
-                let mut ws = connect(lb, &user).await?;
+                let mut ws = connect(lb, &user)
+                    .await
+                    .map_err(|e| format!("{NOT_CONNECTED}{e}"))?;
                 let joined = call(
                     &mut ws,
                     &heard,
@@ -531,6 +539,7 @@ async fn race(lb: SocketAddr, event: i64, tag: &str, trigger: u32, chaos: Option
                 race.clients.keep(ws, heard.clone());
                 race.heard.push(heard);
             }
+            Err(e) if e.starts_with(NOT_CONNECTED) => race.unreachable += 1,
             Err(_) => race.errors += 1,
         }
     }
@@ -657,7 +666,7 @@ async fn three_nodes_behind_haproxy_race_for_a_hundred_seats() {
             race.unavailable,
             race.errors
         );
-        assert_eq!((race.errors, race.unavailable), (0, 0));
+        assert_eq!((race.errors, race.unreachable, race.unavailable), (0, 0, 0));
         assert!(granted <= SEATS, "oversold: {granted}");
         assert!(
             granted >= SEATS - 2,
@@ -724,7 +733,8 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
                     .expect("kill");
             })
         });
-        let race = race(fleet.lb.addr, 1, &format!("k{run}"), 30, Some(chaos)).await;
+        // Killed once half the seats are held: the node has granted some by then.
+        let race = race(fleet.lb.addr, 1, &format!("k{run}"), 50, Some(chaos)).await;
         let confirmed = std::mem::take(&mut *confirmed.lock());
         let granted = race.granted();
         // Nothing was released during the race (the dead node's holds go after its
@@ -767,13 +777,14 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
             .filter(|g| confirmed_ids.contains_key(g.lock_id.as_str()))
             .count();
         eprintln!(
-            "kill run {run}: granted {granted} seats ({} holds, {} confirmed), {} holds on the killed node ({confirmed_on_victim} confirmed), {} refused, {} unavailable, {} errors",
+            "kill run {run}: granted {granted} seats ({} holds, {} confirmed), {} holds on the killed node ({confirmed_on_victim} confirmed), {} refused, {} unavailable, {} errors (buyers of the killed node), {} not connected",
             race.grants.len(),
             confirmed.len(),
             on_victim.len(),
             race.refused,
             race.unavailable,
-            race.errors
+            race.errors,
+            race.unreachable
         );
         assert!(!on_victim.is_empty(), "the killed node had granted nothing");
         // After the node timeout and the recovery window, another node releases the dead
@@ -918,15 +929,16 @@ async fn a_redis_restart_mid_race_loses_no_answered_or_confirmed_hold() {
         let confirmed = std::mem::take(&mut *confirmed.lock());
         let granted = race.granted();
         eprintln!(
-            "restart run {run}: Redis restarted with {} seats held; granted {granted} seats ({} holds, {} confirmed), {} refused, {} unavailable while it restarted, {} errors",
+            "restart run {run}: Redis restarted with {} seats held; granted {granted} seats ({} holds, {} confirmed), {} refused, {} unavailable while it restarted, {} not let in by HAProxy (no node ready), {} errors",
             restarted.load(Ordering::Relaxed),
             race.grants.len(),
             confirmed.len(),
             race.refused,
             race.unavailable,
+            race.unreachable,
             race.errors
         );
-        assert_eq!(race.errors, 0, "the sockets kept serving");
+        assert_eq!(race.errors, 0, "the open sockets kept serving");
         assert!(granted <= SEATS, "oversold: {granted}");
         assert!(
             restarted.load(Ordering::Relaxed) < SEATS as usize,
