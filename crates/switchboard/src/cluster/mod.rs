@@ -10,6 +10,8 @@
 //! - [`link`](self::link): the Redis connections' state and the bus counters.
 //! - [`presence`](self::presence): `member_joined` / `member_left` once per user, fleet-wide.
 //! - [`census`](self::census): room counts from every node (`/api/rooms`).
+//! - [`signals`](self::signals): small messages to every other node (Pusher's
+//!   terminate_connections).
 //!
 //! Without `redis_url` none of this runs and the hub stays a single node.
 
@@ -22,6 +24,7 @@ mod presence;
 mod relay;
 mod requests;
 mod sessions;
+mod signals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,7 @@ pub use presence::{Announce, PresenceBook};
 pub use relay::Supersedes;
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};
+pub use signals::{SignalError, SignalHandler, Signals};
 
 /// How every command connection to Redis reconnects and times out.
 fn manager_config() -> redis::aio::ConnectionManagerConfig {
@@ -95,6 +99,7 @@ pub struct Cluster {
     nodes: Arc<nodes::Nodes>,
     connection: redis::aio::ConnectionManager,
     census: Arc<Census>,
+    signals: Arc<Signals>,
     waiting: Arc<ops::Waiting>,
 }
 
@@ -170,12 +175,23 @@ impl Cluster {
             metrics.clone(),
             config.max_message,
         ));
+        let signals = Arc::new(Signals::new(
+            &config.prefix,
+            &config.node_id,
+            connection.clone(),
+            metrics.clone(),
+            config.max_message,
+        ));
         let mut channels = requests.channels();
         channels.extend(census.channels());
+        channels.push(signals.channel());
         let asked = census.clone();
+        let signalled = signals.clone();
         let on_request: relay::RequestHandler = Arc::new(move |channel, bytes| {
             if asked.owns(channel) {
                 asked.on_message(channel, bytes);
+            } else if signalled.owns(channel) {
+                signalled.on_message(bytes);
             } else {
                 requests.on_message(channel, bytes);
             }
@@ -206,6 +222,7 @@ impl Cluster {
             nodes,
             connection,
             census,
+            signals,
             waiting,
         }))
     }
@@ -227,6 +244,11 @@ impl Cluster {
     /// Room counts from every node.
     pub fn census(&self) -> &Census {
         &self.census
+    }
+
+    /// Signals to and from every other node.
+    pub fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     /// Starts this node's writer of the fleet's presence book: `announce` tells a room
