@@ -49,7 +49,7 @@
   }
 
   /** Every connection once (`socketioPolling` is a part of `socketio`). */
-  const total = (c) => ["socketio", "ws", "sse"].reduce((a, k) => a + (Number(c[k]) || 0), 0);
+  const total = (c) => ["socketio", "ws", "sse", "pusher"].reduce((a, k) => a + (Number(c[k]) || 0), 0);
 
   function show(id, value, text) {
     const node = $(id);
@@ -79,7 +79,7 @@
 
     show("t-connections", total(c));
     $("t-by-transport").textContent =
-      `Socket.IO ${fmt(c.socketio)} · WebSocket ${fmt(c.ws)} · SSE ${fmt(c.sse)}`;
+      `Socket.IO ${fmt(c.socketio)} · WebSocket ${fmt(c.ws)} · SSE ${fmt(c.sse)} · Pusher ${fmt(c.pusher)}`;
     show("t-rooms", st.rooms);
     show("t-members", st.members);
     const rate = (r) => (Number.isFinite(r) ? fmt(Math.round(r)) : st.messages ? "…" : "n/a");
@@ -100,7 +100,7 @@
 
     samples.push({
       at: st.at,
-      conn: [c.socketio ?? 0, c.ws ?? 0, c.sse ?? 0],
+      conn: [c.socketio ?? 0, c.ws ?? 0, c.sse ?? 0, c.pusher ?? 0],
       msg: [inRate, outRate],
       holds: [h.active ?? 0, h.confirmed ?? 0],
     });
@@ -219,7 +219,7 @@
     drawQueued = true;
     requestAnimationFrame(() => {
       drawQueued = false;
-      drawChart($("c-conn"), (r) => r.conn, ["Socket.IO", "WebSocket", "SSE"], "c-conn-sum");
+      drawChart($("c-conn"), (r) => r.conn, ["Socket.IO", "WebSocket", "SSE", "Pusher"], "c-conn-sum");
       drawChart($("c-msg"), (r) => r.msg, ["in per second", "out per second"], "c-msg-sum");
       drawChart($("c-holds"), (r) => r.holds, ["active", "confirmed"], "c-holds-sum");
     });

@@ -34,6 +34,8 @@ pub struct AdminState {
     pub limits: Arc<crate::limits::Limits>,
     /// The cluster link, when `redis_url` is set (`/ready`, `/stats`, `/metrics`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The Pusher endpoints, when an app is configured (`/stats`, `/metrics`, dashboard).
+    pub pusher: Option<Arc<crate::pusher::Pusher>>,
 }
 
 /// Liveness: the process serves HTTP.
@@ -208,6 +210,7 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
             "socketio": s.realtime.connected(),
             "ws": s.transports.ws_connections(),
             "sse": s.transports.sse_connections(),
+            "pusher": s.pusher.as_ref().map_or(0, |p| p.connections()),
         },
         "ticketLocks": {
             "totalLocks": t.total_locks,

@@ -450,6 +450,18 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         }
         None => None,
     };
+    // Pusher clients on the same rooms; no app configured, nothing served.
+    let pusher = crate::pusher::Pusher::new(
+        config.pusher.clone(),
+        hub.clone(),
+        config.transports(),
+        limits.clone(),
+        stop.child_token(),
+        tasks.clone(),
+    );
+    if let (Some(p), Some(c)) = (&pusher, &cluster) {
+        p.set_cluster(c.clone());
+    }
     let admin_cluster = cluster.clone();
     let socket_ops = Arc::new(match &cluster {
         Some(c) => c.socket_ops(realtime.clone()),
@@ -468,6 +480,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         api_keys: api_keys.clone(),
         integrations,
         limits: limits.clone(),
+        pusher: pusher.clone(),
     };
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {
@@ -501,15 +514,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         (config.origins(), metrics.clone()),
     );
     let mut engines: Vec<Arc<dyn Sessions>> = vec![engine, transports];
-    // Pusher clients on the same rooms; no app configured, nothing served.
-    if let Some(pusher) = crate::pusher::Pusher::new(
-        config.pusher.clone(),
-        hub.clone(),
-        config.transports(),
-        limits.clone(),
-        stop.child_token(),
-        tasks.clone(),
-    ) {
+    if let Some(pusher) = pusher {
         let origins = crate::transport::OriginGuard {
             allowed: config.origins(),
             metrics,

@@ -32,7 +32,9 @@ pub fn snapshot(s: &AdminState) -> Value {
     let t = s.holds.stats();
     let b = &t.locks_by_status;
     let mut rooms = s.hub.rooms();
-    rooms.retain(|(r, _)| !r.starts_with("nsp:") && !r.starts_with("user:"));
+    rooms.retain(|(r, _)| {
+        !r.starts_with("nsp:") && !r.starts_with("user:") && !r.starts_with("sid:")
+    });
     rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     rooms.truncate(10);
     json!({
@@ -42,6 +44,7 @@ pub fn snapshot(s: &AdminState) -> Value {
             "socketioPolling": polling,
             "ws": s.transports.ws_connections(),
             "sse": s.transports.sse_connections(),
+            "pusher": s.pusher.as_ref().map_or(0, |p| p.connections()),
         },
         "rooms": hub.rooms,
         "members": hub.members,

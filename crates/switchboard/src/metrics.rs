@@ -175,6 +175,14 @@ pub fn render(s: &AdminState) -> String {
         &[("transport", "sse")],
         s.transports.sse_connections(),
     );
+    let pusher = s.pusher.as_ref().map(|p| p.stats());
+    if let Some(p) = &pusher {
+        f.sample(
+            "switchboard_connections",
+            &[("transport", "pusher")],
+            p.connections,
+        );
+    }
 
     f.head(
         "switchboard_connections_opened_total",
@@ -201,6 +209,13 @@ pub fn render(s: &AdminState) -> String {
         &[("transport", "sse")],
         load(&m.sse.opened),
     );
+    if let Some(p) = &pusher {
+        f.sample(
+            "switchboard_connections_opened_total",
+            &[("transport", "pusher")],
+            p.opened,
+        );
+    }
 
     f.head(
         "switchboard_connections_closed_total",
@@ -550,10 +565,81 @@ pub fn render(s: &AdminState) -> String {
         let up = amqp.state() == crate::ingest::BrokerState::Connected;
         f.sample("switchboard_broker_up", &[], u8::from(up));
     }
+    if let Some(p) = &pusher {
+        pusher_families(&mut f, p);
+    }
     if let Some(cluster) = &s.cluster {
         cluster_families(&mut f, cluster);
     }
     out
+}
+
+/// The Pusher endpoints: subscriptions, client events, errors by Pusher code, the
+/// refusals of the socket and the HTTP API.
+fn pusher_families(f: &mut Family<'_>, p: &crate::pusher::PusherStats) {
+    f.head(
+        "switchboard_pusher_subscriptions",
+        "gauge",
+        "Open Pusher channel subscriptions.",
+    );
+    f.sample("switchboard_pusher_subscriptions", &[], p.subscriptions);
+    f.head(
+        "switchboard_pusher_client_events_total",
+        "counter",
+        "Pusher client events (client-*) relayed.",
+    );
+    f.sample(
+        "switchboard_pusher_client_events_total",
+        &[],
+        p.client_events,
+    );
+    f.head(
+        "switchboard_pusher_errors_total",
+        "counter",
+        "Pusher connections closed with an error code, or errors sent that close nothing (4301), by code (other: any other).",
+    );
+    for (code, n) in &p.errors {
+        let code = if *code == 0 {
+            "other".to_owned()
+        } else {
+            code.to_string()
+        };
+        f.sample("switchboard_pusher_errors_total", &[("code", &code)], n);
+    }
+    f.head(
+        "switchboard_pusher_refused_total",
+        "counter",
+        "Pusher frames and requests refused, by cause.",
+    );
+    for (cause, n) in [
+        ("unknown_app", p.refused),
+        ("invalid_frame", p.invalid),
+        ("bad_signature", p.auth_failed),
+        ("api", p.api_refused),
+    ] {
+        f.sample("switchboard_pusher_refused_total", &[("cause", cause)], n);
+    }
+    f.head(
+        "switchboard_pusher_dropped_total",
+        "counter",
+        "Pusher messages dropped for slow clients, and webhook events dropped (queue full).",
+    );
+    f.sample(
+        "switchboard_pusher_dropped_total",
+        &[("what", "message")],
+        p.dropped,
+    );
+    f.sample(
+        "switchboard_pusher_dropped_total",
+        &[("what", "webhook")],
+        p.webhooks_dropped,
+    );
+    f.head(
+        "switchboard_pusher_api_requests_total",
+        "counter",
+        "Pusher HTTP API requests.",
+    );
+    f.sample("switchboard_pusher_api_requests_total", &[], p.api_requests);
 }
 
 /// The cluster bus: Redis up, messages in and out, what could not be relayed, what was

@@ -310,3 +310,129 @@ async fn dashboard_feed_reports_aggregates_and_needs_the_key_outside_development
     assert!(first_stats(s.addr, "/dashboard/stream?key=k").await.is_ok());
     s.stop().await;
 }
+
+/// A `[pusher]` app (client events on, one a second) on top of the usual overrides.
+fn pusher_config() -> Config {
+    let file = "[pusher]\nclient_events_per_sec = 1\n[[pusher.apps]]\nid = \"7\"\nkey = \"pk\"\nsecret = \"pusher-secret\"\nclient_events = true\n";
+    Config::load(&Sources {
+        file: Some(("pusher.toml".into(), file.into())),
+        overrides: vec![
+            ("data_dir".into(), "memory".into()),
+            ("api_key".into(), "k".into()),
+        ],
+        ..Sources::default()
+    })
+    .expect("config")
+}
+
+#[tokio::test]
+async fn pusher_connections_subscriptions_client_events_and_errors_are_counted() {
+    use hmac::{Hmac, Mac};
+    let s = serve(switchboard::build(&pusher_config()).expect("build")).await;
+    let before = metrics_text(s.addr).await;
+    promtool_check(&before);
+    assert_eq!(
+        sample(&before, "switchboard_connections{transport=\"pusher\"}"),
+        0.0
+    );
+    assert_eq!(sample(&before, "switchboard_pusher_subscriptions"), 0.0);
+
+    let mut a = ws(s.addr, "/app/pk?protocol=7&client=test&version=1").await;
+    let hello = next_json(&mut a).await;
+    let data: Value =
+        serde_json::from_str(hello["data"].as_str().expect("data")).expect("json data");
+    let id = data["socket_id"].as_str().expect("socket id").to_owned();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pusher-secret").expect("key");
+    mac.update(format!("{id}:private-q").as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for (channel, auth) in [("public-a", None), ("private-q", Some(format!("pk:{sig}")))] {
+        a.send(Message::text(
+            json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}})
+                .to_string(),
+        ))
+        .await
+        .expect("send");
+        let f = next_json(&mut a).await;
+        assert_eq!(f["event"], "pusher_internal:subscription_succeeded", "{f}");
+    }
+    // One client event a second: the second at once is refused with 4301.
+    for _ in 0..2 {
+        a.send(Message::text(
+            json!({"event": "client-x", "channel": "private-q", "data": {}}).to_string(),
+        ))
+        .await
+        .expect("send");
+    }
+    let e = next_json(&mut a).await;
+    assert_eq!(e["event"], "pusher:error", "{e}");
+    // An unknown app: 4001, refused at the upgrade.
+    let mut bad = ws(s.addr, "/app/nope?protocol=7").await;
+    expect_closed(&mut bad, Duration::from_secs(5)).await;
+
+    let after = metrics_text(s.addr).await;
+    promtool_check(&after);
+    assert_eq!(
+        sample(&after, "switchboard_connections{transport=\"pusher\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "switchboard_connections_opened_total{transport=\"pusher\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after, "switchboard_pusher_subscriptions"), 2.0);
+    assert_eq!(
+        sample(&after, "switchboard_pusher_client_events_total"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "switchboard_pusher_errors_total{code=\"4301\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "switchboard_pusher_errors_total{code=\"4001\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "switchboard_pusher_refused_total{cause=\"unknown_app\"}"
+        ),
+        1.0
+    );
+
+    let (status, body) = get_text(s.addr, "/stats").await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(stats["connections"]["pusher"], 1, "{stats}");
+    let feed = first_stats(s.addr, "/dashboard/stream")
+        .await
+        .expect("open in dev mode");
+    assert_eq!(feed["connections"]["pusher"], 1, "{feed}");
+
+    // Gone: the gauges come back to 0.
+    a.close(None).await.expect("close");
+    for _ in 0..100 {
+        let m = metrics_text(s.addr).await;
+        if sample(&m, "switchboard_connections{transport=\"pusher\"}") == 0.0
+            && sample(&m, "switchboard_pusher_subscriptions") == 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = metrics_text(s.addr).await;
+    assert_eq!(
+        sample(&end, "switchboard_connections{transport=\"pusher\"}"),
+        0.0
+    );
+    assert_eq!(sample(&end, "switchboard_pusher_subscriptions"), 0.0);
+    s.stop().await;
+}

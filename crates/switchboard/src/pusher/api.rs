@@ -3,6 +3,11 @@
 //! `auth_signature` over method, path and the sorted query. Errors are plain-text bodies
 //! with Pusher's statuses (400 bad request, 401 bad signature or stale timestamp, 403 app
 //! disabled, 404 unknown app, 413 too large). Nothing is published on any error.
+//!
+//! On a cluster node the channel queries (`/channels`, `/channels/{name}`, `/users`, and
+//! the `info` of an event) count every node: the census asks each live node for its
+//! share and adds them up (users counted once); a node that does not answer in time is
+//! logged and left out.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -148,6 +153,9 @@ struct Event {
     data: String,
     channels: Vec<String>,
     except: Option<hub::MemberId>,
+    /// On a cluster node, the excluded socket's own room: the relay carries it, so the
+    /// socket is skipped on whichever node it is.
+    except_room: Option<String>,
     info: Vec<String>,
 }
 
@@ -189,9 +197,12 @@ fn check_event(p: &Pusher, app: &App, req: EventRequest) -> Result<Event, ApiErr
             "An event to an encrypted channel goes to that channel alone",
         ));
     }
-    let except = match req.socket_id {
-        None => None,
-        Some(s) if valid_socket_id(&s) => p.member_of_socket(app, &s),
+    let (except, except_room) = match req.socket_id {
+        None => (None, None),
+        Some(s) if valid_socket_id(&s) => (
+            p.member_of_socket(app, &s),
+            p.cluster.get().map(|_| channel::socket_room(&s)),
+        ),
         Some(s) => return Err(bad(format!("Invalid socket_id {s:?}"))),
     };
     let info = info_fields(req.info.as_deref())?;
@@ -200,6 +211,7 @@ fn check_event(p: &Pusher, app: &App, req: EventRequest) -> Result<Event, ApiErr
         data,
         channels,
         except,
+        except_room,
         info,
     })
 }
@@ -230,17 +242,73 @@ fn info_fields(info: Option<&str>) -> Result<Vec<String>, ApiError> {
     Ok(fields)
 }
 
+/// A room's members and users on every node (on this one without a cluster).
+#[derive(Debug, Default)]
+struct Occupancy {
+    members: usize,
+    /// Each user once, in the order the nodes listed them.
+    users: Vec<String>,
+}
+
+/// The occupancy of `room` across the fleet.
+async fn occupancy(p: &Pusher, room: &str) -> Occupancy {
+    let Some(cluster) = p.cluster.get() else {
+        return p
+            .hub
+            .room_info(room)
+            .map(|r| Occupancy {
+                members: r.members,
+                users: r.users,
+            })
+            .unwrap_or_default();
+    };
+    let tally = cluster.census().room(room).await;
+    if !tally.missing.is_empty() {
+        tracing::warn!(room, missing = ?tally.missing, "pusher API: nodes did not answer the census; counted without them");
+    }
+    let mut out = Occupancy::default();
+    let mut seen = std::collections::HashSet::new();
+    for share in tally.answers.into_iter().filter_map(|(_, s)| s) {
+        out.members += share.members;
+        for u in share.users {
+            if seen.insert(u.clone()) {
+                out.users.push(u);
+            }
+        }
+    }
+    out
+}
+
+/// Every room with members across the fleet, with its member count.
+async fn rooms(p: &Pusher) -> Vec<(String, usize)> {
+    let Some(cluster) = p.cluster.get() else {
+        return p.hub.rooms();
+    };
+    let tally = cluster.census().rooms().await;
+    if !tally.missing.is_empty() {
+        tracing::warn!(missing = ?tally.missing, "pusher API: nodes did not answer the census; listed without them");
+    }
+    let mut sum: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (room, n) in tally.answers.into_iter().flat_map(|(_, r)| r) {
+        *sum.entry(room).or_default() += n;
+    }
+    sum.into_iter().collect()
+}
+
 /// The requested attributes of one channel.
-fn channel_info(p: &Pusher, channel: &str, fields: &[String]) -> Map<String, Value> {
-    let info = p.hub.room_info(&room_of(channel));
+async fn channel_info(p: &Pusher, channel: &str, fields: &[String]) -> Map<String, Value> {
     let mut out = Map::new();
+    if fields.is_empty() {
+        return out;
+    }
+    let o = occupancy(p, &room_of(channel)).await;
     for f in fields {
         match f.as_str() {
             "user_count" if Kind::of(channel) == Kind::Presence => {
-                out.insert(f.clone(), json!(info.as_ref().map_or(0, |i| i.users.len())));
+                out.insert(f.clone(), json!(o.users.len()));
             }
             "subscription_count" => {
-                out.insert(f.clone(), json!(info.as_ref().map_or(0, |i| i.members)));
+                out.insert(f.clone(), json!(o.members));
             }
             _ => {}
         }
@@ -255,6 +323,11 @@ fn publish(p: &Pusher, e: &Event) {
             rooms: std::iter::once(Arc::from(&*room_of(c))).collect(),
             event: e.name.as_str().into(),
             payload: payload.clone(),
+            except: e
+                .except_room
+                .iter()
+                .map(|r| Arc::from(r.as_str()))
+                .collect(),
             except_member: e.except,
             persist: true,
             ..Publish::default()
@@ -293,20 +366,20 @@ pub(crate) async fn events(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         let app = authorize(&p, &app_id, &method, &uri, &body, now_secs())?;
         let e = check_event(&p, &app, parse(&body)?)?;
         publish(&p, &e);
         if e.info.is_empty() {
             return Ok(json!({}));
         }
-        let channels: Map<String, Value> = e
-            .channels
-            .iter()
-            .map(|c| (c.clone(), Value::Object(channel_info(&p, c, &e.info))))
-            .collect();
+        let mut channels = Map::new();
+        for c in &e.channels {
+            channels.insert(c.clone(), Value::Object(channel_info(&p, c, &e.info).await));
+        }
         Ok(json!({ "channels": channels }))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 
@@ -322,7 +395,7 @@ pub(crate) async fn batch_events(
     struct Batch {
         batch: Vec<EventRequest>,
     }
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         let app = authorize(&p, &app_id, &method, &uri, &body, now_secs())?;
         let batch: Batch = parse(&body)?;
         if batch.batch.is_empty() || batch.batch.len() > MAX_BATCH {
@@ -345,12 +418,15 @@ pub(crate) async fn batch_events(
         if checked.iter().all(|e| e.info.is_empty()) {
             return Ok(json!({}));
         }
-        let infos: Vec<Value> = checked
-            .iter()
-            .map(|e| Value::Object(channel_info(&p, &e.channels[0], &e.info)))
-            .collect();
+        let mut infos = Vec::with_capacity(checked.len());
+        for e in &checked {
+            infos.push(Value::Object(
+                channel_info(&p, &e.channels[0], &e.info).await,
+            ));
+        }
         Ok(json!({ "batch": infos }))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 
@@ -365,7 +441,7 @@ pub(crate) async fn channels(
     method: Method,
     uri: Uri,
 ) -> Response {
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         authorize(&p, &app_id, &method, &uri, &[], now_secs())?;
         let prefix = query_get(&uri, "filter_by_prefix").unwrap_or_default();
         let info = info_fields(query_get(&uri, "info").as_deref())?;
@@ -375,17 +451,18 @@ pub(crate) async fn channels(
             ));
         }
         let mut out = Map::new();
-        for (room, _) in p.hub.rooms() {
+        for (room, _) in rooms(&p).await {
             let Some(c) = channel::channel_of(&room) else {
                 continue;
             };
             if Kind::of(&c) == Kind::User || !c.starts_with(&prefix) {
                 continue;
             }
-            out.insert(c.to_string(), Value::Object(channel_info(&p, &c, &info)));
+            out.insert(c.to_string(), Value::Object(channel_info(&p, &c, &info).await));
         }
         Ok(json!({ "channels": out }))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 
@@ -396,7 +473,7 @@ pub(crate) async fn channel(
     method: Method,
     uri: Uri,
 ) -> Response {
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         authorize(&p, &app_id, &method, &uri, &[], now_secs())?;
         if !channel::valid_name(&channel) {
             return Err(bad(format!("Invalid channel name {channel:?}")));
@@ -405,14 +482,18 @@ pub(crate) async fn channel(
         if info.iter().any(|f| f == "user_count") && Kind::of(&channel) != Kind::Presence {
             return Err(bad("info=user_count is only for presence channels"));
         }
-        let occupied = p
-            .hub
-            .room_info(&room_of(&channel))
-            .is_some_and(|r| r.members > 0);
-        let mut out = channel_info(&p, &channel, &info);
-        out.insert("occupied".into(), json!(occupied));
+        let o = occupancy(&p, &room_of(&channel)).await;
+        let mut out = Map::new();
+        for f in &info {
+            match f.as_str() {
+                "user_count" => out.insert(f.clone(), json!(o.users.len())),
+                _ => out.insert(f.clone(), json!(o.members)),
+            };
+        }
+        out.insert("occupied".into(), json!(o.members > 0));
         Ok(Value::Object(out))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 
@@ -423,27 +504,27 @@ pub(crate) async fn users(
     method: Method,
     uri: Uri,
 ) -> Response {
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         authorize(&p, &app_id, &method, &uri, &[], now_secs())?;
         if !channel::valid_name(&channel) || Kind::of(&channel) != Kind::Presence {
             return Err(bad("Users are listed for presence channels only"));
         }
-        let users: Vec<Value> = p
-            .hub
-            .room_info(&room_of(&channel))
-            .map(|r| r.users)
-            .unwrap_or_default()
+        let users: Vec<Value> = occupancy(&p, &room_of(&channel))
+            .await
+            .users
             .into_iter()
             .map(|u| json!({ "id": u }))
             .collect();
         Ok(json!({ "users": users }))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`: closes every connection
 /// of the app signed in (or present) as that user, with 4009 (pusher-js does not
-/// reconnect).
+/// reconnect), on every node. 503 when the other nodes could not be told (this node's
+/// connections are closed; the request can be repeated).
 pub(crate) async fn terminate(
     State(p): State<Arc<Pusher>>,
     Path((app_id, user_id)): Path<(String, String)>,
@@ -451,20 +532,25 @@ pub(crate) async fn terminate(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
+    let result: Result<Value, ApiError> = async {
         let app = authorize(&p, &app_id, &method, &uri, &body, now_secs())?;
-        let conns: Vec<_> = p
-            .sockets
-            .lock()
-            .values()
-            .filter_map(std::sync::Weak::upgrade)
-            .filter(|c| Arc::ptr_eq(&c.app, &app) && c.user() == Some(user_id.as_str()))
-            .collect();
-        for c in conns {
-            c.terminate();
+        p.terminate_local(&app, &user_id);
+        if let Some(cluster) = p.cluster.get() {
+            let body = json!({"app": app.config.id, "user": user_id});
+            if let Err(e) = cluster
+                .signals()
+                .send(super::service::TERMINATE_SIGNAL, body)
+                .await
+            {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Terminated on this node; the other nodes could not be told ({e})"),
+                ));
+            }
         }
         Ok(json!({}))
-    })();
+    }
+    .await;
     answer(&p, result)
 }
 

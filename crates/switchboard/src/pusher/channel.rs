@@ -185,6 +185,12 @@ pub(crate) fn encode(env: &Envelope, channel: &str) -> Option<String> {
     ))
 }
 
+/// The hub room of one Pusher socket (cluster mode): a reserved `sid:` room, never a
+/// channel, which a publish names in its `except` to skip that socket on any node.
+pub(crate) fn socket_room(socket_id: &str) -> String {
+    format!("sid:pusher:{socket_id}")
+}
+
 /// The `user_info` of each user present in each presence channel, with how many Pusher
 /// subscriptions hold it. Plain strings and counts: what a cluster would keep in Redis
 /// (a hash per channel, `user_id -> user_info`) to answer from any node.

@@ -28,4 +28,4 @@ mod socket;
 mod webhook;
 
 pub use config::{PusherApp, PusherConfig};
-pub use service::Pusher;
+pub use service::{Pusher, PusherStats};

@@ -18,6 +18,9 @@ use super::socket::Conn;
 use super::webhook::{Hook, Webhooks};
 use crate::transport::TransportConfig;
 
+/// The signal asking every node to terminate a user's connections: `{app, user}`.
+pub(crate) const TERMINATE_SIGNAL: &str = "pusher.terminate";
+
 /// One configured app.
 pub(crate) struct App {
     pub(crate) config: PusherApp,
@@ -34,6 +37,54 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) api_requests: AtomicU64,
     pub(crate) api_refused: AtomicU64,
+    /// Channel subscriptions open now (a gauge).
+    pub(crate) subscriptions: AtomicUsize,
+    /// Errors by Pusher code: connections closed with it, or `pusher:error` frames that
+    /// close nothing (4301).
+    pub(crate) errors: [AtomicU64; ERROR_CODES.len()],
+}
+
+/// The Pusher error codes counted, the last slot for any other.
+pub(crate) const ERROR_CODES: [u16; 10] = [4001, 4003, 4007, 4008, 4009, 4100, 4200, 4201, 4301, 0];
+
+impl Counters {
+    /// Counts one error with this Pusher code.
+    pub(crate) fn error(&self, code: u16) {
+        let i = ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(ERROR_CODES.len() - 1);
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the Pusher counters (`/metrics`, `/stats`, the dashboard).
+#[derive(Debug, Clone, Default)]
+pub struct PusherStats {
+    /// Open connections.
+    pub connections: usize,
+    /// Open channel subscriptions.
+    pub subscriptions: usize,
+    /// Connections accepted since start.
+    pub opened: u64,
+    /// Connections refused at the upgrade (unknown app, bad protocol version).
+    pub refused: u64,
+    /// Client events relayed.
+    pub client_events: u64,
+    /// Malformed or unsupported frames.
+    pub invalid: u64,
+    /// Bad channel or sign-in signatures.
+    pub auth_failed: u64,
+    /// Messages dropped for slow clients.
+    pub dropped: u64,
+    /// HTTP API requests, and those refused.
+    pub api_requests: u64,
+    /// HTTP API requests refused (400, 401, 403, 404, 413).
+    pub api_refused: u64,
+    /// Webhook events dropped (queue full).
+    pub webhooks_dropped: u64,
+    /// `(code, count)` of errors by Pusher code (`0`: any other).
+    pub errors: Vec<(u16, u64)>,
 }
 
 /// The Pusher Channels protocol on the room fabric (see the module docs).
@@ -53,6 +104,8 @@ pub struct Pusher {
     pub(crate) webhooks: Webhooks,
     pub(crate) counters: Arc<Counters>,
     pub(crate) open: AtomicUsize,
+    /// The cluster, when `redis_url` is set: the HTTP API counts every node.
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -96,6 +149,7 @@ impl Pusher {
             webhooks,
             counters: Arc::default(),
             open: AtomicUsize::new(0),
+            cluster: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -157,6 +211,65 @@ impl Pusher {
     /// Webhook events dropped because the queue was full.
     pub fn webhooks_dropped(&self) -> u64 {
         self.webhooks.dropped()
+    }
+
+    /// Makes the HTTP API work across the cluster: channel queries count every node,
+    /// `terminate_connections` reaches every node.
+    pub fn set_cluster(self: &Arc<Self>, cluster: Arc<crate::cluster::Cluster>) {
+        let weak = Arc::downgrade(self);
+        cluster.signals().on(
+            TERMINATE_SIGNAL,
+            Arc::new(move |body| {
+                let Some(p) = weak.upgrade() else { return };
+                let (Some(app), Some(user)) = (body["app"].as_str(), body["user"].as_str()) else {
+                    return;
+                };
+                if let Some(app) = p.app_by_id(app).cloned() {
+                    p.terminate_local(&app, user);
+                }
+            }),
+        );
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Closes this node's connections of `app` signed in (or present) as `user`, with
+    /// 4009; how many.
+    pub(crate) fn terminate_local(&self, app: &Arc<App>, user: &str) -> usize {
+        let conns: Vec<_> = self
+            .sockets
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|c| Arc::ptr_eq(&c.app, app) && c.user() == Some(user))
+            .collect();
+        for c in &conns {
+            c.terminate();
+        }
+        conns.len()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> PusherStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PusherStats {
+            connections: self.connections(),
+            subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            opened: load(&c.connections),
+            refused: load(&c.refused),
+            client_events: load(&c.client_events),
+            invalid: load(&c.invalid),
+            auth_failed: load(&c.auth_failed),
+            dropped: load(&c.dropped),
+            api_requests: load(&c.api_requests),
+            api_refused: load(&c.api_refused),
+            webhooks_dropped: self.webhooks_dropped(),
+            errors: ERROR_CODES
+                .iter()
+                .zip(&c.errors)
+                .map(|(code, n)| (*code, load(n)))
+                .collect(),
+        }
     }
 
     pub(crate) fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {

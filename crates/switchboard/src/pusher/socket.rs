@@ -314,6 +314,7 @@ where
     this.counters.refused.fetch_add(1, Ordering::Relaxed);
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(&this))).await;
     let (code, message) = refusal.unwrap_or((4001, "App does not exist".into()));
+    this.counters.error(code);
     let data = serde_json::json!({"code": code, "message": message});
     let _ = ws
         .send(Message::text(frame(
@@ -449,6 +450,10 @@ where
         });
         let member = p.hub.add_member(conn.clone());
         let _ = conn.member.set(member);
+        if p.cluster.get().is_some() {
+            // The HTTP API's `socket_id` exclusion reaches this socket from any node.
+            let _ = p.hub.join(member, &channel::socket_room(&conn.socket_id));
+        }
         p.sockets
             .lock()
             .insert(conn.socket_id.clone(), Arc::downgrade(&conn));
@@ -552,6 +557,7 @@ where
         p.sockets.lock().remove(&conn.socket_id);
         cleanup(&p, &conn, member);
         if let Some((code, reason)) = ending {
+            p.counters.error(code);
             // Whatever was queued still goes out first (answers, the error of a kick),
             // except to a client too slow to read it.
             if code != 4100 {
@@ -588,6 +594,9 @@ fn client_event_limit(p: &Pusher) -> primitives::RateLimit {
 /// Leaves every channel: presence announcements and webhooks.
 fn cleanup(p: &Pusher, conn: &Conn, member: MemberId) {
     let channels = std::mem::take(&mut *conn.channels.lock());
+    p.counters
+        .subscriptions
+        .fetch_sub(channels.len(), Ordering::Relaxed);
     let user = conn.user();
     for c in &channels {
         if Kind::of(c) == Kind::Presence
@@ -766,6 +775,7 @@ fn subscribe(
         Err(hub::JoinError::UnknownMember) => return,
     };
     conn.channels.lock().push(channel.into());
+    p.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
     if !conn.app.config.webhooks.is_empty()
         && p.hub.room_info(&room).is_some_and(|r| r.members == 1)
     {
@@ -833,6 +843,7 @@ fn unsubscribe(p: &Pusher, conn: &Conn, member: MemberId, channel: &str) {
         };
         channels.swap_remove(i);
     }
+    p.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
     let room = room_of(channel);
     if Kind::of(channel) == Kind::Presence
         && let Some(user) = conn.user()
@@ -925,6 +936,7 @@ fn client_event(
         );
     }
     if !bucket.take(client_event_limit(p)) {
+        p.counters.error(4301);
         return refuse(Some(4301), "Client event rejected - rate limit exceeded");
     }
     p.counters.client_events.fetch_add(1, Ordering::Relaxed);
