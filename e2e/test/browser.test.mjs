@@ -401,7 +401,7 @@ describe("dashboard (/dashboard)", { skip }, () => {
     await page.waitForFunction(() => document.querySelector("#top-rooms td")?.textContent === "lobby", null, WAIT);
     await page.waitForTimeout(4_000); // a few more samples for the charts
     const summary = await page.textContent("#c-conn-sum");
-    assert.match(summary, /^Socket\.IO: \d+, WebSocket: 30, SSE: \d+$/);
+    assert.match(summary, /^Socket\.IO: \d+, WebSocket: 30, SSE: \d+, Pusher: 0$/);
     assert.ok(counts(summary)[0] >= 10 && counts(summary)[2] >= 5, summary);
     await page.screenshot({ path: path.join(SHOTS, "dashboard.png"), fullPage: true });
     const numbers = await page.$$eval(".tile", (tiles) => tiles.map((x) => x.innerText.replace(/\s+/g, " ")));
