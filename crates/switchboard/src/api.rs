@@ -474,7 +474,57 @@ pub fn document() -> serde_json::Value {
     if let Some(list) = doc.pointer_mut(batch) {
         merge(list, serde_json::json!({ "maxItems": MAX_BATCH }));
     }
+    tighten_sockets(&mut doc);
     doc
+}
+
+/// The sockets API's rules (`sockets_api`): room names as for publishing, at most 100 per
+/// list, `to` not empty, event names as for publishing, timeouts 1 to 60,000 ms.
+fn tighten_sockets(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let room =
+        json!({"minLength": 1, "maxLength": crate::transport::MAX_ROOM_LEN, "pattern": NO_CONTROL});
+    let timeout = json!({"minimum": 1, "maximum": crate::cluster::MAX_TIMEOUT.as_millis() as u64});
+    let rooms = |v: &mut serde_json::Value, min: usize| {
+        merge(v, json!({"minItems": min, "maxItems": 100}));
+        merge(&mut v["items"], room.clone());
+    };
+    for (schema, fields) in [
+        ("MoveRequest", &["rooms", "except", "to"][..]),
+        ("DisconnectRequest", &["rooms", "except"][..]),
+        ("EmitWithAckRequest", &["rooms", "except"][..]),
+    ] {
+        if let Some(props) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties")) {
+            for f in fields {
+                rooms(&mut props[*f], usize::from(*f == "to"));
+            }
+        }
+    }
+    for (schema, t) in [
+        ("ServerSideEmitRequest", "ackTimeoutMs"),
+        ("EmitWithAckRequest", "timeoutMs"),
+    ] {
+        if let Some(props) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties")) {
+            merge(
+                &mut props["event"],
+                json!({"minLength": 1, "maxLength": 100, "pattern": NO_CONTROL, "not": {"enum": RESERVED_EVENTS}}),
+            );
+            merge(&mut props[t], timeout.clone());
+            // Any JSON values, as the handler passes them through.
+            props["args"] = json!({"type": "array", "items": {}, "description": "The event's arguments: any JSON values."});
+        }
+    }
+    if let Some(params) = doc.pointer_mut("/paths/~1api~1sockets/get/parameters")
+        && let Some(params) = params.as_array_mut()
+    {
+        for p in params {
+            match p["name"].as_str() {
+                Some("room" | "except") => rooms(&mut p["schema"], 0),
+                Some("timeoutMs") => merge(&mut p["schema"], timeout.clone()),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Names without control characters (`char::is_control`: U+0000-001F, U+007F-009F).

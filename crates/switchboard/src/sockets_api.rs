@@ -68,15 +68,17 @@ fn rooms_ok(what: &str, rooms: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn timeout_of(ms: Option<u64>) -> Result<Duration, ApiError> {
-    let ms = ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-    if ms == 0 || ms > MAX_TIMEOUT.as_millis() as u64 {
+/// A timeout in whole milliseconds (JSON's `5000.0` counts as a whole number, as JSON
+/// Schema's `integer` says).
+fn timeout_of(ms: Option<f64>) -> Result<Duration, ApiError> {
+    let ms = ms.unwrap_or(DEFAULT_TIMEOUT_MS as f64);
+    if !(1.0..=MAX_TIMEOUT.as_millis() as f64).contains(&ms) || ms.fract() != 0.0 {
         return Err(bad(format!(
             "timeoutMs must be 1 to {}",
             MAX_TIMEOUT.as_millis()
         )));
     }
-    Ok(Duration::from_millis(ms))
+    Ok(Duration::from_millis(ms as u64))
 }
 
 fn event_ok(event: &str) -> Result<(), ApiError> {
@@ -148,7 +150,8 @@ pub(crate) async fn fetch_sockets(
             "timeoutMs" => {
                 timeout_ms = Some(
                     v.parse::<u64>()
-                        .map_err(|_| bad("timeoutMs must be a whole number of milliseconds"))?,
+                        .map_err(|_| bad("timeoutMs must be a whole number of milliseconds"))?
+                        as f64,
                 );
             }
             other => return Err(bad(format!("unknown parameter {other:?}"))),
@@ -289,7 +292,8 @@ pub struct ServerSideEmitRequest {
     #[schema(value_type = Vec<Object>)]
     args: Vec<JsonValue>,
     /// Wait this long for one answer per server (`serverSideEmitWithAck`); absent: no wait.
-    ack_timeout_ms: Option<u64>,
+    #[schema(value_type = Option<u64>)]
+    ack_timeout_ms: Option<f64>,
 }
 
 /// The other servers' answers.
@@ -340,7 +344,8 @@ pub struct EmitWithAckRequest {
     #[schema(value_type = Vec<Object>)]
     args: Vec<JsonValue>,
     /// How long each client has to ack (1 to 60000, default 5000).
-    timeout_ms: Option<u64>,
+    #[schema(value_type = Option<u64>)]
+    timeout_ms: Option<f64>,
 }
 
 /// Every chosen client's ack.
