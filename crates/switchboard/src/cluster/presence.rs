@@ -268,10 +268,14 @@ impl Worker {
             if self.dirty.load(Ordering::Relaxed) && due && self.link.is_up() {
                 self.resync().await;
             }
+            // The stop first: the departures a shutdown causes are not applied (the relay
+            // that would announce them is stopping too); the node's share stays in Redis
+            // and the node that retires it announces them (see `Nodes::leave`).
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 n = rx.recv_many(&mut batch, BATCH) => {
-                    if n == 0 { return }
+                    if n == 0 || stop.is_cancelled() { return }
                     self.apply(&mut batch).await;
                 }
                 dead = deaths.recv() => match dead {
