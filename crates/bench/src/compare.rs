@@ -14,8 +14,9 @@ use crate::report::Table;
 pub struct CompareArgs {
     /// Directory holding the reports (`*.json`).
     pub dir: PathBuf,
-    /// The server the ratios are about (its median divided by each other server's).
-    #[arg(long, default_value = "switchboard")]
+    /// The servers the ratios are about (its median divided by each other server's), in
+    /// order of preference: each table takes the first of them that it has.
+    #[arg(long, default_value = DEFAULT_BASELINES)]
     pub baseline: String,
 }
 
@@ -118,17 +119,15 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// The comparison as markdown: one table of medians and ratios, one of run conditions.
+/// The servers a ratio is about, in order of preference: in each group of rows the first
+/// of these that ran is the baseline (`bench/run`'s cluster rows have their own).
+pub const DEFAULT_BASELINES: &str = "switchboard-3nodes,switchboard-redis-3nodes,switchboard";
+
+/// The comparison as markdown: one table of medians and ratios per group of rows that ran
+/// against the same servers, then one table of run conditions.
 pub fn render(args: &CompareArgs) -> Result<String, CompareError> {
     let reports = load(&args.dir)?;
-    let mut servers: Vec<String> = reports.iter().map(|r| r.server.clone()).collect();
-    servers.sort();
-    servers.dedup();
-    if let Some(i) = servers.iter().position(|s| *s == args.baseline) {
-        let b = servers.remove(i);
-        servers.insert(0, b);
-    }
-    let peers: Vec<&String> = servers.iter().filter(|s| **s != args.baseline).collect();
+    let baselines: Vec<&str> = args.baseline.split(',').map(str::trim).collect();
 
     // label -> metric -> server -> values
     let mut values: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Vec<f64>>>> = BTreeMap::new();
@@ -144,45 +143,59 @@ pub fn render(args: &CompareArgs) -> Result<String, CompareError> {
                 .push(*v);
         }
     }
-    let mut header: Vec<String> = vec!["scenario".into(), "metric".into()];
-    header.extend(servers.iter().map(|s| format!("{s} (median)")));
-    header.extend(peers.iter().map(|p| format!("{} ÷ {p}", args.baseline)));
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut t = Table::new(&header_refs);
+    // Rows measured against the same servers share a table.
+    let mut groups: Vec<(Vec<&str>, Vec<&str>)> = Vec::new();
     for (label, metrics) in &values {
-        for (metric, by_server) in metrics {
-            let mut medians: BTreeMap<&str, f64> = BTreeMap::new();
-            for (s, v) in by_server {
-                medians.insert(s, median(&mut v.clone()));
-            }
-            let mut row = vec![
-                (*label).to_owned(),
-                format!(
-                    "{metric} ({} is better)",
-                    if lower_is_better(metric) {
-                        "lower"
-                    } else {
-                        "higher"
-                    }
-                ),
-            ];
-            for s in &servers {
-                row.push(
-                    medians
-                        .get(s.as_str())
-                        .map_or_else(|| "-".into(), |m| fmt_num(*m)),
-                );
-            }
-            let base = medians.get(args.baseline.as_str()).copied();
-            for p in &peers {
-                let cell = match (base, medians.get(p.as_str())) {
-                    (Some(b), Some(&m)) if m != 0.0 => format!("{:.2}", b / m),
-                    _ => "-".into(),
-                };
-                row.push(cell);
-            }
-            t.row(row);
+        let mut servers: Vec<&str> = metrics.values().flat_map(|m| m.keys().copied()).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        match groups.iter_mut().find(|(s, _)| *s == servers) {
+            Some((_, labels)) => labels.push(label),
+            None => groups.push((servers, vec![label])),
         }
+    }
+    let mut tables = Vec::new();
+    for (mut servers, labels) in groups {
+        let baseline = baselines
+            .iter()
+            .find(|b| servers.contains(b))
+            .copied()
+            .unwrap_or(servers[0]);
+        servers.retain(|s| *s != baseline);
+        servers.insert(0, baseline);
+        let peers = &servers[1..];
+        let mut header: Vec<String> = vec!["scenario".into(), "metric".into()];
+        header.extend(servers.iter().map(|s| format!("{s} (median)")));
+        header.extend(peers.iter().map(|p| format!("{baseline} ÷ {p}")));
+        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header_refs);
+        for label in labels {
+            for (metric, by_server) in &values[label] {
+                let mut medians: BTreeMap<&str, f64> = BTreeMap::new();
+                for (s, v) in by_server {
+                    medians.insert(s, median(&mut v.clone()));
+                }
+                let better = if lower_is_better(metric) {
+                    "lower"
+                } else {
+                    "higher"
+                };
+                let mut row = vec![label.to_owned(), format!("{metric} ({better} is better)")];
+                for s in &servers {
+                    row.push(medians.get(s).map_or_else(|| "-".into(), |m| fmt_num(*m)));
+                }
+                let base = medians.get(baseline).copied();
+                for p in peers {
+                    let cell = match (base, medians.get(p)) {
+                        (Some(b), Some(&m)) if m != 0.0 => format!("{:.2}", b / m),
+                        _ => "-".into(),
+                    };
+                    row.push(cell);
+                }
+                t.row(row);
+            }
+        }
+        tables.push(t.render());
     }
 
     let mut conditions = Table::new(&[
@@ -221,9 +234,8 @@ pub fn render(args: &CompareArgs) -> Result<String, CompareError> {
     }
     let cpus = reports.first().map_or(0, |r| r.cpus);
     Ok(format!(
-        "{}\nRatios are {} ÷ peer, median of the runs; CPU % is of one core (the machine has {cpus}; machine.txt says whether the server and the generator were pinned to one each or shared them all).\n\n{}",
-        t.render(),
-        args.baseline,
+        "{}\nRatios are the first column's server ÷ each other, median of the runs; CPU % is of one core, summed over a cluster's processes (the machine has {cpus}; machine.txt says whether the server and the generator were pinned to one each or shared them all).\n\n{}",
+        tables.join("\n"),
         conditions.render()
     ))
 }
@@ -248,34 +260,52 @@ mod tests {
     fn compares_reports_in_a_directory() {
         let dir = std::env::temp_dir().join(format!("sb-compare-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let report = |server: &str, round: u32, v: f64| {
+        let report_as = |server: &str, label: &str, round: u32, v: f64| {
             let text = serde_json::json!({
                 "scenario": "fanout-closed",
                 "meta": {
-                    "server": server, "label": "fanout-closed-10", "cpus": 2,
+                    "server": server, "label": label, "cpus": 2,
                     "load_before": [1.0, 1.0, 1.0], "load_after": null,
                     "generator_cpu_pct": 50.0, "server_cpu_pct": 40.0,
                     "headline": {"deliveries_per_sec": v}, "ok": true
                 }
             });
             std::fs::write(
-                dir.join(format!("x.{server}.{round}.json")),
+                dir.join(format!("{label}.{server}.{round}.json")),
                 text.to_string(),
             )
             .expect("write");
+        };
+        let report = |server: &str, round: u32, v: f64| {
+            report_as(server, "fanout-closed-10", round, v);
         };
         report("switchboard", 1, 300.0);
         report("switchboard", 2, 500.0);
         report("switchboard", 3, 400.0);
         report("node", 1, 100.0);
+        // Cluster rows ran against other servers: a table of their own, with the first
+        // baseline of the list that ran there.
+        report_as("switchboard-3nodes", "cluster-30", 1, 90.0);
+        report_as("switchboard-1node", "cluster-30", 1, 100.0);
+        report_as("node-3nodes", "cluster-30", 1, 10.0);
         let out = render(&CompareArgs {
             dir: dir.clone(),
-            baseline: "switchboard".into(),
+            baseline: DEFAULT_BASELINES.into(),
         })
         .expect("renders");
         assert!(
             out.contains(
                 "| fanout-closed-10 | deliveries_per_sec (higher is better) | 400 | 100 | 4.00 |"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("| scenario | metric | switchboard-3nodes (median) | node-3nodes (median) | switchboard-1node (median) | switchboard-3nodes ÷ node-3nodes | switchboard-3nodes ÷ switchboard-1node |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| cluster-30 | deliveries_per_sec (higher is better) | 90.00 | 10.00 | 100 | 9.00 | 0.90 |"
             ),
             "{out}"
         );

@@ -1,6 +1,7 @@
 //! Opening many `/realtime` clients at once: at most `concurrency` handshakes in flight,
-//! each connect + join bounded by a timeout. Shared by the scenarios that need a room
-//! full of joined clients before they measure anything.
+//! each connect + join bounded by a timeout, spread round-robin over the targets (the
+//! nodes of a cluster). Shared by the scenarios that need a room full of joined clients
+//! before they measure anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct CrowdSpec {
 /// The clients that connected and joined, in no particular order, and what happened.
 pub struct Crowd {
     pub clients: Vec<Client>,
+    /// For each client of `clients`, the index of the target it connected to.
+    pub nodes: Vec<usize>,
     /// Failures by cause (`timeout`, `tcp`, `connect_error`, ...).
     pub failures: BTreeMap<&'static str, u64>,
     /// From the first connect attempt to the last join.
@@ -50,15 +53,18 @@ impl Crowd {
     }
 }
 
-/// Opens the crowd; returns when every client joined, failed or timed out.
-pub async fn open(target: &Target, spec: &CrowdSpec) -> Crowd {
+/// Opens the crowd, client `i` on `targets[i % targets.len()]`; returns when every
+/// client joined, failed or timed out. No targets: no clients.
+pub async fn open(targets: &[Target], spec: &CrowdSpec) -> Crowd {
     let nsp = Namespace::new(realtime::NAMESPACE);
     let slots = Arc::new(Semaphore::new(spec.concurrency.max(1)));
-    let target = Arc::new(target.clone());
+    let targets: Vec<Arc<Target>> = targets.iter().cloned().map(Arc::new).collect();
+    let clients = if targets.is_empty() { 0 } else { spec.clients };
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for i in 0..spec.clients {
-        let (slots, target, nsp) = (slots.clone(), target.clone(), nsp.clone());
+    for i in 0..clients {
+        let node = i % targets.len();
+        let (slots, target, nsp) = (slots.clone(), targets[node].clone(), nsp.clone());
         let user = format!("{}{i}", spec.user_prefix);
         let (event, timeout) = (spec.event, spec.timeout);
         tasks.spawn(async move {
@@ -74,7 +80,7 @@ pub async fn open(target: &Target, spec: &CrowdSpec) -> Crowd {
             })
             .await;
             match joined {
-                Ok(Ok(c)) => Ok((c, began.elapsed(), Instant::now())),
+                Ok(Ok(c)) => Ok((c, node, began.elapsed(), Instant::now())),
                 Ok(Err(e)) => Err(e.kind()),
                 Err(_) => Err("timeout"),
             }
@@ -82,6 +88,7 @@ pub async fn open(target: &Target, spec: &CrowdSpec) -> Crowd {
     }
     let mut crowd = Crowd {
         clients: Vec::with_capacity(spec.clients),
+        nodes: Vec::with_capacity(spec.clients),
         failures: BTreeMap::new(),
         elapsed: Duration::ZERO,
         latencies_us: Vec::with_capacity(spec.clients),
@@ -89,8 +96,9 @@ pub async fn open(target: &Target, spec: &CrowdSpec) -> Crowd {
     let mut last = started;
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok(Ok((c, latency, at))) => {
+            Ok(Ok((c, node, latency, at))) => {
                 crowd.clients.push(c);
+                crowd.nodes.push(node);
                 crowd
                     .latencies_us
                     .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));

@@ -12,15 +12,22 @@ use crate::sys;
 /// Flags every contract scenario shares: where the server is and what to call it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Server base URL (loopback only).
+    /// Server base URL (loopback only). `fanout` and `storm` take a comma-separated list,
+    /// the nodes of a cluster: clients are spread over them round-robin, and the first one
+    /// takes the scenario's own client (the buyer; the publisher).
     #[arg(long, default_value = "http://127.0.0.1:8880")]
     pub url: String,
     /// Name of the server under test, carried into the report (`switchboard`, `node`, ...).
     #[arg(long, default_value = "switchboard")]
     pub server: String,
-    /// Server process whose RSS and CPU time are read (skipped when absent).
+    /// Server processes whose CPU time is read and summed (comma-separated or repeated: a
+    /// cluster's nodes and its Redis); skipped when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// The report's comparison row (default: the scenario and its size, such as
+    /// `fanout-closed-1000`); `bench/run` names its cluster rows this way.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub label: Option<String>,
 }
 
 /// What every report carries besides its own numbers: which server, how loaded the

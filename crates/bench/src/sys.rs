@@ -40,20 +40,33 @@ pub fn cpu_secs(proc: Proc) -> io::Result<f64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable stat line"))
 }
 
-/// A CPU-time meter for one process: [`CpuMeter::percent`] is the share of one core it
-/// used since [`CpuMeter::start`] (200 = both cores of a 2-core machine).
-#[derive(Debug, Clone, Copy)]
+/// A CPU-time meter for one process or several (the nodes of a cluster and their Redis):
+/// [`CpuMeter::percent`] is the share of one core they used together since
+/// [`CpuMeter::start`] (200 = both cores of a 2-core machine).
+#[derive(Debug, Clone)]
 pub struct CpuMeter {
-    proc: Proc,
+    procs: Vec<Proc>,
     cpu: f64,
     at: std::time::Instant,
 }
 
 impl CpuMeter {
     pub fn start(proc: Proc) -> Option<Self> {
+        Self::start_all(vec![proc])
+    }
+
+    /// One meter over every process of `pids`; `None` for none, or when one cannot be read.
+    pub fn start_pids(pids: &[u32]) -> Option<Self> {
+        Self::start_all(pids.iter().map(|&p| Proc::Pid(p)).collect())
+    }
+
+    fn start_all(procs: Vec<Proc>) -> Option<Self> {
+        if procs.is_empty() {
+            return None;
+        }
         Some(Self {
-            proc,
-            cpu: cpu_secs(proc).ok()?,
+            cpu: total_cpu_secs(&procs)?,
+            procs,
             at: std::time::Instant::now(),
         })
     }
@@ -64,10 +77,14 @@ impl CpuMeter {
     }
 
     pub fn percent(&self) -> Option<f64> {
-        let used = cpu_secs(self.proc).ok()? - self.cpu;
+        let used = total_cpu_secs(&self.procs)? - self.cpu;
         let wall = self.at.elapsed().as_secs_f64();
         (wall > 0.0).then(|| 100.0 * used / wall)
     }
+}
+
+fn total_cpu_secs(procs: &[Proc]) -> Option<f64> {
+    procs.iter().map(|&p| cpu_secs(p).ok()).sum()
 }
 
 /// The 1, 5 and 15 minute load averages of the machine.

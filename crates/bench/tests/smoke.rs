@@ -5,7 +5,9 @@
 //! Builds nothing: `SWITCHBOARD_BIN` names the server binary (CI sets it, e.g.
 //! `SWITCHBOARD_BIN=target/release/switchboard`). Without it each test says so and passes.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -189,7 +191,7 @@ async fn fanout_closed_and_paced_smoke_against_switchboard() {
     for mode in [Mode::Closed { window: 8 }, Mode::Paced { rate: 50.0 }] {
         let server = start_realtime(&bin);
         let config = FanoutConfig {
-            server_pid: Some(server.child.id()),
+            server_pids: vec![server.child.id()],
             ..FanoutConfig::smoke(&format!("http://{}", server.addr), mode)
         };
         let report = fanout::run(&config, CancellationToken::new())
@@ -215,7 +217,7 @@ async fn storm_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };
     let server = start_realtime(&bin);
     let config = StormConfig {
-        server_pid: Some(server.child.id()),
+        server_pids: vec![server.child.id()],
         ..StormConfig::smoke(&format!("http://{}", server.addr))
     };
     let report = storm::run(&config, CancellationToken::new())
@@ -238,7 +240,7 @@ async fn publish_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };
     let server = start_realtime(&bin);
     let config = PublishConfig {
-        server_pid: Some(server.child.id()),
+        server_pids: vec![server.child.id()],
         ..PublishConfig::smoke(&format!("http://{}", server.addr), "smoke-key")
     };
     let report = publish::run(&config, CancellationToken::new())
@@ -310,6 +312,257 @@ async fn soak_smoke_against_switchboard() {
     assert!(report.ok(), "{report:?}");
     assert!(report.csv().lines().count() == report.samples.len() + 1);
     round_trips(&report);
+}
+
+/// A private redis-server on a free port in a temp dir (never the shared one), killed
+/// and removed when the test ends.
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts redis-server, or `None` (a visible skip; a failure under `CI=true`) when the
+/// machine has none.
+fn start_redis() -> Option<Redis> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        skipped(
+            "cluster benchmark smoke: redis-server is not installed (scripts/test installs it)",
+        );
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("sb-bench-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("redis dir");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let redis = Redis {
+        child,
+        dir,
+        url: format!("redis://127.0.0.1:{port}"),
+    };
+    let ping = || -> std::io::Result<bool> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf)?;
+        Ok(&buf == b"+PONG\r\n")
+    };
+    wait_for("redis-server answers PING", || ping().unwrap_or(false));
+    Some(redis)
+}
+
+/// Polls `f` every 20 ms, at most 1,000 times (20 s and then some); panics naming `what`
+/// if it never holds.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `GET path` on `addr`: the status code and the body (the servers answer with a length).
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_owned()))
+}
+
+/// `n` Switchboard nodes on `redis` as `bench/run` starts them (holds in Redis), ready:
+/// each is ready and lists the whole fleet, so the fabric is up before clients come.
+fn start_cluster(bin: &str, redis: &Redis, n: usize) -> Vec<Server> {
+    let nodes: Vec<Server> = (1..=n)
+        .map(|i| {
+            let id = format!("node_id=smoke-{i}");
+            start(
+                bin,
+                &[
+                    "serve",
+                    "--data-dir",
+                    "memory",
+                    "--redis-url",
+                    &redis.url,
+                    "--set",
+                    &id,
+                    "--set",
+                    "hold_store=redis",
+                    "--set",
+                    "coalesce_ms=0",
+                    "--set",
+                    "rate_limit_per_sec=0",
+                ],
+            )
+        })
+        .collect();
+    for node in &nodes {
+        wait_for(
+            &format!("{} sees {n} nodes and is ready", node.addr),
+            || {
+                let ready = http_get(&node.addr, "/ready").is_ok_and(|(s, _)| s == 200);
+                let seen = http_get(&node.addr, "/stats")
+                    .map(|(_, body)| body.matches("\"lastSeen\"").count())
+                    .unwrap_or(0);
+                ready && seen == n
+            },
+        );
+    }
+    nodes
+}
+
+fn urls(nodes: &[Server]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("http://{}", n.addr))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_fanout_smoke_against_three_nodes() {
+    let Some(bin) = switchboard_bin() else { return };
+    let Some(redis) = start_redis() else { return };
+    let nodes = start_cluster(&bin, &redis, 3);
+    for mode in [Mode::Closed { window: 8 }, Mode::Paced { rate: 50.0 }] {
+        let config = FanoutConfig {
+            server_pids: nodes
+                .iter()
+                .map(|n| n.child.id())
+                .chain([redis.child.id()])
+                .collect(),
+            clients: 30,
+            label: Some("cluster-fanout-smoke".into()),
+            ..FanoutConfig::smoke(&urls(&nodes), mode)
+        };
+        let report = fanout::run(&config, CancellationToken::new())
+            .await
+            .expect("fanout run");
+        println!("{}", report.markdown());
+        assert_eq!(report.nodes, 3);
+        assert_eq!(report.joined_per_node, [10, 10, 10], "round-robin");
+        assert_eq!(report.latency_by_node_ms.len(), 3);
+        assert!(report.ops > 0, "the buyer made progress");
+        assert_eq!(
+            report.lost, 0,
+            "every receiver on every node got every update"
+        );
+        assert_eq!(report.extra, 0);
+        assert_eq!(report.delivered, report.ops * 30);
+        assert!(report.ok(), "{report:?}");
+        let v = round_trips(&report);
+        assert_eq!(v["meta"]["label"], "cluster-fanout-smoke");
+        assert!(
+            v["meta"]["server_cpu_pct"].as_f64().is_some(),
+            "summed over the processes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_smoke_against_three_nodes_on_redis() {
+    let Some(bin) = switchboard_bin() else { return };
+    let Some(redis) = start_redis() else { return };
+    let nodes = start_cluster(&bin, &redis, 3);
+    let config = StormConfig {
+        server_pids: nodes.iter().map(|n| n.child.id()).collect(),
+        ..StormConfig::smoke(&urls(&nodes))
+    };
+    let report = storm::run(&config, CancellationToken::new())
+        .await
+        .expect("storm run");
+    println!("{}", report.markdown());
+    assert_eq!(report.nodes, 3);
+    assert_eq!(report.oversold_categories, 0);
+    assert_eq!(report.mismatched_categories, 0, "{:?}", report.categories);
+    assert!(report.categories.iter().all(|c| c.nodes_agree));
+    assert!(report.locks_ok > 0);
+    assert!(report.ok(), "{report:?}");
+    round_trips(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_smoke_against_sqlite() {
+    let Some(bin) = switchboard_bin() else { return };
+    let dir = std::env::temp_dir().join(format!("sb-bench-sqlite-{}", std::process::id()));
+    let server = start(
+        &bin,
+        &[
+            "serve",
+            "--data-dir",
+            &dir.to_string_lossy(),
+            "--set",
+            "coalesce_ms=0",
+            "--set",
+            "rate_limit_per_sec=0",
+        ],
+    );
+    let config = StormConfig {
+        server_pids: vec![server.child.id()],
+        ..StormConfig::smoke(&format!("http://{}", server.addr))
+    };
+    let report = storm::run(&config, CancellationToken::new())
+        .await
+        .expect("storm run");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", report.markdown());
+    assert_eq!(report.oversold_categories, 0);
+    assert_eq!(report.mismatched_categories, 0, "{:?}", report.categories);
+    assert!(report.ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn scenarios_with_one_server_refuse_a_list() {
+    let config = PublishConfig::smoke("http://127.0.0.1:1,http://127.0.0.1:2", "k");
+    let err = publish::run(&config, CancellationToken::new())
+        .await
+        .expect_err("publish takes one url");
+    assert!(err.to_string().contains("takes one url"), "{err}");
 }
 
 /// Says past the test harness's output capture that a smoke run did not happen; under

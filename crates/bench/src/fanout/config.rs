@@ -63,7 +63,10 @@ pub enum Mode {
 pub struct FanoutConfig {
     pub url: String,
     pub server: String,
-    pub server_pid: Option<u32>,
+    /// Processes whose CPU is measured, summed (the nodes and their Redis).
+    pub server_pids: Vec<u32>,
+    /// Overrides the report's comparison row.
+    pub label: Option<String>,
     pub mode: Mode,
     pub clients: usize,
     pub event: i64,
@@ -92,7 +95,8 @@ impl FanoutConfig {
         Self {
             url: url.into(),
             server: "switchboard".into(),
-            server_pid: None,
+            server_pids: Vec::new(),
+            label: None,
             mode,
             clients: 10,
             event: 1,
@@ -133,7 +137,8 @@ impl TryFrom<&FanoutArgs> for FanoutConfig {
         let mut c = Self {
             url: a.run.url.clone(),
             server: a.run.server.clone(),
-            server_pid: a.run.server_pid,
+            server_pids: a.run.server_pid.clone(),
+            label: a.run.label.clone(),
             mode,
             clients: a.clients,
             event: a.event,

@@ -11,9 +11,15 @@ pub struct FanoutReport {
     pub scenario: &'static str,
     pub meta: Meta,
     pub url: String,
+    /// Servers the receivers were spread over (the buyer used the first).
+    pub nodes: usize,
     pub clients: usize,
     /// Receivers that connected and joined.
     pub joined: usize,
+    /// Receivers joined on each node, in `--url` order.
+    pub joined_per_node: Vec<usize>,
+    /// Delivery latency of the receivers of each node, in `--url` order (several nodes only).
+    pub latency_by_node_ms: Vec<Latency>,
     pub connect_failures: BTreeMap<&'static str, u64>,
     pub window: Option<u64>,
     pub rate: Option<f64>,
@@ -61,7 +67,11 @@ impl FanoutReport {
         let failures = self.clients - self.joined;
         t.row(vec![
             self.scenario.into(),
-            self.clients.to_string(),
+            if self.nodes > 1 {
+                format!("{} over {} nodes", self.clients, self.nodes)
+            } else {
+                self.clients.to_string()
+            },
             self.ops.to_string(),
             format!("{:.0}", self.ops_per_sec),
             format!("{:.0}", self.deliveries_per_sec),
@@ -75,6 +85,16 @@ impl FanoutReport {
                 self.buyer_error.unwrap_or("-")
             ),
         ]);
-        format!("{}\n{}\n", t.render(), self.meta.machine_line())
+        let mut by_node = String::new();
+        for (i, l) in self.latency_by_node_ms.iter().enumerate() {
+            let joined = self.joined_per_node.get(i).copied().unwrap_or(0);
+            by_node.push_str(&format!(
+                "node {} ({joined} receivers{}): latency p50 / p99 / max {} ms\n",
+                i + 1,
+                if i == 0 { ", the buyer's" } else { "" },
+                l.cell()
+            ));
+        }
+        format!("{}\n{by_node}{}\n", t.render(), self.meta.machine_line())
     }
 }

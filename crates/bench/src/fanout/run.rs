@@ -86,7 +86,7 @@ pub async fn run(
     config: &FanoutConfig,
     shutdown: CancellationToken,
 ) -> Result<FanoutReport, FanoutError> {
-    let target = Target::resolve(&config.url).await?;
+    let targets = Target::resolve_all(&config.url).await?;
     let need = config.clients as u64 + 40;
     if let Some(have) = sys::open_files_limit().filter(|&h| h < need) {
         return Err(FanoutError::FdLimit { need, have });
@@ -95,9 +95,9 @@ pub async fn run(
         Mode::Closed { .. } => format!("fanout-closed-{}", config.clients),
         Mode::Paced { rate } => format!("fanout-paced-{rate}ops-{}", config.clients),
     };
-    let mut meta = Meta::new(&config.server, label);
+    let mut meta = Meta::new(&config.server, config.label.clone().unwrap_or(label));
     let crowd = crowd::open(
-        &target,
+        &targets,
         &CrowdSpec {
             clients: config.clients,
             user_prefix: "fan".into(),
@@ -109,12 +109,14 @@ pub async fn run(
     .await;
     let connect_failures = crowd.failures.clone();
     let joined = crowd.clients.len();
+    let receiver_nodes = crowd.nodes.clone();
     // The buyer gets a thread and an I/O driver of its own: it stands for a client on
     // another machine, so its answers must not wait behind the receivers' reads.
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
     let (start_tx, start_rx) = tokio::sync::oneshot::channel::<Arc<Shared>>();
     let buyer_config = config.clone();
-    let buyer_target = target.clone();
+    // The buyer publishes through the first node; the others learn it from the fabric.
+    let buyer_target = targets[0].clone();
     let buyer_thread = std::thread::Builder::new()
         .name("fanout-buyer".into())
         .spawn(move || {
@@ -159,9 +161,7 @@ pub async fn run(
     }
 
     let generator_cpu = CpuMeter::start(Proc::This);
-    let server_cpu = config
-        .server_pid
-        .and_then(|p| CpuMeter::start(Proc::Pid(p)));
+    let server_cpu = CpuMeter::start_pids(&config.server_pids);
     let _ = start_tx.send(shared.clone());
     let mut outcome = tokio::task::spawn_blocking(move || buyer_thread.join())
         .await
@@ -175,11 +175,13 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
-    meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
-    let server_cpu_window = server_cpu.map(|m| m.elapsed_secs());
+    meta.server_cpu_pct = server_cpu.as_ref().and_then(CpuMeter::percent);
+    let server_cpu_window = server_cpu.as_ref().map(CpuMeter::elapsed_secs);
     shared.stop.cancel();
 
     let mut latencies: Vec<u32> = Vec::new();
+    let nodes = targets.len();
+    let mut by_node: Vec<Vec<u32>> = vec![Vec::new(); nodes];
     let mut dropped: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut delivered = 0u64;
     let mut lost = 0u64;
@@ -196,6 +198,9 @@ pub async fn run(
         delivered += r.count.min(expected);
         lost += expected.saturating_sub(r.count);
         extra += r.count.saturating_sub(expected);
+        if nodes > 1 {
+            by_node[receiver_nodes[r.index]].extend_from_slice(&r.latencies_us);
+        }
         latencies.extend(r.latencies_us);
     }
     let first = outcome.first_op.map(|t| t.duration_since(shared.epoch));
@@ -245,8 +250,17 @@ pub async fn run(
         },
         meta,
         url: config.url.clone(),
+        nodes,
         clients: config.clients,
         joined,
+        joined_per_node: (0..nodes)
+            .map(|n| receiver_nodes.iter().filter(|&&m| m == n).count())
+            .collect(),
+        latency_by_node_ms: by_node
+            .iter_mut()
+            .filter(|_| nodes > 1)
+            .map(|v| Latency::from_micros(v))
+            .collect(),
         connect_failures,
         window: match config.mode {
             Mode::Closed { window } => Some(window),
@@ -345,6 +359,8 @@ async fn buy(mut client: Client, config: &FanoutConfig, shared: &Shared) -> Buye
 }
 
 struct Received {
+    /// The receiver's index (its node is `Crowd::nodes[index]`).
+    index: usize,
     count: u64,
     latencies_us: Vec<u32>,
     error: Option<&'static str>,
@@ -353,6 +369,7 @@ struct Received {
 /// One receiver: counts availability updates and times each against its operation.
 async fn receive(i: usize, mut client: Client, shared: Arc<Shared>) -> Received {
     let mut r = Received {
+        index: i,
         count: 0,
         latencies_us: Vec::new(),
         error: None,

@@ -48,7 +48,10 @@ pub struct PublishArgs {
 pub struct PublishConfig {
     pub url: String,
     pub server: String,
-    pub server_pid: Option<u32>,
+    /// Processes whose CPU is measured, summed (the nodes and their Redis).
+    pub server_pids: Vec<u32>,
+    /// Overrides the report's comparison row.
+    pub label: Option<String>,
     pub sio: usize,
     pub ws: usize,
     pub sse: usize,
@@ -74,7 +77,8 @@ impl PublishConfig {
         Self {
             url: url.into(),
             server: "switchboard".into(),
-            server_pid: None,
+            server_pids: Vec::new(),
+            label: None,
             sio: 5,
             ws: 5,
             sse: 5,
@@ -110,7 +114,8 @@ impl TryFrom<&PublishArgs> for PublishConfig {
         let mut c = Self {
             url: a.run.url.clone(),
             server: a.run.server.clone(),
-            server_pid: a.run.server_pid,
+            server_pids: a.run.server_pid.clone(),
+            label: a.run.label.clone(),
             sio: a.sio,
             ws: a.ws,
             sse: a.sse,

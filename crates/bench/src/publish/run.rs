@@ -64,7 +64,13 @@ pub async fn run(
     if let Some(have) = sys::open_files_limit().filter(|&h| h < need) {
         return Err(PublishError::FdLimit { need, have });
     }
-    let mut meta = Meta::new(&config.server, format!("publish-{}", config.members()));
+    let mut meta = Meta::new(
+        &config.server,
+        config
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("publish-{}", config.members())),
+    );
     let room = format!("event_{}", config.event);
 
     // Members of every kind, at most `concurrency` handshakes at once.
@@ -126,9 +132,7 @@ pub async fn run(
     }
 
     let generator_cpu = CpuMeter::start(Proc::This);
-    let server_cpu = config
-        .server_pid
-        .and_then(|p| CpuMeter::start(Proc::Pid(p)));
+    let server_cpu = CpuMeter::start_pids(&config.server_pids);
     let started = Instant::now();
     let deadline = started + config.duration;
     let mut published = 0u64;

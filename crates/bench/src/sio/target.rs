@@ -1,5 +1,7 @@
 //! Where clients connect: `--url http://127.0.0.1:8880[/path/]` turned into a loopback
 //! socket address and the Engine.IO WebSocket URL. Resolved once, shared by every client.
+//! A scenario that spreads its clients over the nodes of a cluster takes a comma-separated
+//! list ([`Target::resolve_all`]).
 
 use std::net::SocketAddr;
 
@@ -19,12 +21,19 @@ pub enum TargetError {
     Resolve(String, std::io::Error),
     #[error("url {0:?} resolves to {1}: the generator only measures over loopback")]
     NotLoopback(String, SocketAddr),
+    #[error(
+        "url {0:?}: this scenario takes one url (only fanout and storm spread clients over a comma-separated list)"
+    )]
+    Many(String),
 }
 
 impl Target {
     /// Parses and resolves `url`; refuses anything that is not a loopback address, so a
     /// typo can never point ten thousand connections at another machine.
     pub async fn resolve(url: &str) -> Result<Self, TargetError> {
+        if url.contains(',') {
+            return Err(TargetError::Many(url.to_owned()));
+        }
         let syntax = || TargetError::Syntax(url.to_owned());
         let rest = ["http://", "ws://"]
             .iter()
@@ -60,6 +69,20 @@ impl Target {
             ws_url: format!("ws://{host}{path}?EIO=4&transport=websocket"),
         })
     }
+
+    /// Every URL of a comma-separated list (the nodes of a cluster, in order: clients go
+    /// round-robin, the first one takes the scenario's own client such as the buyer).
+    pub async fn resolve_all(list: &str) -> Result<Vec<Self>, TargetError> {
+        let mut out = Vec::new();
+        for url in list.split(',').map(str::trim) {
+            if url.is_empty() {
+                return Err(TargetError::Syntax(list.to_owned()));
+            }
+            out.push(Self::resolve(url).await?);
+        }
+        // `split` yields at least one item, so the list is never empty here.
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +113,33 @@ mod tests {
         ));
         assert!(matches!(
             Target::resolve("http://10.1.2.3:80").await,
+            Err(TargetError::NotLoopback(..))
+        ));
+        assert!(matches!(
+            Target::resolve("http://127.0.0.1:1,http://127.0.0.1:2").await,
+            Err(TargetError::Many(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn resolves_a_list_in_order() {
+        let all = Target::resolve_all("http://127.0.0.1:1, http://127.0.0.1:2/rt")
+            .await
+            .expect("valid list");
+        let ports: Vec<u16> = all.iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [1, 2]);
+        assert_eq!(
+            all[1].ws_url,
+            "ws://127.0.0.1:2/rt/?EIO=4&transport=websocket"
+        );
+        for bad in ["", "http://127.0.0.1:1,", ",http://127.0.0.1:1"] {
+            assert!(
+                matches!(Target::resolve_all(bad).await, Err(TargetError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            Target::resolve_all("http://127.0.0.1:1,http://10.0.0.1:2").await,
             Err(TargetError::NotLoopback(..))
         ));
     }

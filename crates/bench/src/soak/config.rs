@@ -112,6 +112,8 @@ pub enum ConfigError {
     FinalEvery,
     #[error("--publish-per-sec must be between 0 and 10000")]
     PublishRate,
+    #[error("--server-pid: the soak samples one server process")]
+    ManyPids,
 }
 
 impl SoakConfig {
@@ -168,10 +170,15 @@ impl TryFrom<&SoakArgs> for SoakConfig {
     type Error = ConfigError;
 
     fn try_from(a: &SoakArgs) -> Result<Self, ConfigError> {
+        let server_pid = match a.run.server_pid[..] {
+            [] => None,
+            [pid] => Some(pid),
+            _ => return Err(ConfigError::ManyPids),
+        };
         let mut c = Self {
             url: a.run.url.clone(),
             server: a.run.server.clone(),
-            server_pid: a.run.server_pid,
+            server_pid,
             clients: a.clients,
             sse: a.sse,
             events: a.events,

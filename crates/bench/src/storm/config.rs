@@ -39,7 +39,10 @@ pub struct StormArgs {
 pub struct StormConfig {
     pub url: String,
     pub server: String,
-    pub server_pid: Option<u32>,
+    /// Processes whose CPU is measured, summed (the nodes and their Redis).
+    pub server_pids: Vec<u32>,
+    /// Overrides the report's comparison row.
+    pub label: Option<String>,
     pub buyers: usize,
     pub events: Vec<i64>,
     pub duration: Duration,
@@ -65,7 +68,8 @@ impl StormConfig {
         Self {
             url: url.into(),
             server: "switchboard".into(),
-            server_pid: None,
+            server_pids: Vec::new(),
+            label: None,
             buyers: 20,
             events: vec![1, 2],
             duration: Duration::from_secs(1),
@@ -99,7 +103,8 @@ impl TryFrom<&StormArgs> for StormConfig {
         let mut c = Self {
             url: a.run.url.clone(),
             server: a.run.server.clone(),
-            server_pid: a.run.server_pid,
+            server_pids: a.run.server_pid.clone(),
+            label: a.run.label.clone(),
             buyers: a.buyers,
             events: a.events.clone(),
             duration: Duration::from_secs(a.duration_secs),

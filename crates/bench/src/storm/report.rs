@@ -17,6 +17,8 @@ pub struct CategoryCheck {
     /// Seats the server says are held (minus those held before the run).
     pub server_locked: Option<i64>,
     pub server_available: Option<i64>,
+    /// Every node answered the same held seats (always true on one node).
+    pub nodes_agree: bool,
     pub oversold: bool,
 }
 
@@ -25,6 +27,8 @@ pub struct StormReport {
     pub scenario: &'static str,
     pub meta: Meta,
     pub url: String,
+    /// Servers the buyers were spread over (an observer and a checker on each).
+    pub nodes: usize,
     pub buyers: usize,
     /// Buyers that connected and raced.
     pub racing: usize,
@@ -50,8 +54,12 @@ pub struct StormReport {
     pub checker_error: Option<&'static str>,
     /// Categories over capacity (or updates showing that) — must be 0.
     pub oversold_categories: usize,
-    /// Categories where the server's held seats differ from the buyers' grants.
+    /// Categories where a node's held seats differ from the buyers' grants.
     pub mismatched_categories: usize,
+    /// Observer × category whose last update differs from its node's final view after
+    /// the settle time (a client left with stale numbers). Reported, not a failure: an
+    /// observer may also have been dropped as a slow client.
+    pub stale_views: usize,
     pub categories: Vec<CategoryCheck>,
 }
 
@@ -70,17 +78,23 @@ impl StormReport {
             "granted / refused holds",
             "oversold",
             "mismatched",
+            "stale views",
             "failures",
         ]);
         t.row(vec![
             self.scenario.into(),
-            self.buyers.to_string(),
+            if self.nodes > 1 {
+                format!("{} over {} nodes", self.buyers, self.nodes)
+            } else {
+                self.buyers.to_string()
+            },
             format!("{:.0}", self.holds_per_sec),
             format!("{:.0}", self.ops_per_sec),
             self.answer_latency_ms.cell(),
             format!("{} / {}", self.locks_ok, self.locks_refused),
             self.oversold_categories.to_string(),
             self.mismatched_categories.to_string(),
+            self.stale_views.to_string(),
             format!(
                 "connect: {}; buyers: {}; checker: {}; observer: {}",
                 kinds(&self.connect_failures),

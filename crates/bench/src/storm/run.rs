@@ -1,10 +1,11 @@
-//! The storm run: one observer per event room checks every update it sees; buyers race;
-//! then a fresh checker joins each room and compares the server's held seats with what
-//! the buyers were granted.
+//! The storm run: one observer per event room on every node checks every update it sees;
+//! buyers race (spread over the nodes); then a fresh checker joins each room on every node
+//! and compares the server's held seats with what the buyers were granted, and the
+//! observers' last updates with that final view.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -24,8 +25,12 @@ pub enum StormError {
     Target(#[from] TargetError),
     #[error("{need} clients need more open files than the limit {have}: raise `ulimit -n`")]
     FdLimit { need: u64, have: u64 },
-    #[error("observing event {event}: {source}")]
-    Observer { event: i64, source: SioError },
+    #[error("observing event {event} on node {node}: {source}")]
+    Observer {
+        event: i64,
+        node: usize,
+        source: SioError,
+    },
     #[error("event {0} has no categories")]
     EmptyEvent(i64),
 }
@@ -72,47 +77,69 @@ pub async fn run(
     config: &StormConfig,
     shutdown: CancellationToken,
 ) -> Result<StormReport, StormError> {
-    let target = Target::resolve(&config.url).await?;
-    let need = (config.buyers + 2 * config.events.len()) as u64 + 40;
+    let targets = Target::resolve_all(&config.url).await?;
+    let nodes = targets.len();
+    let need = (config.buyers + 2 * config.events.len() * nodes) as u64 + 40;
     if let Some(have) = sys::open_files_limit().filter(|&h| h < need) {
         return Err(StormError::FdLimit { need, have });
     }
-    let mut meta = Meta::new(&config.server, format!("storm-{}", config.buyers));
+    let mut meta = Meta::new(
+        &config.server,
+        config
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("storm-{}", config.buyers)),
+    );
     let nsp = Namespace::new(realtime::NAMESPACE);
     let stop = shutdown.child_token();
 
-    // Observers first: their join tells the categories and their capacity.
+    // Observers first: their join on the first node tells the categories and their capacity.
     let mut categories = Vec::new();
     let mut observers = JoinSet::new();
-    for &event in &config.events {
-        let observed = async {
-            let mut c =
-                realtime::connect(&target, &nsp, &format!("storm-observer-{event}")).await?;
-            let initial =
-                realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
-            Ok::<_, SioError>((c, initial))
-        };
-        let (client, initial) = observed
-            .await
-            .map_err(|source| StormError::Observer { event, source })?;
-        if initial.is_empty() {
-            return Err(StormError::EmptyEvent(event));
+    let mut last_seen: Vec<LastSeen> = Vec::new();
+    for (node, target) in targets.iter().enumerate() {
+        for &event in &config.events {
+            let observed = async {
+                let user = format!("storm-observer-{event}-{node}");
+                let mut c = realtime::connect(target, &nsp, &user).await?;
+                let initial =
+                    realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT)
+                        .await?;
+                Ok::<_, SioError>((c, initial))
+            };
+            let (client, initial) = observed.await.map_err(|source| StormError::Observer {
+                event,
+                node,
+                source,
+            })?;
+            if initial.is_empty() {
+                return Err(StormError::EmptyEvent(event));
+            }
+            if node == 0 {
+                for u in &initial {
+                    categories.push(Category {
+                        event_id: u.event_id,
+                        category_id: u.category_id,
+                        total: u.total_tickets,
+                        baseline_locked: u.locked_tickets,
+                        granted: AtomicI64::new(0),
+                    });
+                }
+            }
+            let seen: LastSeen = Arc::new(Mutex::new(
+                initial
+                    .iter()
+                    .map(|u| ((u.event_id, u.category_id), *u))
+                    .collect(),
+            ));
+            last_seen.push(seen.clone());
+            observers.spawn(observe(client, seen, stop.clone()));
         }
-        for u in &initial {
-            categories.push(Category {
-                event_id: u.event_id,
-                category_id: u.category_id,
-                total: u.total_tickets,
-                baseline_locked: u.locked_tickets,
-                granted: AtomicI64::new(0),
-            });
-        }
-        observers.spawn(observe(client, stop.clone()));
     }
     let categories = Arc::new(categories);
 
     let crowd = crowd::open(
-        &target,
+        &targets,
         &CrowdSpec {
             clients: config.buyers,
             user_prefix: "storm".into(),
@@ -127,9 +154,7 @@ pub async fn run(
 
     let counters = Arc::new(Counters::default());
     let generator_cpu = CpuMeter::start(Proc::This);
-    let server_cpu = config
-        .server_pid
-        .and_then(|p| CpuMeter::start(Proc::Pid(p)));
+    let server_cpu = CpuMeter::start_pids(&config.server_pids);
     let started = Instant::now();
     let deadline = started + config.duration;
     let mut buyers = JoinSet::new();
@@ -164,22 +189,57 @@ pub async fn run(
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
     meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
 
-    // What the server says now, through a fresh join of each room.
-    let mut server_view: Vec<Update> = Vec::new();
+    // What each node says now, through a fresh join of each room.
+    let mut server_views: Vec<Vec<Update>> = vec![Vec::new(); nodes];
     let mut checker_error = None;
-    for &event in &config.events {
-        let checked = async {
-            let mut c = realtime::connect(&target, &nsp, &format!("storm-checker-{event}")).await?;
-            let v = realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
-            v
-        };
-        match tokio::time::timeout(Duration::from_secs(10), checked).await {
-            Ok(Ok(v)) => server_view.extend(v),
-            Ok(Err(e)) => checker_error = Some(e.kind()),
-            Err(_) => checker_error = Some("timeout"),
+    for (node, target) in targets.iter().enumerate() {
+        for &event in &config.events {
+            let checked = async {
+                let user = format!("storm-checker-{event}-{node}");
+                let mut c = realtime::connect(target, &nsp, &user).await?;
+                let v =
+                    realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), c.close()).await;
+                v
+            };
+            match tokio::time::timeout(Duration::from_secs(10), checked).await {
+                Ok(Ok(v)) => server_views[node].extend(v),
+                Ok(Err(e)) => checker_error = Some(e.kind()),
+                Err(_) => checker_error = Some("timeout"),
+            }
         }
     }
+    // Updates may still be on their way to the observers: wait (boundedly) until every
+    // observer's last update of each category is the final view of its node.
+    let finals: Vec<BTreeMap<(i64, i64), Update>> = server_views
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|u| ((u.event_id, u.category_id), *u))
+                .collect()
+        })
+        .collect();
+    let per_node = config.events.len();
+    let stale = || {
+        last_seen
+            .iter()
+            .enumerate()
+            .map(|(i, seen)| {
+                let want = &finals[i / per_node];
+                let seen = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                seen.iter()
+                    .filter(|(k, u)| want.get(k).is_some_and(|w| !same_numbers(w, u)))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let settle_until = Instant::now() + SETTLE;
+    while stale() > 0 && Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stale_views = stale();
     stop.cancel();
     let mut observed = Observed::default();
     while let Some(done) = observers.join_next().await {
@@ -196,10 +256,19 @@ pub async fn run(
     let checks: Vec<CategoryCheck> = categories
         .iter()
         .map(|c| {
-            let server = server_view
+            let views: Vec<Option<&Update>> = server_views
                 .iter()
-                .find(|u| u.event_id == c.event_id && u.category_id == c.category_id);
+                .map(|v| {
+                    v.iter()
+                        .find(|u| u.event_id == c.event_id && u.category_id == c.category_id)
+                })
+                .collect();
             let granted = c.granted.load(Ordering::Relaxed);
+            let locked_by_node: Vec<Option<i64>> = views
+                .iter()
+                .map(|u| u.map(|u| u.locked_tickets - c.baseline_locked))
+                .collect();
+            let server = views.first().copied().flatten();
             CategoryCheck {
                 event_id: c.event_id,
                 category_id: c.category_id,
@@ -207,15 +276,16 @@ pub async fn run(
                 granted_held: granted,
                 server_locked: server.map(|u| u.locked_tickets - c.baseline_locked),
                 server_available: server.map(|u| u.available_tickets),
+                nodes_agree: locked_by_node.iter().all(|l| *l == locked_by_node[0]),
                 oversold: granted + c.baseline_locked > c.total
-                    || server.is_some_and(|u| !u.consistent()),
+                    || views.iter().flatten().any(|u| !u.consistent()),
             }
         })
         .collect();
     let oversold = checks.iter().filter(|c| c.oversold).count() + observed.inconsistent as usize;
     let mismatched = checks
         .iter()
-        .filter(|c| c.server_locked != Some(c.granted_held))
+        .filter(|c| c.server_locked != Some(c.granted_held) || !c.nodes_agree)
         .count();
     let locks_ok = counters.locks_ok.load(Ordering::Relaxed);
     let locks_refused = counters.locks_refused.load(Ordering::Relaxed);
@@ -247,6 +317,7 @@ pub async fn run(
         scenario: "storm",
         meta,
         url: config.url.clone(),
+        nodes,
         buyers: config.buyers,
         racing,
         connect_failures,
@@ -265,6 +336,7 @@ pub async fn run(
         checker_error,
         oversold_categories: oversold,
         mismatched_categories: mismatched,
+        stale_views,
         categories: checks,
     })
 }
@@ -346,8 +418,21 @@ struct Observed {
     error: Option<&'static str>,
 }
 
-/// Reads one room's updates until `stop`, counting impossible ones.
-async fn observe(mut client: Client, stop: CancellationToken) -> Observed {
+/// The last update an observer read of each category, by `(event, category)`.
+type LastSeen = Arc<Mutex<BTreeMap<(i64, i64), Update>>>;
+
+/// How long the observers may take to read the last updates once the buyers are done.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Whether two updates carry the same numbers (timestamps aside).
+fn same_numbers(a: &Update, b: &Update) -> bool {
+    (a.available_tickets, a.locked_tickets, a.total_tickets)
+        == (b.available_tickets, b.locked_tickets, b.total_tickets)
+}
+
+/// Reads one room's updates until `stop`, counting impossible ones and keeping the last
+/// of each category in `seen`.
+async fn observe(mut client: Client, seen: LastSeen, stop: CancellationToken) -> Observed {
     let mut o = Observed::default();
     loop {
         let p = tokio::select! {
@@ -362,6 +447,9 @@ async fn observe(mut client: Client, stop: CancellationToken) -> Observed {
                     if !u.consistent() {
                         o.inconsistent += 1;
                     }
+                    seen.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert((u.event_id, u.category_id), u);
                 }
             }
             Err(e) => {
