@@ -1,15 +1,24 @@
 // The /realtime ticketing contract on Node socket.io v4, as the platform's NestJS
 // realtime-service implements it, minus NestJS: a benchmark peer of Switchboard.
 //
-// Usage: node server.mjs [PORT]   (or PORT=...); listens on 127.0.0.1 only.
+// Usage: node server.mjs [PORT] [REDIS_URL]   (or PORT=..., REDIS_URL=...); listens on
+// 127.0.0.1 only.
 // Development auth only: the user is the `userId` query parameter (as Switchboard's
 // development mode). The catalog is Switchboard's demo catalog. Holds live in a Map,
 // 5-minute TTL, one hold per user per category; every change broadcasts an
 // `availability-update` to the room `event_{id}`.
+//
+// With a Redis URL the server joins a cluster the way the platform's realtime-service
+// would scale out: the official @socket.io/redis-adapter (classic pub/sub) on ioredis, so
+// a broadcast from any process reaches the room's clients on every process. Holds stay
+// in each process's memory (the benchmark's cluster fan-out buys through one process).
 import http from "node:http";
 import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { Redis } from "ioredis";
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 8880);
+const redisUrl = process.argv[3] ?? process.env.REDIS_URL ?? "";
 const HOLD_TTL_MS = 5 * 60 * 1000;
 const MAX_QUANTITY = 10;
 
@@ -48,7 +57,14 @@ const httpServer = http.createServer((req, res) => {
   }
   // Everything else is socket.io's (it answers /socket.io/ itself).
 });
-const io = new Server(httpServer, { cors: { origin: "*" } });
+const options = { cors: { origin: "*" } };
+if (redisUrl) {
+  const pub = new Redis(redisUrl);
+  const sub = pub.duplicate();
+  for (const c of [pub, sub]) c.on("error", (e) => console.error(`redis: ${e.message}`));
+  options.adapter = createAdapter(pub, sub);
+}
+const io = new Server(httpServer, options);
 const realtime = io.of("/realtime");
 
 function broadcast(eventId, categoryId) {
@@ -168,7 +184,8 @@ realtime.on("connection", (socket) => {
 
 httpServer.listen(port, "127.0.0.1", () => {
   const addr = httpServer.address();
-  console.log(`node socket.io peer listening on http://${addr.address}:${addr.port}`);
+  const cluster = redisUrl ? ` (redis adapter on ${redisUrl})` : "";
+  console.log(`node socket.io peer listening on http://${addr.address}:${addr.port}${cluster}`);
 });
 
 process.on("SIGTERM", () => process.exit(0));
