@@ -55,7 +55,10 @@ struct AnyReport {
 
 /// Whether a smaller value of this headline number is the better one.
 pub fn lower_is_better(metric: &str) -> bool {
-    metric.ends_with("_ms") || metric == "bytes_per_client" || metric.contains("_per_delivery")
+    metric.ends_with("_ms")
+        || metric == "bytes_per_client"
+        || metric.contains("_per_delivery")
+        || metric.contains("_per_request")
 }
 
 /// The median of `v` (sorted in place); 0 for none.
@@ -251,6 +254,7 @@ mod tests {
         assert_eq!(median(&mut []), 0.0);
         assert!(lower_is_better("latency_p99_ms"));
         assert!(lower_is_better("bytes_per_client"));
+        assert!(lower_is_better("server_cpu_us_per_request"));
         assert!(!lower_is_better("deliveries_per_sec"));
         assert_eq!(fmt_num(1_234_567.4), "1,234,567");
         assert_eq!(fmt_num(12.345), "12.35");

@@ -510,3 +510,45 @@ async fn an_outage_refuses_holds_and_a_restart_keeps_confirmed_ones() {
     assert_eq!(later.quantity, 1);
     a.stop();
 }
+
+/// A refused lock answers its category's availability from the same script (the answer's
+/// `availableTickets`), unchanged and not to be announced: no second script per refusal.
+#[tokio::test]
+async fn a_refused_lock_reads_its_category_in_the_same_script() {
+    let Some(conn) = redis_or_skip().await else {
+        return;
+    };
+    let p = prefix("observed");
+    let store = RedisHolds::new(conn.clone(), &p, "a", HoldConfig::default());
+    let now = switchboard::tickets::now_ms();
+    let seeded = store
+        .upsert_event(&catalog(10)[0], true, now)
+        .await
+        .expect("redis");
+    assert_eq!(seeded.value.ok(), Some(true));
+    let granted = store.lock(&req(1, 8), now).await.expect("redis");
+    assert!(granted.value.is_ok(), "{granted:?}");
+    assert!(granted.effects.observed.is_empty(), "a grant is announced");
+    let [(after, version)] = granted.effects.availability[..] else {
+        panic!("one touched category: {granted:?}");
+    };
+    for (r, refusal) in [(req(2, 5), "not enough"), (req(1, 1), "already holding")] {
+        let refused = store.lock(&r, now).await.expect("redis");
+        assert!(refused.value.is_err(), "{refusal}: {refused:?}");
+        assert!(
+            refused.effects.availability.is_empty(),
+            "{refusal}: nothing changed"
+        );
+        assert_eq!(
+            refused.effects.observed,
+            [(after, version)],
+            "{refusal}: the category as it stands, its version not bumped"
+        );
+        assert_eq!((after.available_tickets, after.locked_tickets), (2, 8));
+    }
+    let mut unknown = req(3, 1);
+    unknown.category_id = 99;
+    let refused = store.lock(&unknown, now).await.expect("redis");
+    assert!(refused.effects.observed.is_empty(), "{refused:?}");
+    cleanup(&conn, &p).await;
+}

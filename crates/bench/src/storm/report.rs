@@ -43,6 +43,9 @@ pub struct StormReport {
     pub holds_per_sec: f64,
     /// Answered lock and unlock requests per second.
     pub ops_per_sec: f64,
+    /// Server CPU time (user + system, every `--server-pid` summed) per answered request,
+    /// in microseconds.
+    pub server_cpu_us_per_request: Option<f64>,
     /// From a request to its answer.
     pub answer_latency_ms: Latency,
     pub observed_updates: u64,
@@ -74,6 +77,7 @@ impl StormReport {
             "buyers",
             "holds/s",
             "requests/s",
+            "server CPU µs / request",
             "answer p50 / p99 / max ms",
             "granted / refused holds",
             "oversold",
@@ -90,6 +94,8 @@ impl StormReport {
             },
             format!("{:.0}", self.holds_per_sec),
             format!("{:.0}", self.ops_per_sec),
+            self.server_cpu_us_per_request
+                .map_or_else(|| "-".into(), |us| format!("{us:.0}")),
             self.answer_latency_ms.cell(),
             format!("{} / {}", self.locks_ok, self.locks_refused),
             self.oversold_categories.to_string(),

@@ -187,7 +187,8 @@ pub async fn run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
-    meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
+    meta.server_cpu_pct = server_cpu.as_ref().and_then(CpuMeter::percent);
+    let server_cpu_window = server_cpu.as_ref().map(CpuMeter::elapsed_secs);
 
     // What each node says now, through a fresh join of each room.
     let mut server_views: Vec<Vec<Update>> = vec![Vec::new(); nodes];
@@ -308,10 +309,17 @@ pub async fn run(
         && locks_ok > 0;
     meta.headline
         .insert("holds_per_sec".into(), per_sec(locks_ok));
-    meta.headline.insert(
-        "ops_per_sec".into(),
-        per_sec(locks_ok + locks_refused + unlocks_ok + unlocks_refused),
-    );
+    let requests = locks_ok + locks_refused + unlocks_ok + unlocks_refused;
+    meta.headline
+        .insert("ops_per_sec".into(), per_sec(requests));
+    // CPU per request does not depend on how much of the machine others left over.
+    let server_cpu_us_per_request = match (meta.server_cpu_pct, server_cpu_window) {
+        (Some(pct), Some(secs)) if requests > 0 => Some(pct / 100.0 * secs * 1e6 / requests as f64),
+        _ => None,
+    };
+    if let Some(us) = server_cpu_us_per_request {
+        meta.headline.insert("server_cpu_us_per_request".into(), us);
+    }
     meta.finish();
     Ok(StormReport {
         scenario: "storm",
@@ -328,7 +336,8 @@ pub async fn run(
         unlocks_ok,
         unlocks_refused,
         holds_per_sec: per_sec(locks_ok),
-        ops_per_sec: per_sec(locks_ok + locks_refused + unlocks_ok + unlocks_refused),
+        ops_per_sec: per_sec(requests),
+        server_cpu_us_per_request,
         answer_latency_ms: Latency::from_micros(&mut latencies),
         observed_updates: observed.updates,
         inconsistent_updates: observed.inconsistent,

@@ -48,6 +48,9 @@ pub struct Effects {
     pub availability: Vec<(Availability, u64)>,
     /// The earliest `expiresAt` of the event's live holds after the call.
     pub next_deadline: Option<i64>,
+    /// Availability the script read without changing it (a refused lock's category, for
+    /// its answer): never announced, and its version is not newer than what was.
+    pub observed: Vec<(Availability, u64)>,
 }
 
 /// One script's answer: the rules' verdict and what changed.
@@ -192,7 +195,7 @@ impl RedisHolds {
     }
 
     /// Runs a mutation script and splits its reply: `{code, value, swept, availability,
-    /// next deadline}`.
+    /// next deadline, observed availability}`.
     async fn mutate(
         &self,
         script: &Script,
@@ -223,6 +226,10 @@ impl RedisHolds {
                     .map_err(|_| bad("deadline is not a number"))? as i64,
             )
         };
+        let observed = array(next()?)?
+            .into_iter()
+            .map(|a| self::availability(event_id, a))
+            .collect::<Result<_, _>>()?;
         Ok((
             code,
             value,
@@ -230,6 +237,7 @@ impl RedisHolds {
                 swept,
                 availability,
                 next_deadline,
+                observed,
             },
         ))
     }

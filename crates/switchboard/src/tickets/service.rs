@@ -872,8 +872,11 @@ impl HoldService {
         match result {
             Ok(done) => {
                 shared.answered(true);
-                let seen: Vec<Availability> =
-                    done.effects.availability.iter().map(|(a, _)| *a).collect();
+                let effects = &done.effects;
+                let seen: Vec<Availability> = (effects.availability.iter())
+                    .chain(&effects.observed)
+                    .map(|(a, _)| *a)
+                    .collect();
                 self.absorb(event_id, done.effects);
                 (done.value.map_err(ApplyError::Rules), seen)
             }

@@ -5,12 +5,15 @@ local ev, cat, user, sess, qty, expires, node =
 local swept = sweep()
 if not event_exists() then return finish('unknown_event', {}, swept) end
 local ck = cat_key(cat)
-if redis.call('EXISTS', ck) == 0 then return finish('unknown_category', {}, swept) end
+-- Every category hash has `avail` and `held` (upsert writes both): none means unknown.
+local seats = redis.call('HMGET', ck, 'avail', 'held')
+if not seats[1] then return finish('unknown_category', {}, swept) end
 local uk = user_key(user)
 local existing = redis.call('HGET', uk, cat)
-if existing then return finish('already_holding', {existing}, swept) end
-local free = free_seats(ck)
-if qty > free then return finish('not_enough', {tostring(free)}, swept) end
+if existing then return finish('already_holding', {existing}, swept, cat) end
+local free = tonumber(seats[1]) - tonumber(seats[2])
+if free < 0 then free = 0 end
+if qty > free then return finish('not_enough', {tostring(free)}, swept, cat) end
 local l
 repeat
   local seq = redis.call('HINCRBY', EV, 'seq', 1)

@@ -57,23 +57,15 @@ local function hold_reply(l, h, status)
 end
 
 -- `Recent::insert`: an existing key keeps its place; the oldest are forgotten beyond CAP.
+-- (Every `redis.call` costs the script more than the command itself: HSET says whether
+-- the key is new and RPUSH the list's length, so no HEXISTS or LLEN is needed.)
 local function remember(hash, list, key, value)
-  if redis.call('HEXISTS', hash, key) == 1 then
-    redis.call('HSET', hash, key, value)
-    return
-  end
-  redis.call('HSET', hash, key, value)
-  redis.call('RPUSH', list, key)
-  while redis.call('LLEN', list) > CAP do
+  if redis.call('HSET', hash, key, value) == 0 then return end
+  local n = redis.call('RPUSH', list, key)
+  while n > CAP do
     redis.call('HDEL', hash, redis.call('LPOP', list))
+    n = n - 1
   end
-end
-
-local function free_seats(ck)
-  local v = redis.call('HMGET', ck, 'avail', 'held')
-  local free = tonumber(v[1]) - tonumber(v[2])
-  if free < 0 then free = 0 end
-  return free
 end
 
 -- `State::end_hold`: out of every index, counted, remembered, its category touched.
@@ -81,8 +73,10 @@ local function end_hold(l, status)
   local h = read_hold(l)
   if not h then return nil end
   local ck = cat_key(h.cat)
-  if redis.call('EXISTS', ck) == 1 then
-    local held = tonumber(redis.call('HGET', ck, 'held')) - tonumber(h.qty)
+  -- Every category hash has `held` (upsert writes it): none means the category is gone.
+  local held = redis.call('HGET', ck, 'held')
+  if held then
+    held = tonumber(held) - tonumber(h.qty)
     if held < 0 then held = 0 end
     redis.call('HSET', ck, 'held', held)
   end
@@ -128,18 +122,24 @@ local function availability(c)
 end
 
 -- Every reply: {code, value, swept holds, availability of every touched category (with
--- its version, bumped once per call that touched it), next deadline of the event or ''}.
-local function finish(code, value, swept)
+-- its version, bumped once per call that touched it), next deadline of the event or '',
+-- availability of the category `seen` as it stands (a refused lock's answer carries it:
+-- read here, it saves the caller a second script; not a change, so nothing announces it)}.
+local function finish(code, value, swept, seen)
   local av = {}
   for _, c in ipairs(touched_list) do
-    if redis.call('EXISTS', cat_key(c)) == 1 then redis.call('HINCRBY', cat_key(c), 'ver', 1) end
     local a = availability(c)
-    if a then av[#av + 1] = a end
+    if a then
+      a[5] = tostring(redis.call('HINCRBY', cat_key(c), 'ver', 1))
+      av[#av + 1] = a
+    end
   end
   local first = redis.call('ZRANGE', DL, 0, 0, 'WITHSCORES')
   local next_deadline = ''
   if first[2] then next_deadline = first[2] end
-  return {code, value or {}, swept or {}, av, next_deadline}
+  local observed = {}
+  if seen then observed[1] = availability(seen) end
+  return {code, value or {}, swept or {}, av, next_deadline, observed}
 end
 
 local function event_exists() return redis.call('HEXISTS', EV, 'name') == 1 end
