@@ -436,6 +436,8 @@ fn start_cluster(bin: &str, redis: &Redis, n: usize) -> Vec<Server> {
                     "coalesce_ms=0",
                     "--set",
                     "rate_limit_per_sec=0",
+                    "--set",
+                    "rate_limit_per_user_per_sec=0",
                 ],
             )
         })
@@ -539,6 +541,8 @@ async fn storm_smoke_against_sqlite() {
             "coalesce_ms=0",
             "--set",
             "rate_limit_per_sec=0",
+            "--set",
+            "rate_limit_per_user_per_sec=0",
         ],
     );
     let config = StormConfig {
