@@ -100,6 +100,9 @@ fn free_port() -> u16 {
 
 /// A store on the same keys as the nodes: the test reads what Redis holds and confirms
 /// holds the way the orders-service does (through the same script a node runs).
+/// The node the kill test kills (`fleet.nodes[2]`).
+const VICTIM: &str = "n2";
+
 fn checker(url: &str, prefix: &str) -> RedisHolds {
     let conn = redis_store::connection(url).expect("redis url");
     RedisHolds::new(conn, prefix, "checker", HoldConfig::default())
@@ -657,6 +660,19 @@ async fn confirm_half(store: &RedisHolds, grants: &[Grant]) -> Vec<tickets::Hold
     confirmed
 }
 
+/// The node that granted a hold: the `node` field the lock script writes (key layout in
+/// `lua/prelude.lua`). Read before any release, it says exactly which holds a killed node
+/// granted, whenever HAProxy gets round to closing that node's clients.
+async fn granted_by(url: &str, prefix: &str, event: i64, lock: &str) -> Option<String> {
+    let mut conn = redis_store::connection(url).expect("redis url");
+    redis::cmd("HGET")
+        .arg(format!("{prefix}{{e:{event}}}:h:{lock}"))
+        .arg("node")
+        .query_async(&mut conn)
+        .await
+        .expect("redis answers")
+}
+
 // ----- the race ------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -743,7 +759,7 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         // A short node timeout and recovery window, so the test sees the release.
         let fast = [("node_timeout_secs", "3"), ("recovery_window_secs", "2")];
         let mut fleet = Fleet::start(SHARED_REDIS, &prefix, &catalog, &fast).await;
-        let victim = fleet.nodes[2].take().expect("three nodes");
+        let victim = fleet.nodes[2].take().expect("three nodes"); // node_id VICTIM
         let store = fleet.checker.clone();
         let confirmed: Arc<Mutex<Vec<tickets::Hold>>> = Arc::default();
         let c = confirmed.clone();
@@ -763,15 +779,22 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         // Nothing was released during the race (the dead node's holds go after its
         // recovery window): every answer counts.
         assert!(granted <= SEATS, "oversold: {granted}");
-        let on_victim: Vec<&Grant> = race
-            .grants
-            .iter()
-            .filter(|g| g.heard.closed.load(Ordering::Relaxed))
-            .collect();
+        // Which holds the killed node granted, from Redis (its release comes only after
+        // the node timeout and the recovery window; a buyer's closed socket may not have
+        // been seen yet when the race ends).
+        let mut on_victim: Vec<&Grant> = Vec::new();
+        for g in &race.grants {
+            let node = granted_by(SHARED_REDIS, &prefix, 1, &g.lock_id).await;
+            if node.as_deref() == Some(VICTIM) {
+                on_victim.push(g);
+            }
+        }
+        let victim_ids: std::collections::HashSet<&str> =
+            on_victim.iter().map(|g| g.lock_id.as_str()).collect();
         let confirmed_ids: HashMap<&str, &tickets::Hold> =
             confirmed.iter().map(|h| (h.lock_id.as_str(), h)).collect();
         // What must remain: every confirmed hold (an order waits for it, whichever node
-        // granted it) and every active hold of a buyer still connected, each with the
+        // granted it) and every active hold a surviving node granted, each with the
         // expiresAt it was given.
         let mut want: BTreeMap<String, (String, i64, u32, HoldStatus)> = BTreeMap::new();
         for h in &confirmed {
@@ -787,7 +810,7 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         }
         for g in &race.grants {
             if !confirmed_ids.contains_key(g.lock_id.as_str())
-                && !g.heard.closed.load(Ordering::Relaxed)
+                && !victim_ids.contains(g.lock_id.as_str())
             {
                 want.insert(
                     g.lock_id.clone(),
@@ -823,6 +846,16 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         assert_eq!(
             live, want,
             "the dead node's active holds are released, nothing else"
+        );
+        // By now HAProxy has closed every connection of the killed node.
+        let open: Vec<&str> = on_victim
+            .iter()
+            .filter(|g| !g.heard.closed.load(Ordering::Relaxed))
+            .map(|g| g.user.as_str())
+            .collect();
+        assert!(
+            open.is_empty(),
+            "buyers of the killed node still connected: {open:?}"
         );
         // ... and announced: every buyer still connected hears the new numbers.
         let locked: u32 = want.values().map(|v| v.2).sum();
