@@ -132,8 +132,22 @@ pub(crate) const RESERVED_EVENTS: &[&str] = &[
     "connected",
 ];
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// An event name clients may be sent: 1 to 100 characters, no control characters, not
+/// one a client library reserves.
+pub(crate) fn check_event(event: &str) -> Result<(), ApiError> {
+    if event.is_empty() || event.chars().count() > 100 || event.chars().any(char::is_control) {
+        return Err(bad(
+            "event must be 1 to 100 characters without control characters",
+        ));
+    }
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(bad(format!("event {event:?} is reserved")));
+    }
+    Ok(())
 }
 
 /// Checks a request and turns it into a hub publish; nothing is published on error.
@@ -148,14 +162,7 @@ fn to_publish(req: PublishRequest) -> Result<Publish, ApiError> {
             "exactly one target is required: \"room\", \"user\" or \"broadcast\": true",
         ));
     }
-    if !name_ok(&req.event) || req.event.chars().count() > 100 {
-        return Err(bad(
-            "event must be 1 to 100 characters without control characters",
-        ));
-    }
-    if RESERVED_EVENTS.contains(&req.event.as_str()) {
-        return Err(bad(format!("event {:?} is reserved", req.event)));
-    }
+    check_event(&req.event)?;
     let room = match (&req.room, &req.user) {
         (Some(room), _) => {
             crate::transport::check_name(room).map_err(|e| bad(e.to_string()))?;

@@ -24,7 +24,7 @@ use socketio::Selector;
 use utoipa::ToSchema;
 
 use crate::admin::{ApiError, check_api_key};
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, bad, check_event};
 use crate::cluster::{Acked, Gathered, MAX_TIMEOUT, SocketOps};
 
 /// What the routes need.
@@ -49,10 +49,6 @@ pub fn routes(state: SocketsState) -> Router {
 const MAX_ROOMS: usize = 100;
 /// The wait when a request names none (Node's `requestsTimeout` default).
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(axum::http::StatusCode::BAD_REQUEST, message.into())
-}
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid body: {e}")))
@@ -79,18 +75,6 @@ fn timeout_of(ms: Option<f64>) -> Result<Duration, ApiError> {
         )));
     }
     Ok(Duration::from_millis(ms as u64))
-}
-
-fn event_ok(event: &str) -> Result<(), ApiError> {
-    if event.is_empty() || event.chars().count() > 100 || event.chars().any(char::is_control) {
-        return Err(bad(
-            "event must be 1 to 100 characters without control characters",
-        ));
-    }
-    if crate::api::RESERVED_EVENTS.contains(&event) {
-        return Err(bad(format!("event {event:?} is reserved")));
-    }
-    Ok(())
 }
 
 /// Which sockets: in any of `rooms` (all when empty), minus those in `except`.
@@ -187,6 +171,26 @@ pub struct Told {
     relayed: bool,
 }
 
+/// Join (or leave) for the chosen sockets of every node.
+async fn move_sockets(
+    s: &SocketsState,
+    headers: &HeaderMap,
+    body: &[u8],
+    join: bool,
+) -> Result<Json<Told>, ApiError> {
+    check_api_key(&s.api_keys, headers)?;
+    let (sel, to) = move_request(body)?;
+    let (matched_here, relayed) = if join {
+        s.ops.sockets_join(&sel, &to).await
+    } else {
+        s.ops.sockets_leave(&sel, &to).await
+    };
+    Ok(Json(Told {
+        matched_here,
+        relayed,
+    }))
+}
+
 fn move_request(body: &[u8]) -> Result<(Selector, Vec<String>), ApiError> {
     let req: MoveRequest = parse(body)?;
     if req.to.is_empty() {
@@ -213,13 +217,7 @@ pub(crate) async fn sockets_join(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Told>, ApiError> {
-    check_api_key(&s.api_keys, &headers)?;
-    let (sel, to) = move_request(&body)?;
-    let (matched_here, relayed) = s.ops.sockets_join(&sel, &to).await;
-    Ok(Json(Told {
-        matched_here,
-        relayed,
-    }))
+    move_sockets(&s, &headers, &body, true).await
 }
 
 /// `socketsLeave(to)` across the fleet.
@@ -234,13 +232,7 @@ pub(crate) async fn sockets_leave(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Told>, ApiError> {
-    check_api_key(&s.api_keys, &headers)?;
-    let (sel, to) = move_request(&body)?;
-    let (matched_here, relayed) = s.ops.sockets_leave(&sel, &to).await;
-    Ok(Json(Told {
-        matched_here,
-        relayed,
-    }))
+    move_sockets(&s, &headers, &body, false).await
 }
 
 /// Sockets to disconnect.
@@ -319,7 +311,7 @@ pub(crate) async fn server_side_emit(
 ) -> Result<Json<ServerSideAnswers>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
     let req: ServerSideEmitRequest = parse(&body)?;
-    event_ok(&req.event)?;
+    check_event(&req.event)?;
     let ack = req
         .ack_timeout_ms
         .map(|ms| timeout_of(Some(ms)))
@@ -377,7 +369,7 @@ pub(crate) async fn emit_with_ack(
 ) -> Result<Json<AckAnswers>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
     let req: EmitWithAckRequest = parse(&body)?;
-    event_ok(&req.event)?;
+    check_event(&req.event)?;
     let timeout = timeout_of(req.timeout_ms)?;
     let sel = Choose {
         rooms: req.rooms,

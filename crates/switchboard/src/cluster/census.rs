@@ -83,8 +83,8 @@ pub struct Tally<T> {
 /// Asks and answers room counts for one node.
 pub struct Census {
     me: String,
+    /// Questions go here; answers to node N on `<ask_channel>N#`.
     ask_channel: String,
-    reply_prefix: String,
     hub: Arc<Hub>,
     nodes: Arc<Nodes>,
     con: ConnectionManager,
@@ -121,7 +121,6 @@ impl Census {
         Census {
             me: me.to_owned(),
             ask_channel: format!("{prefix}-sb-census#"),
-            reply_prefix: format!("{prefix}-sb-census#"),
             hub,
             nodes,
             con,
@@ -138,7 +137,7 @@ impl Census {
     }
 
     fn reply_channel(&self, node: &str) -> String {
-        format!("{}{node}#", self.reply_prefix)
+        format!("{}{node}#", self.ask_channel)
     }
 
     /// Whether `channel` is one of the census' channels.
