@@ -43,7 +43,21 @@ pub trait Relay: Send + Sync {
     // The message goes back by value: boxing it would allocate on every refusal.
     #[allow(clippy::result_large_err)]
     fn relay(&self, msg: Publish, done: Option<Done>) -> Result<(), (Publish, Option<Done>)>;
+
+    /// Calls `f` with the newest latest-value message this node delivered under `key`
+    /// (the relay decides which messages are latest-value, and their keys and versions),
+    /// while no other message of that key can be delivered here: whatever `f` sends a
+    /// client is ordered with the key's deliveries. A relay without latest values calls
+    /// `f(None)`.
+    fn with_latest(&self, key: &str, f: LatestFn<'_>) {
+        let _ = key;
+        f(None);
+    }
 }
+
+/// Given the newest latest-value message delivered under a key, and its version
+/// ([`Relay::with_latest`]).
+pub type LatestFn<'a> = &'a mut dyn FnMut(Option<(u64, &Publish)>);
 
 /// Called once a publish is delivered on this node: its offset and recipients here.
 pub type Done = Box<dyn FnOnce(u64, usize) + Send>;
@@ -530,6 +544,14 @@ impl Hub {
         let (offset, delivered) = self.publish_local(msg);
         if let Some(done) = done {
             done(offset, delivered);
+        }
+    }
+
+    /// See [`Relay::with_latest`]; on a single node, `f(None)`.
+    pub fn with_latest(&self, key: &str, f: LatestFn<'_>) {
+        match self.relay.get() {
+            Some(relay) => relay.with_latest(key, f),
+            None => f(None),
         }
     }
 

@@ -20,6 +20,6 @@ mod hub;
 
 pub use envelope::{Envelope, FormatId, Payload};
 pub use hub::{
-    Delivery, Done, EVERYONE, Gap, Hub, HubConfig, HubStats, JoinError, Member, MemberId, Presence,
-    Publish, Relay, RoomId, RoomInfo,
+    Delivery, Done, EVERYONE, Gap, Hub, HubConfig, HubStats, JoinError, LatestFn, Member, MemberId,
+    Presence, Publish, Relay, RoomId, RoomInfo,
 };

@@ -181,7 +181,7 @@ impl Realtime {
             "join-event-room" => {
                 let event_id = id(&data, "eventId")?;
                 self.catalog.refresh(&self.holds, event_id).await;
-                let categories = match self.holds.event_availability(event_id).await {
+                let categories = match self.holds.join_snapshot(event_id).await {
                     Ok(c) => c,
                     Err(e) => {
                         respond(
@@ -230,9 +230,10 @@ impl Realtime {
                     "joined-event-room",
                     json!({"success": true, "eventId": event_id, "message": format!("Joined event {event_id}")}),
                 );
-                for a in &categories {
-                    socket.emit("availability-update", HoldService::update_payload(a));
-                }
+                self.holds
+                    .send_snapshot(&categories, &mut |event, payload| {
+                        socket.emit(event, payload)
+                    });
             }
             "leave-event-room" => {
                 let event_id = id(&data, "eventId")?;

@@ -161,6 +161,13 @@ struct Worker {
     mine: std::collections::HashSet<String>,
     /// The last failed attempt to reconcile (at most four a second while Redis is away).
     failed_resync: Option<tokio::time::Instant>,
+    /// When a reconciliation may run after the relay link came back from an outage
+    /// (`None`: the link is down). The other nodes resubscribe to the relay at their own
+    /// pace after a Redis outage; announcing the differences before they have would
+    /// lose them. At start-up the other nodes are already listening: no wait.
+    settled_at: Option<tokio::time::Instant>,
+    /// Whether the link has been up since this node started.
+    was_up: bool,
 }
 
 /// Changes applied in one pipeline, at most.
@@ -169,6 +176,8 @@ const BATCH: usize = 256;
 const MAX_MISSED: usize = 10_000;
 /// How long one pipeline may take before the book counts as out of sync.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the relay link must have been back before a reconciliation announces.
+const RESYNC_SETTLE: Duration = Duration::from_secs(1);
 
 fn pair(room: &str, user: &str) -> String {
     format!("{room}\0{user}")
@@ -213,6 +222,8 @@ impl PresenceBook {
             missed: Vec::new(),
             mine: std::collections::HashSet::new(),
             failed_resync: None,
+            settled_at: None,
+            was_up: false,
         };
         tasks.spawn(worker.run(rx, deaths, rejoined, stop.clone()));
         Arc::new(PresenceBook { tx, dirty })
@@ -265,7 +276,17 @@ impl Worker {
             let due = self
                 .failed_resync
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
-            if self.dirty.load(Ordering::Relaxed) && due && self.link.is_up() {
+            let now = tokio::time::Instant::now();
+            let up = self.link.is_up();
+            self.settled_at = match (up, self.settled_at) {
+                (false, _) => None,
+                (true, None) if !self.was_up => Some(now),
+                (true, None) => Some(now + RESYNC_SETTLE),
+                (true, settled) => settled,
+            };
+            self.was_up |= up;
+            let settled = self.settled_at.is_some_and(|t| now >= t);
+            if self.dirty.load(Ordering::Relaxed) && due && settled {
                 self.resync().await;
             }
             // The stop first: the departures a shutdown causes are not applied (the relay

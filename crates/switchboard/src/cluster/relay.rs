@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hub::{Done, Hub, Publish, Relay};
+use hub::{Done, Hub, LatestFn, Publish, Relay};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
@@ -78,8 +78,9 @@ pub(crate) struct BusRelay {
     pub(crate) epoch: u64,
     /// Names the latest-value messages: `(key, version)`.
     supersedes: Supersedes,
-    /// The newest version delivered here per key (see [`BusRelay::superseded`]).
-    latest: Mutex<HashMap<String, u64>>,
+    /// The newest version delivered here per key, and its message (see
+    /// [`BusRelay::deliver_newer`]). Held while such a message is delivered.
+    latest: Mutex<HashMap<String, (u64, Publish)>>,
 }
 
 /// Tells which messages carry a latest value (`Some((key, version))`): of those, a node
@@ -119,6 +120,11 @@ impl Relay for BusRelay {
             done,
         });
         Ok(())
+    }
+
+    fn with_latest(&self, key: &str, f: LatestFn<'_>) {
+        let latest = self.latest.lock();
+        f(latest.get(key).map(|(v, p)| (*v, p)));
     }
 }
 
@@ -161,25 +167,26 @@ impl BusRelay {
         format!("{}#*", self.prefix)
     }
 
-    /// Whether a latest-value message is older than (or the same as) one already
-    /// delivered here; if not, it becomes the latest. Every node sees the bus in one
+    /// Delivers `msg` with `deliver` unless it is a latest-value message older than (or
+    /// the same as) one already delivered here (`None`). Every node sees the bus in one
     /// order, so every node drops the same messages: two nodes' announcements that
     /// crossed on their way to Redis, or one announced twice, reach nobody out of order.
-    fn superseded(&self, msg: &Publish) -> bool {
-        let Some((key, version)) = (self.supersedes)(msg) else {
-            return false;
+    /// A latest-value message is delivered under the lock [`Relay::with_latest`] takes,
+    /// so a snapshot sent to a joining client is never overtaken by an older delivery.
+    fn deliver_newer<R>(&self, msg: Publish, deliver: impl FnOnce(Publish) -> R) -> Option<R> {
+        let Some((key, version)) = (self.supersedes)(&msg) else {
+            return Some(deliver(msg));
         };
         let mut latest = self.latest.lock();
         if latest.len() >= MAX_LATEST && !latest.contains_key(&key) {
             latest.clear();
         }
-        let last = latest.entry(key).or_insert(0);
-        if version <= *last {
+        if latest.get(&key).is_some_and(|(last, _)| version <= *last) {
             self.metrics.superseded.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return None;
         }
-        *last = version;
-        false
+        latest.insert(key, (version, msg.clone()));
+        Some(deliver(msg))
     }
 
     /// Our own message `seq` came back with `offset`: deliver it (and, before it, any
@@ -200,16 +207,14 @@ impl BusRelay {
         for p in ready {
             let (offset, delivered) = if p.seq == seq {
                 self.metrics.relay_latency.observe(p.at.elapsed());
-                if self.superseded(&p.msg) {
-                    (offset, 0)
-                } else {
-                    (offset, hub.deliver_sequenced(offset, p.msg))
-                }
-            } else if self.superseded(&p.msg) {
-                (0, 0)
+                let delivered = self.deliver_newer(p.msg, |m| hub.deliver_sequenced(offset, m));
+                (offset, delivered.unwrap_or(0))
             } else {
-                self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
-                hub.publish_local(p.msg)
+                self.deliver_newer(p.msg, |m| {
+                    self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
+                    hub.publish_local(m)
+                })
+                .unwrap_or((0, 0))
             };
             if let Some(done) = p.done {
                 done(offset, delivered);
@@ -234,11 +239,9 @@ impl BusRelay {
         }
         for p in overdue {
             self.metrics.not_relayed.fetch_add(1, Ordering::Relaxed);
-            let (offset, delivered) = if self.superseded(&p.msg) {
-                (0, 0)
-            } else {
-                hub.publish_local(p.msg)
-            };
+            let (offset, delivered) = self
+                .deliver_newer(p.msg, |m| hub.publish_local(m))
+                .unwrap_or((0, 0));
             if let Some(done) = p.done {
                 done(offset, delivered);
             }
@@ -285,15 +288,11 @@ impl BusRelay {
                     *last = ext.seq;
                 }
                 self.metrics.received.fetch_add(1, Ordering::Relaxed);
-                if !self.superseded(&incoming.publish) {
-                    hub.deliver_sequenced(ext.offset, incoming.publish);
-                }
+                self.deliver_newer(incoming.publish, |m| hub.deliver_sequenced(ext.offset, m));
             }
             (false, None) => {
                 self.metrics.received.fetch_add(1, Ordering::Relaxed);
-                if !self.superseded(&incoming.publish) {
-                    hub.publish_local(incoming.publish);
-                }
+                self.deliver_newer(incoming.publish, |m| hub.publish_local(m));
             }
         }
     }

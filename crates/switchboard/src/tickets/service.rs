@@ -159,7 +159,12 @@ pub fn announcement_version(p: &Publish) -> Option<(String, u64)> {
     let v: serde_json::Value = serde_json::from_str(&p.payload.args).ok()?;
     let version = v.get("version")?.as_u64()?;
     let (event, category) = (v.get("eventId")?.as_i64()?, v.get("categoryId")?.as_i64()?);
-    Some((format!("{event}:{category}"), version))
+    Some((announcement_key(event, category), version))
+}
+
+/// The latest-value key of a category's `availability-update`s.
+fn announcement_key(event_id: i64, category_id: i64) -> String {
+    format!("{event_id}:{category_id}")
 }
 
 /// The hub room of an event.
@@ -561,6 +566,55 @@ impl HoldService {
                 .event(event_id)
                 .await?
                 .map(|(_, a)| a.into_iter().map(|(a, _)| a).collect())),
+        }
+    }
+
+    /// What a client joining an event's room is sent: every category's availability
+    /// (`None` for an unknown event), with its version when the authority is shared.
+    pub async fn join_snapshot(
+        &self,
+        event_id: i64,
+    ) -> Result<Option<Vec<(Availability, Option<u64>)>>, ServiceError> {
+        match &self.authority {
+            Authority::Local(inner) => Ok(inner
+                .lock()
+                .state
+                .event_availability(event_id)
+                .map(|all| all.into_iter().map(|a| (a, None)).collect())),
+            Authority::Redis(shared) => Ok(shared
+                .event(event_id)
+                .await?
+                .map(|(_, a)| a.into_iter().map(|(a, v)| (a, Some(v))).collect())),
+        }
+    }
+
+    /// Sends a joined client its snapshot, one `availability-update` per category. A
+    /// versioned one goes out ordered with the cluster's deliveries of that category
+    /// (`Hub::with_latest`): if this node already delivered a newer (or the same)
+    /// version, the client gets that instead, so an update that reached the room before
+    /// the client was in it, or a delivery racing this one, never leaves the client on
+    /// an older state than the room's.
+    pub fn send_snapshot(
+        &self,
+        snapshot: &[(Availability, Option<u64>)],
+        emit: &mut dyn FnMut(&str, Payload),
+    ) {
+        for (a, version) in snapshot {
+            let Some(version) = *version else {
+                emit(AVAILABILITY_UPDATE, Self::update_payload(a));
+                continue;
+            };
+            let key = announcement_key(a.event_id, a.category_id);
+            self.hub.with_latest(&key, &mut |latest| match latest {
+                Some((delivered, p)) if delivered >= version => {
+                    emit(&p.event, p.payload.clone());
+                }
+                _ => {
+                    let mut body = Self::update_json(a);
+                    body["version"] = version.into();
+                    emit(AVAILABILITY_UPDATE, Payload::json(&body));
+                }
+            });
         }
     }
 
