@@ -9,16 +9,13 @@
 //!
 //! Never: keeps counts of its own (each answer is read from the hub when asked).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hub::{Hub, RoomInfo};
-use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::link::BusMetrics;
 use super::nodes::Nodes;
@@ -91,7 +88,7 @@ pub struct Census {
     metrics: Arc<BusMetrics>,
     max_message: usize,
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, mpsc::UnboundedSender<Answer>>>,
+    waiting: super::waiting::Waiting<u64, Answer>,
 }
 
 impl std::fmt::Debug for Census {
@@ -127,7 +124,7 @@ impl Census {
             metrics,
             max_message,
             next: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Default::default(),
         }
     }
 
@@ -178,9 +175,8 @@ impl Census {
             let Ok(answer) = serde_json::from_slice::<Answer>(bytes) else {
                 return self.drop("bad census answer");
             };
-            if let Some(tx) = self.waiting.lock().get(&answer.id) {
-                let _ = tx.send(answer);
-            }
+            let id = answer.id;
+            self.waiting.deliver(&id, answer);
         }
     }
 
@@ -253,8 +249,7 @@ impl Census {
             };
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.waiting.lock().insert(id, tx);
+        let mut waiter = self.waiting.register(id);
         let ask = Ask {
             id,
             from: self.me.clone(),
@@ -274,7 +269,7 @@ impl Census {
         if matches!(sent, Ok(Ok(_))) {
             let deadline = tokio::time::Instant::now() + CENSUS_TIMEOUT;
             while !expected.is_empty() {
-                let Ok(Some(answer)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                let Some(answer) = waiter.next(deadline).await else {
                     break;
                 };
                 if let Some(p) = expected.iter().position(|n| *n == answer.node) {
@@ -283,7 +278,7 @@ impl Census {
                 }
             }
         }
-        self.waiting.lock().remove(&id);
+        drop(waiter);
         expected.sort();
         Tally {
             answers,

@@ -25,6 +25,7 @@ mod relay;
 mod requests;
 mod sessions;
 mod signals;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;

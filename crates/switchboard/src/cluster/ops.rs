@@ -13,34 +13,18 @@
 //!
 //! Without `redis_url` the same calls act on this node alone.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use serde_json::{Value as Json, json};
 use socketio::{Namespace, Selector};
-use tokio::sync::mpsc;
 
 use super::requests::{describe, kind};
 
-/// Answers waiting for their requester, by request id.
-#[derive(Default)]
-pub(crate) struct Waiting {
-    map: Mutex<HashMap<String, mpsc::UnboundedSender<Json>>>,
-}
-
-impl Waiting {
-    /// Hands an answer to its requester; false when nobody waits for it.
-    pub(crate) fn deliver(&self, request_id: &str, answer: Json) -> bool {
-        match self.map.lock().get(request_id) {
-            Some(tx) => tx.send(answer).is_ok(),
-            None => false,
-        }
-    }
-}
+/// Answers to the Node adapter's requests, by request id.
+pub(crate) type Waiting = super::waiting::Waiting<String, Json>;
 
 /// The Redis side of the operations, on a cluster node.
 pub(crate) struct Remote {
@@ -150,8 +134,7 @@ impl SocketOps {
         );
         request["uid"] = Json::from(remote.uid.as_str());
         request["requestId"] = Json::from(id.as_str());
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        remote.waiting.map.lock().insert(id.clone(), tx);
+        let mut waiter = remote.waiting.register(id);
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_TIMEOUT);
         let mut answers = Vec::new();
         let expected = match tokio::time::timeout_at(deadline, self.publish(remote, &request)).await
@@ -159,21 +142,16 @@ impl SocketOps {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cluster: a request could not be sent");
-                remote.waiting.map.lock().remove(&id);
                 return (answers, usize::MAX);
             }
-            Err(_) => {
-                remote.waiting.map.lock().remove(&id);
-                return (answers, usize::MAX);
-            }
+            Err(_) => return (answers, usize::MAX),
         };
         while !done(&answers, expected) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(a)) => answers.push(a),
-                _ => break,
+            match waiter.next(deadline).await {
+                Some(a) => answers.push(a),
+                None => break,
             }
         }
-        remote.waiting.map.lock().remove(&id);
         (answers, expected)
     }
 
