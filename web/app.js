@@ -11,7 +11,6 @@
   const { $, el, fetchJson, backoffDelay, fmt, clock, notice } = window.SB;
 
   const NAME_KEY = "switchboard.displayName";
-  const AUTO_KEY = "switchboard.autoConnect";
   const TOKEN_KEY = "switchboard.token";
   const REQUEST_TIMEOUT_MS = 10_000;
   const SOON_MS = 30_000;
@@ -396,14 +395,12 @@
     s.attempt = 0;
     if (s.info.devMode) localStorage.setItem(NAME_KEY, $("display-name").value.trim());
     else sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
-    localStorage.setItem(AUTO_KEY, "1");
     connNotice("", "");
     open();
   }
 
   function disconnect() {
     s.wanted = false;
-    localStorage.setItem(AUTO_KEY, "0");
     clearTimeout(s.retryTimer);
     s.retryTimer = 0;
     s.attempt = 0;
@@ -517,8 +514,10 @@
       $("jwt-signin").hidden = false;
       $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     }
-    const hasCredentials = s.info.devMode ? localStorage.getItem(NAME_KEY) : $("token").value;
-    if (localStorage.getItem(AUTO_KEY) === "1" && hasCredentials) connect();
+    // Live on load: the demo identity in development mode, the token this tab stored
+    // otherwise. Disconnect stays there (for this page's lifetime).
+    const hasCredentials = s.info.devMode ? $("display-name").value.trim() : $("token").value;
+    if (hasCredentials) connect();
   }
 
   start();

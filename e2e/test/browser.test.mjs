@@ -79,14 +79,14 @@ async function newPage(t, viewport = { width: 1100, height: 900 }) {
   return page;
 }
 
-/** Opens the ticket page and signs in with the demo sign-in. */
+/** Opens the ticket page as `name` (the demo sign-in's stored name): it goes live on load. */
 async function ticketPage(t, base, name) {
   const page = await newPage(t);
+  await page.addInitScript((n) => localStorage.setItem("switchboard.displayName", n), name);
   await page.goto(`${base}/`);
   await page.waitForSelector("#demo-signin:not([hidden])", WAIT);
-  await page.fill("#display-name", name);
-  await page.click("#connect");
   await online(page);
+  assert.equal(await page.textContent("#user-id"), name);
   return page;
 }
 
@@ -281,9 +281,10 @@ describe("ticket page (/)", { skip }, () => {
       const wide = await page.evaluate(() => document.documentElement.scrollWidth);
       assert.ok(wide <= 375, `${p}: page is ${wide} px wide`);
       if (p === "/") {
-        await page.fill("#display-name", "erin");
-        await page.click("#connect");
+        // A first visit goes live on load with a demo identity, Disconnect at hand.
         await online(page);
+        assert.match(await page.textContent("#user-id"), /^guest-\d{4}$/);
+        assert.equal(await page.isEnabled("#disconnect"), true);
         await seeAvailable(page, 1, 20);
         await page.screenshot({ path: path.join(SHOTS, "ticket-page-phone.png"), fullPage: true });
       }
@@ -318,6 +319,10 @@ describe("outside development mode", { skip }, () => {
     const exp = Math.floor(Date.now() / 1000) + 600;
     await page.fill("#token", jwt(secret, { sub: "dave", exp }));
     await page.click("#connect");
+    await online(page);
+    assert.equal(await page.textContent("#user-id"), "dave");
+    // The token stays with the tab: a reload goes live by itself.
+    await page.reload();
     await online(page);
     assert.equal(await page.textContent("#user-id"), "dave");
     await pick(page, { category: 1, quantity: 2 });
