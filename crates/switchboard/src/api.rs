@@ -130,6 +130,10 @@ pub(crate) const RESERVED_EVENTS: &[&str] = &[
     "error",
     "reset",
     "connected",
+    // The server's presence announcements: a forged one would add or remove a member
+    // in every presence list (a Pusher presence channel's among them).
+    "member_joined",
+    "member_left",
 ];
 
 pub(crate) fn bad(message: impl Into<String>) -> ApiError {

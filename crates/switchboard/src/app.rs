@@ -411,6 +411,15 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.origins(),
     );
     let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
+    // Pusher clients on the same rooms; no app configured, nothing served.
+    let pusher = crate::pusher::Pusher::new(
+        config.pusher.clone(),
+        hub.clone(),
+        config.transports(),
+        limits.clone(),
+        stop.child_token(),
+        tasks.clone(),
+    );
     let cluster = match cluster_config {
         Some(c) => {
             let engine_count = engine.clone();
@@ -433,9 +442,13 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 },
             )?;
             let announce_hub = hub.clone();
+            let announce_pusher = pusher.as_ref().map(Arc::downgrade);
             transports.set_presence_book(cluster.presence_book(
-                Arc::new(move |room, event, user, except| {
-                    crate::transport::announce(&announce_hub, room, event, user, except);
+                Arc::new(move |room, event, user, except, info| {
+                    crate::pusher::announce(&announce_hub, room, event, user, except, info);
+                    if let Some(p) = announce_pusher.as_ref().and_then(std::sync::Weak::upgrade) {
+                        p.fleet_member_hook(room, event, user);
+                    }
                 }),
                 &tasks,
                 &stop,
@@ -450,17 +463,8 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         }
         None => None,
     };
-    // Pusher clients on the same rooms; no app configured, nothing served.
-    let pusher = crate::pusher::Pusher::new(
-        config.pusher.clone(),
-        hub.clone(),
-        config.transports(),
-        limits.clone(),
-        stop.child_token(),
-        tasks.clone(),
-    );
     if let (Some(p), Some(c)) = (&pusher, &cluster) {
-        p.set_cluster(c.clone());
+        p.set_cluster(c.clone(), transports.presence_book().cloned());
     }
     let admin_cluster = cluster.clone();
     let socket_ops = Arc::new(match &cluster {

@@ -38,7 +38,7 @@ pub use census::{Census, RoomShare, Tally};
 pub use link::{BusMetrics, LinkState};
 pub use nodes::NodeInfo;
 pub use ops::{Acked, Gathered, MAX_TIMEOUT, SocketOps};
-pub use presence::{Announce, PresenceBook};
+pub use presence::{Announce, Members, PresenceBook};
 pub use relay::Supersedes;
 pub(crate) use relay::random_node_id;
 pub use requests::{ServerSideEvent, ServerSideHandler, log_and_ack};

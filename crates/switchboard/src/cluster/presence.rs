@@ -5,7 +5,11 @@
 //! fleet-wide ones. In Redis:
 //!
 //! - `<prefix>-sb:presence:<room>`: a hash, user -> on how many nodes the user is present;
-//! - `<prefix>-sb:presence-node:<node>`: a set of `room \0 user`, what one node holds.
+//! - `<prefix>-sb:presence-node:<node>`: a set of `room \0 user`, what one node holds;
+//! - `<prefix>-sb:presence-info:<room>`: a hash, user -> the user's `user_info` JSON, for
+//!   the users that came with one (Pusher presence channels), kept while the user is
+//!   present anywhere, so any node can list a room's members with their info
+//!   ([`PresenceBook::members`]).
 //!
 //! A local arrival adds the pair to the node's set and, only if it was new there,
 //! increments the room's count; a count going 0 -> 1 is announced (`member_joined`), a
@@ -33,30 +37,45 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Adds a pair to a node's set; 1 when the user just became present fleet-wide.
+/// Adds a pair to a node's set; 1 when the user just became present fleet-wide. A
+/// non-empty ARGV[4] is the user's info (KEYS[4]): set when the user is new to the fleet,
+/// else kept if another node set one.
 const JOIN_LUA: &str = r"
 redis.call('SADD', KEYS[3], ARGV[3])
+local new = 0
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then new = 1 end
 end
-return 0
+if ARGV[4] ~= '' then
+  if new == 1 then
+    redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])
+  else
+    redis.call('HSETNX', KEYS[4], ARGV[2], ARGV[4])
+  end
+end
+return new
 ";
 
-/// Removes a pair from a node's set; 1 when the user is no longer present anywhere.
+/// Removes a pair from a node's set; 1 when the user is no longer present anywhere
+/// (its info, KEYS[3], goes too).
 const LEAVE_LUA: &str = r"
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('HDEL', KEYS[3], ARGV[2])
     return 1
   end
 end
 return 0
 ";
 
-/// Makes a node's set (KEYS[1], node ARGV[2]) exactly the ARGV[4 .. 3+ARGV[3]] pairs, adjusting the rooms'
-/// counts; returns {arrived, gone}: the pairs that became present / absent fleet-wide.
+/// Makes a node's set (KEYS[1], node ARGV[2]) exactly the n = ARGV[3] pairs
+/// ARGV[5 .. 4+n], adjusting the rooms' counts; returns {arrived, gone}: the pairs that
+/// became present / absent fleet-wide. ARGV[5+n .. 4+2n] are the pairs' infos (empty:
+/// none), written back (a Redis that lost its data gets them again; another node's info
+/// for the same user is kept); ARGV[4] is the info hashes' key prefix.
 /// With no pairs it drops the node (a dead node, or this one at start-up). The pairs
-/// after those are departures this node could only announce to its own clients (Redis
+/// after the infos are departures this node could only announce to its own clients (Redis
 /// was unreachable); each one whose user is now absent fleet-wide counts as gone too, so
 /// a Redis that lost its data still hears of them.
 /// KEYS[2] is the registry of nodes with a set (JOIN adds to it too), which finds the
@@ -65,8 +84,10 @@ return 0
 /// this one (unlike JOIN and LEAVE) needs every key on one Redis, not a Redis Cluster.
 const RESYNC_LUA: &str = r"
 local n = tonumber(ARGV[3])
-local want, wanted = {}, {}
-for i = 4, 3 + n do want[ARGV[i]] = true; wanted[ARGV[i]] = true end
+local want, wanted, info = {}, {}, {}
+for i = 5, 4 + n do
+  want[ARGV[i]] = true; wanted[ARGV[i]] = true; info[ARGV[i]] = ARGV[i + n]
+end
 local arrived, gone, seen = {}, {}, {}
 local function split(m)
   local i = string.find(m, '\0', 1, true)
@@ -80,6 +101,7 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], m)
     if redis.call('HINCRBY', ARGV[1] .. room, user, -1) <= 0 then
       redis.call('HDEL', ARGV[1] .. room, user)
+      redis.call('HDEL', ARGV[4] .. room, user)
       table.insert(gone, m)
       seen[m] = true
     end
@@ -90,13 +112,21 @@ for m, _ in pairs(want) do
   redis.call('SADD', KEYS[1], m)
   if redis.call('HINCRBY', ARGV[1] .. room, user, 1) == 1 then
     table.insert(arrived, m)
+    if info[m] ~= '' then redis.call('HSET', ARGV[4] .. room, user, info[m]) end
   end
 end
-for i = 4 + n, #ARGV do
+for m, _ in pairs(wanted) do
+  if info[m] ~= '' then
+    local room, user = split(m)
+    redis.call('HSETNX', ARGV[4] .. room, user, info[m])
+  end
+end
+for i = 5 + 2 * n, #ARGV do
   local m = ARGV[i]
   if not wanted[m] and not seen[m] then
     local room, user = split(m)
     if redis.call('HEXISTS', ARGV[1] .. room, user) == 0 then
+      redis.call('HDEL', ARGV[4] .. room, user)
       table.insert(gone, m)
       seen[m] = true
     end
@@ -110,15 +140,17 @@ end
 return {arrived, gone}
 ";
 
-/// Announces a change: `(room, event, user, member to skip)`; `event` is
-/// `member_joined` or `member_left`.
-pub type Announce = Arc<dyn Fn(&str, &'static str, &str, Option<MemberId>) + Send + Sync>;
+/// Announces a change: `(room, event, user, member to skip, user info)`; `event` is
+/// `member_joined` (with the user's info when it came with one) or `member_left`.
+pub type Announce =
+    Arc<dyn Fn(&str, &'static str, &str, Option<MemberId>, Option<&str>) + Send + Sync>;
 
 enum Change {
     Joined {
         room: RoomId,
         user: String,
         except: Option<MemberId>,
+        info: Option<Arc<str>>,
     },
     Left {
         room: RoomId,
@@ -131,7 +163,15 @@ pub struct PresenceBook {
     tx: mpsc::UnboundedSender<Change>,
     /// Set when Redis missed a change: the worker reconciles before anything else.
     dirty: Arc<AtomicBool>,
+    /// For [`PresenceBook::members`], a read apart from the worker's writes.
+    con: ConnectionManager,
+    room_prefix: String,
+    info_prefix: String,
 }
+
+/// A room's members fleet-wide, as [`PresenceBook::members`] reads them: each user with
+/// its info JSON when it has one.
+pub type Members = Vec<(String, Option<String>)>;
 
 impl std::fmt::Debug for PresenceBook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,15 +190,17 @@ struct Worker {
     /// Registered nodes missing from the heartbeats, and since when.
     orphans: std::collections::HashMap<String, tokio::time::Instant>,
     room_prefix: String,
+    info_prefix: String,
     node_prefix: String,
     con: ConnectionManager,
     announce: Announce,
     dirty: Arc<AtomicBool>,
     /// Departures announced to this node's clients only while the book was out of sync.
     missed: Vec<String>,
-    /// The pairs this node has put in its share (or announced while out of sync): a
-    /// departure from any other pair was never announced and costs no Redis call.
-    mine: std::collections::HashSet<String>,
+    /// The pairs this node has put in its share (or announced while out of sync), with
+    /// their user's info: a departure from any other pair was never announced and costs
+    /// no Redis call.
+    mine: std::collections::HashMap<String, Option<Arc<str>>>,
     /// The last failed attempt to reconcile (at most four a second while Redis is away).
     failed_resync: Option<tokio::time::Instant>,
     /// When a reconciliation may run after the relay link came back from an outage
@@ -215,18 +257,53 @@ impl PresenceBook {
             node_timeout,
             orphans: std::collections::HashMap::new(),
             room_prefix: format!("{prefix}-sb:presence:"),
+            info_prefix: format!("{prefix}-sb:presence-info:"),
             node_prefix: format!("{prefix}-sb:presence-node:"),
-            con,
+            con: con.clone(),
             announce,
             dirty: dirty.clone(),
             missed: Vec::new(),
-            mine: std::collections::HashSet::new(),
+            mine: std::collections::HashMap::new(),
             failed_resync: None,
             settled_at: None,
             was_up: false,
         };
         tasks.spawn(worker.run(rx, deaths, rejoined, stop.clone()));
-        Arc::new(PresenceBook { tx, dirty })
+        Arc::new(PresenceBook {
+            tx,
+            dirty,
+            con,
+            room_prefix: format!("{prefix}-sb:presence:"),
+            info_prefix: format!("{prefix}-sb:presence-info:"),
+        })
+    }
+
+    /// The users present in `room` on every node, with their infos; `None` while the
+    /// book is out of sync or Redis does not answer (the caller falls back to what its
+    /// node knows). A change being applied may be missing: callers add their own
+    /// node's members.
+    pub async fn members(&self, room: &str) -> Option<Members> {
+        if !self.is_synced() {
+            return None;
+        }
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HKEYS")
+            .arg(format!("{}{room}", self.room_prefix))
+            .cmd("HGETALL")
+            .arg(format!("{}{room}", self.info_prefix));
+        let read =
+            pipe.query_async::<(Vec<String>, std::collections::HashMap<String, String>)>(&mut con);
+        let (users, mut infos) = tokio::time::timeout(TIMEOUT, read).await.ok()?.ok()?;
+        Some(
+            users
+                .into_iter()
+                .map(|u| {
+                    let info = infos.remove(&u);
+                    (u, info)
+                })
+                .collect(),
+        )
     }
 
     /// Whether the book holds this node's presence (false from start-up or an outage
@@ -236,12 +313,14 @@ impl PresenceBook {
     }
 
     /// A user became present in `room` on this node (`except`: the member that joined,
-    /// which is not told about itself).
-    pub fn joined(&self, room: &str, user: &str, except: Option<MemberId>) {
+    /// which is not told about itself; `info`: the user's info JSON, kept fleet-wide
+    /// while the user is present and carried in the announcement).
+    pub fn joined(&self, room: &str, user: &str, except: Option<MemberId>, info: Option<&str>) {
         let change = Change::Joined {
             room: Arc::from(room),
             user: user.to_owned(),
             except,
+            info: info.map(Arc::from),
         };
         if self.tx.send(change).is_err() {
             self.dirty.store(true, Ordering::Relaxed);
@@ -321,11 +400,13 @@ impl Worker {
         // A departure from a pair that never arrived through the book (a user's own room,
         // an audience that shrank below the presence limit) announces nothing.
         changes.retain(|c| match c {
-            Change::Joined { room, user, .. } => {
-                self.mine.insert(pair(room, user));
+            Change::Joined {
+                room, user, info, ..
+            } => {
+                self.mine.insert(pair(room, user), info.clone());
                 true
             }
-            Change::Left { room, user } => self.mine.remove(&pair(room, user)),
+            Change::Left { room, user } => self.mine.remove(&pair(room, user)).is_some(),
         });
         if changes.is_empty() {
             return;
@@ -343,19 +424,31 @@ impl Worker {
         }
         let mut pipe = redis::pipe();
         for c in &changes {
-            let (script, room, user) = match c {
-                Change::Joined { room, user, .. } => (JOIN_LUA, room, user),
-                Change::Left { room, user } => (LEAVE_LUA, room, user),
+            match c {
+                Change::Joined {
+                    room, user, info, ..
+                } => pipe
+                    .cmd("EVAL")
+                    .arg(JOIN_LUA)
+                    .arg(4)
+                    .arg(&self.node_key)
+                    .arg(format!("{}{room}", self.room_prefix))
+                    .arg(&self.registry)
+                    .arg(format!("{}{room}", self.info_prefix))
+                    .arg(pair(room, user))
+                    .arg(user)
+                    .arg(&self.me)
+                    .arg(info.as_deref().unwrap_or("")),
+                Change::Left { room, user } => pipe
+                    .cmd("EVAL")
+                    .arg(LEAVE_LUA)
+                    .arg(3)
+                    .arg(&self.node_key)
+                    .arg(format!("{}{room}", self.room_prefix))
+                    .arg(format!("{}{room}", self.info_prefix))
+                    .arg(pair(room, user))
+                    .arg(user),
             };
-            pipe.cmd("EVAL")
-                .arg(script)
-                .arg(3)
-                .arg(&self.node_key)
-                .arg(format!("{}{room}", self.room_prefix))
-                .arg(&self.registry)
-                .arg(pair(room, user))
-                .arg(user)
-                .arg(&self.me);
         }
         let result: Result<redis::RedisResult<Vec<i64>>, _> =
             tokio::time::timeout(TIMEOUT, pipe.query_async(&mut self.con)).await;
@@ -395,10 +488,17 @@ impl Worker {
 
     fn announce_local(&self, c: Change) {
         match c {
-            Change::Joined { room, user, except } => {
-                (self.announce)(&room, "member_joined", &user, except);
+            Change::Joined {
+                room,
+                user,
+                except,
+                info,
+            } => {
+                (self.announce)(&room, "member_joined", &user, except, info.as_deref());
             }
-            Change::Left { room, user } => (self.announce)(&room, "member_left", &user, None),
+            Change::Left { room, user } => {
+                (self.announce)(&room, "member_left", &user, None, None);
+            }
         }
     }
 
@@ -408,7 +508,11 @@ impl Worker {
         // otherwise (the ticket contract's event rooms) were never announced, so a
         // reconciliation must not announce them either.
         let key = self.node_key.clone();
-        let mut pairs: Vec<String> = self.mine.iter().cloned().collect();
+        let mut pairs: Vec<(String, Option<Arc<str>>)> = self
+            .mine
+            .iter()
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
         pairs.sort();
         let mut missed = std::mem::take(&mut self.missed);
         missed.sort();
@@ -471,7 +575,12 @@ impl Worker {
         }
     }
 
-    async fn run_resync(&mut self, key: &str, pairs: &[String], missed: &[String]) -> bool {
+    async fn run_resync(
+        &mut self,
+        key: &str,
+        pairs: &[(String, Option<Arc<str>>)],
+        missed: &[String],
+    ) -> bool {
         let mut cmd = redis::cmd("EVAL");
         let node = key.strip_prefix(&self.node_prefix).unwrap_or(key);
         cmd.arg(RESYNC_LUA)
@@ -480,8 +589,15 @@ impl Worker {
             .arg(&self.registry)
             .arg(&self.room_prefix)
             .arg(node)
-            .arg(pairs.len());
-        for p in pairs.iter().chain(missed) {
+            .arg(pairs.len())
+            .arg(&self.info_prefix);
+        for (p, _) in pairs {
+            cmd.arg(p);
+        }
+        for (_, info) in pairs {
+            cmd.arg(info.as_deref().unwrap_or(""));
+        }
+        for p in missed {
             cmd.arg(p);
         }
         let result: Result<redis::RedisResult<(Vec<String>, Vec<String>)>, _> =
@@ -490,12 +606,13 @@ impl Worker {
             Ok(Ok((arrived, gone))) => {
                 for m in &arrived {
                     if let Some((room, user)) = split(m) {
-                        (self.announce)(room, "member_joined", user, None);
+                        let info = self.mine.get(m).cloned().flatten();
+                        (self.announce)(room, "member_joined", user, None, info.as_deref());
                     }
                 }
                 for m in &gone {
                     if let Some((room, user)) = split(m) {
-                        (self.announce)(room, "member_left", user, None);
+                        (self.announce)(room, "member_left", user, None, None);
                     }
                 }
                 if !arrived.is_empty() || !gone.is_empty() {

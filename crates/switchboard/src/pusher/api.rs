@@ -159,6 +159,15 @@ struct Event {
     info: Vec<String>,
 }
 
+/// An event name only the server sends: a protocol event, or a presence announcement
+/// (which becomes `pusher_internal:member_added` / `member_removed`).
+fn reserved_event(name: &str) -> bool {
+    name.starts_with("pusher:")
+        || name.starts_with("pusher_internal:")
+        || name == "member_joined"
+        || name == "member_left"
+}
+
 fn check_event(p: &Pusher, app: &App, req: EventRequest) -> Result<Event, ApiError> {
     let name = req
         .name
@@ -166,6 +175,11 @@ fn check_event(p: &Pusher, app: &App, req: EventRequest) -> Result<Event, ApiErr
         .ok_or_else(|| bad("Missing event name"))?;
     if name.len() > 200 {
         return Err(bad("Event name is longer than 200 characters"));
+    }
+    if reserved_event(&name) {
+        return Err(bad(format!(
+            "Event name {name:?} is reserved: pusher: and pusher_internal: events, and the presence announcements member_joined / member_left, come from the server only"
+        )));
     }
     let data = match req.data {
         Some(Value::String(s)) => s,
@@ -781,6 +795,19 @@ mod tests {
             status(json!({"name": "e", "channels": ["a"], "data": "x", "info": "bogus"})),
             Err(StatusCode::BAD_REQUEST)
         );
+        // Forged presence: the server's own events are refused.
+        for name in [
+            "member_joined",
+            "member_left",
+            "pusher_internal:member_added",
+            "pusher:subscribe",
+        ] {
+            assert_eq!(
+                status(json!({"name": name, "channels": ["presence-a"], "data": "{}"})),
+                Err(StatusCode::BAD_REQUEST),
+                "{name}"
+            );
+        }
         assert!(parse::<Value>(&vec![b' '; MAX_BODY + 1]).is_err());
         assert_eq!(
             parse::<Value>(b"{nope").map_err(|e| e.status),

@@ -239,8 +239,15 @@ impl PresenceBook {
             .map_or_else(|| "null".to_owned(), |(i, _)| i.to_string())
     }
 
-    /// `{"presence": {ids, hash, count}}` for these users.
-    pub(crate) fn members_json(&self, room: &str, users: &[String]) -> String {
+    /// `{"presence": {ids, hash, count}}` for these users: each one's `user_info` as
+    /// this node knows it, else the one in `infos` (the same index: another node's
+    /// member), else `null`.
+    pub(crate) fn members_json(
+        &self,
+        room: &str,
+        users: &[String],
+        infos: &[Option<String>],
+    ) -> String {
         let rooms = self.rooms.lock();
         let book = rooms.get(room);
         let mut ids = Vec::with_capacity(users.len());
@@ -254,7 +261,9 @@ impl PresenceBook {
             hash.push(':');
             hash.push_str(
                 book.and_then(|b| b.get(u.as_str()))
-                    .map_or("null", |e| &e.0),
+                    .map(|e| &*e.0)
+                    .or_else(|| infos.get(i).and_then(Option::as_deref))
+                    .unwrap_or("null"),
             );
             ids.push(q);
         }
@@ -396,8 +405,17 @@ mod tests {
         book.remove("presence-a", "u1");
         assert_eq!(book.info("presence-a", "u1"), r#"{"n":2}"#);
         assert_eq!(
-            book.members_json("presence-a", &["u1".into(), "ws-user".into()]),
+            book.members_json("presence-a", &["u1".into(), "ws-user".into()], &[]),
             r#"{"presence":{"ids":["u1","ws-user"],"hash":{"u1":{"n":2},"ws-user":null},"count":2}}"#
+        );
+        // Another node's member: its info from the fleet's book; this node's own wins.
+        assert_eq!(
+            book.members_json(
+                "presence-a",
+                &["u1".into(), "far".into()],
+                &[Some("{\"n\":9}".into()), Some("[1]".into())]
+            ),
+            r#"{"presence":{"ids":["u1","far"],"hash":{"u1":{"n":2},"far":[1]},"count":2}}"#
         );
         book.remove("presence-a", "u1");
         assert_eq!(book.info("presence-a", "u1"), "null");

@@ -28,4 +28,5 @@ mod socket;
 mod webhook;
 
 pub use config::{PusherApp, PusherConfig};
+pub(crate) use service::announce;
 pub use service::{Pusher, PusherStats};

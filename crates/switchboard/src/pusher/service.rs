@@ -106,6 +106,10 @@ pub struct Pusher {
     pub(crate) open: AtomicUsize,
     /// The cluster, when `redis_url` is set: the HTTP API counts every node.
     pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The fleet's presence book, on a cluster node: it decides `member_added` /
+    /// `member_removed` (and their webhooks) once for the fleet and lists every node's
+    /// members with their `user_info`.
+    pub(crate) book: std::sync::OnceLock<Arc<crate::cluster::PresenceBook>>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -150,6 +154,7 @@ impl Pusher {
             counters: Arc::default(),
             open: AtomicUsize::new(0),
             cluster: std::sync::OnceLock::new(),
+            book: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -214,8 +219,18 @@ impl Pusher {
     }
 
     /// Makes the HTTP API work across the cluster: channel queries count every node,
-    /// `terminate_connections` reaches every node.
-    pub fn set_cluster(self: &Arc<Self>, cluster: Arc<crate::cluster::Cluster>) {
+    /// `terminate_connections` reaches every node; with the fleet's presence `book`,
+    /// presence channels' members and their announcements and webhooks are fleet-wide
+    /// (the book's announcer calls [`crate::pusher::announce`] and
+    /// [`Pusher::fleet_member_hook`]).
+    pub fn set_cluster(
+        self: &Arc<Self>,
+        cluster: Arc<crate::cluster::Cluster>,
+        book: Option<Arc<crate::cluster::PresenceBook>>,
+    ) {
+        if let Some(book) = book {
+            let _ = self.book.set(book);
+        }
         let weak = Arc::downgrade(self);
         cluster.signals().on(
             TERMINATE_SIGNAL,
@@ -295,31 +310,91 @@ impl Pusher {
         }
     }
 
-    /// Tells a presence room that a user arrived (with its `user_info`) or left, on every
-    /// transport: `member_joined` / `member_left`, as `/ws` announces them.
-    pub(crate) fn announce(&self, room: &str, joined: bool, user: &str, except: Option<MemberId>) {
-        let body = if joined {
-            let info = self.presence.info(room, user);
-            format!(
-                "{{\"roomId\":{},\"userId\":{},\"userInfo\":{info}}}",
-                super::channel::quoted(room),
-                super::channel::quoted(user)
-            )
-        } else {
-            serde_json::json!({"roomId": room, "userId": user}).to_string()
+    /// A user of a presence channel arrived on this node (the hub counted it once): on a
+    /// cluster node the book decides whether the fleet hears of it; else it is announced
+    /// with its `user_info` and the app's `member_added` webhook is queued.
+    pub(crate) fn member_arrived(
+        &self,
+        app: &Arc<App>,
+        channel: &str,
+        room: &str,
+        user: &str,
+        member: MemberId,
+    ) {
+        let info = self.presence.info(room, user);
+        if let Some(book) = self.book.get() {
+            return book.joined(room, user, Some(member), Some(&info));
+        }
+        announce(
+            &self.hub,
+            room,
+            "member_joined",
+            user,
+            Some(member),
+            Some(&info),
+        );
+        self.hook(
+            app,
+            Hook::MemberAdded {
+                channel: channel.into(),
+                user: user.into(),
+            },
+        );
+    }
+
+    /// A fleet-wide presence change the book decided on this node: the `member_added` /
+    /// `member_removed` webhook of a presence channel, once for the fleet. The book knows
+    /// rooms, not apps, and a channel is one room for every app: each app with webhooks
+    /// is told.
+    pub fn fleet_member_hook(&self, room: &str, event: &str, user: &str) {
+        let Some(channel) = super::channel::channel_of(room) else {
+            return;
         };
-        self.hub.publish(Publish {
-            rooms: std::iter::once(Arc::from(room)).collect(),
-            event: if joined {
-                "member_joined"
-            } else {
-                "member_left"
-            }
-            .into(),
-            payload: Payload::raw_args([body.as_str()]),
-            except_member: except,
-            ..Publish::default()
-        });
+        if Kind::of(&channel) != Kind::Presence {
+            return;
+        }
+        for app in &self.apps {
+            let hook = match event {
+                "member_joined" => Hook::MemberAdded {
+                    channel: channel.to_string(),
+                    user: user.into(),
+                },
+                "member_left" => Hook::MemberRemoved {
+                    channel: channel.to_string(),
+                    user: user.into(),
+                },
+                _ => return,
+            };
+            self.hook(app, hook);
+        }
+    }
+
+    /// `{"presence": {ids, hash, count}}` of a presence room: every node's members on a
+    /// cluster node (the book's list, plus this node's own members it may not have
+    /// written yet), this node's otherwise or while the book is out of sync.
+    pub(crate) async fn members_json(&self, room: &str) -> String {
+        let local = self
+            .hub
+            .room_info(room)
+            .map(|r| r.users)
+            .unwrap_or_default();
+        let fleet = match self.book.get() {
+            Some(book) => book.members(room).await,
+            None => None,
+        };
+        let Some(mut fleet) = fleet else {
+            return self.presence.members_json(room, &local, &[]);
+        };
+        let known: std::collections::HashSet<String> =
+            fleet.iter().map(|(u, _)| u.clone()).collect();
+        fleet.extend(
+            local
+                .into_iter()
+                .filter(|u| !known.contains(u))
+                .map(|u| (u, None)),
+        );
+        let (users, infos): (Vec<String>, Vec<Option<String>>) = fleet.into_iter().unzip();
+        self.presence.members_json(room, &users, &infos)
     }
 
     /// The webhooks of a room that may have just become empty.
@@ -332,10 +407,14 @@ impl Pusher {
         }
     }
 
-    /// A user of a presence room is gone (webhook and announcement).
+    /// A user of a presence room is gone from this node (on a cluster node the book
+    /// decides whether it is gone from the fleet; else the announcement and webhook).
     pub(crate) fn member_gone(&self, app: &Arc<App>, channel: &str, room: &str, user: &str) {
         debug_assert_eq!(Kind::of(channel), Kind::Presence);
-        self.announce(room, false, user, None);
+        if let Some(book) = self.book.get() {
+            return book.left(room, user);
+        }
+        announce(&self.hub, room, "member_left", user, None, None);
         self.hook(
             app,
             Hook::MemberRemoved {
@@ -344,4 +423,32 @@ impl Pusher {
             },
         );
     }
+}
+
+/// Tells a room that a user arrived or left (`member_joined` / `member_left`), on every
+/// transport; a user with a `user_info` (a Pusher presence member) has it in the
+/// announcement as `userInfo`, which becomes `member_added`'s `user_info`.
+pub(crate) fn announce(
+    hub: &Hub,
+    room: &str,
+    event: &str,
+    user: &str,
+    except: Option<MemberId>,
+    info: Option<&str>,
+) {
+    let Some(info) = info.filter(|_| event == "member_joined") else {
+        return crate::transport::announce(hub, room, event, user, except);
+    };
+    let body = format!(
+        "{{\"roomId\":{},\"userId\":{},\"userInfo\":{info}}}",
+        super::channel::quoted(room),
+        super::channel::quoted(user)
+    );
+    hub.publish(Publish {
+        rooms: std::iter::once(Arc::from(room)).collect(),
+        event: event.into(),
+        payload: Payload::raw_args([body.as_str()]),
+        except_member: except,
+        ..Publish::default()
+    });
 }

@@ -26,6 +26,10 @@ use super::sign;
 use super::webhook::Hook;
 use crate::limits::{UserEvents, user_rate_message};
 
+/// Pusher's limit on a presence member's `user_info` (its JSON text), so the members
+/// list a subscriber gets stays bounded.
+const MAX_USER_INFO: usize = 1024;
+
 /// How long a connection of an app with `user_authentication` has to sign in.
 const SIGNIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -621,7 +625,13 @@ fn cleanup(p: &Pusher, conn: &Conn, member: MemberId) {
 }
 
 /// A frame from the client. Never closes the connection itself: errors are answered.
-fn handle(p: &Pusher, conn: &Conn, member: MemberId, text: &str, bucket: &mut primitives::Bucket) {
+fn handle(
+    p: &Arc<Pusher>,
+    conn: &Arc<Conn>,
+    member: MemberId,
+    text: &str,
+    bucket: &mut primitives::Bucket,
+) {
     #[derive(serde::Deserialize)]
     struct Frame<'a> {
         #[serde(borrow)]
@@ -680,8 +690,8 @@ fn handle(p: &Pusher, conn: &Conn, member: MemberId, text: &str, bucket: &mut pr
 
 /// `pusher:subscribe`: checks the channel's rules, joins the room, answers.
 fn subscribe(
-    p: &Pusher,
-    conn: &Conn,
+    p: &Arc<Pusher>,
+    conn: &Arc<Conn>,
     member: MemberId,
     channel: &str,
     auth: Option<&str>,
@@ -784,32 +794,47 @@ fn subscribe(
     if let Some((user, info)) = presence_user {
         p.presence.add(&room, &user, &info);
         if presence == Presence::Changed {
-            p.announce(&room, true, &user, Some(member));
-            p.hook(
-                &conn.app,
-                Hook::MemberAdded {
-                    channel: channel.into(),
-                    user,
-                },
-            );
+            p.member_arrived(&conn.app, channel, &room, &user, member);
         }
     }
     succeeded(p, conn, channel, &room);
 }
 
-/// `pusher_internal:subscription_succeeded`, with the members of a presence channel.
-fn succeeded(p: &Pusher, conn: &Conn, channel: &str, room: &str) {
-    let data = if Kind::of(channel) == Kind::Presence {
-        let users = p.hub.room_info(room).map(|r| r.users).unwrap_or_default();
-        p.presence.members_json(room, &users)
-    } else {
-        "{}".to_owned()
+/// `pusher_internal:subscription_succeeded`, with the members of a presence channel. On a
+/// cluster node the members are read from the fleet's book after the join, so the list
+/// holds every change the connection will not hear of (announcements racing with the
+/// read may come before it, which pusher-js applies idempotently).
+fn succeeded(p: &Arc<Pusher>, conn: &Arc<Conn>, channel: &str, room: &str) {
+    if Kind::of(channel) != Kind::Presence {
+        return conn.queue(frame(
+            "pusher_internal:subscription_succeeded",
+            Some(channel),
+            "\"{}\"",
+        ));
+    }
+    let succeeded = |data: &str| {
+        frame(
+            "pusher_internal:subscription_succeeded",
+            Some(channel),
+            &quoted(data),
+        )
     };
-    conn.queue(frame(
-        "pusher_internal:subscription_succeeded",
-        Some(channel),
-        &quoted(&data),
-    ));
+    if p.book.get().is_none() {
+        let users = p.hub.room_info(room).map(|r| r.users).unwrap_or_default();
+        return conn.queue(succeeded(&p.presence.members_json(room, &users, &[])));
+    }
+    let (p2, conn, channel, room) = (p.clone(), conn.clone(), channel.to_owned(), room.to_owned());
+    p.tasks.spawn(async move {
+        let data = p2.members_json(&room).await;
+        // Unsubscribed meanwhile: no success for a channel the client left.
+        if conn.is_subscribed(&channel) {
+            conn.queue(frame(
+                "pusher_internal:subscription_succeeded",
+                Some(&channel),
+                &quoted(&data),
+            ));
+        }
+    });
 }
 
 /// A presence subscription's `user_id` (a string or a number, as a string) and
@@ -830,6 +855,9 @@ fn presence_member(channel_data: &str) -> Result<(String, String), &'static str>
     };
     if id.len() > 128 {
         return Err("channel_data.user_id is longer than 128 bytes");
+    }
+    if d.user_info.is_some_and(|i| i.get().len() > MAX_USER_INFO) {
+        return Err("channel_data.user_info is larger than 1024 bytes");
     }
     Ok((id, d.user_info.map_or("null", RawValue::get).to_owned()))
 }
@@ -988,6 +1016,10 @@ mod tests {
         ] {
             assert!(presence_member(bad).is_err(), "{bad}");
         }
+        // user_info at most 1,024 bytes of JSON (a 1,022-character string is 1,024).
+        let info = |n: usize| format!(r#"{{"user_id":"u","user_info":"{}"}}"#, "x".repeat(n));
+        assert!(presence_member(&info(1022)).is_ok());
+        assert!(presence_member(&info(1023)).is_err());
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Transports {
     /// the book says the user is new to the whole fleet.
     pub fn arrived(&self, room: &str, user: &str, except: Option<MemberId>) {
         match self.presence_book.get() {
-            Some(book) => book.joined(room, user, except),
+            Some(book) => book.joined(room, user, except, None),
             None => announce(&self.hub, room, "member_joined", user, except),
         }
     }
