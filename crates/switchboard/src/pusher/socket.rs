@@ -289,13 +289,18 @@ pub(crate) async fn upgrade(
         };
         // Our own server's connections are TCP streams: take the stream out of hyper's
         // `Upgraded`, whose read buffer (8 KB) would otherwise live as long as the
-        // connection (bytes the client sent early are copied out first).
+        // connection (bytes the client sent early are copied out first). `read_buf`
+        // points into that buffer: it is dropped here, not at the end of this arm (a
+        // partly moved `parts` would keep it, and the 8 KB, for the connection's life).
         match io.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
-                let io = Prefixed::new(parts.read_buf.to_vec(), parts.io.into_inner());
-                Box::pin(serve(this, refusal, app, io)).await;
+                let read_buf = parts.read_buf;
+                let prefix = read_buf.to_vec();
+                drop(read_buf);
+                let io = Prefixed::new(prefix, parts.io.into_inner());
+                serve(this, refusal, app, io).await;
             }
-            Err(io) => Box::pin(serve(this, refusal, app, TokioIo::new(io))).await,
+            Err(io) => serve(this, refusal, app, TokioIo::new(io)).await,
         }
     });
     axum::response::Response::builder()
@@ -307,14 +312,29 @@ pub(crate) async fn upgrade(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The WebSocket over `io`: the connection, or the refusal decided at the upgrade.
-async fn serve<S>(this: Arc<Pusher>, refusal: Option<(u16, String)>, app: Option<Arc<App>>, io: S)
+/// The WebSocket over `io`: the connection, or the refusal decided at the upgrade. One
+/// boxed future, of the size of the path taken (an `async fn` choosing between them
+/// would be boxed at the size of both, for the connection's life).
+fn serve<S>(
+    this: Arc<Pusher>,
+    refusal: Option<(u16, String)>,
+    app: Option<Arc<App>>,
+    io: S,
+) -> futures_util::future::BoxFuture<'static, ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match (refusal, app) {
+        (None, Some(app)) => Box::pin(run(this, app, io)),
+        (refusal, _) => Box::pin(refuse(this, refusal, io)),
+    }
+}
+
+/// Answers a connection refused at the upgrade: `pusher:error` and the close code.
+async fn refuse<S>(this: Arc<Pusher>, refusal: Option<(u16, String)>, io: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    if let (None, Some(app)) = (&refusal, app) {
-        return Box::pin(run(this, app, io)).await;
-    }
     this.counters.refused.fetch_add(1, Ordering::Relaxed);
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(&this))).await;
     let (code, message) = refusal.unwrap_or((4001, "App does not exist".into()));
@@ -461,15 +481,19 @@ where
         p.sockets
             .lock()
             .insert(conn.socket_id.clone(), Arc::downgrade(&conn));
-        let established = serde_json::json!({
-            "socket_id": &*conn.socket_id,
-            "activity_timeout": p.config.activity_timeout_secs,
-        });
+        // A string at once: a `json!` value held in this future would stay allocated
+        // (about 600 bytes) for the connection's life.
+        let established = format!(
+            "{{\"socket_id\":{},\"activity_timeout\":{}}}",
+            quoted(&conn.socket_id),
+            p.config.activity_timeout_secs
+        );
         conn.queue(frame(
             "pusher:connection_established",
             None,
-            &quoted(&established.to_string()),
+            &quoted(&established),
         ));
+        drop(established);
 
         let mut events = primitives::Bucket::new(client_event_limit(&p));
         let mut frames = primitives::Bucket::new(p.limits.rate_limit);
