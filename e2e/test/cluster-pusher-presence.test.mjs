@@ -17,6 +17,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
+import { Redis } from "ioredis";
 import PusherClient from "pusher-js";
 import PusherServer from "pusher";
 import { KEY, getJson, startNode, startRedis, until, waitFleet } from "../lib/cluster.mjs";
@@ -129,6 +130,13 @@ async function hookBarrier(t, channel, on, tag) {
   }
 }
 
+/** A Redis client on the test's private Redis. */
+function redisClient(t) {
+  const r = new Redis(redis.port, "127.0.0.1");
+  t.after(() => r.disconnect());
+  return r;
+}
+
 /** Waits until every node's book is in sync (after start-up or an outage). */
 async function synced(list) {
   for (const n of list) {
@@ -239,6 +247,8 @@ describe("Pusher presence across nodes", { skip: skip() }, () => {
     assert.deepEqual(Object.keys(members(ch)).sort(), ["real", "watch"]);
     const users = await (await sdkFor(b).get({ path: `/channels/${room}/users` })).json();
     assert.deepEqual(users.users.map((u) => u.id).sort(), ["real", "watch"]);
+    const r = redisClient(t);
+    assert.deepEqual(Object.keys(await r.hgetall(`socket.io-sb:presence-info:${room}`)).sort(), ["real", "watch"]);
   });
 
   it("after a Redis restart the book and its user_info are rebuilt; a departure meanwhile is announced", T, async (t) => {
@@ -300,6 +310,15 @@ describe("Pusher presence across nodes", { skip: skip() }, () => {
     assert.deepEqual(hooksFor(room, "fay"), ["member_added"]);
     const users = await (await sdkFor(a).get({ path: `/channels/${room}/users` })).json();
     assert.deepEqual(users.users.map((u) => u.id).sort(), ["fay", "watch-pa", "watch-pb"]);
+    // The book in Redis: dave's count and user_info are gone, fay's stay; the markers
+    // that left took theirs (nothing only grows).
+    const r = redisClient(t);
+    assert.deepEqual(await r.hkeys(`socket.io-sb:presence:${room}`).then((k) => k.sort()), ["fay", "watch-pa", "watch-pb"]);
+    assert.deepEqual(await r.hgetall(`socket.io-sb:presence-info:${room}`), {
+      fay: JSON.stringify({ name: "fay" }),
+      "watch-pa": JSON.stringify({ name: "watch-pa" }),
+      "watch-pb": JSON.stringify({ name: "watch-pb" }),
+    });
     t.diagnostic(`member_removed ${tookMs} ms after kill -9 (node_timeout_secs = ${NODE_TIMEOUT_MS / 1000})`);
   });
 });
