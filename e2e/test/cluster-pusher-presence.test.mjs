@@ -3,7 +3,8 @@
 // - `subscription_succeeded` lists every node's members with their user_info;
 // - `member_added` / `member_removed` reach every subscriber once per user for the whole
 //   fleet (a user on two nodes is added once, removed when gone from both);
-// - the webhooks `member_added` / `member_removed` are sent once for the fleet;
+// - the webhooks `member_added` / `member_removed`, `channel_occupied` /
+//   `channel_vacated` are sent once for the fleet;
 // - after a Redis restart the book (user_info included) is rebuilt and a departure made
 //   during the outage is announced;
 // - a node killed with kill -9 takes its members out within node_timeout_secs;
@@ -112,6 +113,7 @@ function members(ch) {
 }
 
 const hooksFor = (channel, user) => hooks.events.filter((e) => e.channel === channel && e.user_id === user).map((e) => e.name);
+const channelHooks = (channel) => hooks.events.filter((e) => e.channel === channel && e.name.startsWith("channel_")).map((e) => e.name);
 
 /**
  * A marker user joins and leaves `channel` on each node: once every marker's removal
@@ -251,6 +253,21 @@ describe("Pusher presence across nodes", { skip: skip() }, () => {
     assert.deepEqual(Object.keys(await r.hgetall(`socket.io-sb:presence-info:${room}`)).sort(), ["real", "watch"]);
   });
 
+  it("channel_occupied / channel_vacated once for the fleet: first subscriber anywhere, last one anywhere", T, async (t) => {
+    const room = "fleet-occupancy";
+    const subs = nodes.map((n) => client(t, n, `occ-${n.id}`));
+    for (const c of subs) await subscribed(c, room);
+    await until("occupied", () => channelHooks(room).includes("channel_occupied"), 10_000);
+    subs[0].unsubscribe(room);
+    subs[1].unsubscribe(room);
+    await hookBarrier(t, "presence-occupancy-barrier", nodes, "mark-occ1");
+    assert.deepEqual(channelHooks(room), ["channel_occupied"], "still occupied on one node");
+    subs[2].unsubscribe(room);
+    await until("vacated", () => channelHooks(room).includes("channel_vacated"), 10_000);
+    await hookBarrier(t, "presence-occupancy-barrier", nodes, "mark-occ2");
+    assert.deepEqual(channelHooks(room), ["channel_occupied", "channel_vacated"]);
+  });
+
   it("after a Redis restart the book and its user_info are rebuilt; a departure meanwhile is announced", T, async (t) => {
     const [a, b] = nodes;
     const room = "presence-outage";
@@ -290,7 +307,10 @@ describe("Pusher presence across nodes", { skip: skip() }, () => {
     const room = "presence-deaths";
     const chs = [];
     for (const n of [a, b]) chs.push(await subscribed(client(t, n, `watch-${n.id}`), room));
-    await subscribed(client(t, c, "dave"), room);
+    const dave = client(t, c, "dave");
+    await subscribed(dave, room);
+    await subscribed(dave, "only-on-c");
+    await until("only-on-c occupied", () => channelHooks("only-on-c").includes("channel_occupied"), 10_000);
     // fay is on c and on a: c's death must not take her out.
     await subscribed(client(t, c, "fay"), room);
     await subscribed(client(t, a, "fay"), room);
@@ -307,6 +327,8 @@ describe("Pusher presence across nodes", { skip: skip() }, () => {
       assert.deepEqual(ch.log.filter((e) => e.endsWith("fay")), ["+fay"]);
     }
     assert.deepEqual(hooksFor(room, "dave"), ["member_added", "member_removed"]);
+    assert.deepEqual(channelHooks("only-on-c"), ["channel_occupied", "channel_vacated"]);
+    assert.deepEqual(channelHooks(room), ["channel_occupied"]);
     assert.deepEqual(hooksFor(room, "fay"), ["member_added"]);
     const users = await (await sdkFor(a).get({ path: `/channels/${room}/users` })).json();
     assert.deepEqual(users.users.map((u) => u.id).sort(), ["fay", "watch-pa", "watch-pb"]);

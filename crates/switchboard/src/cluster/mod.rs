@@ -260,6 +260,19 @@ impl Cluster {
         tasks: &TaskTracker,
         stop: &CancellationToken,
     ) -> Arc<PresenceBook> {
+        self.book("presence", announce, tasks, stop)
+    }
+
+    /// Starts this node's writer of another book with the presence book's rules, under
+    /// `<prefix>-sb:<kind>...` keys: a pair (room, name) is announced when the first node
+    /// holds it and when the last one lets it go or dies (Pusher's channel occupancy).
+    pub fn book(
+        &self,
+        kind: &str,
+        announce: Announce,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> Arc<PresenceBook> {
         // Its own connection: a burst of presence changes never delays the relay's
         // publishes on the shared one.
         let connection = redis::Client::open(self.config.url.as_str())
@@ -267,6 +280,7 @@ impl Cluster {
             .unwrap_or_else(|_| self.connection.clone());
         PresenceBook::start(
             &self.config.prefix,
+            kind,
             &self.config.node_id,
             self.config.node_timeout,
             self.link.clone(),

@@ -40,9 +40,10 @@ pub(crate) struct Nodes {
     timeout: Duration,
     alive: Mutex<Vec<NodeInfo>>,
     deaths: broadcast::Sender<String>,
-    /// Fires when this node's beat found its own entry gone (retired while alive, or a
+    /// Fire when this node's beat found its own entry gone (retired while alive, or a
     /// Redis that lost its data): what it wrote into the fleet's books may be gone too.
-    rejoined: Arc<tokio::sync::Notify>,
+    /// One per book (each is told once).
+    rejoined: Mutex<Vec<Arc<tokio::sync::Notify>>>,
     /// Whether a beat has been written (the first one always adds the entry).
     beaten: std::sync::atomic::AtomicBool,
 }
@@ -61,7 +62,7 @@ impl Nodes {
             timeout,
             alive: Mutex::new(Vec::new()),
             deaths: broadcast::channel(64).0,
-            rejoined: Arc::default(),
+            rejoined: Mutex::default(),
             beaten: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -76,9 +77,12 @@ impl Nodes {
         self.deaths.subscribe()
     }
 
-    /// Notified when this node finds it had been retired (see the field).
+    /// Notified when this node finds it had been retired (see the field); a new
+    /// notifier for each caller.
     pub(crate) fn rejoined(&self) -> Arc<tokio::sync::Notify> {
-        self.rejoined.clone()
+        let notify = Arc::<tokio::sync::Notify>::default();
+        self.rejoined.lock().push(notify.clone());
+        notify
     }
 
     /// Heartbeats older than this are dead: two thirds of the timeout.
@@ -97,7 +101,9 @@ impl Nodes {
         let added: i64 = con.hset(&self.key, &self.me, json).await?;
         let first = !self.beaten.swap(true, std::sync::atomic::Ordering::Relaxed);
         if added == 1 && !first {
-            self.rejoined.notify_one();
+            for notify in self.rejoined.lock().iter() {
+                notify.notify_one();
+            }
         }
         let all: Vec<(String, String)> = con.hgetall(&self.key).await?;
         let cutoff = self.cutoff();

@@ -230,11 +230,14 @@ fn split(m: &str) -> Option<(&str, &str)> {
 }
 
 impl PresenceBook {
-    /// Starts the worker. `deaths` are the nodes this node retired (it drops their sets);
-    /// `rejoined` fires when this node finds it had been retired while alive.
+    /// Starts the worker of the book named `kind` (`presence`: the rooms' users; another
+    /// name keeps another book with the same rules under its own keys). `deaths` are the
+    /// nodes this node retired (it drops their sets); `rejoined` fires when this node
+    /// finds it had been retired while alive.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         prefix: &str,
+        kind: &str,
         node_id: &str,
         node_timeout: Duration,
         link: Arc<super::link::LinkState>,
@@ -251,14 +254,14 @@ impl PresenceBook {
         let worker = Worker {
             me: node_id.to_owned(),
             link,
-            node_key: format!("{prefix}-sb:presence-node:{node_id}"),
-            registry: format!("{prefix}-sb:presence-nodes"),
+            node_key: format!("{prefix}-sb:{kind}-node:{node_id}"),
+            registry: format!("{prefix}-sb:{kind}-nodes"),
             fleet_key: format!("{prefix}-sb:nodes"),
             node_timeout,
             orphans: std::collections::HashMap::new(),
-            room_prefix: format!("{prefix}-sb:presence:"),
-            info_prefix: format!("{prefix}-sb:presence-info:"),
-            node_prefix: format!("{prefix}-sb:presence-node:"),
+            room_prefix: format!("{prefix}-sb:{kind}:"),
+            info_prefix: format!("{prefix}-sb:{kind}-info:"),
+            node_prefix: format!("{prefix}-sb:{kind}-node:"),
             con: con.clone(),
             announce,
             dirty: dirty.clone(),
@@ -273,8 +276,8 @@ impl PresenceBook {
             tx,
             dirty,
             con,
-            room_prefix: format!("{prefix}-sb:presence:"),
-            info_prefix: format!("{prefix}-sb:presence-info:"),
+            room_prefix: format!("{prefix}-sb:{kind}:"),
+            info_prefix: format!("{prefix}-sb:{kind}-info:"),
         })
     }
 

@@ -110,7 +110,14 @@ pub struct Pusher {
     /// `member_removed` (and their webhooks) once for the fleet and lists every node's
     /// members with their `user_info`.
     pub(crate) book: std::sync::OnceLock<Arc<crate::cluster::PresenceBook>>,
+    /// A second book with the same rules, on a cluster node with webhooks: which nodes
+    /// have a channel occupied (the pair `(room, OCCUPANT)`), so `channel_occupied` /
+    /// `channel_vacated` are sent once for the fleet.
+    pub(crate) occupancy: std::sync::OnceLock<Arc<crate::cluster::PresenceBook>>,
 }
+
+/// The occupancy book's one "user" of an occupied room.
+const OCCUPANT: &str = "occupied";
 
 impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +162,7 @@ impl Pusher {
             open: AtomicUsize::new(0),
             cluster: std::sync::OnceLock::new(),
             book: std::sync::OnceLock::new(),
+            occupancy: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -230,6 +238,20 @@ impl Pusher {
     ) {
         if let Some(book) = book {
             let _ = self.book.set(book);
+        }
+        if self.apps.iter().any(|a| !a.config.webhooks.is_empty()) {
+            let weak = Arc::downgrade(self);
+            let occupancy = cluster.book(
+                "pusher-occupancy",
+                Arc::new(move |room, event, _, _, _| {
+                    if let Some(p) = weak.upgrade() {
+                        p.fleet_occupancy_hook(room, event);
+                    }
+                }),
+                &self.tasks,
+                &self.stop,
+            );
+            let _ = self.occupancy.set(occupancy);
         }
         let weak = Arc::downgrade(self);
         cluster.signals().on(
@@ -397,13 +419,53 @@ impl Pusher {
         self.presence.members_json(room, &users, &infos)
     }
 
-    /// The webhooks of a room that may have just become empty.
-    pub(crate) fn maybe_vacated(&self, app: &Arc<App>, channel: &str, room: &str) {
-        if app.config.webhooks.is_empty() {
+    /// The webhook of a room that may have just been occupied on this node (its first
+    /// member): on a cluster node the occupancy book decides whether the fleet's channel
+    /// is newly occupied.
+    pub(crate) fn maybe_occupied(&self, app: &Arc<App>, channel: &str, room: &str) {
+        let occupancy = self.occupancy.get();
+        if occupancy.is_none() && app.config.webhooks.is_empty() {
             return;
         }
-        if self.hub.room_info(room).is_none_or(|r| r.members == 0) {
-            self.hook(app, Hook::Vacated(channel.into()));
+        if self.hub.room_info(room).is_none_or(|r| r.members != 1) {
+            return;
+        }
+        match occupancy {
+            Some(book) => book.joined(room, OCCUPANT, None, None),
+            None => self.hook(app, Hook::Occupied(channel.into())),
+        }
+    }
+
+    /// The webhook of a room that may have just become empty on this node (on a cluster
+    /// node, the occupancy book decides whether it is empty fleet-wide).
+    pub(crate) fn maybe_vacated(&self, app: &Arc<App>, channel: &str, room: &str) {
+        let occupancy = self.occupancy.get();
+        if occupancy.is_none() && app.config.webhooks.is_empty() {
+            return;
+        }
+        if self.hub.room_info(room).is_some_and(|r| r.members > 0) {
+            return;
+        }
+        match occupancy {
+            Some(book) => book.left(room, OCCUPANT),
+            None => self.hook(app, Hook::Vacated(channel.into())),
+        }
+    }
+
+    /// A fleet-wide occupancy change the occupancy book decided on this node: the
+    /// `channel_occupied` / `channel_vacated` webhook, once for the fleet, to each app
+    /// with webhooks (as [`Pusher::fleet_member_hook`]).
+    fn fleet_occupancy_hook(&self, room: &str, event: &str) {
+        let Some(channel) = super::channel::channel_of(room) else {
+            return;
+        };
+        for app in &self.apps {
+            let hook = match event {
+                "member_joined" => Hook::Occupied(channel.to_string()),
+                "member_left" => Hook::Vacated(channel.to_string()),
+                _ => return,
+            };
+            self.hook(app, hook);
         }
     }
 

@@ -810,11 +810,7 @@ fn subscribe(
     };
     conn.channels.lock().push(channel.into());
     p.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
-    if !conn.app.config.webhooks.is_empty()
-        && p.hub.room_info(&room).is_some_and(|r| r.members == 1)
-    {
-        p.hook(&conn.app, Hook::Occupied(channel.into()));
-    }
+    p.maybe_occupied(&conn.app, channel, &room);
     if let Some((user, info)) = presence_user {
         p.presence.add(&room, &user, &info);
         if presence == Presence::Changed {
