@@ -10,14 +10,17 @@
 //! - [`engine`]: the session table and lifecycles; `engine/routing.rs` routes a request
 //!   (query, CORS, errors), `engine/polling.rs` and `engine/ws.rs` are the transports
 //!   (the upgrade lives with the WebSocket).
-//! - `wire`: direct WebSocket writes and the flushers that batch them.
+//! - [`outbox`]: a connection's bounded outbox, its slow-client policy and its direct
+//!   writes, shared with the server's other transports (`/ws`, SSE).
+//! - `wire`: the write side of a connection's TCP stream and the flush queues.
 //! - `query`: [`query_param`], a query string's parameters (`form_urlencoded`).
 //! - [`stats`]: the counters the metrics endpoint reads.
 //! - [`config`]: every limit as a setting.
 //! - [`admission`]: the [`Permit`] by which the server's connection limits follow a session.
 //! - [`origin`]: which browser origins may open a WebSocket (checked by the router).
 //!
-//! Dependencies run one way: engine -> session -> wire -> frame; nothing points back.
+//! Dependencies run one way: engine -> session -> outbox -> wire -> frame; nothing points
+//! back.
 //!
 //! The layer above (Socket.IO) plugs in through [`Handler`] and never sees a transport.
 
@@ -30,6 +33,7 @@ mod frame;
 mod heartbeat;
 mod kind;
 pub mod origin;
+pub mod outbox;
 pub mod packet;
 mod query;
 pub mod session;

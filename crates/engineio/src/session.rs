@@ -1,22 +1,23 @@
 //! One Engine.IO session: its identity, its bounded outbox and its transport state.
 //!
-//! Owns: the outbox and every change of transport state, through methods (a poll or a
-//! POST starting and ending, the upgrade's steps, a pong, a close), so the transports
-//! never set a field by hand.
+//! Owns: every change of transport state, through methods (a poll or a POST starting and
+//! ending, the upgrade's steps, a pong, a close), so the transports never set a field by
+//! hand. The outbox, its slow-client policy and its direct writes are the shared
+//! [`crate::outbox::Outbox`] (the server's `/ws` and SSE connections use the same).
 //!
 //! I/O: a session never waits on a socket. Transports drain its outbox (the WebSocket
-//! task, or a pending long-polling GET) when `wake` fires. The one write it makes itself
-//! is [`Session::write_direct`]: a non-blocking write to the TCP stream of an attached
-//! WebSocket (see `crate::wire`), which hands whatever the socket does not take to the
-//! session's task. The session's lifecycle owner (the heartbeat task of a polling-born
-//! session, the WebSocket task of a WebSocket-born one) is the only place that finishes a
-//! close.
+//! task, or a pending long-polling GET) when the outbox's `wake` fires. The one write it
+//! makes itself is the outbox's direct write: a non-blocking write to the TCP stream of an
+//! attached WebSocket (see `crate::wire`), which hands whatever the socket does not take
+//! to the session's task. The session's lifecycle owner (the heartbeat task of a
+//! polling-born session, the WebSocket task of a WebSocket-born one) is the only place
+//! that finishes a close.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,10 +28,11 @@ use tokio::time::Instant;
 
 use crate::frame::Frame;
 use crate::kind::{CloseReason, TransportKind};
+pub use crate::outbox::Push;
+use crate::outbox::{Flushable, Outbox};
 /// Kept here too for callers that name it by its older path.
 pub use crate::query::query_param;
 use crate::stats::EngineStats;
-use crate::wire::{FlushQueue, Flushable, Wire, Wrote, encode_frame};
 
 /// A session id: 20 URL-safe characters, stored inline (no heap).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,17 +79,6 @@ impl fmt::Display for Sid {
     }
 }
 
-/// What happened to a pushed frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
-    /// The frame is queued.
-    Queued,
-    /// A volatile frame met a full outbox and was dropped.
-    Dropped,
-    /// The session is closed (or was just closed as a slow client).
-    Closed,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Upgrade {
     None,
@@ -97,8 +88,9 @@ enum Upgrade {
     Probed,
 }
 
+/// Transport state; the outbox (with the close reason) has its own lock, taken after
+/// this one.
 struct State {
-    outbox: VecDeque<Frame>,
     transport: TransportKind,
     upgrade: Upgrade,
     /// Woken (all waiters) when a pending upgrade ends either way; present only while
@@ -106,37 +98,11 @@ struct State {
     upgrade_settled: Option<Arc<Notify>>,
     polling_get: bool,
     polling_post: bool,
-    closed: Option<CloseReason>,
     /// A poll has carried the final answer (`1`, or the noop after a client close).
     close_sent: bool,
     /// When an unanswered ping times out (polling sessions): checked by every request,
     /// so a late timer cannot let a dead session answer.
     pong_deadline: Option<Instant>,
-    /// When the oldest frame now in the outbox was queued (for the delivery histogram).
-    queued_since: Option<Instant>,
-    /// Set while the session writes straight to its WebSocket's TCP stream (crate::wire).
-    direct: Option<Direct>,
-    /// The session is on its flush queue: further pushes add frames without queueing it
-    /// again. Cleared when a writer takes the outbox.
-    scheduled: bool,
-}
-
-/// How a WebSocket session's frames reach its socket without waking its task.
-pub(crate) struct Direct {
-    pub(crate) wire: Arc<Wire>,
-    pub(crate) queue: Arc<FlushQueue>,
-    pub(crate) me: Weak<dyn Flushable>,
-}
-
-/// What [`Session::write_direct`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DirectWrite {
-    /// Everything queued is on the socket (or nothing was queued).
-    Done,
-    /// The socket is backed up: the session's task must drain it (it has been woken).
-    Blocked,
-    /// Not writing directly (no wire, or closed and not the final flush).
-    Off,
 }
 
 /// Why a session refused a transport request.
@@ -173,10 +139,12 @@ impl<D> Drop for PollGuard<'_, D> {
 impl State {
     /// Whether a closed polling session still has to answer its client: queued packets
     /// then `1` after a graceful server close, or the noop of a client's own close.
-    fn polling_owes_client(&self) -> bool {
-        match self.closed {
-            _ if self.transport != TransportKind::Polling => false,
-            Some(r) if r.is_graceful() => !self.outbox.is_empty() || !self.close_sent,
+    fn polling_owes_client(&self, out: &Outbox<EngineStats>) -> bool {
+        if self.transport != TransportKind::Polling {
+            return false;
+        }
+        match out.closed_reason() {
+            Some(r) if r.is_graceful() => !out.is_empty() || !self.close_sent,
             // The client closed (POST `1`): a poll racing that POST still gets its noop.
             Some(CloseReason::TransportClose) => !self.close_sent,
             _ => false,
@@ -208,15 +176,14 @@ pub struct Session<D> {
     handshake: Handshake,
     /// The layer above's per-session state.
     pub data: D,
-    max_buffered: usize,
     state: Mutex<State>,
-    /// Wakes whoever writes to the client (WebSocket task or pending poll).
-    pub(crate) wake: Notify,
+    /// The frames for the client; its `wake` wakes whoever writes to the client
+    /// (WebSocket task or pending poll).
+    pub(crate) out: Outbox<EngineStats>,
     /// Wakes the lifecycle owner of a polling-born session (pong or close).
     pub(crate) control: Notify,
     /// Set by a pong on any transport; read by the lifecycle owner.
     pong_seen: AtomicBool,
-    stats: Arc<EngineStats>,
 }
 
 impl<D> fmt::Debug for Session<D> {
@@ -235,26 +202,19 @@ impl<D> Session<D> {
         stats: Arc<EngineStats>,
     ) -> Session<D> {
         Session {
-            stats,
             sid,
             handshake,
             data,
-            max_buffered,
+            out: Outbox::new(max_buffered, stats),
             state: Mutex::new(State {
-                outbox: VecDeque::new(),
                 transport,
                 upgrade: Upgrade::None,
                 upgrade_settled: None,
                 polling_get: false,
                 polling_post: false,
-                closed: None,
                 close_sent: false,
-                queued_since: None,
                 pong_deadline: None,
-                direct: None,
-                scheduled: false,
             }),
-            wake: Notify::new(),
             control: Notify::new(),
             pong_seen: AtomicBool::new(false),
         }
@@ -277,188 +237,48 @@ impl<D> Session<D> {
 
     /// Whether the session is closed or closing.
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed.is_some()
+        self.out.closed_reason().is_some()
     }
 
     /// Queues a frame. A full outbox drops a volatile frame, and closes the session as a
     /// slow client for anything else.
     pub fn push(&self, frame: Frame, volatile: bool) -> Push {
-        let mut st = self.state.lock();
-        if st.closed.is_some() {
-            return Push::Closed;
+        let pushed = self.out.push(frame, volatile);
+        if pushed == Push::Closed {
+            // Maybe closed just now, as a slow client: the lifecycle owner finishes it.
+            self.control.notify_one();
         }
-        if st.outbox.len() >= self.max_buffered {
-            if volatile {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return Push::Dropped;
-            }
-            drop(st);
-            self.close(CloseReason::SlowClient);
-            return Push::Closed;
-        }
-        st.queued_since.get_or_insert_with(Instant::now);
-        st.outbox.push_back(frame);
-        self.wake_writer(st);
-        Push::Queued
+        pushed
     }
 
     /// Queues several frames that must stay together (a packet and its binary attachments).
     pub fn push_all(&self, frames: impl IntoIterator<Item = Frame>, volatile: bool) -> Push {
-        let mut st = self.state.lock();
-        if st.closed.is_some() {
-            return Push::Closed;
+        let pushed = self.out.push_all(frames, volatile);
+        if pushed == Push::Closed {
+            self.control.notify_one();
         }
-        let before = st.outbox.len();
-        st.outbox.extend(frames);
-        if st.outbox.len() > self.max_buffered && before > 0 {
-            st.outbox.truncate(before);
-            if volatile {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return Push::Dropped;
-            }
-            drop(st);
-            self.close(CloseReason::SlowClient);
-            return Push::Closed;
-        }
-        st.queued_since.get_or_insert_with(Instant::now);
-        self.wake_writer(st);
-        Push::Queued
-    }
-
-    /// After a push: a direct session goes on its flush queue (once until served), any
-    /// other has its transport woken.
-    fn wake_writer(&self, mut st: parking_lot::MutexGuard<'_, State>) {
-        if st.direct.is_some() {
-            if st.outbox.len() >= self.max_buffered / 2 {
-                // The flushers are behind (a busy runtime): the pusher writes this one
-                // itself rather than let a client that reads fine hit the slow-client bound.
-                drop(st);
-                crate::wire::with_buf(|buf| self.write_direct(buf, false));
-                return;
-            }
-            if !st.scheduled {
-                st.scheduled = true;
-                if let Some(d) = &st.direct
-                    && let Some(me) = d.me.upgrade()
-                {
-                    d.queue.push(me);
-                }
-            }
-            return;
-        }
-        drop(st);
-        self.wake.notify_one();
+        pushed
     }
 
     /// Writes what is queued now, on the caller's thread, when the session writes
     /// directly to a WebSocket (e.g. an answer, so it does not wait behind broadcasts on
     /// the flush queue). Otherwise its transport was already woken: nothing to do.
     pub fn flush(&self) {
-        let queued = {
-            let st = self.state.lock();
-            st.direct.is_some() && !st.outbox.is_empty()
-        };
-        if queued {
-            crate::wire::with_buf(|buf| self.write_direct(buf, false));
-        }
-    }
-
-    /// Starts writing this session's frames straight to its WebSocket (see crate::wire).
-    pub(crate) fn attach_direct(&self, direct: Direct) {
-        let mut st = self.state.lock();
-        st.direct = Some(direct);
-        st.scheduled = false;
-        drop(st);
-        // Whatever was queued before goes out through the new path.
-        self.wake.notify_one();
-    }
-
-    /// Stops direct writes and lets go of the socket (the session is finishing).
-    pub(crate) fn detach_direct(&self) {
-        let direct = self.state.lock().direct.take();
-        drop(direct);
-    }
-
-    /// The wire of a direct session.
-    pub(crate) fn wire(&self) -> Option<Arc<Wire>> {
-        self.state.lock().direct.as_ref().map(|d| d.wire.clone())
-    }
-
-    /// Writes everything queued to the socket with one write. `closing`: the final flush
-    /// before the close frame, which still sends what a closed session has queued.
-    pub(crate) fn write_direct(&self, buf: &mut Vec<u8>, closing: bool) -> DirectWrite {
-        let Some(wire) = self.wire() else {
-            self.state.lock().scheduled = false;
-            return DirectWrite::Off;
-        };
-        // Held across taking the outbox and writing it: no other writer can come between.
-        let mut w = wire.lock();
-        let mut st = self.state.lock();
-        st.scheduled = false;
-        if st.closed.is_some() && !closing {
-            drop(st);
-            drop(w);
-            self.wake.notify_one();
-            return DirectWrite::Off;
-        }
-        if w.is_blocked() {
-            // The session's task drains the socket and then writes the outbox. Meanwhile
-            // every push comes back here through the flush queue (`scheduled` is false),
-            // and queued frames join the unsent bytes up to the write-buffer bound; past
-            // it they stay queued (and count against the slow-client bound).
-            if !st.outbox.is_empty() && w.unsent_mut().len() < wire.max_unsent() {
-                let frames = Self::taken(&self.stats, &mut st);
-                for f in &frames {
-                    encode_frame(w.unsent_mut(), f);
-                }
-            }
-            drop(st);
-            drop(w);
-            self.wake.notify_one();
-            return DirectWrite::Blocked;
-        }
-        if st.outbox.is_empty() {
-            return DirectWrite::Done;
-        }
-        let frames = Self::taken(&self.stats, &mut st);
-        drop(st);
-        buf.clear();
-        for f in &frames {
-            encode_frame(buf, f);
-        }
-        drop(frames);
-        match wire.write_locked(&mut w, buf) {
-            Ok(Wrote::All) => DirectWrite::Done,
-            Ok(Wrote::Blocked) => {
-                drop(w);
-                self.wake.notify_one();
-                DirectWrite::Blocked
-            }
-            Err(_) => {
-                drop(w);
-                self.close(CloseReason::TransportError);
-                DirectWrite::Off
-            }
-        }
+        self.out.flush();
     }
 
     /// Starts closing the session. Idempotent: the first reason wins.
     pub fn close(&self, reason: CloseReason) {
-        let mut st = self.state.lock();
-        if st.closed.is_some() {
-            return;
+        if self.out.close(reason) {
+            self.control.notify_one();
         }
-        st.closed = Some(reason);
-        drop(st);
-        self.wake.notify_one();
-        self.control.notify_one();
     }
 
     /// Closes the session if its ping went unanswered past the deadline; true if closed.
     pub(crate) fn check_ping_timeout(&self, now: Instant) -> bool {
         let expired = {
             let st = self.state.lock();
-            if st.closed.is_some() {
+            if self.out.closed_reason().is_some() {
                 return true;
             }
             st.pong_deadline.is_some_and(|d| now >= d)
@@ -470,25 +290,7 @@ impl<D> Session<D> {
     }
 
     pub(crate) fn closed_reason(&self) -> Option<CloseReason> {
-        self.state.lock().closed
-    }
-
-    /// Takes everything queued, leaving an empty outbox that owns no memory.
-    pub(crate) fn take_outbox(&self) -> VecDeque<Frame> {
-        let mut st = self.state.lock();
-        Self::taken(&self.stats, &mut st)
-    }
-
-    /// Empties the outbox of a locked state, counting the frames and their wait.
-    fn taken(stats: &EngineStats, st: &mut State) -> VecDeque<Frame> {
-        let frames = std::mem::take(&mut st.outbox);
-        if let Some(since) = st.queued_since.take() {
-            stats.delivery.observe(since.elapsed());
-        }
-        stats
-            .frames_out
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        frames
+        self.out.closed_reason()
     }
 }
 
@@ -498,7 +300,7 @@ impl<D> Session<D> {
     /// Starts a long-polling GET. A second concurrent GET closes the session.
     pub(crate) fn begin_poll(&self) -> Result<PollGuard<'_, D>, Refused> {
         let mut st = self.state.lock();
-        if st.closed.is_some() && !st.polling_owes_client() {
+        if self.is_closed() && !st.polling_owes_client(&self.out) {
             return Err(Refused::Gone);
         }
         if st.transport != TransportKind::Polling {
@@ -517,16 +319,16 @@ impl<D> Session<D> {
     /// releases it during an upgrade.
     pub(crate) async fn poll_answer(&self) -> PollAnswer {
         loop {
-            let notified = self.wake.notified();
+            let notified = self.out.wake.notified();
             {
                 let mut st = self.state.lock();
-                if !st.outbox.is_empty() {
-                    let frames = Self::taken(&self.stats, &mut st);
+                let frames = self.out.take();
+                if !frames.is_empty() {
                     drop(st);
                     self.control.notify_one();
                     return PollAnswer::Frames(frames);
                 }
-                if let Some(reason) = st.closed {
+                if let Some(reason) = self.out.closed_reason() {
                     // Queued packets went out in earlier polls; now the close itself.
                     st.close_sent = true;
                     drop(st);
@@ -546,7 +348,7 @@ impl<D> Session<D> {
     /// Starts a long-polling POST. A second concurrent POST closes the session.
     pub(crate) fn begin_post(&self) -> Result<(), Refused> {
         let mut st = self.state.lock();
-        if st.closed.is_some() {
+        if self.is_closed() {
             return Err(Refused::Gone);
         }
         if st.transport != TransportKind::Polling {
@@ -569,7 +371,7 @@ impl<D> Session<D> {
     /// Whether a closed polling session still has to answer a poll (its lifecycle owner
     /// keeps it in the table until then, briefly).
     pub(crate) fn owes_client(&self) -> bool {
-        self.state.lock().polling_owes_client()
+        self.state.lock().polling_owes_client(&self.out)
     }
 
     // ---- heartbeat of a polling-born session -----------------------------------------
@@ -602,9 +404,7 @@ impl<D> Session<D> {
     /// session not upgrading already), and the upgrade is pending from now on.
     pub(crate) fn begin_upgrade(&self) -> bool {
         let mut st = self.state.lock();
-        if st.closed.is_some()
-            || st.transport != TransportKind::Polling
-            || st.upgrade != Upgrade::None
+        if self.is_closed() || st.transport != TransportKind::Polling || st.upgrade != Upgrade::None
         {
             return false;
         }
@@ -616,7 +416,7 @@ impl<D> Session<D> {
     /// The WebSocket answered the probe: a pending poll is released with a noop.
     pub(crate) fn upgrade_probed(&self) {
         self.state.lock().upgrade = Upgrade::Probed;
-        self.wake.notify_one();
+        self.out.wake.notify_one();
     }
 
     /// The upgrade failed (or the WebSocket never came): the session stays on polling.
@@ -630,15 +430,15 @@ impl<D> Session<D> {
     /// (the upgrade is abandoned then).
     pub(crate) fn complete_upgrade(&self) -> bool {
         let mut st = self.state.lock();
-        let open = st.closed.is_none();
+        let open = !self.is_closed();
         if open {
             st.transport = TransportKind::WebSocket;
-            self.stats.upgrades.fetch_add(1, Ordering::Relaxed);
+            self.out.counters().upgrades.fetch_add(1, Ordering::Relaxed);
         }
         Self::settle_upgrade(&mut st);
         drop(st);
         if open {
-            self.wake.notify_one();
+            self.out.wake.notify_one();
         }
         open
     }
@@ -668,7 +468,7 @@ impl<D> Session<D> {
 
 impl<D: Send + Sync> Flushable for Session<D> {
     fn flush_queued(&self, buf: &mut Vec<u8>) {
-        self.write_direct(buf, false);
+        self.out.write_direct(buf, false);
     }
 }
 

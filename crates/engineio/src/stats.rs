@@ -41,3 +41,14 @@ impl EngineStats {
         }
     }
 }
+
+impl crate::outbox::OutboxCounters for EngineStats {
+    fn taken(&self, frames: usize, waited: std::time::Duration) {
+        self.delivery.observe(waited);
+        self.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
+    }
+
+    fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}

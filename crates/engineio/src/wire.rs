@@ -1,5 +1,6 @@
-//! Direct WebSocket writes: the write side of a WebSocket session's TCP stream, shared by
-//! the session's own task and the engine's flushers.
+//! Direct writes: the write side of a connection's TCP stream, shared by the connection's
+//! own task and the flushers (an Engine.IO WebSocket session, a `/ws` connection, an SSE
+//! stream; their outboxes are `crate::outbox`).
 //!
 //! Why: a broadcast to N sessions used to wake N connection tasks, each writing its own
 //! frame (one scheduler round trip and one `sendto` per delivery, and an operation that
@@ -9,6 +10,9 @@
 //! everything in its outbox with one non-blocking write. Under load a session waits in
 //! the queue while more frames arrive for it, so writes carry several frames; when idle,
 //! the flusher runs right after the publisher and nothing waits.
+//!
+//! Everything else the connection writes (tungstenite's pongs and close frame, hyper's
+//! response head and last chunk) goes through [`WireIo`], so through the same lock.
 //!
 //! Invariants:
 //! - Every byte to the socket goes through [`Wire`] under its lock, and a writer takes
@@ -26,8 +30,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -37,25 +41,32 @@ use tokio::sync::Notify;
 
 use crate::frame::Frame;
 
-/// The write side of one WebSocket connection.
-pub(crate) struct Wire {
+/// The write side of one connection.
+pub struct Wire {
     tcp: Arc<TcpStream>,
     st: Mutex<WireState>,
     /// Bytes a blocked socket may have waiting before frames stay in the outbox (where the
     /// slow-client bound applies): the write buffer of a client that reads slowly.
-    max_unsent: usize,
+    max_unsent: AtomicUsize,
 }
 
+/// What a [`Wire`] keeps under its lock.
 #[derive(Default)]
-pub(crate) struct WireState {
+pub struct WireState {
     /// Bytes accepted but not yet taken by the socket.
     unsent: Vec<u8>,
     /// A write failed: the connection is gone.
     failed: bool,
+    /// Flushes through [`WireIo`]: the HTTP server flushes only once all it buffered is
+    /// written, so a flush means everything it wrote before is in the wire.
+    flushes: u64,
+    /// Woken by the next such flush ([`Wire::poll_flushed_after`]).
+    flush_waker: Option<Waker>,
 }
 
 impl WireState {
-    pub(crate) fn is_blocked(&self) -> bool {
+    /// Whether bytes wait for the socket (only the connection's task writes then).
+    pub fn is_blocked(&self) -> bool {
         !self.unsent.is_empty()
     }
 
@@ -67,27 +78,65 @@ impl WireState {
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wrote {
+pub enum Wrote {
+    /// The socket took everything.
     All,
     /// The socket took part (or nothing); the rest waits in `unsent` for the session's task.
     Blocked,
 }
 
 impl Wire {
-    pub(crate) fn new(tcp: Arc<TcpStream>, max_unsent: usize) -> Wire {
+    /// The write side of `tcp`; up to `max_unsent` bytes may wait for a blocked socket.
+    pub fn new(tcp: Arc<TcpStream>, max_unsent: usize) -> Wire {
         Wire {
             tcp,
             st: Mutex::new(WireState::default()),
-            max_unsent,
+            max_unsent: AtomicUsize::new(max_unsent),
         }
     }
 
     pub(crate) fn max_unsent(&self) -> usize {
-        self.max_unsent
+        self.max_unsent.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, WireState> {
+    /// Changes the write-buffer bound (a connection the server wrapped at accept, taken
+    /// over by a transport with its own bound).
+    pub fn set_max_unsent(&self, max_unsent: usize) {
+        self.max_unsent.store(max_unsent, Ordering::Relaxed);
+    }
+
+    /// How many times the writer through [`WireIo`] has flushed.
+    pub fn flushes(&self) -> u64 {
+        self.st.lock().flushes
+    }
+
+    /// Ready once the writer through [`WireIo`] has flushed since [`Wire::flushes`] was
+    /// `seen`: whatever it wrote before (an HTTP response head, the first chunks) is then
+    /// in the wire, so direct writes come after it.
+    pub fn poll_flushed_after(&self, seen: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.st.lock();
+        if st.flushes > seen {
+            return Poll::Ready(());
+        }
+        st.flush_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The wire's state, locked: hold it to write several things in a row.
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, WireState> {
         self.st.lock()
+    }
+
+    /// Whether bytes wait for the socket.
+    pub fn is_blocked(&self) -> bool {
+        self.st.lock().is_blocked()
+    }
+
+    /// Writes `bytes` now without waiting (after anything unsent, which keeps the rest);
+    /// `Blocked` means the connection's task must drain.
+    pub fn write_now(&self, bytes: &[u8]) -> io::Result<Wrote> {
+        let mut st = self.st.lock();
+        self.write_locked(&mut st, bytes)
     }
 
     /// Writes `bytes` now (after anything unsent), keeping what the socket does not take.
@@ -121,8 +170,8 @@ impl Wire {
         Ok(Wrote::All)
     }
 
-    /// Writes what is unsent, waiting for the socket as needed (the session's task only).
-    pub(crate) fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes what is unsent, waiting for the socket as needed (the connection's task only).
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             {
                 let mut st = self.st.lock();
@@ -157,7 +206,8 @@ impl Wire {
         }
     }
 
-    pub(crate) async fn drain(&self) -> io::Result<()> {
+    /// [`Wire::poll_drain`] as a future.
+    pub async fn drain(&self) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await
     }
 }
@@ -177,6 +227,33 @@ pub(crate) fn with_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
         }
         Err(_) => f(&mut Vec::new()),
     })
+}
+
+/// Appends the bytes of every frame as one HTTP/1.1 chunk (`<hex length>\r\n...\r\n`);
+/// nothing for no bytes (an empty chunk would end the body).
+pub(crate) fn encode_chunk<'a, I>(out: &mut Vec<u8>, frames: I)
+where
+    I: IntoIterator<Item = &'a Frame>,
+    I::IntoIter: Clone,
+{
+    let frames = frames.into_iter();
+    let bytes = |f: &'a Frame| -> &'a [u8] {
+        match f {
+            Frame::Text(t) => t.as_bytes(),
+            Frame::Binary(b) => b,
+            Frame::Close => &[],
+        }
+    };
+    let n: usize = frames.clone().map(|f| bytes(f).len()).sum();
+    if n == 0 {
+        return;
+    }
+    use std::io::Write as _;
+    let _ = write!(out, "{n:x}\r\n");
+    for f in frames {
+        out.extend_from_slice(bytes(f));
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one unmasked server-to-client WebSocket frame (RFC 6455 §5.2) for `frame`.
@@ -203,13 +280,15 @@ pub(crate) fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
 
 /// The stream tungstenite reads from: the connection's TCP stream (after any bytes hyper
 /// read past the upgrade request), with writes going through the [`Wire`].
-pub(crate) struct WireIo {
+pub struct WireIo {
     wire: Arc<Wire>,
     prefix: Bytes,
 }
 
 impl WireIo {
-    pub(crate) fn new(wire: Arc<Wire>, prefix: Bytes) -> WireIo {
+    /// Reads from the wire's stream (after `prefix`, bytes read past a request), writes
+    /// through the wire.
+    pub fn new(wire: Arc<Wire>, prefix: Bytes) -> WireIo {
         // `prefix` is a slice of hyper's read buffer (8 KB or more): even empty, it would
         // keep that whole buffer alive for the life of the connection.
         let prefix = if prefix.is_empty() {
@@ -219,6 +298,42 @@ impl WireIo {
         };
         WireIo { wire, prefix }
     }
+
+    /// The wire this stream writes through.
+    pub fn wire(&self) -> &Arc<Wire> {
+        &self.wire
+    }
+}
+
+/// The TCP stream under an upgraded HTTP connection, for direct writes: the stream itself
+/// (a server that serves hyper plain `TcpStream`s) or the wire the server already wrapped
+/// it in (`WireIo`), with `max_unsent` as its write-buffer bound. A TLS stream, or
+/// anything else, comes back as it was.
+pub fn direct_io(
+    io: hyper::upgrade::Upgraded,
+    max_unsent: usize,
+) -> Result<(Arc<Wire>, WireIo), hyper::upgrade::Upgraded> {
+    use hyper_util::rt::TokioIo;
+    let io = match io.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let wire = Arc::new(Wire::new(Arc::new(parts.io.into_inner()), max_unsent));
+            return Ok((wire.clone(), WireIo::new(wire, parts.read_buf)));
+        }
+        Err(io) => io,
+    };
+    let parts = io.downcast::<TokioIo<WireIo>>()?;
+    let old = parts.io.into_inner();
+    old.wire.set_max_unsent(max_unsent);
+    let prefix = if old.prefix.is_empty() {
+        parts.read_buf
+    } else {
+        let mut joined = Vec::with_capacity(old.prefix.len() + parts.read_buf.len());
+        joined.extend_from_slice(&old.prefix);
+        joined.extend_from_slice(&parts.read_buf);
+        Bytes::from(joined)
+    };
+    let wire = old.wire;
+    Ok((wire.clone(), WireIo::new(wire, prefix)))
 }
 
 impl AsyncRead for WireIo {
@@ -261,6 +376,14 @@ impl AsyncWrite for WireIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let waker = {
+            let mut st = self.wire.lock();
+            st.flushes += 1;
+            st.flush_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
         self.wire.poll_drain(cx)
     }
 
@@ -271,24 +394,31 @@ impl AsyncWrite for WireIo {
     }
 }
 
-/// A session a flusher can serve.
-pub(crate) trait Flushable: Send + Sync {
-    /// Writes everything queued for this session (see [`crate::Session`]).
+/// A connection a flusher can serve.
+pub trait Flushable: Send + Sync {
+    /// Writes everything queued for this connection (`Outbox::write_direct`).
     fn flush_queued(&self, buf: &mut Vec<u8>);
 }
 
-/// Sessions with frames to write, served in arrival order by one flusher task.
-pub(crate) struct FlushQueue {
+/// Connections with frames to write, served in arrival order by one flusher task.
+pub struct FlushQueue {
     queue: Mutex<VecDeque<Arc<dyn Flushable>>>,
     notify: Notify,
     stopped: AtomicBool,
+}
+
+impl Default for FlushQueue {
+    fn default() -> Self {
+        FlushQueue::new()
+    }
 }
 
 /// Sessions a flusher serves before it lets other tasks of its worker run.
 const BATCH: usize = 128;
 
 impl FlushQueue {
-    pub(crate) fn new() -> FlushQueue {
+    /// An empty queue; its flusher is [`FlushQueue::run`].
+    pub fn new() -> FlushQueue {
         FlushQueue {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
@@ -296,7 +426,8 @@ impl FlushQueue {
         }
     }
 
-    pub(crate) fn push(&self, session: Arc<dyn Flushable>) {
+    /// Puts a connection on the queue (its outbox makes sure it is there once).
+    pub fn push(&self, session: Arc<dyn Flushable>) {
         let was_empty = {
             let mut q = self.queue.lock();
             q.push_back(session);
@@ -307,13 +438,14 @@ impl FlushQueue {
         }
     }
 
-    pub(crate) fn stop(&self) {
+    /// Ends the flusher once the queue is empty.
+    pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.notify.notify_one();
     }
 
     /// The flusher: until stopped, serves queued sessions in order.
-    pub(crate) async fn run(self: Arc<Self>) {
+    pub async fn run(self: Arc<Self>) {
         let mut batch: Vec<Arc<dyn Flushable>> = Vec::with_capacity(BATCH);
         loop {
             {
@@ -364,5 +496,22 @@ mod tests {
         out.clear();
         encode_frame(&mut out, &Frame::Close);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn chunks_carry_every_frame_and_never_end_the_body() {
+        let mut out = Vec::new();
+        let frames = [
+            Frame::Binary(Bytes::from_static(b"data: 1\n\n")),
+            Frame::Text(Utf8Bytes::from("y".repeat(20))),
+        ];
+        encode_chunk(&mut out, &frames);
+        let mut expected = b"1d\r\ndata: 1\n\n".to_vec();
+        expected.extend_from_slice(&[b'y'; 20]);
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+        out.clear();
+        encode_chunk(&mut out, &[Frame::Close]);
+        assert!(out.is_empty(), "a zero-length chunk would end the response");
     }
 }

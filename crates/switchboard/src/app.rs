@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::response::Response;
 use axum::routing::get;
 use engineio::Engine;
+use engineio::outbox::Flushers;
 use hub::Hub;
 use socketio::{NamespaceConfig, SocketIo};
 use tokio_util::task::TaskTracker;
@@ -93,6 +94,9 @@ pub struct App {
     stop: CancellationToken,
     /// TLS for the listener (`tls_cert_file`), reloadable; `None` serves plain HTTP.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Direct writes are on (`ws_flushers` > 0): the server serves each plain TCP
+    /// connection through an `engineio::outbox::Wire`, which transports write to directly.
+    pub direct_writes: bool,
 }
 
 impl App {
@@ -184,8 +188,15 @@ fn hub_pruner(hub: &Arc<Hub>, tasks: &TaskTracker, stop: &CancellationToken) {
     });
 }
 
-fn socketio_engine(config: &Config, sio: SocketIo, tasks: &TaskTracker) -> Arc<Engine<SocketIo>> {
-    Engine::new(config.engine(), sio, tasks.clone())
+/// The Socket.IO engine, its direct writes served by `flushers` (shared with `/ws` and
+/// SSE, so one broadcast to clients of every transport is written in one pass).
+fn socketio_engine(
+    config: &Config,
+    sio: SocketIo,
+    tasks: &TaskTracker,
+    flushers: Arc<Flushers>,
+) -> Arc<Engine<SocketIo>> {
+    Engine::with_flushers(config.engine(), sio, tasks.clone(), flushers)
 }
 
 /// Why the server could not be built from a valid config.
@@ -399,7 +410,8 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         },
         contract.clone(),
     );
-    let engine = socketio_engine(config, sio, &tasks);
+    let flushers = Arc::new(Flushers::new(config.ws_flushers));
+    let engine = socketio_engine(config, sio, &tasks, flushers.clone());
     hub_pruner(&hub, &tasks, &stop);
     let transports = Transports::new(
         hub.clone(),
@@ -409,6 +421,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         tasks.clone(),
         metrics.clone(),
         config.origins(),
+        flushers,
     );
     let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
     // Pusher clients on the same rooms; no app configured, nothing served.
@@ -535,6 +548,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         engines,
         stop,
         tls,
+        direct_writes: config.ws_flushers > 0,
     })
 }
 
@@ -544,8 +558,9 @@ pub fn build_conformance(config: &Config) -> App {
     let hub = Hub::new(config.hub());
     let mut sio = SocketIo::new(config.socketio(), hub.clone());
     conformance::namespaces(&mut sio);
-    let engine = socketio_engine(config, sio, &tasks);
-    let echo = Engine::new(config.engine(), conformance::Echo, tasks.clone());
+    let flushers = Arc::new(Flushers::new(config.ws_flushers));
+    let engine = socketio_engine(config, sio, &tasks, flushers.clone());
+    let echo = Engine::with_flushers(config.engine(), conformance::Echo, tasks.clone(), flushers);
     let stop = CancellationToken::new();
     hub_pruner(&hub, &tasks, &stop);
     let limits = Limits::new(config.limits());
@@ -570,5 +585,6 @@ pub fn build_conformance(config: &Config) -> App {
         engines: vec![engine, echo],
         stop,
         tls: None,
+        direct_writes: config.ws_flushers > 0,
     }
 }

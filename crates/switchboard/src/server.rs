@@ -5,9 +5,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use engineio::RemoteAddr;
+use engineio::outbox::{ConnectionWire, Wire, WireIo};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -59,6 +61,20 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let router = app.router.clone();
         match &app.tls {
+            None if app.direct_writes => {
+                // Transports write straight to the stream (`engineio::outbox`): an SSE
+                // response's events, a WebSocket's frames after the upgrade.
+                let wire = Arc::new(Wire::new(Arc::new(stream), 0));
+                let io = WireIo::new(wire.clone(), bytes::Bytes::new());
+                app.tasks.spawn(serve_connection(
+                    http.clone(),
+                    io,
+                    router,
+                    addr,
+                    stop.clone(),
+                    Some(ConnectionWire(wire)),
+                ));
+            }
             None => {
                 app.tasks.spawn(serve_connection(
                     http.clone(),
@@ -66,6 +82,7 @@ pub async fn run(
                     router,
                     addr,
                     stop.clone(),
+                    None,
                 ));
             }
             Some(tls) => {
@@ -90,7 +107,7 @@ pub async fn run(
                         },
                         _ = stop.cancelled() => return,
                     };
-                    serve_connection(http, stream, router, addr, stop).await;
+                    serve_connection(http, stream, router, addr, stop, None).await;
                 });
             }
         }
@@ -124,11 +141,12 @@ async fn serve_connection<I>(
     router: axum::Router,
     addr: SocketAddr,
     stop: CancellationToken,
+    wire: Option<ConnectionWire>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = http
-        .serve_connection(TokioIo::new(io), service(router, addr))
+        .serve_connection(TokioIo::new(io), service(router, addr, wire))
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -180,6 +198,7 @@ type Reply = futures_util::future::BoxFuture<
 fn service(
     router: axum::Router,
     addr: SocketAddr,
+    wire: Option<ConnectionWire>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -188,6 +207,9 @@ fn service(
 > {
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| -> Reply {
         req.extensions_mut().insert(RemoteAddr(addr));
+        if let Some(wire) = &wire {
+            req.extensions_mut().insert(wire.clone());
+        }
         let router = router.clone();
         Box::pin(async move { router.oneshot(req.map(axum::body::Body::new)).await })
     })

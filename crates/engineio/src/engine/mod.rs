@@ -13,8 +13,8 @@ pub use ws::websocket_accept;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{OnceLock, Weak};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -26,10 +26,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::EngineConfig;
 use crate::frame::Frame;
 use crate::kind::{CloseReason, TransportKind};
+use crate::outbox::{Encoding, Flushable, Flushers, Wire};
 use crate::packet::Inbound;
-use crate::session::{Direct, Handshake, Session, Sid};
+use crate::session::{Handshake, Session, Sid};
 use crate::stats::EngineStats;
-use crate::wire::{FlushQueue, Flushable, Wire};
 
 /// A message from the client, for the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,22 +74,26 @@ pub struct Engine<H: Handler> {
     closing: AtomicBool,
     tasks: TaskTracker,
     stats: Arc<EngineStats>,
-    /// The flushers of direct WebSocket writes, started with the first WebSocket.
-    flushers: OnceLock<Box<[Arc<FlushQueue>]>>,
-    next_flusher: AtomicUsize,
-}
-
-impl<H: Handler> Drop for Engine<H> {
-    fn drop(&mut self) {
-        for q in self.flushers.get().into_iter().flatten() {
-            q.stop();
-        }
-    }
+    /// The flushers of direct WebSocket writes (maybe shared with other transports).
+    flushers: Arc<Flushers>,
 }
 
 impl<H: Handler> Engine<H> {
-    /// An engine whose session tasks run on `tasks` (drained at shutdown).
+    /// An engine whose session tasks run on `tasks` (drained at shutdown), with
+    /// `config.ws_flushers` flushers of its own.
     pub fn new(config: EngineConfig, handler: H, tasks: TaskTracker) -> Arc<Self> {
+        let flushers = Arc::new(Flushers::new(config.ws_flushers));
+        Self::with_flushers(config, handler, tasks, flushers)
+    }
+
+    /// An engine whose direct writes are served by `flushers` (shared with the server's
+    /// other transports; `config.ws_flushers` is then not read).
+    pub fn with_flushers(
+        config: EngineConfig,
+        handler: H,
+        tasks: TaskTracker,
+        flushers: Arc<Flushers>,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             config,
             handler,
@@ -97,35 +101,17 @@ impl<H: Handler> Engine<H> {
             closing: AtomicBool::new(false),
             tasks,
             stats: Arc::default(),
-            flushers: OnceLock::new(),
-            next_flusher: AtomicUsize::new(0),
+            flushers,
         })
-    }
-
-    /// A flush queue for a new direct session (round robin over the flushers).
-    fn flush_queue(&self) -> Arc<FlushQueue> {
-        let queues = self.flushers.get_or_init(|| {
-            (0..self.config.ws_flushers.max(1))
-                .map(|_| {
-                    let q = Arc::new(FlushQueue::new());
-                    tokio::spawn(q.clone().run());
-                    q
-                })
-                .collect()
-        });
-        let i = self.next_flusher.fetch_add(1, Ordering::Relaxed) % queues.len();
-        queues[i].clone()
     }
 
     /// Makes `session` write straight to `wire` from now on.
     fn attach(&self, session: &Arc<Session<H::Data>>, wire: Option<Arc<Wire>>) {
         if let Some(wire) = wire {
             let me: Weak<dyn Flushable> = Arc::downgrade(session) as _;
-            session.attach_direct(Direct {
-                wire,
-                queue: self.flush_queue(),
-                me,
-            });
+            session
+                .out
+                .attach_direct(wire, self.flushers.queue(), me, Encoding::WebSocket);
         }
     }
 

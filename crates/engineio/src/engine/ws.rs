@@ -23,9 +23,11 @@ use super::{Body, Engine, Handler, Message, handshake_of};
 use crate::frame::Frame;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::kind::{CloseReason, TransportKind};
+use crate::outbox::Wire;
 use crate::packet::Inbound;
-use crate::session::{DirectWrite, Handshake, Session, Sid};
-use crate::wire::{Wire, WireIo, with_buf};
+use crate::session::{Handshake, Session, Sid};
+use crate::wire::direct_io;
+use crate::wire::with_buf;
 
 impl<H: Handler> Engine<H> {
     pub(super) fn accept_websocket<B>(
@@ -74,14 +76,9 @@ impl<H: Handler> Engine<H> {
                 }
             };
             // Direct writes need the TCP stream itself (our own server's connections).
-            let io = if this.config.ws_flushers > 0 {
-                match io.downcast::<TokioIo<tokio::net::TcpStream>>() {
-                    Ok(parts) => {
-                        let wire = Arc::new(Wire::new(
-                            Arc::new(parts.io.into_inner()),
-                            this.config.ws_max_write_buffer,
-                        ));
-                        let io = WireIo::new(wire.clone(), parts.read_buf);
+            let io = if this.flushers.enabled() {
+                match direct_io(io, this.config.ws_max_write_buffer) {
+                    Ok((wire, io)) => {
                         let ws = Box::pin(this.serve_websocket(
                             io,
                             Some(wire),
@@ -256,7 +253,7 @@ impl<H: Handler> Engine<H> {
     {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         // Attached before the loop starts, detached when it ends (crate::wire).
-        let wire = session.wire();
+        let wire = session.out.wire();
         loop {
             if let Some(reason) = session.closed_reason() {
                 // Flush what is queued (an error event, a disconnect packet), then close;
@@ -264,7 +261,7 @@ impl<H: Handler> Engine<H> {
                 // client's socket is full already: it gets what fits at once, no more.
                 let goodbye = async {
                     let _ = match &wire {
-                        Some(w) => Self::flush_direct(session, w, true).await.map_err(drop),
+                        Some(w) => session.out.flush_direct(w, true).await.map_err(drop),
                         None => self.flush_outbox(session, ws).await,
                     };
                     let code = if reason == CloseReason::ServerShutdown {
@@ -293,14 +290,14 @@ impl<H: Handler> Engine<H> {
             let blocked = wire.as_ref().is_some_and(|w| w.lock().is_blocked());
             tokio::select! {
                 biased;
-                _ = session.wake.notified() => {
+                _ = session.out.wake.notified() => {
                     // Boxed (like every one-off future here) so an idle connection's task
                     // is only as large as its waiting state.
                     match &wire {
                         // Never waits: a full socket is drained by the branch below.
                         Some(_) if blocked => {}
                         Some(_) => {
-                            with_buf(|buf| session.write_direct(buf, false));
+                            with_buf(|buf| session.out.write_direct(buf, false));
                         }
                         // The task writes itself: a socket that takes nothing for a
                         // ping timeout belongs to a client that stopped reading.
@@ -321,7 +318,7 @@ impl<H: Handler> Engine<H> {
                     None => std::task::Poll::Pending,
                 }), if blocked => match drained {
                     Ok(()) => {
-                        with_buf(|buf| session.write_direct(buf, false));
+                        with_buf(|buf| session.out.write_direct(buf, false));
                     }
                     Err(_) => session.close(CloseReason::TransportError),
                 },
@@ -346,7 +343,7 @@ impl<H: Handler> Engine<H> {
                     // The answer to what the client sent goes out now, not behind the
                     // sessions already on the flush queue.
                     if wire.is_some() {
-                        with_buf(|buf| session.write_direct(buf, false));
+                        with_buf(|buf| session.out.write_direct(buf, false));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if heartbeat.is_some() => {
@@ -359,23 +356,7 @@ impl<H: Handler> Engine<H> {
                 }
             }
         }
-        session.detach_direct();
-    }
-
-    /// The session task's share of direct writes: what the socket did not take, then
-    /// whatever is queued, until both are out (or the socket fails).
-    async fn flush_direct(
-        session: &Session<H::Data>,
-        wire: &Wire,
-        closing: bool,
-    ) -> std::io::Result<()> {
-        loop {
-            wire.drain().await?;
-            match with_buf(|buf| session.write_direct(buf, closing)) {
-                DirectWrite::Blocked => continue,
-                DirectWrite::Done | DirectWrite::Off => return Ok(()),
-            }
-        }
+        session.out.detach_direct();
     }
 
     async fn flush_outbox<S>(
@@ -386,7 +367,7 @@ impl<H: Handler> Engine<H> {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let frames = session.take_outbox();
+        let frames = session.out.take();
         if frames.is_empty() {
             return Ok(());
         }

@@ -183,7 +183,7 @@ impl Member for Conn {
 }
 
 /// A connection's bounded outbound queue and the slow-client policy (as
-/// `transport::Outbound`: a volatile message meets a full queue and is dropped; anything
+/// `engineio::outbox::Outbox`: a volatile message meets a full queue and is dropped; anything
 /// else closes the client). A plain deque that holds no memory while empty, instead of a
 /// channel whose first block (32 slots) lives as long as the connection.
 struct Queue {

@@ -10,9 +10,10 @@ pub mod sse;
 pub mod ws;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use engineio::outbox::{Flushers, OutboxCounters};
 use hub::{Hub, MemberId, Payload, Publish};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,10 @@ pub struct Transports {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Browser origins allowed to open `/ws` and `/events`.
     pub origins: engineio::AllowedOrigins,
+    /// The flushers of direct writes, shared with the Socket.IO engine.
+    flushers: Arc<Flushers>,
+    ws_counters: Arc<dyn OutboxCounters>,
+    sse_counters: Arc<dyn OutboxCounters>,
     ws_open: Arc<AtomicUsize>,
     sse_open: Arc<AtomicUsize>,
     /// On a cluster node: the fleet's presence book, which decides what is announced.
@@ -61,6 +66,7 @@ impl std::fmt::Debug for Transports {
 }
 
 impl Transports {
+    #[allow(clippy::too_many_arguments)] // each is one of the server's shared parts
     pub fn new(
         hub: Arc<Hub>,
         realtime: Arc<Realtime>,
@@ -69,8 +75,18 @@ impl Transports {
         tasks: TaskTracker,
         metrics: Arc<crate::metrics::Metrics>,
         origins: engineio::AllowedOrigins,
+        flushers: Arc<Flushers>,
     ) -> Arc<Transports> {
         Arc::new(Transports {
+            flushers,
+            ws_counters: Arc::new(PlainOut {
+                metrics: metrics.clone(),
+                sse: false,
+            }),
+            sse_counters: Arc::new(PlainOut {
+                metrics: metrics.clone(),
+                sse: true,
+            }),
             metrics,
             origins,
             hub,
@@ -145,53 +161,31 @@ pub fn announce(hub: &Hub, room: &str, event: &str, user: &str, except: Option<M
     });
 }
 
-/// A client's bounded outbound queue and the slow-client policy (DESIGN principle 5):
-/// a volatile message meets a full queue and is dropped; anything else marks the client
-/// closed and wakes its loop, which disconnects it.
-pub(crate) struct Outbound<T> {
-    tx: tokio::sync::mpsc::Sender<T>,
-    /// Set when the queue overflowed with a message that may not be dropped.
-    pub(crate) slow: tokio::sync::Notify,
-    pub(crate) closed: std::sync::atomic::AtomicBool,
+/// Where a plain transport's outboxes count (`/metrics`).
+struct PlainOut {
+    metrics: Arc<crate::metrics::Metrics>,
+    sse: bool,
 }
 
-impl<T> Outbound<T> {
-    pub(crate) fn new(capacity: usize) -> (Outbound<T>, tokio::sync::mpsc::Receiver<T>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        let out = Outbound {
-            tx,
-            slow: tokio::sync::Notify::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        };
-        (out, rx)
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn offer(&self, item: T, volatile: bool, dropped: &AtomicU64) -> hub::Delivery {
-        use tokio::sync::mpsc::error::TrySendError;
-        if self.is_closed() {
-            return hub::Delivery::Closed;
+impl PlainOut {
+    fn counters(&self) -> &crate::metrics::PlainCounters {
+        if self.sse {
+            &self.metrics.sse
+        } else {
+            &self.metrics.ws
         }
-        match self.tx.try_send(item) {
-            Ok(()) => hub::Delivery::Delivered,
-            Err(TrySendError::Full(_)) if volatile => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                hub::Delivery::Dropped
-            }
-            Err(TrySendError::Full(_)) => {
-                self.close();
-                self.slow.notify_one();
-                hub::Delivery::Closed
-            }
-            Err(TrySendError::Closed(_)) => hub::Delivery::Closed,
-        }
+    }
+}
+
+impl OutboxCounters for PlainOut {
+    fn taken(&self, frames: usize, waited: Duration) {
+        let c = self.counters();
+        c.delivery.observe(waited);
+        c.out.fetch_add(frames as u64, Ordering::Relaxed);
+    }
+
+    fn dropped(&self) {
+        self.counters().dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -6,23 +6,30 @@
 //! channels in order, or, when the history no longer reaches back that far, a `reset`
 //! event first: it never silently skips. A comment heartbeat keeps proxies from timing
 //! out; a client that reads too slowly is disconnected once its queue is full.
+//!
+//! Events leave through an `engineio::outbox::Outbox`, as WebSocket frames do. On a plain
+//! TCP HTTP/1.1 connection with flushers on, the first events go out as hyper's first
+//! chunk; once hyper has flushed them (and the response head) into the connection's wire,
+//! the stream switches to direct writes: a delivery queues the event and a flusher writes
+//! each client's queued events as one HTTP chunk, waking no task. hyper still ends the
+//! body (the last chunk) after the stream has closed the outbox and let go of the wire.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use engineio::outbox::{ConnectionWire, Encoding, Flushable, Outbox, OutboxCounters, Wire};
+use engineio::{CloseReason, Frame, Push};
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, RoomId};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::access::Via;
-use super::{OpenGuard, Outbound, Transports, client_id};
+use super::{OpenGuard, Transports, client_id};
 use crate::auth::AuthError;
 use crate::metrics::Close;
 use crate::realtime::user_room;
@@ -59,25 +66,38 @@ fn encode_envelope(env: &Envelope) -> Bytes {
 
 struct SseClient {
     user: String,
-    out: Outbound<(u64, tokio::time::Instant, Bytes)>,
-    metrics: Arc<crate::metrics::Metrics>,
+    out: Outbox<dyn OutboxCounters>,
+    /// Live messages at or below this offset were already sent as replay (set under the
+    /// hub lock by the join, before any later delivery).
+    replayed_upto: AtomicU64,
 }
 
 impl Member for SseClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.out.is_closed() {
+        if self.out.closed_reason().is_some() {
             return Delivery::Closed;
         }
+        if envelope.offset <= self.replayed_upto.load(Ordering::Relaxed) {
+            return Delivery::Delivered;
+        }
         let chunk = envelope.encoded(format(), encode_envelope);
-        let item = (envelope.offset, tokio::time::Instant::now(), chunk);
-        self.out
-            .offer(item, envelope.volatile, &self.metrics.sse.dropped)
+        match self.out.push(Frame::Binary(chunk), envelope.volatile) {
+            Push::Queued => Delivery::Delivered,
+            Push::Dropped => Delivery::Dropped,
+            Push::Closed => Delivery::Closed,
+        }
     }
     fn transport(&self) -> &'static str {
         "sse"
     }
     fn user(&self) -> Option<&str> {
         Some(&self.user)
+    }
+}
+
+impl Flushable for SseClient {
+    fn flush_queued(&self, buf: &mut Vec<u8>) {
+        self.out.write_direct(buf, false);
     }
 }
 
@@ -106,11 +126,17 @@ fn resume_of(headers: &HeaderMap, query: &str) -> Resume {
 }
 
 /// `GET /events`.
-pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: Uri) -> Response {
-    if !t.origins.allows(&headers) {
-        return t.refuse_origin(Via::Sse, &headers);
+pub async fn events(State(t): State<Arc<Transports>>, req: Request) -> Response {
+    let headers = req.headers();
+    if !t.origins.allows(headers) {
+        return t.refuse_origin(Via::Sse, headers);
     }
-    let query = uri.query().unwrap_or("");
+    // Direct writes frame events as HTTP/1.1 chunks on the connection's own stream.
+    let wire = match req.extensions().get::<ConnectionWire>() {
+        Some(w) if req.version() == Version::HTTP_11 && t.flushers.enabled() => Some(w.0.clone()),
+        _ => None,
+    };
+    let query = req.uri().query().unwrap_or("");
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -171,38 +197,38 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         Err(refused) => return crate::limits::unavailable(refused),
     };
 
-    let (out, rx) = Outbound::new(t.config.queue);
     t.metrics.sse.opened.fetch_add(1, Ordering::Relaxed);
     let client = Arc::new(SseClient {
         user,
-        metrics: t.metrics.clone(),
-        out,
+        out: Outbox::new(t.config.queue, t.sse_counters.clone()),
+        replayed_upto: AtomicU64::new(0),
     });
     let member = t.hub.add_member(client.clone());
     let id = client_id();
-    let mut initial: VecDeque<Bytes> = VecDeque::new();
-    initial.push_back(Bytes::from_static(b"retry: 2000\n\n"));
-    initial.push_back(sse_event(
+    let mut initial: Vec<Bytes> = Vec::new();
+    initial.push(Bytes::from_static(b"retry: 2000\n\n"));
+    initial.push(sse_event(
         None,
         "connected",
         &json!({"clientId": id, "userId": client.user, "channels": channels}).to_string(),
     ));
     let limit = t.config.presence_limit;
-    let mut replayed_upto = 0;
-    let arrived = match resume_of(&headers, query) {
+    let arrived = match resume_of(headers, query) {
         Resume::After(after) => {
             let mut replay: Vec<Arc<Envelope>> = Vec::new();
             match t.hub.join_with_replay(member, &rooms, after, limit, |r| {
-                replay.extend_from_slice(r)
+                replay.extend_from_slice(r);
+                if let Some(last) = r.last() {
+                    client.replayed_upto.store(last.offset, Ordering::Relaxed);
+                }
             }) {
                 Ok(arrived) => {
-                    replayed_upto = replay.last().map_or(0, |e| e.offset);
                     initial.extend(replay.iter().map(|e| e.encoded(format(), encode_envelope)));
                     arrived
                 }
                 Err(hub::Gap) => {
                     let arrived = join_all(&t, member, &rooms);
-                    initial.push_back(reset(
+                    initial.push(reset(
                         &t,
                         after.to_string(),
                         "history no longer reaches back to it",
@@ -213,7 +239,7 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         }
         Resume::Invalid(raw) => {
             let arrived = join_all(&t, member, &rooms);
-            initial.push_back(reset(&t, raw, "not an event id of this server"));
+            initial.push(reset(&t, raw, "not an event id of this server"));
             arrived
         }
         Resume::Fresh => join_all(&t, member, &rooms),
@@ -228,15 +254,20 @@ pub async fn events(State(t): State<Arc<Transports>>, headers: HeaderMap, uri: U
         tokio::time::Instant::now() + t.config.heartbeat,
         t.config.heartbeat,
     );
+    // The first events go out as hyper's first chunk, counted as the frames they are.
+    t.metrics
+        .sse
+        .out
+        .fetch_add(initial.len() as u64, Ordering::Relaxed);
     let state = StreamState {
         _open: OpenGuard::new(&t.sse_open),
         _user: user_permit,
         t,
         member,
         client,
-        rx,
-        initial,
-        replayed_upto,
+        initial: Some(Bytes::from(initial.concat())),
+        handover: wire,
+        wire: None,
         heartbeat,
         done: false,
         how: Close::Client,
@@ -278,55 +309,138 @@ struct StreamState {
     _user: engineio::Permit,
     member: MemberId,
     client: Arc<SseClient>,
-    rx: mpsc::Receiver<(u64, tokio::time::Instant, Bytes)>,
-    initial: VecDeque<Bytes>,
-    /// Live messages at or below this offset were already sent as replay.
-    replayed_upto: u64,
+    /// `retry`, `connected`, any replay or `reset`: hyper's first chunk.
+    initial: Option<Bytes>,
+    /// The connection's wire, until the stream switches to direct writes.
+    handover: Option<Arc<Wire>>,
+    /// The wire while writing directly.
+    wire: Option<Arc<Wire>>,
     heartbeat: tokio::time::Interval,
     done: bool,
     how: Close,
 }
 
+/// The heartbeat comment, as written directly: one HTTP chunk.
+const PING_CHUNK: &[u8] = b"8\r\n: ping\n\n\r\n";
+const PING: &[u8] = b": ping\n\n";
+
 impl StreamState {
+    /// The next chunk hyper writes. While writing directly this only returns to end the
+    /// stream (or with the slow-client notice): everything else goes through the wire.
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        if let Some(b) = self.initial.pop_front() {
-            self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.initial.take() {
             return Some(b);
         }
         if self.done {
             return None;
         }
-        loop {
+        if let Some(wire) = self.handover.take() {
+            // hyper holds the response head and the first chunk in its buffer; it flushes
+            // them into the wire before it polls the body again, and only then may direct
+            // writes start (they would come first otherwise).
+            let seen = wire.flushes();
             tokio::select! {
                 biased;
                 _ = self.t.stop.cancelled() => {
                     self.how = Close::Shutdown;
                     return None;
                 }
-                _ = self.client.out.slow.notified() => {
-                    self.done = true;
-                    self.how = Close::SlowClient;
-                    return Some(sse_event(None, "error", r#"{"message":"Slow client: send queue full, disconnecting"}"#));
+                _ = std::future::poll_fn(|cx| wire.poll_flushed_after(seen, cx)) => {}
+            }
+            let me: Weak<SseClient> = Arc::downgrade(&self.client);
+            let me: Weak<dyn Flushable> = me;
+            wire.set_max_unsent(self.t.config.max_message.saturating_mul(2));
+            self.client.out.attach_direct(
+                wire.clone(),
+                self.t.flushers.queue(),
+                me,
+                Encoding::Chunked,
+            );
+            self.wire = Some(wire);
+        }
+        loop {
+            // A direct stream whose socket is full waits for it here.
+            let blocked = self.wire.as_ref().is_some_and(|w| w.is_blocked());
+            tokio::select! {
+                biased;
+                _ = self.t.stop.cancelled() => {
+                    self.how = Close::Shutdown;
+                    self.end(CloseReason::ServerShutdown);
+                    return None;
                 }
-                item = self.rx.recv() => match item {
-                    Some((offset, _, _)) if offset <= self.replayed_upto => continue,
-                    Some((_, queued, chunk)) => {
-                        self.t.metrics.sse.delivery.observe(queued.elapsed());
-                        self.t.metrics.sse.out.fetch_add(1, Ordering::Relaxed);
-                        return Some(chunk);
+                _ = self.client.out.wake.notified() => {
+                    match self.client.out.closed_reason() {
+                        Some(CloseReason::SlowClient) => {
+                            self.done = true;
+                            self.how = Close::SlowClient;
+                            self.end(CloseReason::SlowClient);
+                            return Some(sse_event(None, "error", r#"{"message":"Slow client: send queue full, disconnecting"}"#));
+                        }
+                        // A direct write failed: the connection is gone.
+                        Some(_) => {
+                            self.end(CloseReason::TransportError);
+                            return None;
+                        }
+                        None => {}
                     }
-                    None => return None,
+                    match &self.wire {
+                        // Never waits: a full socket is drained by the branch below.
+                        Some(_) if blocked => {}
+                        Some(_) => self.client.out.flush(),
+                        // hyper writes: everything queued as one chunk.
+                        None => {
+                            let frames = self.client.out.take();
+                            let mut chunk = Vec::new();
+                            for f in &frames {
+                                if let Frame::Binary(b) = f {
+                                    chunk.extend_from_slice(b);
+                                }
+                            }
+                            if !chunk.is_empty() {
+                                return Some(Bytes::from(chunk));
+                            }
+                        }
+                    }
+                }
+                drained = std::future::poll_fn(|cx| match &self.wire {
+                    Some(w) => w.poll_drain(cx),
+                    None => std::task::Poll::Pending,
+                }), if blocked => match drained {
+                    Ok(()) => self.client.out.flush(),
+                    Err(_) => {
+                        self.end(CloseReason::TransportError);
+                        return None;
+                    }
                 },
-                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": ping\n\n")),
+                _ = self.heartbeat.tick() => match &self.wire {
+                    // Whole, between the flushers' chunks; a full socket keeps it in its
+                    // backlog (never waits).
+                    Some(w) => {
+                        if w.write_now(PING_CHUNK).is_err() {
+                            self.end(CloseReason::TransportError);
+                            return None;
+                        }
+                    }
+                    None => return Some(Bytes::from_static(PING)),
+                },
             }
         }
+    }
+
+    /// Stops the outbox and direct writes: hyper writes what follows (a notice, the last
+    /// chunk), after anything the flushers wrote.
+    fn end(&mut self, reason: CloseReason) {
+        self.client.out.close(reason);
+        self.client.out.detach_direct();
+        self.wire = None;
     }
 }
 
 impl Drop for StreamState {
     fn drop(&mut self) {
         self.t.metrics.sse.closed(self.how);
-        self.client.out.close();
+        self.client.out.close(CloseReason::TransportClose);
+        self.client.out.detach_direct();
         for room in self
             .t
             .hub

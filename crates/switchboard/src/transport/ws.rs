@@ -6,13 +6,20 @@
 //! "offset"?}`, acks `{"ack", "data"}`, errors `{"event": "error", "data": {"message"}}`.
 //! Close codes: 4001 unauthorized, 4003 token expired, 4008 heartbeat timeout, 4009 slow
 //! client, 1009 frame too big, 1001 server shutting down.
+//!
+//! Frames leave through an `engineio::outbox::Outbox`, as Engine.IO sessions' do: on a
+//! plain TCP connection with flushers on (`ws_flushers`), a delivery queues the frame and
+//! a flusher writes each connection's queued frames in one write, waking no task; the
+//! connection's task writes only pings, the close frame, and what a full socket left.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use engineio::outbox::{Encoding, Flushable, Outbox, OutboxCounters, Wire, direct_io};
+use engineio::{CloseReason, Frame, Push};
 use futures_util::{SinkExt, StreamExt};
 use hub::{Delivery, Envelope, FormatId, Member, MemberId, Payload, Presence, Publish};
 use hyper_util::rt::TokioIo;
@@ -24,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::access::Via;
-use super::{OpenGuard, Outbound, Transports, client_id};
+use super::{OpenGuard, Transports, client_id};
 use crate::auth::AuthError;
 use crate::limits::{UserEvents, user_rate_message};
 use crate::metrics::Close;
@@ -68,8 +75,7 @@ struct WsClient {
     grants: Option<Arc<[String]>>,
     hub: Arc<hub::Hub>,
     member: OnceLock<MemberId>,
-    out: Outbound<(Instant, Utf8Bytes)>,
-    metrics: Arc<crate::metrics::Metrics>,
+    out: Outbox<dyn OutboxCounters>,
 }
 
 impl WsClient {
@@ -78,8 +84,11 @@ impl WsClient {
     }
 
     fn queue(&self, frame: Utf8Bytes, volatile: bool) -> Delivery {
-        self.out
-            .offer((Instant::now(), frame), volatile, &self.metrics.ws.dropped)
+        match self.out.push(Frame::Text(frame), volatile) {
+            Push::Queued => Delivery::Delivered,
+            Push::Dropped => Delivery::Dropped,
+            Push::Closed => Delivery::Closed,
+        }
     }
 
     fn send_event(&self, event: &str, data: &str) {
@@ -110,7 +119,7 @@ impl WsClient {
 
 impl Member for WsClient {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        if self.out.is_closed() {
+        if self.out.closed_reason().is_some() {
             return Delivery::Closed;
         }
         let frame = envelope.encoded(format(), encode_envelope);
@@ -121,6 +130,12 @@ impl Member for WsClient {
     }
     fn user(&self) -> Option<&str> {
         Some(&self.user)
+    }
+}
+
+impl Flushable for WsClient {
+    fn flush_queued(&self, buf: &mut Vec<u8>) {
+        self.out.write_direct(buf, false);
     }
 }
 
@@ -232,25 +247,31 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
             .max_write_buffer_size(this.config.max_message.saturating_mul(2))
             .max_message_size(Some(this.config.max_message))
             .max_frame_size(Some(this.config.max_message));
-        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+        this.metrics.ws.opened.fetch_add(1, Ordering::Relaxed);
+        // Direct writes need the TCP stream itself (not a TLS one).
+        let io = if this.flushers.enabled() {
+            match direct_io(io, this.config.max_message.saturating_mul(2)) {
+                Ok((wire, io)) => {
+                    let ws = Box::pin(WebSocketStream::from_raw_socket(
+                        io,
+                        Role::Server,
+                        Some(config),
+                    ))
+                    .await;
+                    return Box::pin(serve(this, identity, ws, Some(wire))).await;
+                }
+                Err(io) => io,
+            }
+        } else {
+            io
+        };
+        let ws = Box::pin(WebSocketStream::from_raw_socket(
             TokioIo::new(io),
             Role::Server,
             Some(config),
         ))
         .await;
-        this.metrics.ws.opened.fetch_add(1, Ordering::Relaxed);
-        match identity {
-            Ok(id) => Box::pin(run(this, id, ws)).await,
-            Err(e) => {
-                tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "/ws token refused");
-                this.metrics.ws.closed(Close::Unauthorized);
-                let (code, reason) = match e {
-                    AuthError::Expired => (4003, "Token expired"),
-                    _ => (4001, "Unauthorized"),
-                };
-                close(&mut ws, code, reason).await;
-            }
-        }
+        Box::pin(serve(this, identity, ws, None)).await
     });
     let mut res = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -264,6 +285,29 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// An upgraded connection: the session, or the close code of a refused token.
+async fn serve<S>(
+    t: Arc<Transports>,
+    identity: Result<crate::auth::Identity, AuthError>,
+    mut ws: WebSocketStream<S>,
+    wire: Option<Arc<Wire>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    match identity {
+        Ok(id) => Box::pin(run(t, id, ws, wire)).await,
+        Err(e) => {
+            tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "/ws token refused");
+            t.metrics.ws.closed(Close::Unauthorized);
+            let (code, reason) = match e {
+                AuthError::Expired => (4003, "Token expired"),
+                _ => (4001, "Unauthorized"),
+            };
+            close(&mut ws, code, reason).await;
+        }
+    }
+}
+
 async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -272,32 +316,39 @@ where
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(Some(frame))).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
 }
 
 /// One authenticated connection, from its first frame to its cleanup. Not an `async fn`,
 /// so the stream is stored once in the future (see `engineio::Engine::run_websocket`).
+/// `wire`: the connection's TCP stream for direct writes (crate docs), if it has one.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 fn run<S>(
     t: Arc<Transports>,
     identity: crate::auth::Identity,
     mut ws: WebSocketStream<S>,
+    wire: Option<Arc<Wire>>,
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     async move {
         let _open = OpenGuard::new(&t.ws_open);
-        let (out, mut rx) = Outbound::new(t.config.queue);
         let client = Arc::new(WsClient {
             id: client_id(),
             user: identity.user,
             grants: identity.rooms,
-            metrics: t.metrics.clone(),
             hub: t.hub.clone(),
             member: OnceLock::new(),
-            out,
+            out: Outbox::new(t.config.queue, t.ws_counters.clone()),
         });
+        if let Some(wire) = &wire {
+            let me: Weak<WsClient> = Arc::downgrade(&client);
+            let me: Weak<dyn Flushable> = me;
+            client
+                .out
+                .attach_direct(wire.clone(), t.flushers.queue(), me, Encoding::WebSocket);
+        }
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
         let _ = t.hub.join(member, &user_room(&client.user));
@@ -312,17 +363,44 @@ where
         let mut pong_due: Option<Instant> = None;
         let ending: Option<(u16, &'static str)> = loop {
             let wake = pong_due.map_or(ping_at, |d| d.min(ping_at));
+            // A direct connection whose socket is full waits for it here, while still
+            // reading, pinging and noticing a close.
+            let blocked = wire.as_ref().is_some_and(|w| w.is_blocked());
             tokio::select! {
                 biased;
                 _ = t.stop.cancelled() => break Some((1001, "Server shutting down")),
-                _ = client.out.slow.notified() => break Some((4009, "Slow client: send queue full")),
-                Some((queued, frame)) = rx.recv() => {
-                    t.metrics.ws.delivery.observe(queued.elapsed());
-                    t.metrics.ws.out.fetch_add(1, Ordering::Relaxed);
-                    if ws.send(Message::Text(frame)).await.is_err() {
-                        break None;
+                _ = client.out.wake.notified() => {
+                    match client.out.closed_reason() {
+                        Some(CloseReason::SlowClient) => break Some((4009, "Slow client: send queue full")),
+                        // A direct write failed: the connection is gone.
+                        Some(_) => break None,
+                        None => {}
+                    }
+                    match &wire {
+                        // Never waits: a full socket is drained by the branch below.
+                        Some(_) if blocked => {}
+                        Some(_) => client.out.flush(),
+                        // The task writes itself: a socket that takes nothing for a
+                        // heartbeat timeout belongs to a client that stopped reading.
+                        None => match tokio::time::timeout(
+                            t.config.heartbeat_timeout,
+                            write_queued(&client.out, &mut ws),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(())) => break None,
+                            Err(_) => break Some((4009, "Slow client: send queue full")),
+                        },
                     }
                 }
+                drained = std::future::poll_fn(|cx| match &wire {
+                    Some(w) => w.poll_drain(cx),
+                    None => std::task::Poll::Pending,
+                }), if blocked => match drained {
+                    Ok(()) => client.out.flush(),
+                    Err(_) => break None,
+                },
                 msg = ws.next() => {
                     pong_due = None;
                     match msg {
@@ -351,6 +429,9 @@ where
                             break None;
                         }
                     }
+                    // The answer to what the client sent goes out now, not behind the
+                    // connections already on the flush queue.
+                    client.out.flush();
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
@@ -358,7 +439,13 @@ where
                         break Some((4008, "Heartbeat timeout"));
                     }
                     if now >= ping_at {
-                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                        let sent = match &wire {
+                            // An empty ping frame, written whole between the flushers'
+                            // writes (never waits: a full socket keeps it in its backlog).
+                            Some(w) => w.write_now(&[0x89, 0x00]).is_ok(),
+                            None => ws.send(Message::Ping(Default::default())).await.is_ok(),
+                        };
+                        if !sent {
                             break None;
                         }
                         pong_due.get_or_insert(now + t.config.heartbeat_timeout);
@@ -367,7 +454,11 @@ where
                 }
             }
         };
-        client.out.close();
+        client.out.close(match ending {
+            Some((1001, _)) => CloseReason::ServerShutdown,
+            Some((4009, _)) => CloseReason::SlowClient,
+            _ => CloseReason::TransportClose,
+        });
         t.metrics.ws.closed(match ending {
             None => Close::Client,
             Some((1001, _)) => Close::Shutdown,
@@ -383,22 +474,50 @@ where
             t.departed(&room, &client.user);
         }
         if let Some((code, reason)) = ending {
-            // Whatever was queued before a shutdown still goes out first.
+            // Whatever was queued before a shutdown still goes out first (bounded, like
+            // the close frame).
             if code == 1001 {
-                while let Ok((_, frame)) = rx.try_recv() {
-                    if ws.feed(Message::Text(frame)).await.is_err() {
-                        break;
+                let goodbye = async {
+                    match &wire {
+                        Some(w) => client.out.flush_direct(w, true).await.map_err(drop),
+                        None => write_queued(&client.out, &mut ws).await,
                     }
-                }
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
             }
             close(&mut ws, code, reason).await;
         }
+        // Lets go of the socket even if a callback still holds the client.
+        client.out.detach_direct();
         // A graceful restart takes no one's seats: the holds stay until their expiresAt
         // (README "Holds across a restart"); any other end releases them.
         if !matches!(ending, Some((1001, _))) {
             t.realtime.session_ended(&client.id).await;
         }
     }
+}
+
+/// How long a goodbye (queued frames, the close frame) may take.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Without direct writes: the connection's task writes what is queued.
+async fn write_queued<S>(
+    out: &Outbox<dyn OutboxCounters>,
+    ws: &mut WebSocketStream<S>,
+) -> Result<(), ()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frames = out.take();
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for f in frames {
+        if let Frame::Text(text) = f {
+            ws.feed(Message::Text(text)).await.map_err(drop)?;
+        }
+    }
+    ws.flush().await.map_err(drop)
 }
 
 fn room_of(obj: &serde_json::Map<String, Value>) -> Result<&str, &'static str> {
