@@ -336,6 +336,30 @@ pub fn direct_io(
     Ok((wire.clone(), WireIo::new(wire, prefix)))
 }
 
+/// Reads what the socket has into `buf` through this thread's scratch buffer, never
+/// through `buf`'s uninitialized space: safe code would have to zero that first, a memset
+/// of all of hyper's read buffer (8 KB or more) on every read of an HTTP connection, for
+/// the few hundred bytes a request usually is.
+fn read_into(tcp: &TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+            std::cell::RefCell::new(vec![0; 16 * 1024].into_boxed_slice());
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let n = buf.remaining().min(scratch.len());
+            let got = tcp.try_read(&mut scratch[..n])?;
+            buf.put_slice(&scratch[..got]);
+            Ok(())
+        }
+        Err(_) => {
+            let got = tcp.try_read(buf.initialize_unfilled())?;
+            buf.advance(got);
+            Ok(())
+        }
+    })
+}
+
 impl AsyncRead for WireIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -353,11 +377,8 @@ impl AsyncRead for WireIo {
             ready!(tcp.poll_read_ready(cx))?;
             // `try_read` clears the readiness when the socket has nothing: the next
             // `poll_read_ready` then registers for the next bytes.
-            match tcp.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
+            match read_into(tcp, buf) {
+                Ok(()) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }

@@ -62,18 +62,19 @@ pub async fn run(
         let router = app.router.clone();
         match &app.tls {
             None if app.direct_writes => {
-                // Transports write straight to the stream (`engineio::outbox`): an SSE
-                // response's events, a WebSocket's frames after the upgrade.
-                let wire = Arc::new(Wire::new(Arc::new(stream), 0));
-                let io = WireIo::new(wire.clone(), bytes::Bytes::new());
-                app.tasks.spawn(serve_connection(
-                    http.clone(),
-                    io,
-                    router,
-                    addr,
-                    stop.clone(),
-                    Some(ConnectionWire(wire)),
-                ));
+                let (http, stop) = (http.clone(), stop.clone());
+                app.tasks.spawn(async move {
+                    // Transports write straight to the stream (`engineio::outbox`): an SSE
+                    // response's events, a WebSocket's frames after the upgrade. Made in
+                    // the connection's task, not the accept loop: these live as long as
+                    // the connection, and allocated on the accept loop's thread between
+                    // the short-lived task cells they would leave holes the allocator
+                    // keeps (measured: ~0.8 KB of RSS per idle client).
+                    let wire = Arc::new(Wire::new(Arc::new(stream), 0));
+                    let io = WireIo::new(wire.clone(), bytes::Bytes::new());
+                    let conn_wire = Some(ConnectionWire(wire));
+                    serve_connection(http, io, router, addr, stop, conn_wire).await;
+                });
             }
             None => {
                 app.tasks.spawn(serve_connection(
