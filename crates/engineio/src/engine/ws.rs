@@ -256,6 +256,9 @@ impl<H: Handler> Engine<H> {
         let wire = session.out.wire();
         loop {
             if let Some(reason) = session.closed_reason() {
+                // The outbox may have closed itself (a failed direct write): the lifecycle
+                // owner of an upgraded polling-born session waits on `control`, not `wake`.
+                session.control.notify_one();
                 // Flush what is queued (an error event, a disconnect packet), then close;
                 // bounded, so a client that stopped reading cannot keep its task. A slow
                 // client's socket is full already: it gets what fits at once, no more.
