@@ -731,3 +731,68 @@ async fn stalled_ws_and_sse_readers_are_closed_as_slow_with_direct_writes() {
 async fn stalled_ws_and_sse_readers_are_closed_as_slow_with_direct_writes_off() {
     stalled_ws_and_sse_readers_are_closed_as_slow("0").await;
 }
+
+/// An HTTP/1.0 SSE request has no chunked encoding: its events are written by hyper, as
+/// they were before direct writes (a close-delimited body, no chunk framing).
+#[tokio::test]
+async fn an_http_1_0_sse_stream_is_not_chunked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = full_server(&[("ws_flushers", "1")]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /events?channels=old&userId=old HTTP/1.0\r\nHost: t\r\n\r\n")
+        .await
+        .expect("request");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut published = false;
+    let body = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n = tcp.read(&mut chunk).await.expect("read");
+            assert!(
+                n > 0,
+                "stream ended early: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&chunk[..n]);
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let body = &got[end + 4..];
+            if !published && body.windows(9).any(|w| w == b"connected") {
+                published = true;
+                let (status, _) = http_with(
+                    s.addr,
+                    "POST",
+                    "/api/publish",
+                    &format!("Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"),
+                    br#"{"room":"old","event":"message","data":{"content":{"n":0}}}"#,
+                )
+                .await;
+                assert_eq!(status, 200);
+            }
+            if body.windows(14).any(|w| w == b"event: message") && body.ends_with(b"\n\n") {
+                return (
+                    String::from_utf8_lossy(&got[..end]).to_lowercase(),
+                    body.to_vec(),
+                );
+            }
+        }
+    })
+    .await
+    .expect("the message in time");
+    let (head, body) = body;
+    assert!(!head.contains("chunked"), "{head}");
+    assert!(
+        body.starts_with(b"retry: 2000\n\n"),
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        !body.windows(2).any(|w| w == b"\r\n"),
+        "no chunk framing in an HTTP/1.0 body: {:?}",
+        String::from_utf8_lossy(&body)
+    );
+    s.stop().await;
+}
