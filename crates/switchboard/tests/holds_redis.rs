@@ -142,17 +142,21 @@ async fn three_nodes_race_for_a_hundred_seats_and_never_oversell() {
             svc.lock(req(user, 1 + (user % 3) as u32))
                 .await
                 .ok()
-                .map(|h| h.quantity)
+                .map(|h| (user, h.quantity))
         }));
     }
     let mut granted = 0u32;
     let mut winners = 0u64;
+    // A buyer that got seats (the first spawned usually does, but the race decides).
+    let mut a_winner = None;
     for t in tasks {
-        if let Some(q) = t.await.expect("task") {
+        if let Some((user, q)) = t.await.expect("task") {
             granted += q;
             winners += 1;
+            a_winner.get_or_insert(user);
         }
     }
+    let winner = a_winner.expect("someone won");
     assert!(granted <= 100, "oversold: {granted} seats held");
     assert!(
         granted >= 98,
@@ -176,14 +180,16 @@ async fn three_nodes_race_for_a_hundred_seats_and_never_oversell() {
         .await;
     }
     // One hold per user and category, on any node.
-    let again = nodes[1].svc.lock(req(0, 1)).await;
+    let again = nodes[1].svc.lock(req(winner, 1)).await;
     assert!(
         matches!(&again, Err(ServiceError::Refused(m)) if m.contains("already hold")),
         "{again:?}"
     );
     // get-my-locks answers the same on every node.
-    let mine_a = nodes[0].svc.holds_of_user("u0").await.expect("redis");
-    let mine_c = nodes[2].svc.holds_of_user("u0").await.expect("redis");
+    let who = format!("u{winner}");
+    let mine_a = nodes[0].svc.holds_of_user(&who).await.expect("redis");
+    let mine_c = nodes[2].svc.holds_of_user(&who).await.expect("redis");
+    assert_eq!(mine_a.len(), 1, "{who} holds one category");
     assert_eq!(mine_a, mine_c);
     for n in nodes {
         n.stop();
