@@ -11,6 +11,8 @@
 //! - [`limits`]: connection admission (server, per address, handshake rate; 503).
 //! - [`conformance`]: the server the official protocol suites expect.
 //! - [`realtime`]: the `/realtime` namespace (the ticketing contract).
+//! - [`chat`]: chat on every transport (`/chat`, `/ws` actions, SSE, HTTP): rooms,
+//!   persisted messages, receipts, typing, presence.
 //! - [`tickets`]: the hold service (rules + store + timer + broadcasts).
 //! - [`auth`]: JWT (HS256/RS256) or development identities.
 //! - [`nest`]: the NestJS wire formats (RMQ packets, TCP frames), shared by [`ingest`]
@@ -38,6 +40,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod cluster;
 pub mod config;
