@@ -468,6 +468,7 @@ impl utoipa::Modify for BearerKey {
         crate::sockets_api::fetch_sockets, crate::sockets_api::sockets_join,
         crate::sockets_api::sockets_leave, crate::sockets_api::disconnect_sockets,
         crate::sockets_api::server_side_emit, crate::sockets_api::emit_with_ack,
+        crate::chat::api::send, crate::chat::api::history, crate::chat::api::presence,
     ),
     modifiers(&BearerKey)
 )]
@@ -486,6 +487,7 @@ pub fn document() -> serde_json::Value {
         merge(list, serde_json::json!({ "maxItems": MAX_BATCH }));
     }
     tighten_sockets(&mut doc);
+    crate::chat::api::tighten(&mut doc);
     doc
 }
 
@@ -539,7 +541,7 @@ fn tighten_sockets(doc: &mut serde_json::Value) {
 }
 
 /// Names without control characters (`char::is_control`: U+0000-001F, U+007F-009F).
-const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+pub(crate) const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 fn tighten_publish_request(req: &mut serde_json::Value) {
     use serde_json::json;
@@ -573,7 +575,7 @@ fn tighten_publish_request(req: &mut serde_json::Value) {
 }
 
 /// Adds `extra`'s keys to the object `into`.
-fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+pub(crate) fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
     if let (Some(into), serde_json::Value::Object(extra)) = (into.as_object_mut(), extra) {
         into.extend(extra);
     }

@@ -230,6 +230,14 @@ pub enum BuildError {
         #[source]
         source: redis::RedisError,
     },
+    /// The chat store could not be opened.
+    #[error("chat store in {dir}: {source}")]
+    Chat {
+        /// The configured `data_dir`.
+        dir: String,
+        #[source]
+        source: crate::chat::store::StoreError,
+    },
     /// Cluster mode could not start.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -370,6 +378,24 @@ fn holds_of(
     ))
 }
 
+/// The chat on SQLite in `data_dir` (in memory when it is `memory`).
+fn chat_of(config: &Config, hub: &Arc<Hub>) -> Result<Arc<crate::chat::Chat>, BuildError> {
+    let store = if config.data_dir == "memory" {
+        crate::chat::sqlite::SqliteChat::memory()
+    } else {
+        crate::chat::sqlite::SqliteChat::open(std::path::Path::new(&config.data_dir))
+    }
+    .map_err(|source| BuildError::Chat {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
+    Ok(crate::chat::Chat::new(
+        Arc::new(store),
+        hub.clone(),
+        config.chat(),
+    ))
+}
+
 /// The production server: `/realtime` on the room fabric, with recovery and ticket holds.
 pub fn build(config: &Config) -> Result<App, BuildError> {
     let tls = tls_of(config)?;
@@ -410,6 +436,19 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         },
         contract.clone(),
     );
+    let chat = chat_of(config, &hub)?;
+    tasks.spawn(chat.clone().run(stop.clone()));
+    sio.add_namespace(
+        NamespaceConfig {
+            name: "/chat".into(),
+            recovery: None,
+            fabric: true,
+        },
+        Arc::new(crate::chat::socket::ChatNamespace {
+            chat: chat.clone(),
+            realtime: contract.clone(),
+        }),
+    );
     let flushers = Arc::new(Flushers::new(config.ws_flushers));
     let engine = socketio_engine(config, sio, &tasks, flushers.clone());
     hub_pruner(&hub, &tasks, &stop);
@@ -423,6 +462,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         config.origins(),
         flushers,
     );
+    transports.set_chat(chat.clone());
     let api_keys = crate::admin::ApiKeys::new(config.api_key_list().iter().map(String::as_str));
     // Pusher clients on the same rooms; no app configured, nothing served.
     let pusher = crate::pusher::Pusher::new(
@@ -505,6 +545,10 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
             api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             cluster: admin_cluster,
+        }))
+        .merge(crate::chat::api::routes(crate::chat::api::ChatApiState {
+            chat,
+            api_keys: api_keys.clone(),
         }))
         .merge(crate::sockets_api::routes(
             crate::sockets_api::SocketsState {

@@ -194,6 +194,15 @@ pub struct Config {
     /// The Pusher Channels protocol: `[pusher]` with `[[pusher.apps]]` (see README
     /// "Pusher"); no app, nothing served.
     pub pusher: crate::pusher::PusherConfig,
+
+    /// Chat (`/chat`, README "Chat"): largest message content in bytes.
+    pub max_message_bytes: usize,
+    /// A chat user without activity this long is `away`.
+    pub presence_idle_secs: u64,
+    /// Chat messages older than this many days are deleted; 0 keeps them.
+    pub chat_history_days: u64,
+    /// Only the newest this many messages of a chat room are kept; 0 keeps all.
+    pub chat_history_max_per_room: u64,
 }
 
 /// Shortest HS256 secret accepted: 256 bits, the hash's output size (RFC 7518 §3.2).
@@ -341,6 +350,10 @@ impl Default for Config {
             rate_limit_per_user_burst: 200,
             failpoint: String::new(),
             pusher: crate::pusher::PusherConfig::default(),
+            max_message_bytes: 4096,
+            presence_idle_secs: 300,
+            chat_history_days: 0,
+            chat_history_max_per_room: 0,
         }
     }
 }
@@ -625,6 +638,16 @@ impl Config {
             "rate_limit_per_user_burst",
             "must be at least 1",
         )?;
+        check(
+            (1..=self.max_payload).contains(&self.max_message_bytes),
+            "max_message_bytes",
+            "must be between 1 and max_payload",
+        )?;
+        check(
+            (1..=86_400).contains(&self.presence_idle_secs),
+            "presence_idle_secs",
+            "must be between 1 and 86400",
+        )?;
         if let Err(message) = crate::failpoint::Failpoint::parse(&self.failpoint) {
             return Err(ConfigError::Invalid {
                 key: "failpoint",
@@ -729,6 +752,22 @@ impl Config {
             ws_read_buffer: self.ws_read_buffer,
             max_rooms: self.max_rooms_per_client,
             rate_limit: self.rate_limit(),
+        }
+    }
+
+    /// The chat's settings (typing timings are the catalogue's: 2 s, 5 s).
+    pub fn chat(&self) -> crate::chat::ChatConfig {
+        crate::chat::ChatConfig {
+            max_message_bytes: self.max_message_bytes,
+            timing: crate::chat::live::Timing {
+                typing_throttle: Duration::from_secs(2),
+                typing_quiet: Duration::from_secs(5),
+                idle: Duration::from_secs(self.presence_idle_secs),
+            },
+            retention: crate::chat::model::Retention {
+                days: self.chat_history_days,
+                max_per_room: self.chat_history_max_per_room,
+            },
         }
     }
 

@@ -2,8 +2,24 @@
 //! edits, deletes, read receipts, typing, presence with last seen.
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
-//! SQLite implementation). Never: token checks (`auth`) or room fan-out (the hub).
+//! SQLite implementation), `live` (connections, typing, presence: in-process state),
+//! `service` (the rules), `input` (decoding client payloads), `dispatch` (event ->
+//! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes). `/ws`
+//! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
+//! or room fan-out (the hub).
 
+pub mod api;
+pub mod dispatch;
+pub mod error;
+pub mod input;
+pub mod live;
 pub mod model;
+pub mod service;
+pub mod socket;
 pub mod sqlite;
 pub mod store;
+
+pub use dispatch::dispatch;
+pub use error::ChatError;
+pub use live::ChatConn;
+pub use service::{Chat, ChatConfig};

@@ -54,6 +54,8 @@ pub struct Transports {
     sse_open: Arc<AtomicUsize>,
     /// On a cluster node: the fleet's presence book, which decides what is announced.
     presence_book: std::sync::OnceLock<Arc<crate::cluster::PresenceBook>>,
+    /// The chat: `/ws` chat actions, and private chat rooms on `/ws` and SSE.
+    chat: std::sync::OnceLock<Arc<crate::chat::Chat>>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -97,6 +99,7 @@ impl Transports {
             ws_open: Arc::default(),
             sse_open: Arc::default(),
             presence_book: std::sync::OnceLock::new(),
+            chat: std::sync::OnceLock::new(),
         })
     }
 
@@ -123,6 +126,16 @@ impl Transports {
     /// Makes presence fleet-wide: from now on the book decides what is announced.
     pub fn set_presence_book(&self, book: Arc<crate::cluster::PresenceBook>) {
         let _ = self.presence_book.set(book);
+    }
+
+    /// Serves the chat on `/ws` (set once at build).
+    pub fn set_chat(&self, chat: Arc<crate::chat::Chat>) {
+        let _ = self.chat.set(chat);
+    }
+
+    /// The chat, once set.
+    pub fn chat(&self) -> Option<&Arc<crate::chat::Chat>> {
+        self.chat.get()
     }
 
     /// The fleet's presence book, on a cluster node.

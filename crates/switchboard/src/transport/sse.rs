@@ -173,6 +173,12 @@ pub async fn events(State(t): State<Arc<Transports>>, req: Request) -> Response 
             };
             return refuse(status, &format!("channel {c:?}: {e}"));
         }
+        if let Some(chat) = t.chat()
+            && let Err(e) = chat.may_subscribe(c, &user).await
+        {
+            e.log();
+            return refuse(e.status(), &format!("channel {c:?}: {e}"));
+        }
         if !channels.iter().any(|x| x == c) {
             channels.push(c.to_owned());
         }

@@ -70,6 +70,8 @@ fn encode_envelope(env: &Envelope) -> Utf8Bytes {
 /// One `/ws` connection as a hub member and a ticket-contract client.
 struct WsClient {
     id: String,
+    /// The chat's name for this connection (`ws:{id}`).
+    chat_id: String,
     user: String,
     /// The token's `rooms` claim, if it had one.
     grants: Option<Arc<[String]>>,
@@ -167,6 +169,21 @@ impl Client for WsClient {
     fn ack(&self, id: u64, payload: &Payload) {
         let frame = format!("{{\"ack\":{id},\"data\":{}}}", payload.as_single_json());
         self.queue(Utf8Bytes::from(frame), false);
+    }
+}
+
+impl crate::chat::ChatConn for WsClient {
+    fn conn_id(&self) -> &str {
+        &self.chat_id
+    }
+    fn user_id(&self) -> &str {
+        &self.user
+    }
+    fn subscribe(&self, room: &str) -> Result<(), hub::JoinError> {
+        Client::join(self, room)
+    }
+    fn unsubscribe(&self, room: &str) {
+        Client::leave(self, room)
     }
 }
 
@@ -334,8 +351,10 @@ where
 {
     async move {
         let _open = OpenGuard::new(&t.ws_open);
+        let id = client_id();
         let client = Arc::new(WsClient {
-            id: client_id(),
+            chat_id: format!("ws:{id}"),
+            id,
             user: identity.user,
             grants: identity.rooms,
             hub: t.hub.clone(),
@@ -352,6 +371,9 @@ where
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
         let _ = t.hub.join(member, &user_room(&client.user));
+        if let Some(chat) = t.chat() {
+            chat.connected(client.clone()).await;
+        }
         client.send_event(
             "connected",
             &json!({"clientId": client.id, "userId": client.user}).to_string(),
@@ -467,6 +489,9 @@ where
             Some((4009, _)) => Close::SlowClient,
             Some(_) => Close::Error,
         });
+        if let Some(chat) = t.chat() {
+            chat.disconnected(&client.chat_id).await;
+        }
         for room in t
             .hub
             .remove_member_presence(member, t.config.presence_limit)
@@ -551,6 +576,11 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
         let Some(action) = action.as_str() else {
             return client.fail(ack, "action must be a string");
         };
+        if let Some(chat) = t.chat()
+            && chat_action(chat, client, action, obj, ack).await
+        {
+            return;
+        }
         return handle_action(t, client, member, action, obj, ack);
     }
     match obj.get("event").and_then(Value::as_str) {
@@ -564,6 +594,51 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
             "Expected {\"event\": NAME, \"data\": ...} or {\"action\": ...}",
         ),
     }
+}
+
+/// A chat action (`join`, `leave` and `message` only for chat rooms: other rooms keep the
+/// plain relay). Returns false when the action is not the chat's.
+async fn chat_action(
+    chat: &crate::chat::Chat,
+    client: &Arc<WsClient>,
+    action: &str,
+    obj: &serde_json::Map<String, Value>,
+    ack: Option<u64>,
+) -> bool {
+    let (event, reply) = match action {
+        "join" | "leave" | "message" => {
+            let Ok(room) = room_of(obj) else {
+                return false;
+            };
+            match chat.is_chat_room(room).await {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    client.fail(ack, &e.to_string());
+                    return true;
+                }
+            }
+            let reply = match action {
+                "join" => "joined",
+                "leave" => "left",
+                _ => "sent",
+            };
+            (action, reply)
+        }
+        "presence" => ("presence", "presence"),
+        a if crate::chat::dispatch::EVENTS.contains(&a) => (a, a),
+        _ => return false,
+    };
+    let data = Value::Object(obj.clone());
+    match crate::chat::dispatch(chat, &**client, event, &data).await {
+        Some(Ok(body)) => client.reply(ack, reply, body),
+        Some(Err(e)) => {
+            e.log();
+            client.fail(ack, &e.to_string());
+        }
+        None => return false,
+    }
+    true
 }
 
 fn handle_action(

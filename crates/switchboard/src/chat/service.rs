@@ -1,0 +1,710 @@
+//! The chat's rules, transport-neutral: who may join, send, edit, delete, read and page
+//! which room; what each does to the store; what the room hears (through the hub, so
+//! every transport's members of the fabric room get it).
+//!
+//! Order of every write: check, store (durable), then announce and answer. A refusal
+//! writes nothing and announces nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hub::{Hub, Payload, Publish};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::ChatError;
+use super::input::{CreateInput, SendInput};
+use super::live::{ChatConn, Live, Status, Tick, Timing, TypingOutcome};
+use super::model::{Member, Message, NewMessage, Retention, Role, Room, RoomKind, direct_room};
+use super::store::ChatStore;
+use crate::realtime::user_room;
+use crate::tickets::now_ms;
+
+/// The chat's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatConfig {
+    /// Largest message content (`max_message_bytes`).
+    pub max_message_bytes: usize,
+    pub timing: Timing,
+    pub retention: Retention,
+}
+
+/// Which typing event a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypingKind {
+    /// `typing`: the others get `typing`.
+    Typing,
+    Start,
+    Stop,
+}
+
+impl TypingKind {
+    fn event(self) -> &'static str {
+        match self {
+            TypingKind::Typing => "typing",
+            TypingKind::Start => "typing:start",
+            TypingKind::Stop => "typing:stop",
+        }
+    }
+}
+
+/// The chat service.
+pub struct Chat {
+    store: Arc<dyn ChatStore>,
+    hub: Arc<Hub>,
+    live: Mutex<Live>,
+    config: ChatConfig,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").finish_non_exhaustive()
+    }
+}
+
+type Result<T> = std::result::Result<T, ChatError>;
+
+impl Chat {
+    pub fn new(store: Arc<dyn ChatStore>, hub: Arc<Hub>, config: ChatConfig) -> Arc<Chat> {
+        Arc::new(Chat {
+            store,
+            hub,
+            live: Mutex::new(Live::default()),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// Typing stops and idle users go away on time; old messages are pruned every minute.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune_at = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = Instant::now();
+            let ticks = self.live.lock().tick(now, &self.config.timing);
+            for t in ticks {
+                match t {
+                    Tick::TypingStopped { room, user } => self.emit(
+                        std::slice::from_ref(&room),
+                        "typing:stop",
+                        &json!({"userId": user, "roomId": room}),
+                        Some(&user),
+                        true,
+                    ),
+                    Tick::Away { user, last_seen } => {
+                        self.announce_presence(&user, Status::Away, last_seen).await;
+                    }
+                }
+            }
+            if now >= prune_at {
+                prune_at = now + Duration::from_secs(60);
+                let r = self.config.retention;
+                if r != Retention::default() {
+                    match self.store.prune(r, now_ms()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "chat retention pruned messages"),
+                        Err(e) => tracing::warn!(error = %e, "chat retention failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes to the fabric rooms; `except_user`'s connections are skipped.
+    fn emit(
+        &self,
+        rooms: &[String],
+        event: &str,
+        body: &Value,
+        except_user: Option<&str>,
+        volatile: bool,
+    ) {
+        if rooms.is_empty() {
+            return;
+        }
+        self.hub.publish(Publish {
+            rooms: rooms.iter().map(|r| Arc::from(r.as_str())).collect(),
+            except: except_user
+                .map(|u| Arc::from(user_room(u).as_str()))
+                .into_iter()
+                .collect(),
+            event: event.into(),
+            payload: Payload::json(body),
+            volatile,
+            persist: !volatile,
+            ..Publish::default()
+        });
+    }
+
+    async fn announce_presence(&self, user: &str, status: Status, last_seen: i64) {
+        let rooms = match self.store.room_ids_of(user.to_owned()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "chat presence: rooms of user");
+                return;
+            }
+        };
+        self.emit(
+            &rooms,
+            "presence:update",
+            &json!({"userId": user, "status": status.as_str(), "lastSeen": last_seen}),
+            None,
+            false,
+        );
+    }
+
+    /// Marks the user active (a chat event); announces a return from away.
+    async fn active(&self, user: &str) {
+        let back = self.live.lock().activity(user, Instant::now(), now_ms());
+        if back {
+            self.announce_presence(user, Status::Online, now_ms()).await;
+        }
+    }
+
+    /// A connection opened (announces `online` for the user's first).
+    pub async fn connected(&self, conn: Arc<dyn ChatConn>) {
+        let user = conn.user_id().to_owned();
+        let online = self.live.lock().connect(conn, Instant::now(), now_ms());
+        if online {
+            self.announce_presence(&user, Status::Online, now_ms())
+                .await;
+        }
+    }
+
+    /// A connection closed: `typing:stop`, `user_left`, and `offline` for the user's last.
+    pub async fn disconnected(&self, conn: &str) {
+        let at = now_ms();
+        let Some(gone) = self.live.lock().disconnect(conn, at) else {
+            return;
+        };
+        for room in &gone.typing_stopped {
+            self.emit(
+                std::slice::from_ref(room),
+                "typing:stop",
+                &json!({"userId": gone.user, "roomId": room}),
+                Some(&gone.user),
+                true,
+            );
+        }
+        for room in &gone.left {
+            self.emit(
+                std::slice::from_ref(room),
+                "user_left",
+                &json!({"userId": gone.user, "roomId": room}),
+                Some(&gone.user),
+                false,
+            );
+        }
+        if let Some(at) = gone.offline_at {
+            if let Err(e) = self.store.set_last_seen(gone.user.clone(), at).await {
+                tracing::warn!(error = %e, "chat presence: storing last seen");
+            }
+            self.announce_presence(&gone.user, Status::Offline, at)
+                .await;
+        }
+    }
+
+    async fn room(&self, room: &str) -> Result<Room> {
+        self.store
+            .room(room.to_owned())
+            .await?
+            .ok_or_else(|| ChatError::UnknownRoom(room.to_owned()))
+    }
+
+    async fn member_of(&self, room: &str, user: &str) -> Result<Member> {
+        self.store
+            .member(room.to_owned(), user.to_owned())
+            .await?
+            .ok_or_else(|| ChatError::NotMember(room.to_owned()))
+    }
+
+    /// Whether `room` is a chat room (else the plain transports keep their own rules).
+    pub async fn is_chat_room(&self, room: &str) -> Result<bool> {
+        Ok(self.store.room(room.to_owned()).await?.is_some())
+    }
+
+    /// Room authorization on every transport: a private chat room only for members.
+    pub async fn may_subscribe(&self, room: &str, user: &str) -> Result<()> {
+        let Some(r) = self.store.room(room.to_owned()).await? else {
+            return Ok(());
+        };
+        if r.private || r.kind == RoomKind::Direct {
+            self.member_of(room, user).await?;
+        }
+        Ok(())
+    }
+
+    /// `join`: becomes a member of a public room, enters the fabric room; the others
+    /// hear `user_joined` once per user.
+    pub async fn join(&self, conn: &dyn ChatConn, room: &str) -> Result<Value> {
+        let user = conn.user_id();
+        crate::transport::check_room(room, Some(user))
+            .map_err(|e| ChatError::BadRoomName(e.to_string()))?;
+        let r = self.room(room).await?;
+        let member = self.store.member(room.to_owned(), user.to_owned()).await?;
+        if member.is_none() {
+            if r.private || r.kind == RoomKind::Direct {
+                return Err(ChatError::NotMember(room.to_owned()));
+            }
+            self.store
+                .add_member(room.to_owned(), user.to_owned(), Role::Member, now_ms())
+                .await?;
+        }
+        conn.subscribe(room).map_err(|_| ChatError::TooManyRooms)?;
+        let first = self.live.lock().join(conn.conn_id(), room);
+        if first {
+            self.emit(
+                &[room.to_owned()],
+                "user_joined",
+                &json!({"userId": user, "roomId": room}),
+                Some(user),
+                false,
+            );
+        }
+        self.store
+            .mark_delivered(room.to_owned(), user.to_owned())
+            .await?;
+        self.active(user).await;
+        let members = self.store.members(room.to_owned()).await?;
+        let unread = self.store.unread(room.to_owned(), user.to_owned()).await?;
+        let online = self.live.lock().users_in(room);
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| {
+                let mut v = m.to_json();
+                v["online"] = online.contains(&m.user_id).into();
+                v
+            })
+            .collect();
+        Ok(json!({
+            "success": true,
+            "roomId": room,
+            "room": r.to_json(),
+            "members": members,
+            "unread": unread,
+        }))
+    }
+
+    /// `leave`: out of the fabric room (still a member); `user_left` for the user's last.
+    pub async fn leave(&self, conn: &dyn ChatConn, room: &str) -> Result<Value> {
+        let user = conn.user_id();
+        let (last, typing) = self.live.lock().leave(conn.conn_id(), room);
+        conn.unsubscribe(room);
+        let body = json!({"userId": user, "roomId": room});
+        if typing {
+            self.emit(&[room.to_owned()], "typing:stop", &body, Some(user), true);
+        }
+        if last {
+            self.emit(&[room.to_owned()], "user_left", &body, Some(user), false);
+        }
+        Ok(json!({"success": true, "roomId": room}))
+    }
+
+    /// `message`: stored (durable) before anyone hears of it; a repeated `clientMsgId`
+    /// answers the first message and announces nothing. `sender` is the connection's
+    /// user (never a payload field), or the HTTP API's sender (`as_api`: no membership
+    /// needed, `system` allowed).
+    pub async fn send(
+        &self,
+        sender: &str,
+        input: SendInput,
+        as_api: bool,
+    ) -> Result<(Value, bool)> {
+        let room = self.room(&input.room).await?;
+        if !as_api {
+            self.member_of(&room.id, sender).await?;
+        }
+        if let Some(reply) = &input.reply_to {
+            let seq = reply.parse::<i64>().unwrap_or(0);
+            match self.store.message(seq).await? {
+                Some(m) if m.room_id == room.id => {}
+                Some(_) => return Err(ChatError::MessageNotInRoom(reply.clone(), room.id)),
+                None => return Err(ChatError::UnknownMessage(reply.clone())),
+            }
+        }
+        let delivered = self.live.lock().others_in(&room.id, sender);
+        let (msg, created) = self
+            .store
+            .insert_message(NewMessage {
+                room_id: room.id.clone(),
+                sender_id: sender.to_owned(),
+                content: input.content,
+                kind: input.kind,
+                metadata: input.metadata,
+                reply_to: input.reply_to,
+                client_msg_id: input.client_msg_id,
+                created_at: now_ms(),
+                delivered,
+            })
+            .await?;
+        let body = if created {
+            let body = msg.to_json(&[]);
+            self.emit(
+                std::slice::from_ref(&room.id),
+                "message",
+                &body,
+                None,
+                false,
+            );
+            body
+        } else {
+            self.with_read_by(&msg).await?
+        };
+        if !as_api {
+            self.active(sender).await;
+        }
+        Ok((body, created))
+    }
+
+    async fn with_read_by(&self, msg: &Message) -> Result<Value> {
+        let members = self.store.members(msg.room_id.clone()).await?;
+        Ok(msg.to_json(&msg.read_by(&members)))
+    }
+
+    async fn message(&self, seq: i64) -> Result<Message> {
+        match self.store.message(seq).await? {
+            Some(m) if !m.deleted => Ok(m),
+            _ => Err(ChatError::UnknownMessage(seq.to_string())),
+        }
+    }
+
+    /// `message:edit`: the sender only; the room hears `message:edited`.
+    pub async fn edit(&self, user: &str, seq: i64, content: String) -> Result<Value> {
+        let msg = self.message(seq).await?;
+        self.member_of(&msg.room_id, user).await?;
+        if msg.sender_id != user {
+            return Err(ChatError::NotYourMessage);
+        }
+        let updated = self
+            .store
+            .update_message(seq, Some(content), false, now_ms())
+            .await?
+            .ok_or_else(|| ChatError::UnknownMessage(seq.to_string()))?;
+        let body = self.with_read_by(&updated).await?;
+        self.emit(
+            std::slice::from_ref(&updated.room_id),
+            "message:edited",
+            &body,
+            None,
+            false,
+        );
+        self.active(user).await;
+        Ok(json!({"success": true, "message": body}))
+    }
+
+    /// `message:delete`: the sender or a room owner/admin; the room hears
+    /// `message:deleted` (the message stays in history as a tombstone).
+    pub async fn delete(&self, user: &str, seq: i64) -> Result<Value> {
+        let msg = self.message(seq).await?;
+        let member = self.member_of(&msg.room_id, user).await?;
+        if msg.sender_id != user && !member.role.moderates() {
+            return Err(ChatError::NotAllowedToDelete);
+        }
+        let updated = self
+            .store
+            .update_message(seq, None, true, now_ms())
+            .await?
+            .ok_or_else(|| ChatError::UnknownMessage(seq.to_string()))?;
+        let body = updated.to_json(&[]);
+        self.emit(
+            std::slice::from_ref(&updated.room_id),
+            "message:deleted",
+            &body,
+            None,
+            false,
+        );
+        self.active(user).await;
+        Ok(json!({"success": true, "message": body}))
+    }
+
+    /// `read`: everything up to the message is read; the room hears `read` when the
+    /// position moved.
+    pub async fn read(&self, user: &str, room: &str, seq: i64) -> Result<Value> {
+        self.room(room).await?;
+        self.member_of(room, user).await?;
+        let msg = self.message(seq).await?;
+        if msg.room_id != room {
+            return Err(ChatError::MessageNotInRoom(
+                seq.to_string(),
+                room.to_owned(),
+            ));
+        }
+        let at = now_ms();
+        let moved = self
+            .store
+            .mark_read(room.to_owned(), user.to_owned(), seq, at)
+            .await?;
+        let body =
+            json!({"roomId": room, "userId": user, "messageId": seq.to_string(), "readAt": at});
+        if moved {
+            self.emit(&[room.to_owned()], "read", &body, None, false);
+        }
+        self.active(user).await;
+        let mut ack = body;
+        ack["success"] = true.into();
+        ack["moved"] = moved.into();
+        Ok(ack)
+    }
+
+    /// `history`: up to `limit` messages before `before`, newest last. Members only,
+    /// unless `user` is `None` (the HTTP API).
+    pub async fn history(
+        &self,
+        user: Option<&str>,
+        room: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Value> {
+        self.room(room).await?;
+        if let Some(u) = user {
+            self.member_of(room, u).await?;
+        }
+        let (msgs, more) = self.store.history(room.to_owned(), before, limit).await?;
+        let members = self.store.members(room.to_owned()).await?;
+        let messages: Vec<Value> = msgs
+            .iter()
+            .map(|m| m.to_json(&m.read_by(&members)))
+            .collect();
+        if let Some(u) = user {
+            self.active(u).await;
+        }
+        Ok(json!({"success": true, "roomId": room, "messages": messages, "hasMore": more}))
+    }
+
+    /// `typing`, `typing:start`, `typing:stop`: volatile, never stored, throttled.
+    pub async fn typing(&self, conn: &dyn ChatConn, room: &str, kind: TypingKind) -> Result<Value> {
+        let user = conn.user_id();
+        let outcome = {
+            let mut live = self.live.lock();
+            if !live.is_in(conn.conn_id(), room) {
+                return Err(ChatError::NotJoined(room.to_owned()));
+            }
+            live.typing(
+                room,
+                user,
+                kind != TypingKind::Stop,
+                Instant::now(),
+                &self.config.timing,
+            )
+        };
+        match outcome {
+            TypingOutcome::Throttled => return Err(ChatError::TypingThrottled),
+            TypingOutcome::Relay => self.emit(
+                &[room.to_owned()],
+                kind.event(),
+                &json!({"userId": user, "roomId": room}),
+                Some(user),
+                true,
+            ),
+            TypingOutcome::Idle => {}
+        }
+        if kind != TypingKind::Stop {
+            self.active(user).await;
+        }
+        Ok(json!({"success": true, "roomId": room}))
+    }
+
+    /// `presence:heartbeat` (`None`) or `presence:update {status}`.
+    pub async fn presence(&self, user: &str, status: Option<Status>) -> Result<Value> {
+        let now = Instant::now();
+        let at = now_ms();
+        let changed = match status {
+            None => self.live.lock().activity(user, now, at),
+            Some(s) => self.live.lock().choose(user, s, now, at),
+        };
+        let (status, last_seen) = self
+            .live
+            .lock()
+            .presence(user)
+            .unwrap_or((Status::Online, at));
+        if changed {
+            self.announce_presence(user, status, last_seen).await;
+        }
+        Ok(
+            json!({"success": true, "userId": user, "status": status.as_str(), "lastSeen": last_seen}),
+        )
+    }
+
+    /// Presence of users, connected or not: `[{userId, status, lastSeen}]`.
+    pub async fn presence_of(&self, users: &[String]) -> Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(users.len());
+        let mut offline = Vec::new();
+        {
+            let live = self.live.lock();
+            for u in users {
+                match live.presence(u) {
+                    Some((s, at)) => {
+                        out.push(json!({"userId": u, "status": s.as_str(), "lastSeen": at}))
+                    }
+                    None => offline.push(u.clone()),
+                }
+            }
+        }
+        let seen = self.store.last_seen(offline.clone()).await?;
+        for u in offline {
+            let at = seen.iter().find(|(v, _)| *v == u).map(|(_, at)| *at);
+            out.push(json!({"userId": u, "status": "offline", "lastSeen": at}));
+        }
+        // In the order asked.
+        out.sort_by_key(|v| users.iter().position(|u| v["userId"] == u.as_str()));
+        Ok(out)
+    }
+
+    /// `room:create`: a group or channel room; the creator is its owner.
+    pub async fn create_room(&self, user: &str, input: CreateInput) -> Result<Value> {
+        let id = input
+            .room
+            .unwrap_or_else(|| format!("room_{:016x}", rand::random::<u64>()));
+        crate::transport::check_room(&id, Some(user))
+            .map_err(|e| ChatError::BadRoomName(e.to_string()))?;
+        if id.starts_with("dm:") || id.starts_with("user:") {
+            return Err(ChatError::BadRoomName(format!(
+                "{id:?}: dm: and user: rooms are not created this way"
+            )));
+        }
+        let mut members = vec![(user.to_owned(), Role::Owner)];
+        for m in input.members {
+            if !members.iter().any(|(u, _)| *u == m) {
+                members.push((m, Role::Member));
+            }
+        }
+        let room = Room {
+            name: input.name.unwrap_or_else(|| id.clone()),
+            id,
+            kind: input.kind,
+            private: input.private,
+            metadata: input.metadata,
+            created_by: user.to_owned(),
+            created_at: now_ms(),
+        };
+        let ids: Vec<String> = members.iter().map(|(u, _)| user_room(u)).collect();
+        let (room, created) = self.store.create_room(room, members).await?;
+        if !created {
+            return Err(ChatError::RoomExists(room.id));
+        }
+        let body = room.to_json();
+        self.emit(&ids, "room:added", &body, None, false);
+        Ok(json!({"success": true, "room": body}))
+    }
+
+    /// `room:direct {userId}`: the canonical private room of the two users.
+    pub async fn direct(&self, user: &str, other: &str) -> Result<Value> {
+        if other == user {
+            return Err(ChatError::BadInput(
+                "A direct room needs another user".into(),
+            ));
+        }
+        let id = direct_room(user, other);
+        let room = Room {
+            name: id.clone(),
+            id,
+            kind: RoomKind::Direct,
+            private: true,
+            metadata: None,
+            created_by: user.to_owned(),
+            created_at: now_ms(),
+        };
+        let members = vec![
+            (user.to_owned(), Role::Member),
+            (other.to_owned(), Role::Member),
+        ];
+        let (room, created) = self.store.create_room(room, members).await?;
+        let body = room.to_json();
+        if created {
+            self.emit(
+                &[user_room(user), user_room(other)],
+                "room:added",
+                &body,
+                None,
+                false,
+            );
+        }
+        Ok(json!({"success": true, "room": body, "created": created}))
+    }
+
+    /// `room:kick {roomId, userId}`: an owner or admin removes a member (not an owner);
+    /// their connections leave the room.
+    pub async fn kick(&self, user: &str, room: &str, target: &str) -> Result<Value> {
+        self.room(room).await?;
+        let actor = self.member_of(room, user).await?;
+        let victim = self.member_of(room, target).await?;
+        if !actor.role.moderates() || victim.role >= actor.role {
+            return Err(ChatError::NotModerator);
+        }
+        self.store
+            .remove_member(room.to_owned(), target.to_owned())
+            .await?;
+        let conns = self.live.lock().conns_of(target);
+        let mut last = false;
+        for c in conns {
+            let (l, _) = self.live.lock().leave(c.conn_id(), room);
+            last |= l;
+            c.unsubscribe(room);
+        }
+        let body = json!({"roomId": room, "userId": target, "by": user});
+        self.emit(
+            &[room.to_owned(), user_room(target)],
+            "room:member_removed",
+            &body,
+            None,
+            false,
+        );
+        if last {
+            self.emit(
+                &[room.to_owned()],
+                "user_left",
+                &json!({"userId": target, "roomId": room}),
+                None,
+                false,
+            );
+        }
+        Ok(json!({"success": true, "roomId": room, "userId": target}))
+    }
+
+    /// `room:role {roomId, userId, role}`: the owner makes members admins or back.
+    pub async fn set_role(
+        &self,
+        user: &str,
+        room: &str,
+        target: &str,
+        role: Role,
+    ) -> Result<Value> {
+        self.room(room).await?;
+        let actor = self.member_of(room, user).await?;
+        let victim = self.member_of(room, target).await?;
+        if actor.role != Role::Owner || role == Role::Owner || victim.role == Role::Owner {
+            return Err(ChatError::NotModerator);
+        }
+        self.store
+            .set_role(room.to_owned(), target.to_owned(), role)
+            .await?;
+        let body = json!({"roomId": room, "userId": target, "role": role.as_str()});
+        self.emit(&[room.to_owned()], "room:role", &body, None, false);
+        Ok(json!({"success": true, "roomId": room, "userId": target, "role": role.as_str()}))
+    }
+
+    /// `rooms`: the user's rooms with unread counts.
+    pub async fn rooms(&self, user: &str) -> Result<Value> {
+        let rooms = self.store.rooms_of(user.to_owned()).await?;
+        let list: Vec<Value> = rooms
+            .iter()
+            .map(|r| {
+                let mut v = r.room.to_json();
+                v["role"] = r.role.as_str().into();
+                v["unread"] = r.unread.into();
+                v
+            })
+            .collect();
+        Ok(json!({"success": true, "rooms": list}))
+    }
+}
