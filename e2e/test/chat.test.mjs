@@ -9,7 +9,9 @@ import path from "node:path";
 import { io } from "socket.io-client";
 import WebSocket from "ws";
 import { EventSource } from "eventsource";
+import { execFileSync } from "node:child_process";
 import { startServer } from "../lib/server.mjs";
+import { startRedis, startNode, waitFleet } from "../lib/cluster.mjs";
 
 const T = { timeout: 30000 };
 const KEY = "chat-key";
@@ -473,5 +475,55 @@ describe("chat persistence", { skip: skip() }, () => {
     assert.deepEqual([retry.duplicate, retry.message.id], [true, acked[19].id]);
     const eve = await chatClient(t, "eve-p", s.url);
     assert.match((await eve.ask("join", roomId)).error, /Not a member/);
+  });
+});
+
+/** A fresh schema in PostgreSQL (127.0.0.1:5432, database `test`), dropped after `t`. */
+function pgSchema(t) {
+  const name = `sb_chat_e2e_${process.pid}_${Date.now()}`;
+  const psql = (sql) => execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", sql], { stdio: "pipe" });
+  psql(`CREATE SCHEMA ${name}`);
+  t.after(() => psql(`DROP SCHEMA ${name} CASCADE`));
+  return `postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D${name}`;
+}
+
+describe("chat on PostgreSQL, two nodes", { skip: skip() }, () => {
+  it("two server processes share rooms, history and idempotency; the cluster fans messages out", T, async (t) => {
+    const dbUrl = pgSchema(t);
+    const redis = await startRedis();
+    t.after(() => redis.close());
+    const extra = ["--set", `database_url=${dbUrl}`];
+    const a = await startNode(redis, "chat-a", extra);
+    t.after(() => a.stop());
+    const b = await startNode(redis, "chat-b", extra);
+    t.after(() => b.stop());
+    await waitFleet([a, b]);
+
+    const ana = await chatClient(t, "ana-pg", a.url);
+    const bob = await chatClient(t, "bob-pg", b.url);
+    const roomId = uniq("pg");
+    await ana.ask("room:create", { roomId, private: true, members: ["bob-pg"] });
+    assert.equal((await ana.ask("join", roomId)).success, true);
+    const jb = await bob.ask("join", roomId);
+    assert.equal(jb.success, true, "node b knows the room and bob's membership");
+    const sent = await ana.ask("message", { roomId, content: "across", clientMsgId: "x1" });
+    assert.deepEqual(await bob.next("message"), sent.message, "fanned out through the cluster");
+    const h = await bob.ask("history", { roomId });
+    assert.deepEqual(h.messages.map((m) => m.id), [sent.message.id]);
+
+    // The same user's retry through the other node is the same message.
+    const ana2 = await chatClient(t, "ana-pg", b.url);
+    const retry = await ana2.ask("message", { roomId, content: "across", clientMsgId: "x1" });
+    assert.deepEqual([retry.duplicate, retry.message.id], [true, sent.message.id]);
+    await bob.ask("read", { roomId, messageId: sent.message.id });
+    const again = await ana.ask("history", { roomId });
+    assert.deepEqual(again.messages[0].readBy, ["bob-pg"]);
+    const eve = await chatClient(t, "eve-pg", a.url);
+    assert.match((await eve.ask("join", roomId)).error, /Not a member/);
+
+    // A crash of node a loses nothing acknowledged.
+    await a.stop("SIGKILL");
+    const h2 = await bob.ask("history", { roomId });
+    assert.deepEqual(h2.messages.map((m) => m.content), ["across"]);
   });
 });

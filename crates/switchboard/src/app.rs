@@ -231,7 +231,7 @@ pub enum BuildError {
         source: redis::RedisError,
     },
     /// The chat store could not be opened.
-    #[error("chat store in {dir}: {source}")]
+    #[error("chat store (data_dir {dir}, or database_url): {source}")]
     Chat {
         /// The configured `data_dir`.
         dir: String,
@@ -379,21 +379,23 @@ fn holds_of(
 }
 
 /// The chat on SQLite in `data_dir` (in memory when it is `memory`).
+/// PostgreSQL when `database_url` is set (connected on first use).
 fn chat_of(config: &Config, hub: &Arc<Hub>) -> Result<Arc<crate::chat::Chat>, BuildError> {
-    let store = if config.data_dir == "memory" {
-        crate::chat::sqlite::SqliteChat::memory()
-    } else {
-        crate::chat::sqlite::SqliteChat::open(std::path::Path::new(&config.data_dir))
-    }
-    .map_err(|source| BuildError::Chat {
+    let failed = |source| BuildError::Chat {
         dir: config.data_dir.clone(),
         source,
-    })?;
-    Ok(crate::chat::Chat::new(
-        Arc::new(store),
-        hub.clone(),
-        config.chat(),
-    ))
+    };
+    let store: Arc<dyn crate::chat::store::ChatStore> = if !config.database_url.is_empty() {
+        Arc::new(crate::chat::postgres::PgChat::new(&config.database_url).map_err(failed)?)
+    } else if config.data_dir == "memory" {
+        Arc::new(crate::chat::sqlite::SqliteChat::memory().map_err(failed)?)
+    } else {
+        Arc::new(
+            crate::chat::sqlite::SqliteChat::open(std::path::Path::new(&config.data_dir))
+                .map_err(failed)?,
+        )
+    };
+    Ok(crate::chat::Chat::new(store, hub.clone(), config.chat()))
 }
 
 /// The production server: `/realtime` on the room fabric, with recovery and ticket holds.

@@ -195,6 +195,9 @@ pub struct Config {
     /// "Pusher"); no app, nothing served.
     pub pusher: crate::pusher::PusherConfig,
 
+    /// PostgreSQL URL of the chat store shared by a fleet (`postgresql://user@host/db`);
+    /// empty keeps the chat in SQLite in `data_dir`.
+    pub database_url: String,
     /// Chat (`/chat`, README "Chat"): largest message content in bytes.
     pub max_message_bytes: usize,
     /// A chat user without activity this long is `away`.
@@ -350,6 +353,7 @@ impl Default for Config {
             rate_limit_per_user_burst: 200,
             failpoint: String::new(),
             pusher: crate::pusher::PusherConfig::default(),
+            database_url: String::new(),
             max_message_bytes: 4096,
             presence_idle_secs: 300,
             chat_history_days: 0,
@@ -637,6 +641,14 @@ impl Config {
             self.rate_limit_per_user_burst >= 1,
             "rate_limit_per_user_burst",
             "must be at least 1",
+        )?;
+        check(
+            self.database_url.is_empty()
+                || ((self.database_url.starts_with("postgres://")
+                    || self.database_url.starts_with("postgresql://"))
+                    && self.database_url.parse::<tokio_postgres::Config>().is_ok()),
+            "database_url",
+            "must be a postgres:// or postgresql:// URL",
         )?;
         check(
             (1..=self.max_payload).contains(&self.max_message_bytes),
@@ -1035,6 +1047,7 @@ impl Config {
             jwt_jwks_url: redact_url(&self.jwt_jwks_url),
             amqp_url: redact_url(&self.amqp_url),
             redis_url: redact_url(&self.redis_url),
+            database_url: redact_url(&self.database_url),
             pusher: crate::pusher::PusherConfig {
                 apps: self
                     .pusher

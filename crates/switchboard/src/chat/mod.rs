@@ -2,7 +2,7 @@
 //! edits, deletes, read receipts, typing, presence with last seen.
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
-//! SQLite implementation), `live` (connections, typing, presence: in-process state),
+//! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state),
 //! `service` (the rules), `input` (decoding client payloads), `dispatch` (event ->
 //! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes). `/ws`
 //! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
@@ -14,6 +14,7 @@ pub mod error;
 pub mod input;
 pub mod live;
 pub mod model;
+pub mod postgres;
 pub mod service;
 pub mod socket;
 pub mod sqlite;

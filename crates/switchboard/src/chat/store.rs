@@ -3,8 +3,8 @@
 //! Owns: the storage operations the chat rules need, each one atomic. Every write is
 //! durable when its future completes (the service acknowledges nothing before that).
 //! Never: rules (who may do what is decided in `service`). Implementations: SQLite in
-//! the data dir ([`super::sqlite`]); a shared database (PostgreSQL, `database_url`) can
-//! implement the same trait.
+//! the data dir ([`super::sqlite`]) for one node; PostgreSQL (`database_url`,
+//! [`super::postgres`]) shared by a fleet.
 
 use futures_util::future::BoxFuture;
 
@@ -20,6 +20,8 @@ pub enum StoreError {
     Dir(String, std::io::Error),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("corrupt chat store: {0}")]
     Corrupt(String),
     #[error("storage task failed: {0}")]
