@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::chat::ChatArgs;
 use crate::compare::CompareArgs;
 use crate::fanout::FanoutArgs;
 use crate::idle::IdleArgs;
@@ -30,6 +31,8 @@ pub enum Command {
     Storm(StormArgs),
     /// HTTP publishes to a room of Socket.IO, WebSocket and SSE clients (Switchboard).
     Publish(PublishArgs),
+    /// Chat messages sent, stored and fanned out on `/chat` (Switchboard).
+    Chat(ChatArgs),
     /// Thousands of clients churn for a long time; RSS, fds, tasks and rooms sampled.
     Soak(SoakArgs),
     /// Reads the JSON reports of a comparison run and prints medians and ratios.

@@ -8,8 +8,8 @@
 //! - [`realtime`]: the `/realtime` ticketing contract as a client speaks it; [`crowd`]
 //!   opens many such clients at once.
 //! - One module per scenario, each with its `config`, `run` and `report`: [`idle`],
-//!   [`fanout`] (closed loop and paced), [`storm`], [`publish`], [`soak`] (long churn,
-//!   resource samples, a growth verdict).
+//!   [`fanout`] (closed loop and paced), [`storm`], [`publish`], [`chat`] (messages stored
+//!   and fanned out on `/chat`), [`soak`] (long churn, resource samples, a growth verdict).
 //! - [`compare`]: medians and ratios over the JSON reports of a comparison run.
 //! - [`sys`]: what is read from `/proc` (RSS, CPU time, load, open-files limit).
 //! - [`report`]: markdown tables, the metadata every report carries, `--json` output.
@@ -18,6 +18,7 @@
 // The load generator measures a real server in real wall time: std's clock is right here.
 #![allow(clippy::disallowed_types)]
 
+pub mod chat;
 pub mod cli;
 pub mod compare;
 pub mod crowd;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bench::cli::{Cli, Command};
-use bench::{compare, fanout, idle, publish, report, soak, storm};
+use bench::{chat, compare, fanout, idle, publish, report, soak, storm};
 use clap::Parser;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,13 @@ async fn main() -> ExitCode {
         Command::Publish(args) => match publish::PublishConfig::try_from(&args) {
             Err(e) => setup(e),
             Ok(c) => match publish::run(&c, shutdown).await {
+                Ok(r) => finish(&r.markdown(), &r, r.ok(), args.json.as_deref()),
+                Err(e) => setup(e),
+            },
+        },
+        Command::Chat(args) => match chat::ChatConfig::try_from(&args) {
+            Err(e) => setup(e),
+            Ok(c) => match chat::run(&c, shutdown).await {
                 Ok(r) => finish(&r.markdown(), &r, r.ok(), args.json.as_deref()),
                 Err(e) => setup(e),
             },

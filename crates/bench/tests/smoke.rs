@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bench::chat::{self, ChatConfig};
 use bench::fanout::{self, FanoutConfig, Mode};
 use bench::idle::{self, IdleConfig};
 use bench::publish::{self, PublishConfig};
@@ -261,6 +262,41 @@ async fn publish_smoke_against_switchboard() {
         assert_eq!(t.out_of_order, 0, "{t:?}");
         assert_eq!(t.delivered, report.published * 5);
     }
+    assert!(report.ok(), "{report:?}");
+    round_trips(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    // The chat in SQLite on disk, as deployed: every ack waits for its commit.
+    let dir = std::env::temp_dir().join(format!("sb-bench-chat-{}", std::process::id()));
+    let dir_arg = dir.display().to_string();
+    let server = start(
+        &bin,
+        &[
+            "serve",
+            "--data-dir",
+            &dir_arg,
+            "--set",
+            "rate_limit_per_sec=0",
+            "--set",
+            "rate_limit_per_user_per_sec=0",
+        ],
+    );
+    let config = ChatConfig {
+        server_pids: vec![server.child.id()],
+        ..ChatConfig::smoke(&format!("http://{}", server.addr))
+    };
+    let report = chat::run(&config, CancellationToken::new())
+        .await
+        .expect("chat run");
+    println!("{}", report.markdown());
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(report.stored > 0, "{:?}", report.send_errors);
+    assert_eq!((report.lost, report.duplicates), (0, 0), "{report:?}");
+    assert_eq!(report.delivered, report.stored * 5);
     assert!(report.ok(), "{report:?}");
     round_trips(&report);
 }
