@@ -149,6 +149,8 @@ async fn members_only_private_rooms_and_every_refusal_changes_nothing() {
     );
     assert!(bob.take("user_joined").is_empty(), "bob came second");
 
+    // A plain fabric room with a member (a feed, a ticket room) cannot be taken over.
+    bob.subscribe("lobby").expect("plain join");
     let first = w.send("ana", "team", "hello").await.expect("send");
     let elsewhere = w.send("ana", "other", "there").await.expect("send");
     let id = first["id"]
@@ -191,6 +193,14 @@ async fn members_only_private_rooms_and_every_refusal_changes_nothing() {
         (
             "existing room",
             w.chat.create_room("eve", group("team", false, &[])).await,
+        ),
+        (
+            "ticket room",
+            w.chat.create_room("eve", group("event_1", true, &[])).await,
+        ),
+        (
+            "a fabric room in use",
+            w.chat.create_room("eve", group("lobby", true, &[])).await,
         ),
     ];
     for (what, r) in refusals {

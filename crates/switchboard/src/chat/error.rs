@@ -24,6 +24,8 @@ pub enum ChatError {
     NotJoined(String),
     #[error("Room {0:?} already exists")]
     RoomExists(String),
+    #[error("Room {0:?} is in use on the fabric: choose another name for a chat room")]
+    RoomInUse(String),
     #[error("senderId must not be set: the sender is always the connection's user")]
     ForgedSender,
     #[error("type {0:?} is not allowed here (text, image or file; system only from the HTTP API)")]
@@ -65,7 +67,7 @@ impl ChatError {
             | ChatError::NotYourMessage
             | ChatError::NotAllowedToDelete
             | ChatError::NotModerator => StatusCode::FORBIDDEN,
-            ChatError::RoomExists(_) => StatusCode::CONFLICT,
+            ChatError::RoomExists(_) | ChatError::RoomInUse(_) => StatusCode::CONFLICT,
             ChatError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,

@@ -567,10 +567,15 @@ impl Chat {
             .unwrap_or_else(|| format!("room_{:016x}", rand::random::<u64>()));
         crate::transport::check_room(&id, Some(user))
             .map_err(|e| ChatError::BadRoomName(e.to_string()))?;
-        if id.starts_with("dm:") || id.starts_with("user:") {
+        if id.starts_with("dm:") || id.starts_with("user:") || id.starts_with("event_") {
             return Err(ChatError::BadRoomName(format!(
-                "{id:?}: dm: and user: rooms are not created this way"
+                "{id:?}: dm:, user: and event_ rooms are not created this way"
             )));
+        }
+        // A room other clients already use on the fabric (a ticket room, a feed) must not
+        // turn into a chat room under them: its joins would start following chat rules.
+        if self.hub.room_info(&id).is_some_and(|r| r.members > 0) {
+            return Err(ChatError::RoomInUse(id));
         }
         let mut members = vec![(user.to_owned(), Role::Owner)];
         for m in input.members {
