@@ -22,6 +22,7 @@ let dataDir;
 const serveArgs = (dir) => [
   "serve", "--data-dir", dir, "--set", `api_key=${KEY}`,
   "--set", `max_message_bytes=${MAX}`, "--set", "presence_idle_secs=2",
+  "--set", "private_room_prefixes=vip-",
 ];
 
 before(async () => {
@@ -253,6 +254,10 @@ describe("chat on /chat", { skip: skip() }, () => {
       [ana, "message:edit", { id: first.id, content: "" }, /empty/],
       [ana, "room:create", { roomId, type: "group" }, /already exists/],
       [ana, "room:create", { roomId: "dm:a:b" }, /not created this way/],
+      [ana, "room:create", { roomId: "event_7" }, /not created this way/],
+      // The room policy applies: a private prefix needs a token that grants it.
+      [ana, "room:create", { roomId: "vip-lounge" }, /Not allowed/],
+      [ana, "join", "vip-lounge", /Not allowed/],
     ];
     for (const [c, event, data, why] of cases) {
       const ack = await c.ask(event, data);

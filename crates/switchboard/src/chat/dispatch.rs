@@ -31,6 +31,19 @@ pub const EVENTS: &[&str] = &[
     "room:role",
 ];
 
+/// The room an event would put the user in (`join`) or name (`room:create`): the
+/// transport checks it against the room policy (token grants, private prefixes) first.
+pub fn room_to_authorize(event: &str, data: &Value) -> Option<String> {
+    match event {
+        "join" => input::room_arg(data).ok(),
+        "room:create" => data
+            .get("roomId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
 /// Handles `event`; `None` when it is not a chat event.
 pub async fn dispatch(
     chat: &Chat,

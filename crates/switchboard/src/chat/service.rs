@@ -574,6 +574,9 @@ impl Chat {
         }
         // A room other clients already use on the fabric (a ticket room, a feed) must not
         // turn into a chat room under them: its joins would start following chat rules.
+        if self.store.room(id.clone()).await?.is_some() {
+            return Err(ChatError::RoomExists(id));
+        }
         if self.hub.room_info(&id).is_some_and(|r| r.members > 0) {
             return Err(ChatError::RoomInUse(id));
         }

@@ -91,7 +91,22 @@ impl NamespaceHandler for ChatNamespace {
                 None => Value::Null,
             };
             let conn = conn_of(&socket);
-            let answer = match super::dispatch(&self.chat, &conn, &event.name, &data).await {
+            let refused = super::dispatch::room_to_authorize(&event.name, &data).and_then(|room| {
+                self.realtime
+                    .rooms
+                    .check(
+                        crate::transport::access::Via::SocketIo,
+                        &room,
+                        socket.user(),
+                        socket.grants(),
+                    )
+                    .err()
+            });
+            let result = match refused {
+                Some(e) => Some(Err(super::ChatError::BadRoomName(e.to_string()))),
+                None => super::dispatch(&self.chat, &conn, &event.name, &data).await,
+            };
+            let answer = match result {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
                     e.log();

@@ -577,7 +577,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
             return client.fail(ack, "action must be a string");
         };
         if let Some(chat) = t.chat()
-            && chat_action(chat, client, action, obj, ack).await
+            && chat_action(chat, &t.realtime.rooms, client, action, obj, ack).await
         {
             return;
         }
@@ -600,6 +600,7 @@ async fn handle_text(t: &Arc<Transports>, client: &Arc<WsClient>, member: Member
 /// plain relay). Returns false when the action is not the chat's.
 async fn chat_action(
     chat: &crate::chat::Chat,
+    rooms: &super::access::RoomPolicy,
     client: &Arc<WsClient>,
     action: &str,
     obj: &serde_json::Map<String, Value>,
@@ -630,6 +631,12 @@ async fn chat_action(
         _ => return false,
     };
     let data = Value::Object(obj.clone());
+    if let Some(room) = crate::chat::dispatch::room_to_authorize(event, &data)
+        && let Err(e) = rooms.check(Via::Ws, &room, Some(&client.user), client.grants.as_deref())
+    {
+        client.fail(ack, &e.to_string());
+        return true;
+    }
     match crate::chat::dispatch(chat, &**client, event, &data).await {
         Some(Ok(body)) => client.reply(ack, reply, body),
         Some(Err(e)) => {
