@@ -50,12 +50,19 @@ impl TypingKind {
     }
 }
 
+/// How long a name is remembered as not a chat room ([`Chat::is_chat_room`]).
+const NOT_CHAT_TTL: Duration = Duration::from_secs(2);
+/// Names remembered at most (then forgotten all at once: a cache, never a leak).
+const KNOWN_MAX: usize = 10_000;
+
 /// The chat service.
 pub struct Chat {
     store: Arc<dyn ChatStore>,
     hub: Arc<Hub>,
     live: Mutex<Live>,
     config: ChatConfig,
+    /// Room name -> (is a chat room, when learned).
+    known: Mutex<std::collections::HashMap<String, (bool, Instant)>>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -73,6 +80,7 @@ impl Chat {
             hub,
             live: Mutex::new(Live::default()),
             config,
+            known: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -229,8 +237,31 @@ impl Chat {
     }
 
     /// Whether `room` is a chat room (else the plain transports keep their own rules).
+    /// Asked on every plain `/ws` join, leave and message, so answers are remembered: a
+    /// chat room for good (rooms are never deleted), any other name for
+    /// [`NOT_CHAT_TTL`] (a room another node just created is seen within it).
     pub async fn is_chat_room(&self, room: &str) -> Result<bool> {
-        Ok(self.store.room(room.to_owned()).await?.is_some())
+        let now = Instant::now();
+        if let Some(&(is, at)) = self.known.lock().get(room)
+            && (is || now < at + NOT_CHAT_TTL)
+        {
+            return Ok(is);
+        }
+        let is = self.store.room(room.to_owned()).await?.is_some();
+        let mut known = self.known.lock();
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(room.to_owned(), (is, now));
+        Ok(is)
+    }
+
+    fn remember_chat_room(&self, room: &str) {
+        let mut known = self.known.lock();
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(room.to_owned(), (true, Instant::now()));
     }
 
     /// Room authorization on every transport: a private chat room only for members.
@@ -600,6 +631,7 @@ impl Chat {
         if !created {
             return Err(ChatError::RoomExists(room.id));
         }
+        self.remember_chat_room(&room.id);
         let body = room.to_json();
         self.emit(&ids, "room:added", &body, None, false);
         Ok(json!({"success": true, "room": body}))
@@ -627,6 +659,7 @@ impl Chat {
             (other.to_owned(), Role::Member),
         ];
         let (room, created) = self.store.create_room(room, members).await?;
+        self.remember_chat_room(&room.id);
         let body = room.to_json();
         if created {
             self.emit(
