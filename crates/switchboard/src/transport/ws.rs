@@ -72,6 +72,9 @@ struct WsClient {
     id: String,
     /// The chat's name for this connection (`ws:{id}`).
     chat_id: String,
+    /// Set at the first chat action: only then does the chat track this connection
+    /// (presence, rooms), so plain `/ws` clients cost the chat nothing.
+    chatting: std::sync::atomic::AtomicBool,
     user: String,
     /// The token's `rooms` claim, if it had one.
     grants: Option<Arc<[String]>>,
@@ -354,6 +357,7 @@ where
         let id = client_id();
         let client = Arc::new(WsClient {
             chat_id: format!("ws:{id}"),
+            chatting: std::sync::atomic::AtomicBool::new(false),
             id,
             user: identity.user,
             grants: identity.rooms,
@@ -371,9 +375,6 @@ where
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
         let _ = t.hub.join(member, &user_room(&client.user));
-        if let Some(chat) = t.chat() {
-            chat.connected(client.clone()).await;
-        }
         client.send_event(
             "connected",
             &json!({"clientId": client.id, "userId": client.user}).to_string(),
@@ -489,7 +490,9 @@ where
             Some((4009, _)) => Close::SlowClient,
             Some(_) => Close::Error,
         });
-        if let Some(chat) = t.chat() {
+        if let Some(chat) = t.chat()
+            && client.chatting.load(Ordering::Relaxed)
+        {
             chat.disconnected(&client.chat_id).await;
         }
         for room in t
@@ -630,6 +633,9 @@ async fn chat_action(
         a if crate::chat::dispatch::EVENTS.contains(&a) => (a, a),
         _ => return false,
     };
+    if !client.chatting.swap(true, Ordering::Relaxed) {
+        chat.connected(client.clone()).await;
+    }
     let data = Value::Object(obj.clone());
     if let Some(room) = crate::chat::dispatch::room_to_authorize(event, &data)
         && let Err(e) = rooms.check(Via::Ws, &room, Some(&client.user), client.grants.as_deref())
