@@ -198,7 +198,8 @@ pub struct Config {
     /// PostgreSQL URL of the chat store shared by a fleet (`postgresql://user@host/db`);
     /// empty keeps the chat in SQLite in `data_dir`.
     pub database_url: String,
-    /// Chat (`/chat`, README "Chat"): largest message content in bytes.
+    /// Chat (`/chat`, README "Chat"): largest message content in bytes (at most
+    /// `max_payload` in effect).
     pub max_message_bytes: usize,
     /// A chat user without activity this long is `away`.
     pub presence_idle_secs: u64,
@@ -651,9 +652,9 @@ impl Config {
             "must be a postgres:// or postgresql:// URL",
         )?;
         check(
-            (1..=self.max_payload).contains(&self.max_message_bytes),
+            self.max_message_bytes >= 1,
             "max_message_bytes",
-            "must be between 1 and max_payload",
+            "must be at least 1",
         )?;
         check(
             (1..=86_400).contains(&self.presence_idle_secs),
@@ -770,7 +771,8 @@ impl Config {
     /// The chat's settings (typing timings are the catalogue's: 2 s, 5 s).
     pub fn chat(&self) -> crate::chat::ChatConfig {
         crate::chat::ChatConfig {
-            max_message_bytes: self.max_message_bytes,
+            // No content can be bigger than the packet that carries it.
+            max_message_bytes: self.max_message_bytes.min(self.max_payload),
             timing: crate::chat::live::Timing {
                 typing_throttle: Duration::from_secs(2),
                 typing_quiet: Duration::from_secs(5),
