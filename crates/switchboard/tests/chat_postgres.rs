@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use switchboard::chat::model::{MessageType, NewMessage, Retention, Role, Room, RoomKind};
 use switchboard::chat::postgres::PgChat;
-use switchboard::chat::store::ChatStore;
+use switchboard::chat::store::{ChatStore, Checked};
 
 fn base_url() -> String {
     std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
@@ -210,6 +210,33 @@ async fn two_nodes_share_rooms_messages_and_idempotency() {
             .expect("remove")
     );
 
+    // The send path's one round trip: checks, insert, idempotency.
+    assert_eq!(
+        a.insert_checked(msg("nowhere", "ana", "x", None, 70), true)
+            .await
+            .expect("checked"),
+        Checked::NoRoom
+    );
+    assert_eq!(
+        b.insert_checked(msg("r", "eve", "x", None, 70), true)
+            .await
+            .expect("checked"),
+        Checked::NotMember
+    );
+    let Checked::Stored(m, true) = b
+        .insert_checked(msg("r", "eve", "from the API", Some("k"), 70), false)
+        .await
+        .expect("checked")
+    else {
+        panic!("a server-side sender needs no membership")
+    };
+    assert_eq!(
+        a.insert_checked(msg("r", "eve", "again", Some("k"), 71), false)
+            .await
+            .expect("checked"),
+        Checked::Stored(m, false)
+    );
+
     let removed = a
         .prune(
             Retention {
@@ -220,7 +247,7 @@ async fn two_nodes_share_rooms_messages_and_idempotency() {
         )
         .await
         .expect("prune");
-    assert_eq!(removed, 4);
+    assert_eq!(removed, 5);
     let (kept, _) = b.history("r".into(), None, 100).await.expect("history");
     assert_eq!(kept.len(), 2);
 }

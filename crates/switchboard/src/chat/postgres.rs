@@ -17,7 +17,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::model::{
     Member, Message, MessageType, NewMessage, Retention, Role, Room, RoomKind, RoomOf,
 };
-use super::store::{ChatStore, Fut, StoreError};
+use super::store::{ChatStore, Checked, Fut, StoreError};
 
 /// Connections kept per process.
 const POOL: usize = 4;
@@ -88,8 +88,13 @@ impl PgChat {
         F: for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'a,
     {
         Box::pin(async move {
-            let slot = &self.pool[self.next.fetch_add(1, Ordering::Relaxed) % POOL];
-            let mut guard = slot.lock().await;
+            // A free connection if there is one, else wait for the next in turn.
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let free = (0..POOL).find_map(|i| self.pool[(start + i) % POOL].try_lock().ok());
+            let mut guard = match free {
+                Some(g) => g,
+                None => self.pool[start % POOL].lock().await,
+            };
             if guard.as_ref().is_none_or(Client::is_closed) {
                 *guard = Some(self.connect().await?);
             }
@@ -387,6 +392,65 @@ impl ChatStore for PgChat {
                     )
                     .await?;
                 Ok((message_row(&first)?, false))
+            })
+        })
+    }
+
+    fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
+        self.with(move |c| {
+            Box::pin(async move {
+                let metadata = msg.metadata.as_ref().map(Value::to_string);
+                // One statement on the happy path: the checks are its WHERE.
+                let inserted = c
+                    .query_opt(
+                        &format!(
+                            "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
+                             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                             WHERE EXISTS (SELECT 1 FROM chat_rooms WHERE id = $1)
+                               AND (NOT $10 OR EXISTS (SELECT 1 FROM chat_members WHERE room_id = $1 AND user_id = $2))
+                             ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
+                             RETURNING {MESSAGE_COLUMNS}"
+                        ),
+                        &[
+                            &msg.room_id,
+                            &msg.sender_id,
+                            &msg.content,
+                            &msg.kind.as_str(),
+                            &metadata,
+                            &msg.reply_to,
+                            &msg.client_msg_id,
+                            &msg.created_at,
+                            &msg.delivered,
+                            &member_required,
+                        ],
+                    )
+                    .await?;
+                if let Some(row) = inserted {
+                    return Ok(Checked::Stored(message_row(&row)?, true));
+                }
+                // Why not: no room, not a member, or a repeated clientMsgId.
+                if get_room(&*c, &msg.room_id).await?.is_none() {
+                    return Ok(Checked::NoRoom);
+                }
+                if member_required
+                    && c.query_opt(
+                        "SELECT 1 FROM chat_members WHERE room_id = $1 AND user_id = $2",
+                        &[&msg.room_id, &msg.sender_id],
+                    )
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Checked::NotMember);
+                }
+                let first = c
+                    .query_one(
+                        &format!(
+                            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE sender_id = $1 AND client_msg_id = $2"
+                        ),
+                        &[&msg.sender_id, &msg.client_msg_id],
+                    )
+                    .await?;
+                Ok(Checked::Stored(message_row(&first)?, false))
             })
         })
     }

@@ -18,7 +18,7 @@ use super::error::ChatError;
 use super::input::{CreateInput, SendInput};
 use super::live::{ChatConn, Live, Status, Tick, Timing, TypingOutcome};
 use super::model::{Member, Message, NewMessage, Retention, Role, Room, RoomKind, direct_room};
-use super::store::ChatStore;
+use super::store::{ChatStore, Checked};
 use crate::realtime::user_room;
 use crate::tickets::now_ms;
 
@@ -351,11 +351,12 @@ impl Chat {
         input: SendInput,
         as_api: bool,
     ) -> Result<(Value, bool)> {
-        let room = self.room(&input.room).await?;
-        if !as_api {
-            self.member_of(&room.id, sender).await?;
-        }
         if let Some(reply) = &input.reply_to {
+            // The rare path: the room and membership first, so they are what a refusal names.
+            let room = self.room(&input.room).await?;
+            if !as_api {
+                self.member_of(&room.id, sender).await?;
+            }
             let seq = reply.parse::<i64>().unwrap_or(0);
             match self.store.message(seq).await? {
                 Some(m) if m.room_id == room.id => {}
@@ -363,25 +364,34 @@ impl Chat {
                 None => return Err(ChatError::UnknownMessage(reply.clone())),
             }
         }
-        let delivered = self.live.lock().others_in(&room.id, sender);
-        let (msg, created) = self
+        let delivered = self.live.lock().others_in(&input.room, sender);
+        let room_id = input.room.clone();
+        let checked = self
             .store
-            .insert_message(NewMessage {
-                room_id: room.id.clone(),
-                sender_id: sender.to_owned(),
-                content: input.content,
-                kind: input.kind,
-                metadata: input.metadata,
-                reply_to: input.reply_to,
-                client_msg_id: input.client_msg_id,
-                created_at: now_ms(),
-                delivered,
-            })
+            .insert_checked(
+                NewMessage {
+                    room_id: input.room,
+                    sender_id: sender.to_owned(),
+                    content: input.content,
+                    kind: input.kind,
+                    metadata: input.metadata,
+                    reply_to: input.reply_to,
+                    client_msg_id: input.client_msg_id,
+                    created_at: now_ms(),
+                    delivered,
+                },
+                !as_api,
+            )
             .await?;
+        let (msg, created) = match checked {
+            Checked::Stored(m, created) => (m, created),
+            Checked::NoRoom => return Err(ChatError::UnknownRoom(room_id)),
+            Checked::NotMember => return Err(ChatError::NotMember(room_id)),
+        };
         let body = if created {
             let body = msg.to_json(&[]);
             self.emit(
-                std::slice::from_ref(&room.id),
+                std::slice::from_ref(&msg.room_id),
                 "message",
                 &body,
                 None,

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::model::{
     Member, Message, MessageType, NewMessage, Retention, Role, Room, RoomKind, RoomOf,
 };
-use super::store::{ChatStore, Fut, StoreError};
+use super::store::{ChatStore, Checked, Fut, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct SqliteChat {
@@ -158,6 +158,58 @@ fn unread_of(c: &Connection, room: &str, user: &str) -> rusqlite::Result<i64> {
     )
 }
 
+fn insert(c: &mut Connection, msg: NewMessage) -> Result<(Message, bool), StoreError> {
+    let tx = c.transaction()?;
+    if let Some(client) = &msg.client_msg_id {
+        let first = tx
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE sender_id = ?1 AND client_msg_id = ?2"
+                ),
+                params![msg.sender_id, client],
+                message_row,
+            )
+            .optional()?;
+        if let Some(first) = first {
+            return Ok((first, false));
+        }
+    }
+    tx.execute(
+        "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            msg.room_id,
+            msg.sender_id,
+            msg.content,
+            msg.kind.as_str(),
+            msg.metadata.as_ref().map(Value::to_string),
+            msg.reply_to,
+            msg.client_msg_id,
+            msg.created_at,
+            msg.delivered
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok((
+        Message {
+            seq,
+            room_id: msg.room_id,
+            sender_id: msg.sender_id,
+            content: msg.content,
+            kind: msg.kind,
+            metadata: msg.metadata,
+            reply_to: msg.reply_to,
+            client_msg_id: msg.client_msg_id,
+            created_at: msg.created_at,
+            edited_at: None,
+            deleted: false,
+            delivered: msg.delivered,
+        },
+        true,
+    ))
+}
+
 impl ChatStore for SqliteChat {
     fn create_room(&self, room: Room, members: Vec<(String, Role)>) -> Fut<'_, (Room, bool)> {
         self.run(move |c| {
@@ -276,56 +328,31 @@ impl ChatStore for SqliteChat {
     }
 
     fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)> {
+        self.run(move |c| insert(c, msg))
+    }
+
+    fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
         self.run(move |c| {
-            let tx = c.transaction()?;
-            if let Some(client) = &msg.client_msg_id {
-                let first = tx
-                    .query_row(
-                        &format!(
-                            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE sender_id = ?1 AND client_msg_id = ?2"
-                        ),
-                        params![msg.sender_id, client],
-                        message_row,
-                    )
+            let room: Option<i64> = c
+                .prepare_cached("SELECT 1 FROM chat_rooms WHERE id = ?1")?
+                .query_row([&msg.room_id], |r| r.get(0))
+                .optional()?;
+            if room.is_none() {
+                return Ok(Checked::NoRoom);
+            }
+            if member_required {
+                let member: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT 1 FROM chat_members WHERE room_id = ?1 AND user_id = ?2",
+                    )?
+                    .query_row(params![msg.room_id, msg.sender_id], |r| r.get(0))
                     .optional()?;
-                if let Some(first) = first {
-                    return Ok((first, false));
+                if member.is_none() {
+                    return Ok(Checked::NotMember);
                 }
             }
-            tx.execute(
-                "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    msg.room_id,
-                    msg.sender_id,
-                    msg.content,
-                    msg.kind.as_str(),
-                    msg.metadata.as_ref().map(Value::to_string),
-                    msg.reply_to,
-                    msg.client_msg_id,
-                    msg.created_at,
-                    msg.delivered
-                ],
-            )?;
-            let seq = tx.last_insert_rowid();
-            tx.commit()?;
-            Ok((
-                Message {
-                    seq,
-                    room_id: msg.room_id,
-                    sender_id: msg.sender_id,
-                    content: msg.content,
-                    kind: msg.kind,
-                    metadata: msg.metadata,
-                    reply_to: msg.reply_to,
-                    client_msg_id: msg.client_msg_id,
-                    created_at: msg.created_at,
-                    edited_at: None,
-                    deleted: false,
-                    delivered: msg.delivered,
-                },
-                true,
-            ))
+            let (m, created) = insert(c, msg)?;
+            Ok(Checked::Stored(m, created))
         })
     }
 
@@ -639,6 +666,25 @@ mod tests {
                 .is_none(),
             "a deleted message stays deleted"
         );
+        use crate::chat::store::Checked;
+        assert_eq!(
+            s.insert_checked(msg("nowhere", "ana", "x", None, 5), true)
+                .await
+                .expect("checked"),
+            Checked::NoRoom
+        );
+        assert_eq!(
+            s.insert_checked(msg("r", "eve", "x", None, 5), true)
+                .await
+                .expect("checked"),
+            Checked::NotMember
+        );
+        assert!(matches!(
+            s.insert_checked(msg("r", "eve", "x", None, 5), false)
+                .await
+                .expect("checked"),
+            Checked::Stored(_, true)
+        ));
         s.set_last_seen("ana".into(), 50).await.expect("seen");
         s.set_last_seen("ana".into(), 40).await.expect("seen");
         assert_eq!(

@@ -28,6 +28,17 @@ pub enum StoreError {
     Task(String),
 }
 
+/// What [`ChatStore::insert_checked`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// No such room: nothing written.
+    NoRoom,
+    /// The sender is not a member: nothing written.
+    NotMember,
+    /// Stored (`true`), or the first message of that `clientMsgId` (`false`).
+    Stored(Message, bool),
+}
+
 /// The chat's storage.
 pub trait ChatStore: Send + Sync {
     /// Creates `room` with its first members; if a room by that id exists, nothing is
@@ -48,6 +59,10 @@ pub trait ChatStore: Send + Sync {
     /// Stores a message; a message of the same sender with the same `client_msg_id`
     /// comes back instead (with `false`) and nothing is written.
     fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)>;
+    /// [`ChatStore::insert_message`] if the room exists and, when `member_required`, the
+    /// sender is one of its members: the checks and the insert in one round trip (the
+    /// send path's cost).
+    fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked>;
     fn message(&self, seq: i64) -> Fut<'_, Option<Message>>;
     /// Replaces a message's content (edit) or marks it deleted (content emptied).
     fn update_message(
