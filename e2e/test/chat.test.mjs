@@ -378,6 +378,12 @@ describe("chat on /ws, SSE and HTTP", { skip: skip() }, () => {
 
     await w.ask({ action: "typing", roomId });
     assert.deepEqual(await ana.next("typing"), { userId: dave, roomId });
+    // Typing reaches /ws in the catalogue's form too: {action: "typing", userId, roomId}.
+    const w2 = await wsClient(t, uniq("erin"));
+    await w2.ask({ action: "join", roomId });
+    await ana.ask("typing:start", { roomId });
+    const typed = await w2.next((f) => f.action === "typing:start");
+    assert.deepEqual([typed.userId, typed.roomId, typed.event, typed.data], [ana.userId, roomId, "typing:start", { userId: ana.userId, roomId }]);
     await ana.ask("message", { roomId, content: "to ws" });
     const incoming = await w.next((f) => f.event === "message" && f.data.content === "to ws");
     const read = await w.ask({ action: "read", roomId, messageId: incoming.data.id });

@@ -52,8 +52,27 @@ fn quoted(s: &str) -> String {
 /// `{"event", "data", "room"?, "offset"}`: the room when the message went to exactly one.
 fn encode_envelope(env: &Envelope) -> Utf8Bytes {
     let data = env.payload.as_single_json();
-    let mut out = String::with_capacity(data.len() + env.event.len() + 64);
-    out.push_str("{\"event\":");
+    let mut out = String::with_capacity(data.len() * 2 + env.event.len() + 64);
+    out.push('{');
+    // The catalogue's plain WebSocket chat server sends typing as `{"action": "typing",
+    // "userId", "roomId"}`: chat typing events carry that form too, beside the usual one.
+    // Only the chat's own payload (exactly `userId` and `roomId`), so the added keys can
+    // never clash with a published payload's; encoded once per envelope (the cache).
+    if env.event.starts_with("typing")
+        && serde_json::from_str::<serde_json::Map<String, Value>>(&data).is_ok_and(|m| {
+            m.len() == 2
+                && m.get("userId").is_some_and(Value::is_string)
+                && m.get("roomId").is_some_and(Value::is_string)
+        })
+        && let Some(inner) = data.strip_prefix('{').and_then(|d| d.strip_suffix('}'))
+    {
+        out.push_str("\"action\":");
+        out.push_str(&quoted(&env.event));
+        out.push(',');
+        out.push_str(inner);
+        out.push(',');
+    }
+    out.push_str("\"event\":");
     out.push_str(&quoted(&env.event));
     out.push_str(",\"data\":");
     out.push_str(&data);
