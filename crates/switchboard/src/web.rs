@@ -1,4 +1,5 @@
-//! The pages: the ticket page at `/`, the live dashboard at `/dashboard`, their assets
+//! The pages: the ticket page at `/`, the chat at `/chat`, the live dashboard at
+//! `/dashboard`, their assets
 //! under `/assets/`, and `GET /api/session-info` (how a visitor signs in).
 //!
 //! Owns: the files of `web/` (embedded at build time, so `cargo run` serves them with no
@@ -40,6 +41,7 @@ macro_rules! asset {
 
 const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 const DASHBOARD: Asset = asset!("dashboard.html", "text/html; charset=utf-8");
+const CHAT: Asset = asset!("chat.html", "text/html; charset=utf-8");
 
 /// What `/assets/{name}` serves; anything else is 404.
 const ASSETS: &[Asset] = &[
@@ -47,6 +49,8 @@ const ASSETS: &[Asset] = &[
     asset!("common.js", "text/javascript; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("dashboard.js", "text/javascript; charset=utf-8"),
+    asset!("chat.js", "text/javascript; charset=utf-8"),
+    asset!("chat.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
 ];
 
@@ -64,6 +68,7 @@ pub fn routes(dev_mode: Option<DevModeReason>) -> Router {
     Router::new()
         .route("/", get(|| async { serve(&INDEX) }))
         .route("/dashboard", get(|| async { serve(&DASHBOARD) }))
+        .route("/chat", get(|| async { serve(&CHAT) }))
         .route("/assets/{name}", get(asset))
         .route("/api/session-info", get(session_info))
         .with_state(dev_mode)

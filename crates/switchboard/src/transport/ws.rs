@@ -646,10 +646,10 @@ async fn chat_action(
                 "leave" => "left",
                 _ => "sent",
             };
-            (action, reply)
+            (action, reply.to_owned())
         }
-        "presence" => ("presence", "presence"),
-        a if crate::chat::dispatch::EVENTS.contains(&a) => (a, a),
+        // Not the room's event names (`typing`, `read`...): an answer is not an event.
+        a if crate::chat::dispatch::EVENTS.contains(&a) => (a, format!("{a}:ack")),
         _ => return false,
     };
     if !client.chatting.swap(true, Ordering::Relaxed) {
@@ -663,7 +663,7 @@ async fn chat_action(
         return true;
     }
     match crate::chat::dispatch(chat, &**client, event, &data).await {
-        Some(Ok(body)) => client.reply(ack, reply, body),
+        Some(Ok(body)) => client.reply(ack, &reply, body),
         Some(Err(e)) => {
             e.log();
             client.fail(ack, &e.to_string());
