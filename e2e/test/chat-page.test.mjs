@@ -59,7 +59,7 @@ describe("the chat page", { skip }, () => {
   it("two users: messages, read ticks, typing, presence; a message sent offline arrives once after a restart", T, async (t) => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "switchboard-chat-page-"));
     t.after(() => rmSync(dataDir, { recursive: true, force: true }));
-    const args = ["serve", "--data-dir", dataDir];
+    const args = ["serve", "--data-dir", dataDir, "--set", "api_key=page-key"];
     let server = await startServer({ args });
     t.after(() => server.stop());
 
@@ -115,5 +115,24 @@ describe("the chat page", { skip }, () => {
     assert.equal(await count(ana), 1);
     assert.equal(await count(bob), 1);
     await ana.screenshot({ path: path.join(SHOTS, "chat-after-restart.png") });
+
+    // History pages in as the list scrolls up: 40 more messages, the page shows the newest
+    // 30 after a reload, and all 43 once scrolled to the top.
+    const roomId = await ana.$eval("#rooms li", (li) => li.dataset.room);
+    for (let i = 0; i < 40; i++) {
+      const res = await fetch(`${server.url}/api/rooms/${encodeURIComponent(roomId)}/messages`, {
+        method: "POST",
+        headers: { authorization: "Bearer page-key", "content-type": "application/json" },
+        body: JSON.stringify({ senderId: "bob-page", content: `Note ${i}` }),
+      });
+      assert.equal(res.status, 200);
+    }
+    await ana.reload();
+    await online(ana);
+    await ana.click("#rooms li button");
+    await ana.waitForFunction(() => document.querySelectorAll("#messages li").length === 30, null, WAIT);
+    await ana.$eval("#messages", (m) => { m.scrollTop = 0; });
+    await ana.waitForFunction(() => document.querySelectorAll("#messages li").length === 43, null, WAIT);
+    assert.equal(await ana.textContent("#messages li:first-child .text"), "Hello Bob");
   });
 });
