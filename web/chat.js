@@ -7,6 +7,7 @@
 (() => {
   const { $, el, backoffDelay } = SB;
   const NAME_KEY = "switchboard.chat.name";
+  const TOKEN_KEY = "switchboard.token"; // the ticket page's: one sign-in per tab
   const QUEUE_KEY = "switchboard.chat.queue";
 
   const s = {
@@ -254,7 +255,8 @@
     if (!name) return SB.notice($("notice"), "warn", "Enter a name (or a token) first.");
     s.wanted = true;
     const token = name.split(".").length === 3;
-    if (!token) localStorage.setItem(NAME_KEY, name);
+    if (token) sessionStorage.setItem(TOKEN_KEY, name);
+    else localStorage.setItem(NAME_KEY, name);
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${token ? "" : `?userId=${encodeURIComponent(name)}`}`;
     const ws = token ? new WebSocket(url, [name]) : new WebSocket(url);
     s.ws = ws;
@@ -310,11 +312,20 @@
   });
   setInterval(renderMembers, 30_000);
 
-  // Live on load: a name from the address (?user=) or the last one used.
-  const given = new URLSearchParams(location.search).get("user") || localStorage.getItem(NAME_KEY);
+  // Live on load: a name from the address (?user=), the last one used, the tab's token,
+  // or in development mode a new demo identity (as the ticket page does).
+  const given = new URLSearchParams(location.search).get("user") ||
+    localStorage.getItem(NAME_KEY) || sessionStorage.getItem(TOKEN_KEY);
   setStatus("offline", "Not connected");
-  if (given) {
-    $("name").value = given;
-    connect();
-  }
+  (async () => {
+    let name = given;
+    if (!name) {
+      const info = await SB.fetchJson("/api/session-info").catch(() => null);
+      if (info?.devMode) name = `guest-${Math.floor(1000 + Math.random() * 9000)}`;
+    }
+    if (name) {
+      $("name").value = name;
+      connect();
+    }
+  })();
 })();

@@ -70,6 +70,11 @@ describe("the chat page", { skip }, () => {
     const bob = await newPage(t);
     await bob.goto(`${server.url}/chat?user=bob-page`);
     await online(bob);
+    // A first visit with no name goes live too, as a demo identity (development mode).
+    const guest = await newPage(t);
+    await guest.goto(`${server.url}/chat`);
+    await online(guest);
+    assert.match(await guest.inputValue("#name"), /^guest-\d{4}$/);
 
     await ana.fill("#new-members", "bob-page");
     await ana.click("#create");
