@@ -179,7 +179,10 @@ pub async fn run(
                 while content.len() < size {
                     content.push('x');
                 }
-                let msg = json!({"roomId": room, "content": content, "clientMsgId": format!("{s}-{acked}")});
+                // Unique across runs: a sender's clientMsgId is remembered by a shared
+                // store (PostgreSQL) from one run to the next.
+                let id = format!("{room}-{s}-{acked}");
+                let msg = json!({"roomId": room, "content": content, "clientMsgId": id});
                 match ask(&mut c, "message", &msg).await {
                     Ok(a) if a["success"] == true && a["duplicate"] == false => {
                         ack_us.push(u32::try_from(shared.micros() - sent).unwrap_or(u32::MAX));
