@@ -59,6 +59,7 @@ pub fn lower_is_better(metric: &str) -> bool {
         || metric == "bytes_per_client"
         || metric.contains("_per_delivery")
         || metric.contains("_per_request")
+        || metric.contains("_per_connect")
 }
 
 /// The median of `v` (sorted in place); 0 for none.

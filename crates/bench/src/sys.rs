@@ -76,6 +76,11 @@ impl CpuMeter {
         self.at.elapsed().as_secs_f64()
     }
 
+    /// CPU seconds the processes used since [`CpuMeter::start`].
+    pub fn used_secs(&self) -> Option<f64> {
+        Some(total_cpu_secs(&self.procs)? - self.cpu)
+    }
+
     pub fn percent(&self) -> Option<f64> {
         let used = total_cpu_secs(&self.procs)? - self.cpu;
         let wall = self.at.elapsed().as_secs_f64();

@@ -122,6 +122,9 @@ async fn idle_smoke_against_switchboard() {
     assert_eq!(report.dropped_while_idle, 0);
     assert!(report.pings_answered >= config.clients as u64);
     assert!(report.server_rss_after_bytes.is_some());
+    // Read from the server's own CPU time (clock ticks: 20 clients may cost less than one).
+    let us = report.server_cpu_us_per_connect.expect("server CPU read");
+    assert!(us.is_finite() && us >= 0.0, "server CPU per connect {us}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,8 @@ pub struct IdleReport {
     /// From the first connect attempt to the last join ack.
     pub connect_join_secs: f64,
     pub connect_join_rate_per_sec: f64,
+    /// Server CPU time (its own, from `/proc`) per connect + join during that phase.
+    pub server_cpu_us_per_connect: Option<f64>,
     /// One client's connect + join, from its first byte to its ack.
     pub latency_ms: Percentiles,
     pub server_rss_before_bytes: Option<u64>,
@@ -102,6 +104,7 @@ impl IdleReport {
             "failure kinds",
             "generator RSS MB",
             "generator bytes per client",
+            "server CPU µs per connect+join",
             "CPUs",
         ]);
         let kinds = |m: &BTreeMap<&str, u64>| {
@@ -127,6 +130,8 @@ impl IdleReport {
             kinds(&self.failure_kinds),
             opt_mb(self.generator_rss_bytes),
             per_client(self.generator_bytes_per_client),
+            self.server_cpu_us_per_connect
+                .map_or_else(|| "-".into(), |us| format!("{us:.1}")),
             self.cpus.to_string(),
         ]);
         format!(

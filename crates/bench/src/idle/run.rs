@@ -160,7 +160,14 @@ pub async fn run(
     let joined = latencies_us.len();
     let connect_join_secs = last_ack.duration_since(started).as_secs_f64();
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
-    meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
+    meta.server_cpu_pct = server_cpu.as_ref().and_then(CpuMeter::percent);
+    // The server's own CPU time for the connect + join phase (issue 18's connect cost):
+    // the generator's share does not count.
+    let server_cpu_us_per_connect = server_cpu
+        .as_ref()
+        .and_then(CpuMeter::used_secs)
+        .filter(|_| joined > 0)
+        .map(|s| s * 1e6 / joined as f64);
 
     pause(config.settle, &shutdown).await;
     let server_after = config.server_pid.map(server_rss).transpose()?;
@@ -189,6 +196,9 @@ pub async fn run(
     if let Some(b) = server_bytes_per_client {
         meta.headline.insert("bytes_per_client".into(), b);
     }
+    if let Some(us) = server_cpu_us_per_connect {
+        meta.headline.insert("server_cpu_us_per_connect".into(), us);
+    }
     meta.finish();
     Ok(IdleReport {
         scenario: "idle",
@@ -206,6 +216,7 @@ pub async fn run(
         pings_answered,
         connect_join_secs,
         connect_join_rate_per_sec,
+        server_cpu_us_per_connect,
         latency_ms: Percentiles::from_micros(&mut latencies_us),
         server_rss_before_bytes: server_before,
         server_rss_after_bytes: server_after,
