@@ -355,47 +355,6 @@ impl ChatStore for PgChat {
         })
     }
 
-    fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)> {
-        self.with(move |c| {
-            Box::pin(async move {
-                let metadata = msg.metadata.as_ref().map(Value::to_string);
-                let inserted = c
-                    .query_opt(
-                        &format!(
-                            "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                             ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
-                             RETURNING {MESSAGE_COLUMNS}"
-                        ),
-                        &[
-                            &msg.room_id,
-                            &msg.sender_id,
-                            &msg.content,
-                            &msg.kind.as_str(),
-                            &metadata,
-                            &msg.reply_to,
-                            &msg.client_msg_id,
-                            &msg.created_at,
-                            &msg.delivered,
-                        ],
-                    )
-                    .await?;
-                if let Some(row) = inserted {
-                    return Ok((message_row(&row)?, true));
-                }
-                let first = c
-                    .query_one(
-                        &format!(
-                            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE sender_id = $1 AND client_msg_id = $2"
-                        ),
-                        &[&msg.sender_id, &msg.client_msg_id],
-                    )
-                    .await?;
-                Ok((message_row(&first)?, false))
-            })
-        })
-    }
-
     fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
         self.with(move |c| {
             Box::pin(async move {

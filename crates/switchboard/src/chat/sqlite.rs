@@ -327,10 +327,6 @@ impl ChatStore for SqliteChat {
         })
     }
 
-    fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)> {
-        self.run(move |c| insert(c, msg))
-    }
-
     fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
         self.run(move |c| {
             let room: Option<i64> = c

@@ -26,6 +26,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("no chat room {0}")]
+    NoRoom(String),
 }
 
 /// What [`ChatStore::insert_checked`] did.
@@ -56,13 +58,23 @@ pub trait ChatStore: Send + Sync {
     fn rooms_of(&self, user: String) -> Fut<'_, Vec<RoomOf>>;
     /// Only the ids of `rooms_of` (presence announcements).
     fn room_ids_of(&self, user: String) -> Fut<'_, Vec<String>>;
-    /// Stores a message; a message of the same sender with the same `client_msg_id`
-    /// comes back instead (with `false`) and nothing is written.
-    fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)>;
-    /// [`ChatStore::insert_message`] if the room exists and, when `member_required`, the
-    /// sender is one of its members: the checks and the insert in one round trip (the
-    /// send path's cost).
+    /// Stores a message if the room exists and, when `member_required`, the sender is
+    /// one of its members: the checks and the insert in one round trip (the send path's
+    /// cost). A message of the same sender with the same `client_msg_id` comes back
+    /// instead (`Stored(first, false)`) and nothing is written.
     fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked>;
+    /// [`ChatStore::insert_checked`] without the membership check, for a room that
+    /// exists (`StoreError::NoRoom` otherwise): the stored message, or the first one of
+    /// its `client_msg_id`, and whether it is new.
+    fn insert_message(&self, msg: NewMessage) -> Fut<'_, (Message, bool)> {
+        Box::pin(async move {
+            let room = msg.room_id.clone();
+            match self.insert_checked(msg, false).await? {
+                Checked::Stored(m, fresh) => Ok((m, fresh)),
+                Checked::NoRoom | Checked::NotMember => Err(StoreError::NoRoom(room)),
+            }
+        })
+    }
     fn message(&self, seq: i64) -> Fut<'_, Option<Message>>;
     /// Replaces a message's content (edit) or marks it deleted (content emptied).
     fn update_message(
