@@ -8,6 +8,7 @@
 mod catalog;
 mod coalesce;
 mod events_source;
+mod redis_batch;
 pub mod redis_store;
 mod service;
 mod shared;

@@ -15,13 +15,15 @@ use std::convert::Infallible;
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+
+use super::redis_batch::{Batches, Op, OpReply};
 use tickets::{
     Availability, CatalogError, Category, CategoryKey, ConfirmError, Event, Hold, HoldConfig,
     HoldRequest, HoldStatus, LockError, OrderEffect, OrderKind, OrderMessage, Stats, UnlockError,
 };
 
 /// The store could not answer: nothing can be assumed to have changed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisStoreError {
     /// Redis is unreachable, timed out or refused the command.
     #[error("hold store unreachable")]
@@ -76,9 +78,8 @@ macro_rules! script {
 }
 
 struct Scripts {
-    lock: Script,
-    unlock: Script,
-    release: Script,
+    /// Lock and unlock, in batches (`redis_batch.rs`).
+    ops: Script,
     confirm: Script,
     order: Script,
     event_cancelled: Script,
@@ -91,9 +92,17 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            lock: script!("lock"),
-            unlock: script!("unlock"),
-            release: script!("release"),
+            ops: Script::new(concat!(
+                include_str!("lua/prelude.lua"),
+                "\n",
+                include_str!("lua/lock.lua"),
+                "\n",
+                include_str!("lua/unlock.lua"),
+                "\n",
+                include_str!("lua/release.lua"),
+                "\n",
+                include_str!("lua/ops.lua")
+            )),
             confirm: script!("confirm"),
             order: script!("order"),
             event_cancelled: script!("event_cancelled"),
@@ -113,6 +122,7 @@ pub struct RedisHolds {
     node: String,
     config: HoldConfig,
     scripts: std::sync::Arc<Scripts>,
+    batches: std::sync::Arc<Batches>,
 }
 
 impl std::fmt::Debug for RedisHolds {
@@ -146,6 +156,7 @@ impl RedisHolds {
             node: node.to_owned(),
             config,
             scripts: std::sync::Arc::new(Scripts::new()),
+            batches: std::sync::Arc::default(),
         }
     }
 
@@ -204,42 +215,69 @@ impl RedisHolds {
         args: &[&str],
     ) -> Result<(String, Vec<Value>, Effects), RedisStoreError> {
         let reply = array(self.run(script, event_id, now, args).await?)?;
-        let mut parts = reply.into_iter();
-        let mut next = || parts.next().ok_or_else(|| bad("short reply"));
-        let code = text(next()?)?;
-        let value = array(next()?)?;
-        let swept = array(next()?)?
+        split(event_id, reply)
+    }
+
+    /// The batches of lock and unlock operations.
+    pub(crate) fn batches(&self) -> &Batches {
+        &self.batches
+    }
+
+    /// Runs a batch of one event's operations in one script (`lua/ops.lua`): one answer
+    /// per operation, in order; the batch's effects ride on the first.
+    pub(crate) async fn run_ops(
+        &self,
+        event_id: i64,
+        now: i64,
+        ops: &[Op],
+    ) -> Result<Vec<OpReply>, RedisStoreError> {
+        let count = ops.len().to_string();
+        let mut args: Vec<&str> = vec![&count];
+        for op in ops {
+            match op {
+                Op::Lock(a) => {
+                    args.push("lock");
+                    args.extend(a.iter().map(String::as_str));
+                }
+                Op::Unlock(user, cat) => args.extend(["unlock", user, cat]),
+                Op::Release(by, id) => args.extend(["release", by, id]),
+            }
+        }
+        let (_, results, mut effects) =
+            self.mutate(&self.scripts.ops, event_id, now, &args).await?;
+        if results.len() != ops.len() {
+            return Err(bad("a batch answered a different number of operations"));
+        }
+        results
             .into_iter()
-            .map(|h| hold(event_id, h))
-            .collect::<Result<_, _>>()?;
-        let availability = array(next()?)?
-            .into_iter()
-            .map(|a| availability(event_id, a))
-            .collect::<Result<_, _>>()?;
-        let deadline = text(next()?)?;
-        let next_deadline = if deadline.is_empty() {
-            None
-        } else {
-            Some(
-                deadline
-                    .parse::<f64>()
-                    .map_err(|_| bad("deadline is not a number"))? as i64,
-            )
-        };
-        let observed = array(next()?)?
-            .into_iter()
-            .map(|a| self::availability(event_id, a))
-            .collect::<Result<_, _>>()?;
-        Ok((
-            code,
-            value,
-            Effects {
-                swept,
-                availability,
-                next_deadline,
-                observed,
-            },
-        ))
+            .enumerate()
+            .map(|(i, r)| {
+                let mut parts = array(r)?.into_iter();
+                let mut next = || parts.next().ok_or_else(|| bad("short operation reply"));
+                let code = text(next()?)?;
+                let value = array(next()?)?;
+                let observed = array(next()?)?
+                    .into_iter()
+                    .map(|a| availability(event_id, a))
+                    .collect::<Result<_, _>>()?;
+                let effects = if i == 0 {
+                    Effects {
+                        observed,
+                        ..std::mem::take(&mut effects)
+                    }
+                } else {
+                    Effects {
+                        observed,
+                        ..Effects::default()
+                    }
+                };
+                Ok(OpReply {
+                    code,
+                    value,
+                    effects,
+                })
+            })
+            .collect()
     }
 
     /// Grants a hold (lock id `lock_e<event>_<seq>_<now>`: unique cluster-wide, and it
@@ -253,24 +291,21 @@ impl RedisHolds {
             }));
         }
         let expires = now.saturating_add(self.config.hold_ttl_ms);
-        let (ev, cat, qty, exp) = (
+        let op = Op::Lock([
             req.event_id.to_string(),
             req.category_id.to_string(),
+            req.user_id.clone(),
+            req.session_id.clone(),
             req.quantity.to_string(),
             expires.to_string(),
-        );
-        let args = [
-            ev.as_str(),
-            &cat,
-            &req.user_id,
-            &req.session_id,
-            &qty,
-            &exp,
-            &self.node,
-        ];
-        let (code, value, effects) = self
-            .mutate(&self.scripts.lock, req.event_id, now, &args)
-            .await?;
+            self.node.clone(),
+            now.to_string(),
+        ]);
+        let OpReply {
+            code,
+            value,
+            effects,
+        } = self.batches.submit(self, req.event_id, op, now).await?;
         let value = match code.as_str() {
             "ok" => {
                 let mut v = value.into_iter();
@@ -312,10 +347,12 @@ impl RedisHolds {
         category_id: i64,
         now: i64,
     ) -> StoreResult<Hold, UnlockError> {
-        let cat = category_id.to_string();
-        let (code, value, effects) = self
-            .mutate(&self.scripts.unlock, event_id, now, &[user, &cat])
-            .await?;
+        let op = Op::Unlock(user.to_owned(), category_id.to_string());
+        let OpReply {
+            code,
+            value,
+            effects,
+        } = self.batches.submit(self, event_id, op, now).await?;
         let value = match code.as_str() {
             "ok" => Ok(hold(event_id, Value::Array(value))?),
             "no_hold" => Err(UnlockError::NoHold {
@@ -357,9 +394,8 @@ impl RedisHolds {
         id: &str,
         now: i64,
     ) -> StoreResult<Vec<Hold>, Infallible> {
-        let (_, value, effects) = self
-            .mutate(&self.scripts.release, event_id, now, &[by, id])
-            .await?;
+        let op = Op::Release(by.to_owned(), id.to_owned());
+        let OpReply { value, effects, .. } = self.batches.submit(self, event_id, op, now).await?;
         Ok(Done {
             value: Ok(holds(event_id, value)?),
             effects,
@@ -726,6 +762,50 @@ fn escape_glob(s: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+/// Splits a mutation script's reply: `{code, value, swept, availability, next deadline,
+/// observed availability}`.
+fn split(
+    event_id: i64,
+    reply: Vec<Value>,
+) -> Result<(String, Vec<Value>, Effects), RedisStoreError> {
+    let mut parts = reply.into_iter();
+    let mut next = || parts.next().ok_or_else(|| bad("short reply"));
+    let code = text(next()?)?;
+    let value = array(next()?)?;
+    let swept = array(next()?)?
+        .into_iter()
+        .map(|h| hold(event_id, h))
+        .collect::<Result<_, _>>()?;
+    let availability = array(next()?)?
+        .into_iter()
+        .map(|a| availability(event_id, a))
+        .collect::<Result<_, _>>()?;
+    let deadline = text(next()?)?;
+    let next_deadline = if deadline.is_empty() {
+        None
+    } else {
+        Some(
+            deadline
+                .parse::<f64>()
+                .map_err(|_| bad("deadline is not a number"))? as i64,
+        )
+    };
+    let observed = array(next()?)?
+        .into_iter()
+        .map(|a| self::availability(event_id, a))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        code,
+        value,
+        Effects {
+            swept,
+            availability,
+            next_deadline,
+            observed,
+        },
+    ))
 }
 
 fn bad(what: &str) -> RedisStoreError {

@@ -1,11 +1,11 @@
--- unlock: ARGV[4] user, [5] category id. Only an active hold can be unlocked.
-local user, cat = ARGV[4], ARGV[5]
-local swept = sweep()
-local l = redis.call('HGET', user_key(user), cat)
-if not l then return finish('no_hold', {}, swept) end
-if redis.call('HGET', hold_key(l), 'status') == 'confirmed' then
-  return finish('confirmed', {l}, swept)
+-- unlock: user, category id. Only an active hold can be unlocked. Answers code, value.
+local function op_unlock(user, cat)
+  local l = redis.call('HGET', user_key(user), cat)
+  if not l then return 'no_hold', {} end
+  if redis.call('HGET', hold_key(l), 'status') == 'confirmed' then
+    return 'confirmed', {l}
+  end
+  local r = end_hold(l, 'released')
+  if not r then return 'no_hold', {} end
+  return 'ok', r
 end
-local r = end_hold(l, 'released')
-if not r then return finish('no_hold', {}, swept) end
-return finish('ok', r, swept)
