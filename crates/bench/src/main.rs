@@ -26,7 +26,11 @@ async fn main() -> ExitCode {
             Err(e) => setup(e),
             Ok(c) => match idle::run(&c, shutdown).await {
                 Ok(r) => finish(&r.markdown(), &r, r.ok(), args.json.as_deref()),
-                Err(e @ (idle::IdleError::Target(_) | idle::IdleError::FdLimit { .. })) => setup(e),
+                Err(
+                    e @ (idle::IdleError::Target(_)
+                    | idle::IdleError::Sources(_)
+                    | idle::IdleError::FdLimit { .. }),
+                ) => setup(e),
                 Err(e) => failed(e),
             },
         },

@@ -50,8 +50,18 @@ pub async fn connect(
     nsp: &Arc<Namespace>,
     user: &str,
 ) -> Result<Client, SioError> {
+    connect_from(target, None, nsp, user).await
+}
+
+/// [`connect`] from the local address `source` (`None`: the kernel chooses).
+pub async fn connect_from(
+    target: &Target,
+    source: Option<std::net::IpAddr>,
+    nsp: &Arc<Namespace>,
+    user: &str,
+) -> Result<Client, SioError> {
     let mut client =
-        Client::connect_with_query(target, &format!("userId={user}"), nsp, None).await?;
+        Client::connect_from(target, source, &format!("userId={user}"), nsp, None).await?;
     loop {
         let p = client.recv_packet().await?;
         if p.kind == PacketKind::Event && p.data().starts_with(CONNECTED_PREFIX) {

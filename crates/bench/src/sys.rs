@@ -1,5 +1,6 @@
 //! What the generator reads about processes from `/proc` (Linux): resident memory, CPU
-//! time, load averages and the open-files limit. Read-only; it never changes a limit or signals a process.
+//! time, load averages and the open-files limit. It never signals a process; the one
+//! thing it changes is this process's own open-files limit ([`raise_open_files`]).
 
 use std::io;
 
@@ -149,6 +150,67 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// This process's open-files limits after [`raise_open_files`], and what the machine
+/// allows any process (`/proc/sys/fs/file-max`, `/proc/sys/fs/nr_open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OpenFiles {
+    pub soft: u64,
+    pub hard: u64,
+    /// Open files the whole machine allows.
+    pub file_max: Option<u64>,
+    /// The highest hard limit a privileged process may set.
+    pub nr_open: Option<u64>,
+}
+
+/// Raises this process's soft open-files limit to at least `need`: up to the hard limit
+/// as anyone may, and above it (the hard limit too, up to `nr_open`) only when the
+/// process may (root or `CAP_SYS_RESOURCE`). Never lowers a limit. Returns the limits
+/// now in effect, whether or not they reach `need` (the caller decides).
+pub fn raise_open_files(need: u64) -> OpenFiles {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let (file_max, nr_open) = (read("/proc/sys/fs/file-max"), read("/proc/sys/fs/nr_open"));
+    let now = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let (soft, hard) = (
+        now.current.unwrap_or(u64::MAX),
+        now.maximum.unwrap_or(u64::MAX),
+    );
+    if soft < need {
+        let privileged = hard < need
+            && nr_open.is_none_or(|n| need <= n)
+            && setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(need),
+                    maximum: Some(need),
+                },
+            )
+            .is_ok();
+        if !privileged {
+            // EPERM above the hard limit: as far as anyone may go.
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(need.min(hard)),
+                    ..now
+                },
+            );
+        }
+    }
+    let after = getrlimit(Resource::Nofile);
+    OpenFiles {
+        soft: after.current.unwrap_or(u64::MAX),
+        hard: after.maximum.unwrap_or(u64::MAX),
+        file_max,
+        nr_open,
+    }
+}
+
 fn parse_open_files(limits: &str) -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line["Max open files".len()..]
@@ -188,5 +250,18 @@ mod tests {
         assert!(cpus() >= 1);
         assert!(cpu_secs(Proc::This).expect("linux /proc") >= 0.0);
         assert!(load_average().is_some());
+    }
+
+    #[test]
+    fn raising_the_open_files_limit_never_lowers_it() {
+        let before = raise_open_files(0);
+        assert!(before.soft <= before.hard);
+        // Asking for less than the soft limit changes nothing.
+        assert_eq!(raise_open_files(before.soft.min(16)), before);
+        // Asking for the hard limit reaches it, as anyone may.
+        let hard = before.hard.min(1 << 20);
+        let after = raise_open_files(hard);
+        assert!(after.soft >= hard.min(before.hard), "{after:?}");
+        assert_eq!(open_files_limit(), Some(after.soft));
     }
 }

@@ -189,6 +189,42 @@ async fn idle_realtime_smoke_against_switchboard() {
     assert!(v["meta"]["headline"]["connect_join_per_sec"].as_f64() > Some(0.0));
 }
 
+/// The 100,000-connection scenario at CI scale: clients from three loopback source
+/// addresses, the open-files limit raised by the generator, and a paced hold/release
+/// answered while they are all connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = IdleConfig {
+        server_pid: Some(server.child.id()),
+        event: Some(1),
+        namespace: "/realtime".into(),
+        clients: 200,
+        concurrency: 50,
+        sources: 3,
+        paced_rate: 10.0,
+        hold: std::time::Duration::from_secs(2),
+        label: Some("connections-200".into()),
+        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
+    };
+    let report = idle::run(&config, CancellationToken::new())
+        .await
+        .expect("connections run");
+    println!("{}", report.markdown());
+    assert!(report.ok(), "{:?} {:?}", report.failure_kinds, report.paced);
+    assert_eq!(report.joined, 200);
+    assert_eq!(report.sources, 3);
+    assert!(report.open_files.soft >= 200, "{:?}", report.open_files);
+    let paced = report.paced.as_ref().expect("paced operations ran");
+    assert!(paced.answered >= 10, "{paced:?}");
+    assert_eq!((paced.refused, paced.error), (0, None));
+    let v = round_trips(&report);
+    assert_eq!(v["meta"]["label"], "connections-200");
+    assert!(v["meta"]["headline"]["paced_p99_ms"].as_f64() > Some(0.0));
+    assert_eq!(v["meta"]["headline"]["joined"].as_f64(), Some(200.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_closed_and_paced_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };

@@ -47,6 +47,24 @@ pub struct IdleArgs {
     /// Give up on one client's connect + join after this many seconds.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout_secs: u64,
+    /// Loopback source addresses the clients connect from, 127.0.0.1 to 127.0.0.N
+    /// round-robin (one address gives ~28,000 ephemeral ports); 0: one per 20,000 clients.
+    #[arg(long, default_value_t = 0)]
+    pub sources: usize,
+    /// `/realtime` only: while the clients are held, one more client holds and releases a
+    /// seat of `--paced-event` this many times a second and times the answers; 0: none.
+    #[arg(long, default_value_t = 0.0, requires = "event")]
+    pub paced_rate: f64,
+    /// The event of the paced operations; the idle clients are not in its room.
+    #[arg(long, default_value_t = 2)]
+    pub paced_event: i64,
+    /// The category of `--paced-event` held and released (the demo catalog's event 2
+    /// has categories 4 to 6).
+    #[arg(long, default_value_t = 4)]
+    pub paced_category: i64,
+    /// Name of the comparison row (default `idle-N`).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -73,6 +91,13 @@ pub struct IdleConfig {
     pub settle: Duration,
     pub hold: Duration,
     pub connect_timeout: Duration,
+    /// Source addresses asked for (0: automatic, see [`crate::sio::Sources`]).
+    pub sources: usize,
+    /// Paced operations per second during the hold (0: none).
+    pub paced_rate: f64,
+    pub paced_event: i64,
+    pub paced_category: i64,
+    pub label: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +112,16 @@ pub enum ConfigError {
     Auth(serde_json::Error),
     #[error("--connect-timeout-secs must be at least 1")]
     NoTimeout,
+    #[error(transparent)]
+    Sources(#[from] crate::sio::SourcesError),
+    #[error("--paced-rate must be between 0 and 1000 operations per second (got {0})")]
+    PacedRate(f64),
+    #[error("--paced-rate needs --hold-secs: the paced operations run while the clients are held")]
+    PacedWithoutHold,
+    #[error(
+        "--paced-event must differ from --event: the paced operations must not fan out to the idle clients"
+    )]
+    PacedEvent,
 }
 
 impl IdleConfig {
@@ -106,6 +141,11 @@ impl IdleConfig {
             settle: Duration::from_secs(1),
             hold: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
+            sources: 0,
+            paced_rate: 0.0,
+            paced_event: 2,
+            paced_category: 4,
+            label: None,
         }
     }
 
@@ -124,6 +164,18 @@ impl IdleConfig {
         }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::NoTimeout);
+        }
+        crate::sio::Sources::new(self.sources, self.clients)?;
+        if !(0.0..=1000.0).contains(&self.paced_rate) {
+            return Err(ConfigError::PacedRate(self.paced_rate));
+        }
+        if self.paced_rate > 0.0 {
+            if self.hold.is_zero() {
+                return Err(ConfigError::PacedWithoutHold);
+            }
+            if self.event == Some(self.paced_event) {
+                return Err(ConfigError::PacedEvent);
+            }
         }
         Ok(())
     }
@@ -151,6 +203,11 @@ impl TryFrom<&IdleArgs> for IdleConfig {
             settle: Duration::from_secs(a.settle_secs),
             hold: Duration::from_secs(a.hold_secs),
             connect_timeout: Duration::from_secs(a.connect_timeout_secs),
+            sources: a.sources,
+            paced_rate: a.paced_rate,
+            paced_event: a.paced_event,
+            paced_category: a.paced_category,
+            label: a.label.clone(),
         };
         if c.pusher_key.is_some() && c.join.is_none() {
             c.join = Some("idle".into());
@@ -160,7 +217,9 @@ impl TryFrom<&IdleArgs> for IdleConfig {
             c.clients = smoke.clients;
             c.concurrency = c.concurrency.min(smoke.concurrency);
             c.settle = smoke.settle;
-            c.hold = smoke.hold;
+            c.hold = smoke
+                .hold
+                .max(Duration::from_secs(if c.paced_rate > 0.0 { 2 } else { 0 }));
         }
         c.validate()?;
         Ok(c)

@@ -3,6 +3,7 @@
 //! of other scenarios.
 
 mod config;
+mod paced;
 mod pusher;
 mod report;
 mod run;
@@ -10,5 +11,6 @@ mod run;
 mod tests;
 
 pub use config::{ConfigError, IdleArgs, IdleConfig};
+pub use paced::PacedReport;
 pub use report::{IdleReport, Percentiles};
 pub use run::{IdleError, run};

@@ -41,16 +41,17 @@ pub(crate) struct PusherClient {
 }
 
 impl PusherClient {
-    /// Connects with app `key` and subscribes to the public `channel`.
+    /// Connects (from `source`, see [`crate::sio::Sources`]) with app `key` and subscribes
+    /// to the public `channel`.
     pub(crate) async fn connect(
         target: &Target,
+        source: Option<std::net::IpAddr>,
         key: &str,
         channel: &str,
     ) -> Result<Self, PusherError> {
-        let tcp = TcpStream::connect(target.addr)
+        let tcp = crate::sio::target::tcp_connect(target.addr, source)
             .await
             .map_err(PusherError::Tcp)?;
-        tcp.set_nodelay(true).map_err(PusherError::Tcp)?;
         let url = format!(
             "ws://{}/app/{key}?protocol=7&client=bench&version=1",
             target.addr

@@ -42,6 +42,12 @@ pub struct IdleReport {
     pub cpus: usize,
     pub settle_secs: f64,
     pub hold_secs: f64,
+    /// Loopback source addresses the clients connected from (127.0.0.1 to 127.0.0.N).
+    pub sources: u8,
+    /// The generator's open-files limits during the run, and the machine's.
+    pub open_files: crate::sys::OpenFiles,
+    /// The paced operation during the hold (`--paced-rate`).
+    pub paced: Option<super::PacedReport>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -71,9 +77,11 @@ impl Percentiles {
 }
 
 impl IdleReport {
-    /// Whether every client joined and stayed.
+    /// Whether every client joined and stayed, and every paced operation was answered.
     pub fn ok(&self) -> bool {
-        self.failures == 0 && self.dropped_while_idle == 0
+        self.failures == 0
+            && self.dropped_while_idle == 0
+            && self.paced.as_ref().is_none_or(super::PacedReport::ok)
     }
 
     pub fn markdown(&self) -> String {
@@ -134,8 +142,46 @@ impl IdleReport {
                 .map_or_else(|| "-".into(), |us| format!("{us:.1}")),
             self.cpus.to_string(),
         ]);
+        let limits = format!(
+            "sources: {} loopback address(es); open files: generator soft {} / hard {}, machine file-max {} / nr_open {}\n",
+            self.sources,
+            self.open_files.soft,
+            self.open_files.hard,
+            self.open_files
+                .file_max
+                .map_or_else(|| "-".into(), |n| n.to_string()),
+            self.open_files
+                .nr_open
+                .map_or_else(|| "-".into(), |n| n.to_string()),
+        );
+        let paced = self.paced.as_ref().map_or_else(String::new, |p| {
+            let mut t = Table::new(&[
+                "paced ops/s",
+                "event / category",
+                "sent",
+                "answered",
+                "refused",
+                "skipped ticks",
+                "answer p50/p99/max ms",
+                "error",
+            ]);
+            t.row(vec![
+                format!("{}", p.rate_per_sec),
+                format!("{} / {}", p.event, p.category),
+                p.sent.to_string(),
+                p.answered.to_string(),
+                p.refused.to_string(),
+                p.skipped_ticks.to_string(),
+                format!(
+                    "{:.2} / {:.2} / {:.2}",
+                    p.answer_ms.p50, p.answer_ms.p99, p.answer_ms.max
+                ),
+                p.error.unwrap_or("-").to_owned(),
+            ]);
+            t.render() + "\n"
+        });
         format!(
-            "{}\n{}\n{}\n",
+            "{}\n{}\n{paced}{limits}{}\n",
             main.render(),
             detail.render(),
             self.meta.machine_line()

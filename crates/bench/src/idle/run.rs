@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::IdleConfig;
+use super::paced::{self, PacedSpec};
 use super::report::{IdleReport, Percentiles};
 use crate::realtime;
 use crate::report::Meta;
-use crate::sio::{Client, Namespace, SioError, Target, TargetError};
+use crate::sio::{Client, Namespace, SioError, Sources, SourcesError, Target, TargetError};
 use crate::sys::{self, CpuMeter, Proc};
 
 /// How long closing all clients may take before the run returns anyway.
@@ -27,19 +28,27 @@ const SPARE_FDS: u64 = 32;
 pub enum IdleError {
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
     #[error("cannot read the RSS of server pid {pid}: {source}")]
     ServerRss { pid: u32, source: std::io::Error },
-    #[error("{clients} clients need {need} open files but the limit is {have}: raise `ulimit -n`")]
+    #[error(
+        "{clients} clients need {need} open files but the limit is {have} (hard limit {hard}; raising it needs root or CAP_SYS_RESOURCE): raise `ulimit -n`"
+    )]
     FdLimit {
         clients: usize,
         need: u64,
         have: u64,
+        hard: u64,
     },
+    #[error("cannot start the paced client's thread: {0}")]
+    PacedThread(std::io::Error),
 }
 
 /// What every client task shares; built once per run.
 struct Shared {
     target: Target,
+    sources: Sources,
     nsp: Arc<Namespace>,
     auth: Option<String>,
     /// The room as a JSON string argument, encoded once.
@@ -95,21 +104,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<IdleReport, IdleError> {
     let target = Target::resolve(&config.url).await?;
-    check_fd_limit(config.clients)?;
+    let sources = Sources::new(config.sources, config.clients)?.check(&target)?;
+    let open_files = raise_fd_limit(config.clients)?;
     let server_rss = |pid: u32| {
         sys::rss_bytes(Proc::Pid(pid)).map_err(|source| IdleError::ServerRss { pid, source })
     };
     let server_before = config.server_pid.map(server_rss).transpose()?;
     let generator_before = sys::rss_bytes(Proc::This).ok();
-    let label = match (config.event, &config.pusher_key) {
-        (Some(_), _) => format!("idle-{}", config.clients),
-        (None, Some(_)) => format!("idle-pusher-{}", config.clients),
-        (None, None) => format!(
-            "idle-{}-{}",
-            config.namespace.trim_start_matches('/'),
-            config.clients
-        ),
-    };
+    let label = config
+        .label
+        .clone()
+        .unwrap_or_else(|| match (config.event, &config.pusher_key) {
+            (Some(_), _) => format!("idle-{}", config.clients),
+            (None, Some(_)) => format!("idle-pusher-{}", config.clients),
+            (None, None) => format!(
+                "idle-{}-{}",
+                config.namespace.trim_start_matches('/'),
+                config.clients
+            ),
+        });
     let mut meta = Meta::new(&config.server, label);
     let generator_cpu = CpuMeter::start(Proc::This);
     let server_cpu = config
@@ -118,6 +131,7 @@ pub async fn run(
 
     let shared = Arc::new(Shared {
         target,
+        sources,
         nsp: Namespace::new(&config.namespace),
         auth: config.auth.clone(),
         join: config
@@ -172,7 +186,38 @@ pub async fn run(
     pause(config.settle, &shutdown).await;
     let server_after = config.server_pid.map(server_rss).transpose()?;
     let generator_after = sys::rss_bytes(Proc::This).ok();
+    // The paced operations run while every client is held (and its heartbeats answered).
+    let paced = match config.event.filter(|_| config.paced_rate > 0.0) {
+        None => None,
+        Some(_) => Some(
+            paced::start(
+                shared.target.clone(),
+                PacedSpec {
+                    rate: config.paced_rate,
+                    event: config.paced_event,
+                    category: config.paced_category,
+                    duration: config.hold,
+                    connect_timeout: config.connect_timeout,
+                },
+                shutdown.child_token(),
+            )
+            .map_err(IdleError::PacedThread)?,
+        ),
+    };
     pause(config.hold, &shutdown).await;
+    let paced = match paced {
+        None => None,
+        Some(thread) => Some(
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| paced::PacedReport {
+                    error: Some("panic"),
+                    ..paced::PacedReport::default()
+                }),
+        ),
+    };
     let dropped_kinds = lock(&shared.dropped).clone();
 
     shared.stop.cancel();
@@ -190,7 +235,13 @@ pub async fn run(
         0.0
     };
     let dropped_while_idle: u64 = dropped_kinds.values().sum();
-    meta.ok = joined == config.clients && dropped_while_idle == 0;
+    meta.ok = joined == config.clients
+        && dropped_while_idle == 0
+        && paced.as_ref().is_none_or(paced::PacedReport::ok);
+    meta.headline.insert("joined".into(), joined as f64);
+    if let Some(p) = paced.as_ref().filter(|p| p.answered > 0) {
+        meta.headline.insert("paced_p99_ms".into(), p.answer_ms.p99);
+    }
     meta.headline
         .insert("connect_join_per_sec".into(), connect_join_rate_per_sec);
     if let Some(b) = server_bytes_per_client {
@@ -226,19 +277,26 @@ pub async fn run(
         cpus: sys::cpus(),
         settle_secs: config.settle.as_secs_f64(),
         hold_secs: config.hold.as_secs_f64(),
+        sources: sources.count(),
+        open_files,
+        paced,
     })
 }
 
-fn check_fd_limit(clients: usize) -> Result<(), IdleError> {
+/// Raises this process's open-files limit to what `clients` need (above the hard
+/// limit too when the process may), or says why the run cannot start.
+fn raise_fd_limit(clients: usize) -> Result<sys::OpenFiles, IdleError> {
     let need = clients as u64 + SPARE_FDS;
-    match sys::open_files_limit() {
-        Some(have) if have < need => Err(IdleError::FdLimit {
+    let open_files = sys::raise_open_files(need);
+    if open_files.soft < need {
+        return Err(IdleError::FdLimit {
             clients,
             need,
-            have,
-        }),
-        _ => Ok(()),
+            have: open_files.soft,
+            hard: open_files.hard,
+        });
     }
+    Ok(open_files)
 }
 
 /// A poisoned counter map still holds valid counts.
@@ -300,10 +358,15 @@ async fn handshake(i: usize, shared: &Shared) -> (Outcome, Option<IdleClient>) {
 
 async fn connect_and_join(i: usize, shared: &Shared) -> Result<IdleClient, &'static str> {
     if let Some((key, channel)) = &shared.pusher {
-        return super::pusher::PusherClient::connect(&shared.target, key, channel)
-            .await
-            .map(IdleClient::Pusher)
-            .map_err(|e| e.kind());
+        return super::pusher::PusherClient::connect(
+            &shared.target,
+            shared.sources.of(i),
+            key,
+            channel,
+        )
+        .await
+        .map(IdleClient::Pusher)
+        .map_err(|e| e.kind());
     }
     connect_and_join_sio(i, shared)
         .await
@@ -313,12 +376,21 @@ async fn connect_and_join(i: usize, shared: &Shared) -> Result<IdleClient, &'sta
 
 async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client, SioError> {
     if let Some(event) = shared.event {
+        let source = shared.sources.of(i);
         let mut client =
-            realtime::connect(&shared.target, &shared.nsp, &format!("idle{i}")).await?;
+            realtime::connect_from(&shared.target, source, &shared.nsp, &format!("idle{i}"))
+                .await?;
         realtime::join_event(&mut client, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
         return Ok(client);
     }
-    let mut client = Client::connect(&shared.target, &shared.nsp, shared.auth.as_deref()).await?;
+    let mut client = Client::connect_from(
+        &shared.target,
+        shared.sources.of(i),
+        "",
+        &shared.nsp,
+        shared.auth.as_deref(),
+    )
+    .await?;
     if let Some(room) = &shared.join {
         let id = client.emit_with_ack("join", &[room]).await?;
         client.wait_ack(id).await?;

@@ -2,6 +2,7 @@
 //! itself and hands every other packet for its namespace to the caller; it never spawns,
 //! buffers or retries, so the caller (one task per client) owns all timing.
 
+use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -125,10 +126,22 @@ impl Client<TcpStream> {
         nsp: &Arc<Namespace>,
         auth: Option<&str>,
     ) -> Result<Self, SioError> {
-        let tcp = TcpStream::connect(target.addr)
+        Self::connect_from(target, None, query, nsp, auth).await
+    }
+
+    /// [`Client::connect_with_query`] from the local address `source` (a loopback
+    /// address such as `127.0.0.2`, see [`super::target::Sources`]); `None` lets the
+    /// kernel choose.
+    pub async fn connect_from(
+        target: &Target,
+        source: Option<IpAddr>,
+        query: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
+        let tcp = super::target::tcp_connect(target.addr, source)
             .await
             .map_err(SioError::Tcp)?;
-        tcp.set_nodelay(true).map_err(SioError::Tcp)?;
         if query.is_empty() {
             Self::handshake(tcp, &target.ws_url, nsp, auth).await
         } else {

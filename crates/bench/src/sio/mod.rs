@@ -6,8 +6,8 @@
 
 mod client;
 pub mod packet;
-mod target;
+pub mod target;
 
 pub use client::{Client, Incoming, Namespace, SioError};
 pub use packet::PacketKind;
-pub use target::{Target, TargetError};
+pub use target::{CLIENTS_PER_SOURCE, Sources, SourcesError, Target, TargetError};
