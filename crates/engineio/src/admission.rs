@@ -5,34 +5,51 @@
 //! extensions. The engine keeps it in the session's [`Handshake`](crate::Handshake) and
 //! releases it exactly when the session ends. The engine knows no limit itself.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-type Guard = Box<dyn Any + Send + Sync>;
+/// The guard's slot, allocated once with the guard inside (no second box for the guard:
+/// every connection holds one or two permits, so each allocation counts per client).
+trait Slot: Send + Sync {
+    /// Drops the guard now, if still held.
+    fn release(&self);
+    fn is_held(&self) -> bool;
+}
+
+impl<G: Send> Slot for Mutex<Option<G>> {
+    fn release(&self) {
+        let guard = self.lock().take();
+        drop(guard);
+    }
+
+    fn is_held(&self) -> bool {
+        self.lock().is_some()
+    }
+}
 
 /// A connection's admission: whatever the guard releases when dropped (counts, slots)
 /// is released by [`Permit::release`] or when the last clone is dropped, whichever comes
 /// first. Clones share one guard. The default permit holds nothing.
 #[derive(Clone, Default)]
-pub struct Permit(Option<Arc<Mutex<Option<Guard>>>>);
+pub struct Permit(Option<Arc<dyn Slot>>);
 
 impl Permit {
     /// A permit holding `guard` until released.
-    pub fn new(guard: impl Any + Send + Sync) -> Permit {
-        Permit(Some(Arc::new(Mutex::new(Some(Box::new(guard))))))
+    pub fn new<G: Send + 'static>(guard: G) -> Permit {
+        Permit(Some(Arc::new(Mutex::new(Some(guard)))))
     }
 
     /// Drops the guard now (idempotent).
     pub fn release(&self) {
-        let guard = self.0.as_ref().and_then(|slot| slot.lock().take());
-        drop(guard);
+        if let Some(slot) = &self.0 {
+            slot.release();
+        }
     }
 
     /// Whether the guard is still held.
     pub fn is_held(&self) -> bool {
-        self.0.as_ref().is_some_and(|slot| slot.lock().is_some())
+        self.0.as_ref().is_some_and(|slot| slot.is_held())
     }
 }
 
@@ -41,7 +58,7 @@ impl PartialEq for Permit {
     fn eq(&self, other: &Permit) -> bool {
         match (&self.0, &other.0) {
             (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
             _ => false,
         }
     }

@@ -43,7 +43,9 @@ use crate::frame::Frame;
 
 /// The write side of one connection.
 pub struct Wire {
-    tcp: Arc<TcpStream>,
+    /// Owned here, not in an `Arc` of its own: the reading side (`WireIo`) reaches it
+    /// through the same `Arc<Wire>`, so each connection has one allocation for both.
+    tcp: TcpStream,
     st: Mutex<WireState>,
     /// Bytes a blocked socket may have waiting before frames stay in the outbox (where the
     /// slow-client bound applies): the write buffer of a client that reads slowly.
@@ -87,7 +89,7 @@ pub enum Wrote {
 
 impl Wire {
     /// The write side of `tcp`; up to `max_unsent` bytes may wait for a blocked socket.
-    pub fn new(tcp: Arc<TcpStream>, max_unsent: usize) -> Wire {
+    pub fn new(tcp: TcpStream, max_unsent: usize) -> Wire {
         Wire {
             tcp,
             st: Mutex::new(WireState::default()),
@@ -316,7 +318,7 @@ pub fn direct_io(
     use hyper_util::rt::TokioIo;
     let io = match io.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let wire = Arc::new(Wire::new(Arc::new(parts.io.into_inner()), max_unsent));
+            let wire = Arc::new(Wire::new(parts.io.into_inner(), max_unsent));
             return Ok((wire.clone(), WireIo::new(wire, parts.read_buf)));
         }
         Err(io) => io,

@@ -180,9 +180,12 @@ pub struct HubStats {
 
 /// A room's members: inline while few (most rooms are one user's or one chat's), a hash
 /// map once many. A one-member room then costs no allocation besides the room itself.
+/// The map is boxed: every room is a slot of the hub's room table, and an inline map
+/// would make each of those slots (one per connected user, for its user room) 16 bytes
+/// larger for the sake of the few big rooms.
 enum Members {
     Few(SmallVec<[(MemberId, Arc<dyn Member>); 1]>),
-    Many(HashMap<MemberId, Arc<dyn Member>>),
+    Many(Box<HashMap<MemberId, Arc<dyn Member>>>),
 }
 
 impl Members {
@@ -199,7 +202,7 @@ impl Members {
                 } else {
                     let mut map: HashMap<_, _> = v.drain(..).collect();
                     map.insert(id, sink);
-                    *self = Members::Many(map);
+                    *self = Members::Many(Box::new(map));
                 }
             }
             Members::Many(m) => {
@@ -279,7 +282,11 @@ impl Room {
 
 struct MemberEntry {
     sink: Arc<dyn Member>,
-    rooms: SmallVec<[RoomId; 4]>,
+    /// Inline for three: a `/realtime` socket is in its namespace's room, its user's room
+    /// and one event room. One slot per connection in the member table, so every inline
+    /// room it does not use costs each connection 16 bytes (and more with the table's
+    /// spare slots).
+    rooms: SmallVec<[RoomId; 3]>,
 }
 
 struct Inner {

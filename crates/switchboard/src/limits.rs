@@ -17,7 +17,10 @@
 //! The per-address map holds an entry only while the address has a connection or a
 //! bucket that is not full again; idle entries are swept, so the map is bounded by the
 //! connections plus the addresses seen within one bucket refill time. The per-user map
-//! holds a user only while it has a connection (its event bucket goes with the last one).
+//! holds a user only while it has a connection (its event bucket goes with the last one),
+//! and nothing at all while both per-user limits are off. Its key is the one copy of the
+//! user's name: each connection's permit shares it (an `Arc<str>`), so a user with one
+//! connection costs one name, one table entry and one permit allocation.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -227,7 +230,7 @@ pub struct Limits {
     config: LimitsConfig,
     state: Mutex<State>,
     /// Users with a connection (apart from the address map: another lock, another key).
-    users: Mutex<HashMap<Box<str>, UserEntry>>,
+    users: Mutex<HashMap<Arc<str>, UserEntry>>,
     stats: LimitStats,
 }
 
@@ -235,7 +238,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct UserAdmitted {
     limits: Arc<Limits>,
-    user: Box<str>,
+    /// The table's own key, shared.
+    user: Arc<str>,
 }
 
 impl Drop for UserAdmitted {
@@ -288,18 +292,25 @@ impl Limits {
 
     /// Admits one more connection of `user` (every transport counts); the permit holds
     /// its place until released or dropped. Counted like the other refusals.
+    /// With both per-user limits off nothing is counted (the permit holds nothing).
     pub fn admit_user(self: &Arc<Self>, user: &str) -> Result<engineio::Permit, Refused> {
         let max = self.config.max_connections_per_user;
+        if max == 0 && !self.config.user_rate.is_on() {
+            return Ok(engineio::Permit::default());
+        }
         let mut users = self.users.lock();
-        if !users.contains_key(user) {
-            users.insert(
-                user.into(),
-                UserEntry {
+        let key = match users.get_key_value(user) {
+            Some((key, _)) => Arc::clone(key),
+            None => {
+                let key: Arc<str> = user.into();
+                let entry = UserEntry {
                     open: 0,
                     bucket: primitives::Bucket::new(self.config.user_rate),
-                },
-            );
-        }
+                };
+                users.insert(Arc::clone(&key), entry);
+                key
+            }
+        };
         let Some(e) = users.get_mut(user) else {
             return Ok(engineio::Permit::default());
         };
@@ -313,9 +324,10 @@ impl Limits {
             });
         }
         e.open += 1;
+        drop(users);
         Ok(engineio::Permit::new(UserAdmitted {
             limits: self.clone(),
-            user: user.into(),
+            user: key,
         }))
     }
 
@@ -655,6 +667,41 @@ mod tests {
         let a3 = l.admit_user("ann").expect("a slot was released");
         drop((a2, a3));
         assert_eq!(l.tracked_users(), 1, "only bob is left");
+        // The table's key is the one copy of the name: bob's permit shares it.
+        let key = l.users.lock().keys().next().cloned().expect("bob's entry");
+        assert_eq!((&*key, Arc::strong_count(&key)), ("bob", 3));
+    }
+
+    #[test]
+    fn per_user_limits_off_track_no_user() {
+        let l = Limits::new(LimitsConfig::default());
+        let permits: Vec<_> = (0..3)
+            .map(|_| l.admit_user("ann").expect("no limit"))
+            .collect();
+        assert_eq!(l.tracked_users(), 0, "nothing to count, so no entry");
+        assert!(permits.iter().all(|p| !p.is_held()));
+        assert!(l.take_user_event("ann", UserEvents::Ws));
+        // Either limit alone keeps the table.
+        for config in [
+            LimitsConfig {
+                max_connections_per_user: 5,
+                ..LimitsConfig::default()
+            },
+            LimitsConfig {
+                user_rate: primitives::RateLimit {
+                    per_sec: 1.0,
+                    burst: 1.0,
+                },
+                ..LimitsConfig::default()
+            },
+        ] {
+            let l = Limits::new(config);
+            let p = l.admit_user("ann").expect("admitted");
+            assert!(p.is_held());
+            assert_eq!(l.tracked_users(), 1);
+            drop(p);
+            assert_eq!(l.tracked_users(), 0);
+        }
     }
 
     #[test]

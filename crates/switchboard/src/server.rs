@@ -70,7 +70,7 @@ pub async fn run(
                     // the connection, and allocated on the accept loop's thread between
                     // the short-lived task cells they would leave holes the allocator
                     // keeps (measured: ~0.8 KB of RSS per idle client).
-                    let wire = Arc::new(Wire::new(Arc::new(stream), 0));
+                    let wire = Arc::new(Wire::new(stream, 0));
                     let io = WireIo::new(wire.clone(), bytes::Bytes::new());
                     let conn_wire = Some(ConnectionWire(wire));
                     serve_connection(http, io, router, addr, stop, conn_wire).await;

@@ -412,3 +412,28 @@ fn an_outage_delivers_locally_and_leaves_a_gap() {
     );
     assert_eq!(hub.replay(&[Arc::from("r")], 1001).map(|v| v.len()), Ok(0));
 }
+
+/// Every connected user has a room (its user room) and every connection a member entry:
+/// their sizes are paid per client, so they are held to a budget (64-bit targets).
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn per_client_slots_stay_small() {
+    assert!(
+        std::mem::size_of::<Room>() <= 88,
+        "{}",
+        std::mem::size_of::<Room>()
+    );
+    assert!(
+        std::mem::size_of::<MemberEntry>() <= 80,
+        "{}",
+        std::mem::size_of::<MemberEntry>()
+    );
+    // A socket in its namespace's, its user's and one event room allocates nothing more.
+    let hub = Hub::new(HubConfig::default());
+    let id = hub.add_member(Arc::new(Sink::default()));
+    for room in ["/realtime#all", "user:1", "event_1"] {
+        hub.join(id, room).expect("join");
+    }
+    let inner = hub.inner.lock();
+    assert!(!inner.members[&id].rooms.spilled());
+}
