@@ -28,8 +28,9 @@ pub struct NamespaceConfig {
 /// What the middleware learned about the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The user id, when the connection authenticated as one.
-    pub user: Option<String>,
+    /// The user id, when the connection authenticated as one (shared: the server's
+    /// per-user table may hold the same name).
+    pub user: Option<Arc<str>>,
     /// What the middleware says the client may join (room patterns of its token); kept
     /// on the socket for the application ([`Socket::grants`]).
     pub grants: Option<Arc<[String]>>,
@@ -206,8 +207,9 @@ pub struct Namespace {
     /// Sessions shared with a cluster's other servers (set once, cluster mode only).
     pub(crate) directory: std::sync::OnceLock<Arc<dyn SessionDirectory>>,
     pub(crate) connected: std::sync::atomic::AtomicUsize,
-    /// Connected sockets by id (see [`crate::select`]).
-    pub(crate) sockets: Mutex<HashMap<Box<str>, Arc<Socket>>>,
+    /// Connected sockets by id (see [`crate::select`]), keyed by the inline id (no
+    /// allocation per socket for its key).
+    pub(crate) sockets: Mutex<HashMap<engineio::Sid, Arc<Socket>>>,
 }
 
 impl std::fmt::Debug for Namespace {

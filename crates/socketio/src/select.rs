@@ -40,24 +40,23 @@ impl Selector {
 
 impl Namespace {
     pub(crate) fn track(&self, socket: &Arc<Socket>) {
-        self.sockets
-            .lock()
-            .insert(socket.id().into(), socket.clone());
+        self.sockets.lock().insert(socket.sid(), socket.clone());
     }
 
     pub(crate) fn untrack(&self, socket: &Arc<Socket>) {
         let mut sockets = self.sockets.lock();
         if sockets
-            .get(socket.id())
+            .get(&socket.sid())
             .is_some_and(|s| Arc::ptr_eq(s, socket))
         {
-            sockets.remove(socket.id());
+            sockets.remove(&socket.sid());
         }
     }
 
     /// The connected socket with this id.
     pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
-        self.sockets.lock().get(id).cloned()
+        let id = engineio::Sid::parse(id)?;
+        self.sockets.lock().get(&id).cloned()
     }
 
     /// Every connected socket (in no particular order).

@@ -297,7 +297,7 @@ impl SocketIo {
             pid,
             nsp.clone(),
             conn.clone(),
-            identity.user.map(Into::into),
+            identity.user,
             identity.grants,
             auth.into(),
             false,

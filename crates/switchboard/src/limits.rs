@@ -294,9 +294,19 @@ impl Limits {
     /// its place until released or dropped. Counted like the other refusals.
     /// With both per-user limits off nothing is counted (the permit holds nothing).
     pub fn admit_user(self: &Arc<Self>, user: &str) -> Result<engineio::Permit, Refused> {
+        self.admit_user_named(user).map(|(permit, _)| permit)
+    }
+
+    /// [`Limits::admit_user`], and the user's name as the table keeps it, for a
+    /// connection to share instead of keeping a copy of its own (a new one while the
+    /// per-user limits are off).
+    pub fn admit_user_named(
+        self: &Arc<Self>,
+        user: &str,
+    ) -> Result<(engineio::Permit, Arc<str>), Refused> {
         let max = self.config.max_connections_per_user;
         if max == 0 && !self.config.user_rate.is_on() {
-            return Ok(engineio::Permit::default());
+            return Ok((engineio::Permit::default(), user.into()));
         }
         let mut users = self.users.lock();
         let key = match users.get_key_value(user) {
@@ -312,7 +322,7 @@ impl Limits {
             }
         };
         let Some(e) = users.get_mut(user) else {
-            return Ok(engineio::Permit::default());
+            return Ok((engineio::Permit::default(), key));
         };
         if max > 0 && e.open >= max {
             drop(users);
@@ -325,10 +335,11 @@ impl Limits {
         }
         e.open += 1;
         drop(users);
-        Ok(engineio::Permit::new(UserAdmitted {
+        let permit = engineio::Permit::new(UserAdmitted {
             limits: self.clone(),
-            user: key,
-        }))
+            user: Arc::clone(&key),
+        });
+        Ok((permit, key))
     }
 
     /// Takes one event from `user`'s shared bucket; `false` means refuse the event

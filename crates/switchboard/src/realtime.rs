@@ -331,9 +331,9 @@ impl NamespaceHandler for Realtime {
                 .identify(token.as_deref(), query_user.as_deref())
                 .await
             {
-                Ok(id) => match self.limits.admit_user(&id.user) {
-                    Ok(admission) => Ok(Identity {
-                        user: Some(id.user),
+                Ok(id) => match self.limits.admit_user_named(&id.user) {
+                    Ok((admission, user)) => Ok(Identity {
+                        user: Some(user),
                         grants: id.rooms,
                         admission,
                     }),
