@@ -140,11 +140,11 @@ impl SocketIo {
             }
         };
         if packet.attachments > 0 {
-            *conn.data.partial.lock() = Some(Partial {
+            *conn.data.partial.lock() = Some(Box::new(Partial {
                 text: text.to_owned(),
                 expected: packet.attachments,
                 attachments: Vec::with_capacity(packet.attachments),
-            });
+            }));
             return;
         }
         self.dispatch(conn, packet, Vec::new()).await;

@@ -1,7 +1,7 @@
 //! One client in one namespace. A socket is a hub member: room broadcasts reach it
 //! through [`hub::Member::deliver`], which queues the shared, pre-encoded frames.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +53,16 @@ impl Inbox {
 #[derive(Default)]
 struct Acks {
     next: u64,
-    pending: HashMap<u64, oneshot::Sender<Payload>>,
+    /// The server's emits awaiting the client's ack, few at a time: a list (24 bytes in
+    /// every socket) rather than a hash map (48).
+    pending: Vec<(u64, oneshot::Sender<Payload>)>,
+}
+
+impl Acks {
+    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Payload>> {
+        let i = self.pending.iter().position(|(p, _)| *p == id)?;
+        Some(self.pending.swap_remove(i).1)
+    }
 }
 
 /// One client in one namespace.
@@ -205,26 +214,26 @@ impl Socket {
             let mut acks = self.acks.lock();
             let id = acks.next;
             acks.next += 1;
-            acks.pending.insert(id, tx);
+            acks.pending.push((id, tx));
             id
         };
         let frames = encode_event(self.nsp.name(), event, &payload, Some(id), None);
         if self.conn.push_all(frames, false) != Push::Queued {
-            self.acks.lock().pending.remove(&id);
+            self.acks.lock().take(id);
             return Err(AckError::Disconnected);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(AckError::Disconnected),
             Err(_) => {
-                self.acks.lock().pending.remove(&id);
+                self.acks.lock().take(id);
                 Err(AckError::Timeout)
             }
         }
     }
 
     pub(crate) fn on_ack(&self, id: u64, payload: Payload) {
-        if let Some(tx) = self.acks.lock().pending.remove(&id) {
+        if let Some(tx) = self.acks.lock().take(id) {
             let _ = tx.send(payload);
         }
     }
@@ -324,7 +333,8 @@ impl Member for Socket {
 #[derive(Default)]
 pub struct ConnState {
     pub(crate) sockets: Mutex<SmallVec<[Arc<Socket>; 1]>>,
-    pub(crate) partial: Mutex<Option<Partial>>,
+    /// Boxed: a binary packet is rare, and this is in every connection's session.
+    pub(crate) partial: Mutex<Option<Box<Partial>>>,
     pub(crate) connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -445,5 +455,26 @@ async fn run_inbox(socket: Arc<Socket>) {
         }
         // The handler's answers go out now, ahead of broadcasts waiting to be flushed.
         socket.conn().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A socket and its connection's state are allocated once per client: their sizes are
+    /// held to a budget (64-bit targets), so a field added to every socket is a choice.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn per_client_structs_stay_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<super::Socket>() <= 304,
+            "{}",
+            size_of::<super::Socket>()
+        );
+        assert!(
+            size_of::<super::ConnState>() <= 64,
+            "{}",
+            size_of::<super::ConnState>()
+        );
     }
 }
