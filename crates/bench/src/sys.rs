@@ -164,8 +164,9 @@ pub struct OpenFiles {
 
 /// Raises this process's soft open-files limit to at least `need`: up to the hard limit
 /// as anyone may, and above it (the hard limit too, up to `nr_open`) only when the
-/// process may (root or `CAP_SYS_RESOURCE`). Never lowers a limit. Returns the limits
-/// now in effect, whether or not they reach `need` (the caller decides).
+/// process has `CAP_SYS_RESOURCE` (root, unless a container dropped it). Never lowers a
+/// limit. Returns the limits now in effect, whether or not they reach `need` (the caller
+/// decides).
 pub fn raise_open_files(need: u64) -> OpenFiles {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let read = |path: &str| {

@@ -33,7 +33,7 @@ pub enum IdleError {
     #[error("cannot read the RSS of server pid {pid}: {source}")]
     ServerRss { pid: u32, source: std::io::Error },
     #[error(
-        "{clients} clients need {need} open files but the limit is {have} (hard limit {hard}; raising it needs root or CAP_SYS_RESOURCE): raise `ulimit -n`"
+        "{clients} clients need {need} open files but the limit is {have} (hard limit {hard}, which only a process with CAP_SYS_RESOURCE may raise): raise `ulimit -Hn` or run fewer clients"
     )]
     FdLimit {
         clients: usize,
