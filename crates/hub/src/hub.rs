@@ -252,9 +252,54 @@ impl Members {
     }
 }
 
+/// A room's kept messages, allocated at the first one: most rooms (every connected
+/// user's own) never keep any, and an empty `VecDeque` inline would make each room slot
+/// of the hub's table 24 bytes larger.
+#[derive(Default)]
+struct History(Option<Box<VecDeque<Arc<Envelope>>>>);
+
+impl History {
+    fn push_back(&mut self, e: Arc<Envelope>) {
+        self.0.get_or_insert_default().push_back(e);
+    }
+
+    fn front(&self) -> Option<&Arc<Envelope>> {
+        self.0.as_ref()?.front()
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(q) = &mut self.0 {
+            q.pop_front();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The kept messages with an offset above `offset`, oldest first.
+    fn after(&self, offset: u64) -> impl Iterator<Item = &Arc<Envelope>> {
+        self.0.iter().flat_map(move |q| {
+            let start = q.partition_point(|e| e.offset <= offset);
+            q.range(start..)
+        })
+    }
+
+    /// Gives the memory back once nothing is kept.
+    fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
+}
+
 struct Room {
     members: Members,
-    history: VecDeque<Arc<Envelope>>,
+    history: History,
     /// Highest offset dropped from `history`: a replay from below it would have a gap.
     evicted_upto: u64,
     last_offset: u64,
@@ -266,7 +311,7 @@ impl Room {
     fn new(floor: u64) -> Room {
         Room {
             members: Members::Few(SmallVec::new()),
-            history: VecDeque::new(),
+            history: History::default(),
             evicted_upto: floor,
             last_offset: 0,
         }
@@ -737,8 +782,7 @@ impl Hub {
                     if room.evicted_upto > after {
                         return Err(Gap);
                     }
-                    let start = room.history.partition_point(|e| e.offset <= after);
-                    out.extend(room.history.range(start..).cloned());
+                    out.extend(room.history.after(after).cloned());
                 }
                 None => {
                     if inner.removed_floor > after {
@@ -831,9 +875,7 @@ fn trim(room: &mut Room, len: usize, age: Duration, now: Instant) {
         room.evicted_upto = room.evicted_upto.max(front.offset);
         room.history.pop_front();
     }
-    if room.history.is_empty() && room.history.capacity() > 0 {
-        room.history = VecDeque::new();
-    }
+    room.history.release_if_empty();
 }
 
 #[cfg(test)]

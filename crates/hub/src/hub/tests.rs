@@ -419,7 +419,7 @@ fn an_outage_delivers_locally_and_leaves_a_gap() {
 #[cfg(target_pointer_width = "64")]
 fn per_client_slots_stay_small() {
     assert!(
-        std::mem::size_of::<Room>() <= 88,
+        std::mem::size_of::<Room>() <= 64,
         "{}",
         std::mem::size_of::<Room>()
     );
