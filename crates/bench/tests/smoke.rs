@@ -169,16 +169,21 @@ fn round_trips<T: serde::Serialize>(report: &T) -> serde_json::Value {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_realtime_smoke_against_switchboard() {
-    let Some(bin) = switchboard_bin() else { return };
-    let server = start_realtime(&bin);
-    let config = IdleConfig {
+/// The idle smoke's settings for `/realtime` clients joining event 1 of `server`.
+fn realtime_idle(server: &Server) -> IdleConfig {
+    IdleConfig {
         server_pid: Some(server.child.id()),
         event: Some(1),
         namespace: "/realtime".into(),
         ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_realtime_smoke_against_switchboard() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = realtime_idle(&server);
     let report = idle::run(&config, CancellationToken::new())
         .await
         .expect("idle run");
@@ -197,16 +202,13 @@ async fn connections_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };
     let server = start_realtime(&bin);
     let config = IdleConfig {
-        server_pid: Some(server.child.id()),
-        event: Some(1),
-        namespace: "/realtime".into(),
         clients: 200,
         concurrency: 50,
         sources: 3,
         paced_rate: 10.0,
         hold: std::time::Duration::from_secs(2),
         label: Some("connections-200".into()),
-        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
+        ..realtime_idle(&server)
     };
     let report = idle::run(&config, CancellationToken::new())
         .await
