@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use hub::{Hub, Payload, Publish};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use ts_rs::TS;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::admin::{ApiError, check_api_key};
@@ -43,8 +44,9 @@ pub fn routes(state: ApiState) -> Router {
 pub const MAX_BATCH: usize = 1000;
 
 /// A message to publish. Exactly one target: `room`, `user` or `broadcast: true`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, TS)]
 #[serde(deny_unknown_fields)]
+#[ts(optional_fields)]
 pub struct PublishRequest {
     /// A room name (e.g. `event_12`); every transport's members of it receive the message.
     room: Option<String>,
@@ -56,14 +58,16 @@ pub struct PublishRequest {
     event: String,
     /// Any JSON value, delivered as the event's data.
     #[schema(value_type = Object, nullable)]
+    #[ts(as = "Option<serde_json::Value>")]
     data: Option<Box<RawValue>>,
     /// May be dropped for slow clients, and is not kept for replay.
     #[serde(default)]
+    #[ts(as = "Option<bool>", optional)]
     volatile: bool,
 }
 
 /// What a publish did.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, TS)]
 pub struct Published {
     /// The message's offset: its SSE event id and replay position.
     offset: u64,
@@ -71,7 +75,8 @@ pub struct Published {
     delivered: usize,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+/// Any refusal of the HTTP API.
+#[derive(Debug, Serialize, ToSchema, TS)]
 pub struct ErrorBody {
     error: String,
 }

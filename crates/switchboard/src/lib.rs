@@ -10,6 +10,7 @@
 //! - [`server`]: `run(listener, app, shutdown, grace)`: accept loop and drain.
 //! - [`limits`]: connection admission (server, per address, handshake rate; 503).
 //! - [`conformance`]: the server the official protocol suites expect.
+//! - [`contract`]: the TypeScript types of the client-facing payloads (`clients/typescript`).
 //! - [`realtime`]: the `/realtime` namespace (the ticketing contract).
 //! - [`chat`]: chat on every transport (`/chat`, `/ws` actions, SSE, HTTP): rooms,
 //!   persisted messages, receipts, typing, presence.
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod conformance;
+pub mod contract;
 pub mod dashboard;
 pub mod failpoint;
 pub mod ingest;

@@ -17,6 +17,9 @@ use socketio::{
 use tickets::HoldRequest;
 
 use crate::auth::Auth;
+use crate::tickets::wire::{
+    ErrorEvent, EventRoomAnswer, HeartbeatAnswer, LockAnswer, MyLocks, Outcome, RealtimeConnected,
+};
 use crate::tickets::{CatalogSource, HoldService, ServiceError};
 use crate::transport::access::{RoomPolicy, Via};
 
@@ -137,7 +140,7 @@ fn quantity(data: &Value, max: u32) -> Result<u32, BadInput> {
 }
 
 /// Sends a response as an event and, when the client asked for one, through its ack.
-fn respond(socket: &dyn Client, ack: Option<u64>, event: &str, body: Value) {
+fn respond(socket: &dyn Client, ack: Option<u64>, event: &str, body: impl serde::Serialize) {
     let payload = Payload::json(&body);
     if let Some(id) = ack {
         socket.ack(id, &payload);
@@ -145,16 +148,28 @@ fn respond(socket: &dyn Client, ack: Option<u64>, event: &str, body: Value) {
     socket.emit(event, payload);
 }
 
+/// The answer to `join-event-room` / `leave-event-room`.
+fn room_answer(event_id: i64, success: bool, message: String) -> EventRoomAnswer {
+    EventRoomAnswer {
+        event_id,
+        message,
+        success,
+    }
+}
+
 impl Realtime {
     /// Handles one event of the contract; refusals and bad input are answered to the
     /// client as an `error` event (and through its ack, when it asked for one).
     pub async fn dispatch(&self, client: &dyn Client, name: &str, data: Value, ack: Option<u64>) {
         if let Err(BadInput(message)) = self.handle(client, name, data, ack).await {
-            let body = json!({"success": false, "message": message});
             if let Some(id) = ack {
+                let body = Outcome {
+                    message: message.clone(),
+                    success: false,
+                };
                 client.ack(id, &Payload::json(&body));
             }
-            client.emit("error", Payload::json(&json!({"message": message})));
+            client.emit("error", Payload::json(&ErrorEvent { message }));
         }
     }
 
@@ -188,7 +203,7 @@ impl Realtime {
                             socket,
                             ack,
                             "joined-event-room",
-                            json!({"success": false, "eventId": event_id, "message": e.to_string()}),
+                            room_answer(event_id, false, e.to_string()),
                         );
                         return Ok(());
                     }
@@ -198,7 +213,7 @@ impl Realtime {
                         socket,
                         ack,
                         "joined-event-room",
-                        json!({"success": false, "eventId": event_id, "message": format!("Event {event_id} not found")}),
+                        room_answer(event_id, false, format!("Event {event_id} not found")),
                     );
                     return Ok(());
                 };
@@ -211,7 +226,7 @@ impl Realtime {
                         socket,
                         ack,
                         "joined-event-room",
-                        json!({"success": false, "eventId": event_id, "message": e.to_string()}),
+                        room_answer(event_id, false, e.to_string()),
                     );
                     return Ok(());
                 }
@@ -220,7 +235,7 @@ impl Realtime {
                         socket,
                         ack,
                         "joined-event-room",
-                        json!({"success": false, "eventId": event_id, "message": "Too many rooms joined"}),
+                        room_answer(event_id, false, "Too many rooms joined".to_owned()),
                     );
                     return Ok(());
                 }
@@ -228,7 +243,7 @@ impl Realtime {
                     socket,
                     ack,
                     "joined-event-room",
-                    json!({"success": true, "eventId": event_id, "message": format!("Joined event {event_id}")}),
+                    room_answer(event_id, true, format!("Joined event {event_id}")),
                 );
                 self.holds
                     .send_snapshot(&categories, &mut |event, payload| {
@@ -242,7 +257,7 @@ impl Realtime {
                     socket,
                     ack,
                     "left-event-room",
-                    json!({"success": true, "eventId": event_id, "message": format!("Left event {event_id}")}),
+                    room_answer(event_id, true, format!("Left event {event_id}")),
                 );
             }
             "lock-tickets" => {
@@ -267,35 +282,49 @@ impl Realtime {
                 };
                 let available = seats.map(|a| a.available_tickets);
                 let body = match granted {
-                    Ok(hold) => json!({
-                        "success": true,
-                        "lockId": hold.lock_id,
-                        "expiresAt": hold.expires_at,
-                        "message": format!("Locked {} ticket(s)", hold.quantity),
-                        "availableTickets": available,
-                    }),
-                    Err(e) => json!({
-                        "success": false,
-                        "message": e.to_string(),
-                        "availableTickets": available,
-                    }),
+                    Ok(hold) => LockAnswer {
+                        available_tickets: available,
+                        expires_at: Some(hold.expires_at),
+                        message: format!("Locked {} ticket(s)", hold.quantity),
+                        lock_id: Some(hold.lock_id),
+                        success: true,
+                    },
+                    Err(e) => LockAnswer {
+                        available_tickets: available,
+                        expires_at: None,
+                        lock_id: None,
+                        message: e.to_string(),
+                        success: false,
+                    },
                 };
                 respond(socket, ack, "lock-tickets-response", body);
             }
             "unlock-tickets" => {
                 let (ev, cat) = (id(&data, "eventId")?, id(&data, "categoryId")?);
                 let body = match self.holds.unlock(&user, ev, cat).await {
-                    Ok(hold) => {
-                        json!({"success": true, "message": format!("Released {} ticket(s)", hold.quantity)})
-                    }
-                    Err(e) => json!({"success": false, "message": e.to_string()}),
+                    Ok(hold) => Outcome {
+                        message: format!("Released {} ticket(s)", hold.quantity),
+                        success: true,
+                    },
+                    Err(e) => Outcome {
+                        message: e.to_string(),
+                        success: false,
+                    },
                 };
                 respond(socket, ack, "unlock-tickets-response", body);
             }
             "get-my-locks" => {
                 let body = match self.holds.holds_of_user(&user).await {
-                    Ok(locks) => json!({"locks": locks}),
-                    Err(e) => json!({"success": false, "message": e.to_string(), "locks": []}),
+                    Ok(locks) => MyLocks {
+                        locks,
+                        message: None,
+                        success: None,
+                    },
+                    Err(e) => MyLocks {
+                        locks: Vec::new(),
+                        message: Some(e.to_string()),
+                        success: Some(false),
+                    },
                 };
                 respond(socket, ack, "my-locks-response", body);
             }
@@ -304,7 +333,10 @@ impl Realtime {
                     socket,
                     ack,
                     "heartbeat-response",
-                    json!({"success": true, "timestamp": crate::tickets::now_ms()}),
+                    HeartbeatAnswer {
+                        success: true,
+                        timestamp: crate::tickets::now_ms(),
+                    },
                 );
             }
             other => return Err(BadInput(format!("Unknown event: {other}"))),
@@ -354,11 +386,16 @@ impl NamespaceHandler for Realtime {
             }
             socket.emit(
                 "connected",
-                Payload::json(&json!({
-                    "success": true,
-                    "sessionId": socket.id(),
-                    "message": if socket.recovered() { "Session recovered" } else { "Connected to realtime service" },
-                })),
+                Payload::json(&RealtimeConnected {
+                    message: if socket.recovered() {
+                        "Session recovered"
+                    } else {
+                        "Connected to realtime service"
+                    }
+                    .to_owned(),
+                    session_id: socket.id().to_owned(),
+                    success: true,
+                }),
             );
         })
     }

@@ -55,6 +55,7 @@ pub struct Event {
 /// What clients see of one category: the payload of `availability-update`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Availability {
     /// The event's id.
     pub event_id: i64,

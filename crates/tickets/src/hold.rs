@@ -8,6 +8,7 @@ use crate::catalog::CategoryKey;
 /// [`State`](crate::State); the others are reported once, then only counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub enum HoldStatus {
     /// Granted; ends at `expiresAt` unless confirmed, unlocked or settled.
     Active,
@@ -43,6 +44,7 @@ impl std::fmt::Display for HoldStatus {
 /// One hold: `quantity` seats of one category for one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Hold {
     /// Unique among live holds: generated when the hold is granted, or chosen by the
     /// caller of [`State::lock_with_id`](crate::State::lock_with_id).

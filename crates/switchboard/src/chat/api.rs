@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 
 use super::error::ChatError;
 use super::service::Chat;
+use super::wire::{HistoryPage, Sent, UserPresence};
 use crate::admin::{ApiError, check_api_key};
 
 #[derive(Clone)]
@@ -45,8 +46,9 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// A message from a server-side sender.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema, ts_rs::TS)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[ts(optional_fields)]
 pub struct PostMessage {
     /// Who the message is from (`system` when absent).
     sender_id: Option<String>,
@@ -54,6 +56,7 @@ pub struct PostMessage {
     content: String,
     /// `text` (default), `image`, `file` or `system`.
     #[serde(rename = "type")]
+    #[ts(as = "Option<super::model::MessageType>")]
     kind: Option<String>,
     /// The id of the message this one answers (a message of the same room).
     reply_to: Option<String>,
@@ -63,59 +66,6 @@ pub struct PostMessage {
     /// The sender's id for this message: a repeat returns the first message and stores
     /// nothing.
     client_msg_id: Option<String>,
-}
-
-/// A stored message (the catalogue's schema).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatMessage {
-    id: String,
-    room_id: String,
-    sender_id: String,
-    content: String,
-    #[serde(rename = "type")]
-    kind: String,
-    created_at: i64,
-    /// `sent`, `delivered` or `read`.
-    status: String,
-    read_by: Vec<String>,
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<Value>,
-    reply_to: Option<String>,
-    client_msg_id: Option<String>,
-    edited_at: Option<i64>,
-    deleted: Option<bool>,
-}
-
-/// What a send did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Sent {
-    success: bool,
-    message: ChatMessage,
-    /// The `clientMsgId` was seen before: this is the first message, nothing was stored.
-    duplicate: bool,
-}
-
-/// A page of a room's history, newest last.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryPage {
-    success: bool,
-    room_id: String,
-    messages: Vec<ChatMessage>,
-    /// Older messages exist (ask again with `before` = the first one's id).
-    has_more: bool,
-}
-
-/// A user's presence.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UserPresence {
-    user_id: String,
-    /// `online`, `away` or `offline`.
-    status: String,
-    /// Last activity (milliseconds since the epoch), when known.
-    last_seen: Option<i64>,
 }
 
 fn check_room_name(room: &str) -> Result<(), ApiError> {
@@ -142,7 +92,7 @@ pub(crate) async fn send(
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Sent>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
     check_room_name(&room)?;
     let req: PostMessage =
@@ -157,9 +107,11 @@ pub(crate) async fn send(
     let max = s.chat.config().max_message_bytes;
     let input = super::input::send(&value, Some(&room), None, max, true).map_err(refused)?;
     let (message, created) = s.chat.send(&sender, input, true).await.map_err(refused)?;
-    Ok(Json(
-        serde_json::json!({"success": true, "message": message, "duplicate": !created}),
-    ))
+    Ok(Json(Sent {
+        duplicate: !created,
+        message,
+        success: true,
+    }))
 }
 
 /// A page of a chat room's history, newest last.
@@ -184,7 +136,7 @@ pub(crate) async fn history(
     Path(room): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
     check_room_name(&room)?;
     let limit = super::input::limit(q.get("limit").map(|l| Value::String(l.clone())).as_ref())
@@ -219,7 +171,7 @@ pub(crate) async fn presence(
     State(s): State<ChatApiState>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<UserPresence>>, ApiError> {
     check_api_key(&s.api_keys, &headers)?;
     let Some(users) = q.get("users") else {
         return Err(bad("users is required (comma-separated user ids)"));

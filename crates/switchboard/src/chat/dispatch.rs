@@ -1,13 +1,14 @@
 //! One client event (a `/chat` Socket.IO event or a `/ws` action) to the service call it
 //! names. Transport-neutral: the transport answers with what comes back.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::error::ChatError;
 use super::input;
 use super::live::{ChatConn, Status};
 use super::model::Role;
 use super::service::{Chat, TypingKind};
+use super::wire::{self, Sent};
 
 /// Every event name the chat handles.
 pub const EVENTS: &[&str] = &[
@@ -80,7 +81,11 @@ async fn handle(
         "message" => {
             let req = input::send(data, None, Some(user), max, false)?;
             let (message, created) = chat.send(user, req, false).await?;
-            Ok(json!({"success": true, "message": message, "duplicate": !created}))
+            Ok(wire::value(&Sent {
+                duplicate: !created,
+                message,
+                success: true,
+            }))
         }
         "message:edit" => {
             let (id, content) = input::edit(data, max, true)?;
@@ -105,7 +110,8 @@ async fn handle(
         }
         "history" => {
             let (room, before, limit) = input::history(data)?;
-            chat.history(Some(user), &room, before, limit).await
+            let page = chat.history(Some(user), &room, before, limit).await?;
+            Ok(wire::value(&page))
         }
         "presence:heartbeat" => chat.presence(user, None).await,
         "presence" | "presence:update" => chat.presence(user, status(data)?).await,

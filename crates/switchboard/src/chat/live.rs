@@ -24,7 +24,8 @@ pub trait ChatConn: Send + Sync {
 }
 
 /// A user's presence status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ts_rs::TS, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
     Away,

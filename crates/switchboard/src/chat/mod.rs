@@ -3,14 +3,15 @@
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
 //! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state),
-//! `service` (the rules), `input` (decoding client payloads), `dispatch` (event ->
-//! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes). `/ws`
+//! `service` (the rules), `fleet` (the same across a cluster's nodes), `input` (decoding client payloads), `dispatch` (event ->
+//! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes), `wire` (what clients receive, as types). `/ws`
 //! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
 //! or room fan-out (the hub).
 
 pub mod api;
 pub mod dispatch;
 pub mod error;
+mod fleet;
 pub mod input;
 pub mod live;
 pub mod model;
@@ -19,6 +20,7 @@ pub mod service;
 pub mod socket;
 pub mod sqlite;
 pub mod store;
+pub mod wire;
 
 pub use dispatch::dispatch;
 pub use error::ChatError;

@@ -3,10 +3,16 @@
 //! Owns: the words a store reads and writes and the one function that turns a stored
 //! message into the catalogue's schema. Never: rules (`service`) or I/O (`store`).
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use ts_rs::TS;
+use utoipa::ToSchema;
+
+use super::wire::{ChatMessage, MessageStatus, RoomInfo};
 
 /// What kind of room: one canonical room per pair of users, or a named room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     Direct,
     Group,
@@ -33,7 +39,8 @@ impl RoomKind {
 }
 
 /// A member's role in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Member,
     Admin,
@@ -65,7 +72,8 @@ impl Role {
 }
 
 /// What a message carries (`system` only from the HTTP API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum MessageType {
     Text,
     Image,
@@ -110,16 +118,16 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "roomId": self.id,
-            "type": self.kind.as_str(),
-            "name": self.name,
-            "private": self.private,
-            "metadata": self.metadata,
-            "createdBy": self.created_by,
-            "createdAt": self.created_at,
-        })
+    pub fn wire(&self) -> RoomInfo {
+        RoomInfo {
+            created_at: self.created_at,
+            created_by: self.created_by.clone(),
+            metadata: self.metadata.clone(),
+            name: self.name.clone(),
+            private: self.private,
+            room_id: self.id.clone(),
+            kind: self.kind,
+        }
     }
 }
 
@@ -132,17 +140,6 @@ pub struct Member {
     /// The newest message the user has read (its sequence number; 0: none).
     pub read_seq: i64,
     pub last_read_at: Option<i64>,
-}
-
-impl Member {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "userId": self.user_id,
-            "role": self.role.as_str(),
-            "joinedAt": self.joined_at,
-            "lastReadAt": self.last_read_at,
-        })
-    }
 }
 
 /// A message to store.
@@ -182,41 +179,29 @@ pub struct Message {
 impl Message {
     /// The catalogue's schema. `read_by`: the other users whose read position reaches
     /// this message.
-    pub fn to_json(&self, read_by: &[&str]) -> Value {
+    pub fn wire(&self, read_by: &[&str]) -> ChatMessage {
         let status = if !read_by.is_empty() {
-            "read"
+            MessageStatus::Read
         } else if self.delivered {
-            "delivered"
+            MessageStatus::Delivered
         } else {
-            "sent"
+            MessageStatus::Sent
         };
-        let mut v = json!({
-            "id": self.seq.to_string(),
-            "roomId": self.room_id,
-            "senderId": self.sender_id,
-            "content": self.content,
-            "type": self.kind.as_str(),
-            "createdAt": self.created_at,
-            "status": status,
-            "readBy": read_by,
-        });
-        let obj = v.as_object_mut().expect("a json! object literal");
-        if let Some(m) = &self.metadata {
-            obj.insert("metadata".into(), m.clone());
+        ChatMessage {
+            client_msg_id: self.client_msg_id.clone(),
+            content: self.content.clone(),
+            created_at: self.created_at,
+            deleted: self.deleted.then_some(true),
+            edited_at: self.edited_at,
+            id: self.seq.to_string(),
+            metadata: self.metadata.clone(),
+            read_by: read_by.iter().map(|u| (*u).to_owned()).collect(),
+            reply_to: self.reply_to.clone(),
+            room_id: self.room_id.clone(),
+            sender_id: self.sender_id.clone(),
+            status,
+            kind: self.kind,
         }
-        if let Some(r) = &self.reply_to {
-            obj.insert("replyTo".into(), r.clone().into());
-        }
-        if let Some(c) = &self.client_msg_id {
-            obj.insert("clientMsgId".into(), c.clone().into());
-        }
-        if let Some(at) = self.edited_at {
-            obj.insert("editedAt".into(), at.into());
-        }
-        if self.deleted {
-            obj.insert("deleted".into(), true.into());
-        }
-        v
     }
 
     /// Who of `members` has read this message (the sender never counts).
@@ -277,9 +262,9 @@ mod tests {
             deleted: false,
             delivered: false,
         };
-        assert_eq!(m.to_json(&[])["status"], "sent");
+        assert_eq!(m.wire(&[]).status, MessageStatus::Sent);
         m.delivered = true;
-        assert_eq!(m.to_json(&[])["status"], "delivered");
+        assert_eq!(m.wire(&[]).status, MessageStatus::Delivered);
         let members = [
             Member {
                 user_id: "ana".into(),
@@ -305,8 +290,8 @@ mod tests {
         ];
         let by = m.read_by(&members);
         assert_eq!(by, ["bob"]);
-        let v = m.to_json(&by);
-        assert_eq!(v["status"], "read");
-        assert_eq!(v["id"], "5");
+        let v = m.wire(&by);
+        assert_eq!(v.status, MessageStatus::Read);
+        assert_eq!(v.id, "5");
     }
 }

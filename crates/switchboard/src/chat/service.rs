@@ -10,15 +10,22 @@ use std::time::Duration;
 
 use hub::{Hub, Payload, Publish};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ChatError;
+use super::fleet::{self, Change, Fleet, KICK_SIGNAL, ONLINE};
 use super::input::{CreateInput, SendInput};
 use super::live::{ChatConn, Live, Status, Tick, Timing, TypingOutcome};
 use super::model::{Member, Message, NewMessage, Retention, Role, Room, RoomKind, direct_room};
 use super::store::{ChatStore, Checked};
+use super::wire::{
+    self, ChatMessage, HistoryPage, JoinAck, Kicked, MemberInfo, MemberRemoved, MessageAck,
+    PresenceAck, PresenceUpdate, ReadAck, ReadReceipt, RoleChanged, RoomAck, RoomCreated,
+    RoomEntry, RoomsAck, UserInRoom, UserPresence,
+};
 use crate::realtime::user_room;
 use crate::tickets::now_ms;
 
@@ -63,6 +70,8 @@ pub struct Chat {
     config: ChatConfig,
     /// Room name -> (is a chat room, when learned).
     known: Mutex<std::collections::HashMap<String, (bool, Instant)>>,
+    /// Cluster mode: joins, leaves and presence decided fleet-wide.
+    fleet: std::sync::OnceLock<Fleet>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -81,7 +90,136 @@ impl Chat {
             live: Mutex::new(Live::default()),
             config,
             known: Mutex::new(std::collections::HashMap::new()),
+            fleet: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Cluster mode: `user_joined` / `user_left` and online / offline become fleet-wide
+    /// (see `fleet`), and a kick reaches every node.
+    pub fn set_cluster(
+        self: &Arc<Self>,
+        cluster: Arc<crate::cluster::Cluster>,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: &CancellationToken,
+    ) {
+        let weak = Arc::downgrade(self);
+        let rooms = cluster.book(
+            "chat",
+            Arc::new(move |room, event, user, _, _| {
+                let Some(chat) = weak.upgrade() else { return };
+                let name = if event == "member_joined" {
+                    "user_joined"
+                } else {
+                    "user_left"
+                };
+                let rooms = [room.to_owned()];
+                chat.emit(&rooms, name, &user_in(room, user), Some(user), false);
+            }),
+            tasks,
+            stop,
+        );
+        let (tx, mut rx) = fleet::channel();
+        let online = cluster.book(
+            "chat-online",
+            Arc::new(move |_, event, user, _, _| {
+                let change = if event == "member_joined" {
+                    Change::Online(user.to_owned())
+                } else {
+                    Change::Offline(user.to_owned())
+                };
+                if tx.try_send(change).is_err() {
+                    tracing::warn!(user, "chat presence: queue full, a change is not announced");
+                }
+            }),
+            tasks,
+            stop,
+        );
+        let weak = Arc::downgrade(self);
+        let stopped = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    c = rx.recv() => match c { Some(c) => c, None => return },
+                };
+                let Some(chat) = weak.upgrade() else { return };
+                chat.fleet_change(change).await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        cluster.signals().on(
+            KICK_SIGNAL,
+            Arc::new(move |body| {
+                let (Some(chat), Some(room), Some(user)) =
+                    (weak.upgrade(), body["room"].as_str(), body["user"].as_str())
+                else {
+                    return;
+                };
+                chat.remove_here(room, user);
+            }),
+        );
+        let _ = self.fleet.set(Fleet::new(cluster, rooms, online));
+    }
+
+    /// A user came online or went offline on the whole fleet.
+    async fn fleet_change(&self, change: Change) {
+        match change {
+            Change::Online(user) => {
+                self.announce_presence(&user, Status::Online, now_ms())
+                    .await;
+            }
+            Change::Offline(user) => {
+                let at = now_ms();
+                if let Err(e) = self.store.set_last_seen(user.clone(), at).await {
+                    tracing::warn!(error = %e, "chat presence: storing last seen");
+                }
+                self.announce_presence(&user, Status::Offline, at).await;
+            }
+        }
+    }
+
+    /// A user's first connection entered the room (here): `user_joined`, once
+    /// fleet-wide in cluster mode.
+    fn arrived(&self, room: &str, user: &str) {
+        match self.fleet.get() {
+            Some(f) => f.rooms.joined(room, user, None, None),
+            None => self.emit(
+                &[room.to_owned()],
+                "user_joined",
+                &user_in(room, user),
+                Some(user),
+                false,
+            ),
+        }
+    }
+
+    /// A user's last connection (here) left the room: `user_left`, once fleet-wide in
+    /// cluster mode.
+    fn departed(&self, room: &str, user: &str) {
+        match self.fleet.get() {
+            Some(f) => f.rooms.left(room, user),
+            None => self.emit(
+                &[room.to_owned()],
+                "user_left",
+                &user_in(room, user),
+                Some(user),
+                false,
+            ),
+        }
+    }
+
+    /// Takes a removed member's connections on this node out of the room.
+    fn remove_here(&self, room: &str, user: &str) {
+        let conns = self.live.lock().conns_of(user);
+        let mut last = false;
+        for c in conns {
+            let (l, _) = self.live.lock().leave(c.conn_id(), room);
+            last |= l;
+            c.unsubscribe(room);
+        }
+        if last {
+            self.departed(room, user);
+        }
     }
 
     pub fn config(&self) -> &ChatConfig {
@@ -105,7 +243,7 @@ impl Chat {
                     Tick::TypingStopped { room, user } => self.emit(
                         std::slice::from_ref(&room),
                         "typing:stop",
-                        &json!({"userId": user, "roomId": room}),
+                        &user_in(&room, &user),
                         Some(&user),
                         true,
                     ),
@@ -133,7 +271,7 @@ impl Chat {
         &self,
         rooms: &[String],
         event: &str,
-        body: &Value,
+        body: &impl Serialize,
         except_user: Option<&str>,
         volatile: bool,
     ) {
@@ -155,6 +293,9 @@ impl Chat {
     }
 
     async fn announce_presence(&self, user: &str, status: Status, last_seen: i64) {
+        if let Some(f) = self.fleet.get() {
+            f.set_status(user, status, last_seen).await;
+        }
         let rooms = match self.store.room_ids_of(user.to_owned()).await {
             Ok(r) => r,
             Err(e) => {
@@ -165,7 +306,11 @@ impl Chat {
         self.emit(
             &rooms,
             "presence:update",
-            &json!({"userId": user, "status": status.as_str(), "lastSeen": last_seen}),
+            &PresenceUpdate {
+                last_seen,
+                status,
+                user_id: user.to_owned(),
+            },
             None,
             false,
         );
@@ -184,8 +329,13 @@ impl Chat {
         let user = conn.user_id().to_owned();
         let online = self.live.lock().connect(conn, Instant::now(), now_ms());
         if online {
-            self.announce_presence(&user, Status::Online, now_ms())
-                .await;
+            match self.fleet.get() {
+                Some(f) => f.online.joined(ONLINE, &user, None, None),
+                None => {
+                    self.announce_presence(&user, Status::Online, now_ms())
+                        .await
+                }
+            }
         }
     }
 
@@ -199,21 +349,19 @@ impl Chat {
             self.emit(
                 std::slice::from_ref(room),
                 "typing:stop",
-                &json!({"userId": gone.user, "roomId": room}),
+                &user_in(room, &gone.user),
                 Some(&gone.user),
                 true,
             );
         }
         for room in &gone.left {
-            self.emit(
-                std::slice::from_ref(room),
-                "user_left",
-                &json!({"userId": gone.user, "roomId": room}),
-                Some(&gone.user),
-                false,
-            );
+            self.departed(room, &gone.user);
         }
-        if let Some(at) = gone.offline_at {
+        if let Some(f) = self.fleet.get() {
+            if gone.offline_at.is_some() {
+                f.online.left(ONLINE, &gone.user);
+            }
+        } else if let Some(at) = gone.offline_at {
             if let Err(e) = self.store.set_last_seen(gone.user.clone(), at).await {
                 tracing::warn!(error = %e, "chat presence: storing last seen");
             }
@@ -294,13 +442,7 @@ impl Chat {
         conn.subscribe(room).map_err(|_| ChatError::TooManyRooms)?;
         let first = self.live.lock().join(conn.conn_id(), room);
         if first {
-            self.emit(
-                &[room.to_owned()],
-                "user_joined",
-                &json!({"userId": user, "roomId": room}),
-                Some(user),
-                false,
-            );
+            self.arrived(room, user);
         }
         self.store
             .mark_delivered(room.to_owned(), user.to_owned())
@@ -308,21 +450,28 @@ impl Chat {
         self.active(user).await;
         let members = self.store.members(room.to_owned()).await?;
         let unread = self.store.unread(room.to_owned(), user.to_owned()).await?;
-        let online = self.live.lock().users_in(room);
-        let members: Vec<Value> = members
-            .iter()
-            .map(|m| {
-                let mut v = m.to_json();
-                v["online"] = online.contains(&m.user_id).into();
-                v
+        let mut online = self.live.lock().users_in(room);
+        if let Some(f) = self.fleet.get()
+            && let Some(users) = f.users_in(room).await
+        {
+            online.extend(users);
+        }
+        let members = members
+            .into_iter()
+            .map(|m| MemberInfo {
+                joined_at: m.joined_at,
+                last_read_at: m.last_read_at,
+                online: online.contains(&m.user_id),
+                role: m.role,
+                user_id: m.user_id,
             })
             .collect();
-        Ok(json!({
-            "success": true,
-            "roomId": room,
-            "room": r.to_json(),
-            "members": members,
-            "unread": unread,
+        Ok(wire::value(&JoinAck {
+            members,
+            room: r.wire(),
+            room_id: room.to_owned(),
+            success: true,
+            unread,
         }))
     }
 
@@ -331,14 +480,14 @@ impl Chat {
         let user = conn.user_id();
         let (last, typing) = self.live.lock().leave(conn.conn_id(), room);
         conn.unsubscribe(room);
-        let body = json!({"userId": user, "roomId": room});
+        let body = user_in(room, user);
         if typing {
             self.emit(&[room.to_owned()], "typing:stop", &body, Some(user), true);
         }
         if last {
-            self.emit(&[room.to_owned()], "user_left", &body, Some(user), false);
+            self.departed(room, user);
         }
-        Ok(json!({"success": true, "roomId": room}))
+        Ok(room_ack(room))
     }
 
     /// `message`: stored (durable) before anyone hears of it; a repeated `clientMsgId`
@@ -350,7 +499,7 @@ impl Chat {
         sender: &str,
         input: SendInput,
         as_api: bool,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<(ChatMessage, bool)> {
         if let Some(reply) = &input.reply_to {
             // The rare path: the room and membership first, so they are what a refusal names.
             let room = self.room(&input.room).await?;
@@ -364,7 +513,13 @@ impl Chat {
                 None => return Err(ChatError::UnknownMessage(reply.clone())),
             }
         }
-        let delivered = self.live.lock().others_in(&input.room, sender);
+        let mut delivered = self.live.lock().others_in(&input.room, sender);
+        if !delivered && let Some(f) = self.fleet.get() {
+            delivered = f
+                .users_in(&input.room)
+                .await
+                .is_some_and(|users| users.iter().any(|u| u != sender));
+        }
         let room_id = input.room.clone();
         let checked = self
             .store
@@ -389,7 +544,7 @@ impl Chat {
             Checked::NotMember => return Err(ChatError::NotMember(room_id)),
         };
         let body = if created {
-            let body = msg.to_json(&[]);
+            let body = msg.wire(&[]);
             self.emit(
                 std::slice::from_ref(&msg.room_id),
                 "message",
@@ -407,9 +562,9 @@ impl Chat {
         Ok((body, created))
     }
 
-    async fn with_read_by(&self, msg: &Message) -> Result<Value> {
+    async fn with_read_by(&self, msg: &Message) -> Result<ChatMessage> {
         let members = self.store.members(msg.room_id.clone()).await?;
-        Ok(msg.to_json(&msg.read_by(&members)))
+        Ok(msg.wire(&msg.read_by(&members)))
     }
 
     async fn message(&self, seq: i64) -> Result<Message> {
@@ -440,7 +595,10 @@ impl Chat {
             false,
         );
         self.active(user).await;
-        Ok(json!({"success": true, "message": body}))
+        Ok(wire::value(&MessageAck {
+            message: body,
+            success: true,
+        }))
     }
 
     /// `message:delete`: the sender or a room owner/admin; the room hears
@@ -456,7 +614,7 @@ impl Chat {
             .update_message(seq, None, true, now_ms())
             .await?
             .ok_or_else(|| ChatError::UnknownMessage(seq.to_string()))?;
-        let body = updated.to_json(&[]);
+        let body = updated.wire(&[]);
         self.emit(
             std::slice::from_ref(&updated.room_id),
             "message:deleted",
@@ -465,7 +623,10 @@ impl Chat {
             false,
         );
         self.active(user).await;
-        Ok(json!({"success": true, "message": body}))
+        Ok(wire::value(&MessageAck {
+            message: body,
+            success: true,
+        }))
     }
 
     /// `read`: everything up to the message is read; the room hears `read` when the
@@ -485,16 +646,24 @@ impl Chat {
             .store
             .mark_read(room.to_owned(), user.to_owned(), seq, at)
             .await?;
-        let body =
-            json!({"roomId": room, "userId": user, "messageId": seq.to_string(), "readAt": at});
+        let body = ReadReceipt {
+            message_id: seq.to_string(),
+            read_at: at,
+            room_id: room.to_owned(),
+            user_id: user.to_owned(),
+        };
         if moved {
             self.emit(&[room.to_owned()], "read", &body, None, false);
         }
         self.active(user).await;
-        let mut ack = body;
-        ack["success"] = true.into();
-        ack["moved"] = moved.into();
-        Ok(ack)
+        Ok(wire::value(&ReadAck {
+            message_id: body.message_id,
+            moved,
+            read_at: at,
+            room_id: body.room_id,
+            success: true,
+            user_id: body.user_id,
+        }))
     }
 
     /// `history`: up to `limit` messages before `before`, newest last. Members only,
@@ -505,21 +674,23 @@ impl Chat {
         room: &str,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Value> {
+    ) -> Result<HistoryPage> {
         self.room(room).await?;
         if let Some(u) = user {
             self.member_of(room, u).await?;
         }
         let (msgs, more) = self.store.history(room.to_owned(), before, limit).await?;
         let members = self.store.members(room.to_owned()).await?;
-        let messages: Vec<Value> = msgs
-            .iter()
-            .map(|m| m.to_json(&m.read_by(&members)))
-            .collect();
+        let messages = msgs.iter().map(|m| m.wire(&m.read_by(&members))).collect();
         if let Some(u) = user {
             self.active(u).await;
         }
-        Ok(json!({"success": true, "roomId": room, "messages": messages, "hasMore": more}))
+        Ok(HistoryPage {
+            has_more: more,
+            messages,
+            room_id: room.to_owned(),
+            success: true,
+        })
     }
 
     /// `typing`, `typing:start`, `typing:stop`: volatile, never stored, throttled.
@@ -543,7 +714,7 @@ impl Chat {
             TypingOutcome::Relay => self.emit(
                 &[room.to_owned()],
                 kind.event(),
-                &json!({"userId": user, "roomId": room}),
+                &user_in(room, user),
                 Some(user),
                 true,
             ),
@@ -552,7 +723,7 @@ impl Chat {
         if kind != TypingKind::Stop {
             self.active(user).await;
         }
-        Ok(json!({"success": true, "roomId": room}))
+        Ok(room_ack(room))
     }
 
     /// `presence:heartbeat` (`None`) or `presence:update {status}`.
@@ -571,22 +742,34 @@ impl Chat {
         if changed {
             self.announce_presence(user, status, last_seen).await;
         }
-        Ok(
-            json!({"success": true, "userId": user, "status": status.as_str(), "lastSeen": last_seen}),
-        )
+        Ok(wire::value(&PresenceAck {
+            last_seen,
+            status,
+            success: true,
+            user_id: user.to_owned(),
+        }))
     }
 
-    /// Presence of users, connected or not: `[{userId, status, lastSeen}]`.
-    pub async fn presence_of(&self, users: &[String]) -> Result<Vec<Value>> {
+    /// Presence of users, connected or not: `[{userId, status, lastSeen}]`. In cluster
+    /// mode every node answers from the fleet's record of what was announced (a user
+    /// connected to two nodes has one status, the last announced, and its time), then
+    /// from its own connections (an announcement still on its way), then the store.
+    pub async fn presence_of(&self, users: &[String]) -> Result<Vec<UserPresence>> {
         let mut out = Vec::with_capacity(users.len());
+        let fleet = match self.fleet.get() {
+            Some(f) => f.statuses(users).await,
+            None => vec![None; users.len()],
+        };
         let mut offline = Vec::new();
         {
             let live = self.live.lock();
-            for u in users {
-                match live.presence(u) {
-                    Some((s, at)) => {
-                        out.push(json!({"userId": u, "status": s.as_str(), "lastSeen": at}))
-                    }
+            for (u, announced) in users.iter().zip(fleet) {
+                match announced.or_else(|| live.presence(u)) {
+                    Some((status, at)) => out.push(UserPresence {
+                        last_seen: Some(at),
+                        status,
+                        user_id: u.clone(),
+                    }),
                     None => offline.push(u.clone()),
                 }
             }
@@ -594,10 +777,14 @@ impl Chat {
         let seen = self.store.last_seen(offline.clone()).await?;
         for u in offline {
             let at = seen.iter().find(|(v, _)| *v == u).map(|(_, at)| *at);
-            out.push(json!({"userId": u, "status": "offline", "lastSeen": at}));
+            out.push(UserPresence {
+                last_seen: at,
+                status: Status::Offline,
+                user_id: u,
+            });
         }
         // In the order asked.
-        out.sort_by_key(|v| users.iter().position(|u| v["userId"] == u.as_str()));
+        out.sort_by_key(|p| users.iter().position(|u| *u == p.user_id));
         Ok(out)
     }
 
@@ -642,9 +829,13 @@ impl Chat {
             return Err(ChatError::RoomExists(room.id));
         }
         self.remember_chat_room(&room.id);
-        let body = room.to_json();
+        let body = room.wire();
         self.emit(&ids, "room:added", &body, None, false);
-        Ok(json!({"success": true, "room": body}))
+        Ok(wire::value(&RoomCreated {
+            created: None,
+            room: body,
+            success: true,
+        }))
     }
 
     /// `room:direct {userId}`: the canonical private room of the two users.
@@ -670,7 +861,7 @@ impl Chat {
         ];
         let (room, created) = self.store.create_room(room, members).await?;
         self.remember_chat_room(&room.id);
-        let body = room.to_json();
+        let body = room.wire();
         if created {
             self.emit(
                 &[user_room(user), user_room(other)],
@@ -680,7 +871,11 @@ impl Chat {
                 false,
             );
         }
-        Ok(json!({"success": true, "room": body, "created": created}))
+        Ok(wire::value(&RoomCreated {
+            created: Some(created),
+            room: body,
+            success: true,
+        }))
     }
 
     /// `room:kick {roomId, userId}`: an owner or admin removes a member (not an owner);
@@ -695,14 +890,18 @@ impl Chat {
         self.store
             .remove_member(room.to_owned(), target.to_owned())
             .await?;
-        let conns = self.live.lock().conns_of(target);
-        let mut last = false;
-        for c in conns {
-            let (l, _) = self.live.lock().leave(c.conn_id(), room);
-            last |= l;
-            c.unsubscribe(room);
+        self.remove_here(room, target);
+        if let Some(f) = self.fleet.get() {
+            let body = serde_json::json!({"room": room, "user": target});
+            if let Err(e) = f.cluster.signals().send(KICK_SIGNAL, body).await {
+                tracing::warn!(error = %e, "chat: a kick did not reach the other nodes");
+            }
         }
-        let body = json!({"roomId": room, "userId": target, "by": user});
+        let body = MemberRemoved {
+            by: user.to_owned(),
+            room_id: room.to_owned(),
+            user_id: target.to_owned(),
+        };
         self.emit(
             &[room.to_owned(), user_room(target)],
             "room:member_removed",
@@ -710,16 +909,11 @@ impl Chat {
             None,
             false,
         );
-        if last {
-            self.emit(
-                &[room.to_owned()],
-                "user_left",
-                &json!({"userId": target, "roomId": room}),
-                None,
-                false,
-            );
-        }
-        Ok(json!({"success": true, "roomId": room, "userId": target}))
+        Ok(wire::value(&Kicked {
+            room_id: room.to_owned(),
+            success: true,
+            user_id: target.to_owned(),
+        }))
     }
 
     /// `room:role {roomId, userId, role}`: the owner makes members admins or back.
@@ -739,23 +933,45 @@ impl Chat {
         self.store
             .set_role(room.to_owned(), target.to_owned(), role)
             .await?;
-        let body = json!({"roomId": room, "userId": target, "role": role.as_str()});
+        let mut body = RoleChanged {
+            role,
+            room_id: room.to_owned(),
+            success: None,
+            user_id: target.to_owned(),
+        };
         self.emit(&[room.to_owned()], "room:role", &body, None, false);
-        Ok(json!({"success": true, "roomId": room, "userId": target, "role": role.as_str()}))
+        body.success = Some(true);
+        Ok(wire::value(&body))
     }
 
     /// `rooms`: the user's rooms with unread counts.
     pub async fn rooms(&self, user: &str) -> Result<Value> {
         let rooms = self.store.rooms_of(user.to_owned()).await?;
-        let list: Vec<Value> = rooms
+        let rooms = rooms
             .iter()
-            .map(|r| {
-                let mut v = r.room.to_json();
-                v["role"] = r.role.as_str().into();
-                v["unread"] = r.unread.into();
-                v
+            .map(|r| RoomEntry {
+                room: r.room.wire(),
+                role: r.role,
+                unread: r.unread,
             })
             .collect();
-        Ok(json!({"success": true, "rooms": list}))
+        Ok(wire::value(&RoomsAck {
+            rooms,
+            success: true,
+        }))
     }
+}
+
+fn user_in(room: &str, user: &str) -> UserInRoom {
+    UserInRoom {
+        room_id: room.to_owned(),
+        user_id: user.to_owned(),
+    }
+}
+
+fn room_ack(room: &str) -> Value {
+    wire::value(&RoomAck {
+        room_id: room.to_owned(),
+        success: true,
+    })
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use hub::Payload;
-use serde_json::{Value, json};
+use serde_json::Value;
 use socketio::{
     ConnectError, ConnectRequest, DisconnectReason, Event, Identity, NamespaceHandler, Socket,
 };
 
 use super::live::ChatConn;
 use super::service::Chat;
+use super::wire::{ChatConnected, ChatRefusal};
 use crate::realtime::{Realtime, user_room};
 
 pub struct ChatNamespace {
@@ -79,7 +80,11 @@ impl NamespaceHandler for ChatNamespace {
             self.chat.connected(Arc::new(conn)).await;
             socket.emit(
                 "connected",
-                Payload::json(&json!({"success": true, "userId": user, "sessionId": socket.id()})),
+                Payload::json(&ChatConnected {
+                    session_id: socket.id().to_owned(),
+                    success: true,
+                    user_id: user,
+                }),
             );
         })
     }
@@ -106,29 +111,29 @@ impl NamespaceHandler for ChatNamespace {
                 Some(e) => Some(Err(super::ChatError::BadRoomName(e.to_string()))),
                 None => super::dispatch(&self.chat, &conn, &event.name, &data).await,
             };
-            let answer = match result {
-                Some(Ok(v)) => v,
+            let error = match result {
+                Some(Ok(v)) => {
+                    if let Some(id) = event.ack {
+                        socket.ack(id, &Payload::json(&v));
+                    }
+                    return;
+                }
                 Some(Err(e)) => {
                     e.log();
-                    let body =
-                        json!({"success": false, "error": e.to_string(), "event": event.name});
-                    if event.ack.is_none() {
-                        socket.emit("error", Payload::json(&body));
-                        return;
-                    }
-                    body
+                    e.to_string()
                 }
-                None => {
-                    let body = json!({"success": false, "error": format!("Unknown event: {}", event.name), "event": event.name});
-                    if event.ack.is_none() {
-                        socket.emit("error", Payload::json(&body));
-                        return;
-                    }
-                    body
-                }
+                None => format!("Unknown event: {}", event.name),
             };
-            if let Some(id) = event.ack {
-                socket.ack(id, &Payload::json(&answer));
+            let body = Payload::json(&ChatRefusal {
+                error,
+                event: event.name.clone(),
+                success: false,
+            });
+            match event.ack {
+                Some(id) => socket.ack(id, &body),
+                None => {
+                    socket.emit("error", body);
+                }
             }
         })
     }

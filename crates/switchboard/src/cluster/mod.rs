@@ -293,6 +293,11 @@ impl Cluster {
         )
     }
 
+    /// The key and channel prefix (the Node adapter's `key`).
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id

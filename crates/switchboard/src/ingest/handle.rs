@@ -12,6 +12,7 @@ use tickets::{CatalogError, ConfirmError, Hold, OrderEffect, OrderError, OrderKi
 use crate::nest::{self, Packet};
 use crate::realtime::user_room;
 use crate::tickets::ApplyError;
+use crate::tickets::wire::{OrderOutcome, OrderStatus};
 use crate::tickets::{HoldService, event_room, now_ms};
 
 /// Why a message was dead-lettered (the `x-switchboard-reason` header).
@@ -337,10 +338,13 @@ impl Handler {
     /// Tells the order's user, on every transport they use (their hub room).
     fn notify_order(&self, event: &str, order: &OrderMessage, hold: &Hold) {
         let (status, message) = if event == "order-completed" {
-            ("completed", format!("Order {} completed", order.order_id))
+            (
+                OrderStatus::Completed,
+                format!("Order {} completed", order.order_id),
+            )
         } else {
             (
-                "cancelled",
+                OrderStatus::Cancelled,
                 format!(
                     "Order {} cancelled; your tickets were released",
                     order.order_id
@@ -350,18 +354,18 @@ impl Handler {
         self.hub.publish(Publish {
             rooms: std::iter::once(user_room(&order.user_id).into()).collect(),
             event: event.into(),
-            payload: Payload::json(&json!({
-                "success": true,
-                "orderId": order.order_id,
-                "eventId": order.event_id,
-                "categoryId": order.category_id,
-                "quantity": order.quantity,
-                "userId": order.user_id,
-                "lockId": hold.lock_id,
-                "status": status,
-                "message": message,
-                "timestamp": now_ms(),
-            })),
+            payload: Payload::json(&OrderOutcome {
+                category_id: order.category_id,
+                event_id: order.event_id,
+                lock_id: hold.lock_id.clone(),
+                message,
+                order_id: order.order_id.clone(),
+                quantity: order.quantity,
+                status,
+                success: true,
+                timestamp: now_ms(),
+                user_id: order.user_id.clone(),
+            }),
             persist: true,
             ..Publish::default()
         });

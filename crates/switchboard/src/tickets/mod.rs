@@ -13,6 +13,7 @@ pub mod redis_store;
 mod service;
 mod shared;
 mod store;
+pub mod wire;
 
 pub use catalog::{CatalogError, demo_catalog, load_catalog};
 pub use events_source::{

@@ -611,7 +611,7 @@ impl HoldService {
                 }
                 _ => {
                     let mut body = Self::update_json(a);
-                    body["version"] = version.into();
+                    body.version = Some(version);
                     emit(AVAILABILITY_UPDATE, Payload::json(&body));
                 }
             });
@@ -659,15 +659,16 @@ impl HoldService {
         Payload::json(&Self::update_json(a))
     }
 
-    fn update_json(a: &Availability) -> serde_json::Value {
-        serde_json::json!({
-            "eventId": a.event_id,
-            "categoryId": a.category_id,
-            "availableTickets": a.available_tickets,
-            "lockedTickets": a.locked_tickets,
-            "totalTickets": a.total_tickets,
-            "timestamp": now_ms(),
-        })
+    fn update_json(a: &Availability) -> super::wire::AvailabilityUpdate {
+        super::wire::AvailabilityUpdate {
+            available_tickets: a.available_tickets,
+            category_id: a.category_id,
+            event_id: a.event_id,
+            locked_tickets: a.locked_tickets,
+            timestamp: now_ms(),
+            total_tickets: a.total_tickets,
+            version: None,
+        }
     }
 
     // ----- the local authority ---------------------------------------------------------
@@ -988,7 +989,7 @@ impl HoldService {
         let _one_at_a_time = self.flushing.lock();
         if shared.newer_than_published(&a, version) {
             let mut body = Self::update_json(&a);
-            body["version"] = version.into();
+            body.version = Some(version);
             self.publish_update(&a, Payload::json(&body));
         }
     }
