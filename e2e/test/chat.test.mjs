@@ -538,3 +538,107 @@ describe("chat on PostgreSQL, two nodes", { skip: skip() }, () => {
     assert.deepEqual(h2.messages.map((m) => m.content), ["across"]);
   });
 });
+
+describe("chat across two nodes (PostgreSQL and Redis)", { skip: skip() }, () => {
+  const count = (c, event, pred = () => true) => c.seen.filter((s) => s.event === event && pred(s.data)).length;
+  const presence = async (node, users) => {
+    const res = await fetch(`${node.url}/api/presence?users=${users.join(",")}`, { headers: { authorization: "Bearer cluster-e2e-key" } });
+    assert.equal(res.status, 200);
+    return Object.fromEntries((await res.json()).map((p) => [p.userId, p]));
+  };
+  /** Waits until both nodes' /api/presence tell `user` the same `status` (and lastSeen). */
+  const agree = async (nodes, user, status) => {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const seen = await Promise.all(nodes.map((n) => presence(n, [user])));
+      const ps = seen.map((s) => s[user]);
+      if (ps.every((p) => p.status === status) && ps.every((p) => p.lastSeen === ps[0].lastSeen)) return ps[0];
+      if (Date.now() > deadline) assert.fail(`${user} not ${status} on every node: ${JSON.stringify(ps)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  it("messages, typing, user_joined/left once per user, presence on both nodes, a killed node's users offline", { timeout: 60000 }, async (t) => {
+    const dbUrl = pgSchema(t);
+    const redis = await startRedis();
+    t.after(() => redis.close());
+    const extra = ["--set", `database_url=${dbUrl}`, "--set", "presence_idle_secs=600"];
+    const a = await startNode(redis, "chat-x", extra);
+    t.after(() => a.stop("SIGKILL"));
+    const b = await startNode(redis, "chat-y", extra);
+    t.after(() => b.stop());
+    await waitFleet([a, b]);
+
+    const id = uniq("x");
+    const [ana, carl, dan] = ["ana", "carl", "dan"].map((u) => `${u}-${id}`);
+    const anaA = await chatClient(t, ana, a.url);
+    const bob = await chatClient(t, `bob-${id}`, b.url);
+    const roomId = uniq("fleet");
+    const created = await anaA.ask("room:create", { roomId, type: "group", members: [bob.userId, carl, dan] });
+    assert.equal(created.success, true, JSON.stringify(created));
+    assert.equal((await bob.ask("join", roomId)).success, true);
+
+    // ana on node a, then on node b too: bob (on b) hears user_joined once.
+    await anaA.ask("join", roomId);
+    await bob.next("user_joined", (d) => d.userId === ana);
+    const anaB = await chatClient(t, ana, b.url);
+    const jb = await anaB.ask("join", roomId);
+    assert.deepEqual(jb.members.filter((m) => m.online).map((m) => m.userId).sort(), [ana, bob.userId].sort(), "online counts both nodes");
+    // carl's arrival (node a) is a barrier: whatever ana's second join would announce came before.
+    const carlA = await chatClient(t, carl, a.url);
+    await carlA.ask("join", roomId);
+    await bob.next("user_joined", (d) => d.userId === carl);
+    assert.equal(count(bob, "user_joined", (d) => d.userId === ana), 1, "ana joined once for bob");
+    assert.equal(count(anaA, "user_joined", (d) => d.userId === bob.userId), 0, "bob joined before ana");
+
+    // A message sent on a reaches b's members once; typing crosses too.
+    const sent = await anaA.ask("message", { roomId, content: "over the fabric" });
+    assert.equal(sent.message.status, "delivered", "bob (on the other node) was in the room");
+    assert.deepEqual(await bob.next("message", (m) => m.id === sent.message.id), sent.message);
+    await anaA.ask("typing:start", roomId);
+    assert.deepEqual(await bob.next("typing:start"), { userId: ana, roomId });
+    await bob.ask("typing", { roomId });
+    assert.deepEqual(await carlA.next("typing"), { userId: bob.userId, roomId });
+    await carlA.ask("message", { roomId, content: "barrier 1" });
+    await bob.next("message", (m) => m.content === "barrier 1");
+    assert.equal(count(bob, "message", (m) => m.id === sent.message.id), 1, "once");
+    assert.equal(count(anaB, "message", (m) => m.id === sent.message.id), 1, "once to ana's other tab");
+
+    // Presence agrees on both nodes; ana is online while any connection of hers is.
+    const anaOnline = await agree([a, b], ana, "online");
+    assert.ok(anaOnline.lastSeen > 0);
+    await anaB.ask("presence:update", { status: "away" });
+    await bob.next("presence:update", (p) => p.userId === ana && p.status === "away");
+    await agree([a, b], ana, "away");
+    anaA.socket.close();
+    await carlA.ask("message", { roomId, content: "barrier 2" });
+    await bob.next("message", (m) => m.content === "barrier 2");
+    await agree([a, b], ana, "away");
+    assert.equal(count(bob, "user_left", (d) => d.userId === ana), 0, "ana is still on node b");
+    assert.equal(count(bob, "presence:update", (p) => p.userId === ana && p.status === "offline"), 0);
+    anaB.socket.close();
+    await bob.next("user_left", (d) => d.userId === ana);
+    const off = await bob.next("presence:update", (p) => p.userId === ana && p.status === "offline");
+    const offline = await agree([a, b], ana, "offline");
+    assert.equal(offline.lastSeen, off.lastSeen, "the stored last seen is the one announced");
+    await carlA.ask("message", { roomId, content: "barrier 3" });
+    await bob.next("message", (m) => m.content === "barrier 3");
+    assert.equal(count(bob, "user_left", (d) => d.userId === ana), 1, "ana left once");
+    assert.equal(count(bob, "presence:update", (p) => p.userId === ana && p.status === "offline"), 1, "offline once");
+
+    // dan is only on node a; node a is killed: on b he leaves and goes offline within
+    // node_timeout_secs (3 s in startNode).
+    const danA = await chatClient(t, dan, a.url);
+    await danA.ask("join", roomId);
+    await bob.next("user_joined", (d) => d.userId === dan);
+    await agree([a, b], dan, "online");
+    const killed = Date.now();
+    await a.stop("SIGKILL");
+    await bob.next("user_left", (d) => d.userId === dan, 10_000);
+    await bob.next("presence:update", (p) => p.userId === dan && p.status === "offline", 10_000);
+    assert.ok(Date.now() - killed < 3000 + 3000, `gone within the node timeout (and a sweep): ${Date.now() - killed} ms`);
+    await agree([b], dan, "offline");
+    await agree([b], carl, "offline"); // carl was only on the dead node too
+    await bob.next("user_left", (d) => d.userId === carl);
+  });
+});

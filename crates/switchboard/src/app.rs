@@ -508,6 +508,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
                 &tasks,
                 &stop,
             ));
+            chat.set_cluster(cluster.clone(), &tasks, &stop);
             if let Some(window) = config.recovery_window() {
                 // Sessions outlive their server by the window (plus the time it takes to
                 // notice the server died), so a client can resume on another node.
