@@ -36,6 +36,8 @@ pub struct AdminState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The Pusher endpoints, when an app is configured (`/stats`, `/metrics`, dashboard).
     pub pusher: Option<Arc<crate::pusher::Pusher>>,
+    /// The chat (`/metrics`).
+    pub chat: Arc<crate::chat::Chat>,
 }
 
 /// Liveness: the process serves HTTP.

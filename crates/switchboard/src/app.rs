@@ -541,6 +541,7 @@ pub fn build(config: &Config) -> Result<App, BuildError> {
         integrations,
         limits: limits.clone(),
         pusher: pusher.clone(),
+        chat: chat.clone(),
     };
     let mut router = crate::admin::routes(admin)
         .merge(crate::api::routes(crate::api::ApiState {

@@ -571,7 +571,52 @@ pub fn render(s: &AdminState) -> String {
     if let Some(cluster) = &s.cluster {
         cluster_families(&mut f, cluster);
     }
+    chat_families(&mut f, s.chat.metrics());
     out
+}
+
+/// The chat: messages stored, refusals by reason, typing relayed or throttled, and how
+/// long storing a message takes.
+fn chat_families(f: &mut Family<'_>, c: &crate::chat::metrics::ChatMetrics) {
+    f.head(
+        "switchboard_chat_messages_stored_total",
+        "counter",
+        "Chat messages stored (a repeated clientMsgId stores nothing and is not counted).",
+    );
+    f.sample(
+        "switchboard_chat_messages_stored_total",
+        &[],
+        load(&c.stored),
+    );
+    f.head(
+        "switchboard_chat_refused_total",
+        "counter",
+        "Chat requests refused, on every transport and the HTTP API, by reason.",
+    );
+    for (reason, n) in c.refusals() {
+        f.sample("switchboard_chat_refused_total", &[("reason", reason)], n);
+    }
+    f.head(
+        "switchboard_chat_typing_total",
+        "counter",
+        "Typing events: relayed to the room, or throttled (at most one per user and room every 2 s).",
+    );
+    f.sample(
+        "switchboard_chat_typing_total",
+        &[("outcome", "relayed")],
+        load(&c.typing_relayed),
+    );
+    f.sample(
+        "switchboard_chat_typing_total",
+        &[("outcome", "throttled")],
+        load(&c.typing_throttled),
+    );
+    f.head(
+        "switchboard_chat_store_seconds",
+        "histogram",
+        "Storing a chat message: the checked insert, durable before the ack.",
+    );
+    f.histogram("switchboard_chat_store_seconds", &[], &c.store_latency);
 }
 
 /// The Pusher endpoints: subscriptions, client events, errors by Pusher code, the

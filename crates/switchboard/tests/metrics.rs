@@ -436,3 +436,91 @@ async fn pusher_connections_subscriptions_client_events_and_errors_are_counted()
     assert_eq!(sample(&end, "switchboard_pusher_subscriptions"), 0.0);
     s.stop().await;
 }
+
+/// Sends a `/ws` action and returns its ack's `data` (frames before it are skipped).
+async fn ws_ask(w: &mut Ws, mut action: Value, id: u64) -> Value {
+    action["ack"] = id.into();
+    w.send(Message::Text(action.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        let f = next_json(w).await;
+        if f["ack"] == id {
+            return f["data"].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn chat_counters_are_valid_prometheus_and_count_what_happened() {
+    let s = serve(switchboard::build(&config(&[])).expect("build")).await;
+    let before = metrics_text(s.addr).await;
+    promtool_check(&before);
+    assert_eq!(
+        sample(&before, "switchboard_chat_messages_stored_total"),
+        0.0
+    );
+    assert_eq!(sample(&before, "switchboard_chat_store_seconds_count"), 0.0);
+
+    let mut w = ws(s.addr, "/ws?userId=ana").await;
+    next_json(&mut w).await;
+    let created = ws_ask(&mut w, json!({"action": "room:create", "roomId": "m1"}), 1).await;
+    assert_eq!(created["success"], true, "{created}");
+    assert_eq!(
+        ws_ask(&mut w, json!({"action": "join", "roomId": "m1"}), 2).await["success"],
+        true
+    );
+    let send = json!({"action": "message", "roomId": "m1", "content": "hi", "clientMsgId": "c1"});
+    assert_eq!(ws_ask(&mut w, send.clone(), 3).await["duplicate"], false);
+    assert_eq!(
+        ws_ask(&mut w, send, 4).await["duplicate"],
+        true,
+        "stores nothing"
+    );
+    let empty = json!({"action": "message", "roomId": "m1", "content": ""});
+    assert_eq!(ws_ask(&mut w, empty, 5).await["success"], false);
+    let typing = json!({"action": "typing", "roomId": "m1"});
+    assert_eq!(ws_ask(&mut w, typing.clone(), 6).await["success"], true);
+    assert_eq!(ws_ask(&mut w, typing, 7).await["success"], false);
+    // The HTTP API's refusals are counted with the others.
+    let (status, _) = http_with(
+        s.addr,
+        "POST",
+        "/api/rooms/nowhere/messages",
+        "Authorization: Bearer k\r\nContent-Type: application/json\r\n",
+        br#"{"content": "x"}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let after = metrics_text(s.addr).await;
+    promtool_check(&after);
+    assert_eq!(
+        sample(&after, "switchboard_chat_messages_stored_total"),
+        1.0
+    );
+    // Every checked insert is timed: the two sends, and the API's (refused by the store:
+    // no such room). The empty message never reached the store.
+    assert_eq!(sample(&after, "switchboard_chat_store_seconds_count"), 3.0);
+    let refused = |reason: &str| {
+        sample(
+            &after,
+            &format!("switchboard_chat_refused_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(refused("empty_content"), 1.0);
+    assert_eq!(refused("typing_throttled"), 1.0);
+    assert_eq!(refused("unknown_room"), 1.0);
+    assert_eq!(refused("not_member"), 0.0);
+    assert_eq!(
+        sample(&after, "switchboard_chat_typing_total{outcome=\"relayed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "switchboard_chat_typing_total{outcome=\"throttled\"}"
+        ),
+        1.0
+    );
+}

@@ -36,9 +36,13 @@ pub fn routes(state: ChatApiState) -> Router {
 /// Most users one presence lookup may name.
 const MAX_USERS: usize = 1000;
 
-fn refused(e: ChatError) -> ApiError {
-    e.log();
-    ApiError::new(e.status(), e.to_string())
+/// A refusal as the HTTP API answers it, counted with the chat's others.
+fn refused(chat: &Chat) -> impl Fn(ChatError) -> ApiError + '_ {
+    move |e| {
+        chat.metrics().refused(&e);
+        e.log();
+        ApiError::new(e.status(), e.to_string())
+    }
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -105,8 +109,13 @@ pub(crate) async fn send(
     }
     let value = serde_json::to_value(&req).map_err(|e| bad(e.to_string()))?;
     let max = s.chat.config().max_message_bytes;
-    let input = super::input::send(&value, Some(&room), None, max, true).map_err(refused)?;
-    let (message, created) = s.chat.send(&sender, input, true).await.map_err(refused)?;
+    let input =
+        super::input::send(&value, Some(&room), None, max, true).map_err(refused(&s.chat))?;
+    let (message, created) = s
+        .chat
+        .send(&sender, input, true)
+        .await
+        .map_err(refused(&s.chat))?;
     Ok(Json(Sent {
         duplicate: !created,
         message,
@@ -140,18 +149,19 @@ pub(crate) async fn history(
     check_api_key(&s.api_keys, &headers)?;
     check_room_name(&room)?;
     let limit = super::input::limit(q.get("limit").map(|l| Value::String(l.clone())).as_ref())
-        .map_err(refused)?;
+        .map_err(refused(&s.chat))?;
     let before = match q.get("before") {
         None => None,
         Some(b) => Some(
-            super::input::message_id(Some(&Value::String(b.clone())), "before").map_err(refused)?,
+            super::input::message_id(Some(&Value::String(b.clone())), "before")
+                .map_err(refused(&s.chat))?,
         ),
     };
     let page = s
         .chat
         .history(None, &room, before, limit)
         .await
-        .map_err(refused)?;
+        .map_err(refused(&s.chat))?;
     Ok(Json(page))
 }
 
@@ -185,7 +195,9 @@ pub(crate) async fn presence(
     if list.len() > MAX_USERS {
         return Err(bad(format!("at most {MAX_USERS} users")));
     }
-    Ok(Json(s.chat.presence_of(&list).await.map_err(refused)?))
+    Ok(Json(
+        s.chat.presence_of(&list).await.map_err(refused(&s.chat))?,
+    ))
 }
 
 /// The rules the handlers enforce that utoipa's derive cannot state, so a request valid

@@ -55,7 +55,11 @@ pub async fn dispatch(
     if !EVENTS.contains(&event) {
         return None;
     }
-    Some(handle(chat, conn, event, data).await)
+    let result = handle(chat, conn, event, data).await;
+    if let Err(e) = &result {
+        chat.metrics().refused(e);
+    }
+    Some(result)
 }
 
 fn status(data: &Value) -> Result<Option<Status>, ChatError> {

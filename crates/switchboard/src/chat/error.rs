@@ -51,6 +51,58 @@ pub enum ChatError {
 }
 
 impl ChatError {
+    /// Every [`ChatError::reason`], the `reason` label of `switchboard_chat_refused_total`.
+    pub const REASONS: [&'static str; 21] = [
+        "bad_input",
+        "empty_content",
+        "content_not_string",
+        "too_large",
+        "bad_room_name",
+        "unknown_room",
+        "not_member",
+        "not_joined",
+        "room_exists",
+        "room_in_use",
+        "forged_sender",
+        "bad_type",
+        "bad_limit",
+        "unknown_message",
+        "message_not_in_room",
+        "not_your_message",
+        "not_allowed_to_delete",
+        "not_moderator",
+        "typing_throttled",
+        "too_many_rooms",
+        "store",
+    ];
+
+    /// Why, in one word (a metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChatError::BadInput(_) => "bad_input",
+            ChatError::EmptyContent => "empty_content",
+            ChatError::ContentNotString => "content_not_string",
+            ChatError::TooLarge { .. } => "too_large",
+            ChatError::BadRoomName(_) => "bad_room_name",
+            ChatError::UnknownRoom(_) => "unknown_room",
+            ChatError::NotMember(_) => "not_member",
+            ChatError::NotJoined(_) => "not_joined",
+            ChatError::RoomExists(_) => "room_exists",
+            ChatError::RoomInUse(_) => "room_in_use",
+            ChatError::ForgedSender => "forged_sender",
+            ChatError::BadType(_) => "bad_type",
+            ChatError::BadLimit => "bad_limit",
+            ChatError::UnknownMessage(_) => "unknown_message",
+            ChatError::MessageNotInRoom(..) => "message_not_in_room",
+            ChatError::NotYourMessage => "not_your_message",
+            ChatError::NotAllowedToDelete => "not_allowed_to_delete",
+            ChatError::NotModerator => "not_moderator",
+            ChatError::TypingThrottled => "typing_throttled",
+            ChatError::TooManyRooms => "too_many_rooms",
+            ChatError::Store(_) => "store",
+        }
+    }
+
     /// Logs what the client does not see (a store failure), once.
     pub fn log(&self) {
         if let ChatError::Store(e) = self {

@@ -2,7 +2,7 @@
 //! edits, deletes, read receipts, typing, presence with last seen.
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
-//! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state),
+//! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state), `metrics` (its counters),
 //! `service` (the rules), `fleet` (the same across a cluster's nodes), `input` (decoding client payloads), `dispatch` (event ->
 //! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes), `wire` (what clients receive, as types). `/ws`
 //! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
@@ -14,6 +14,7 @@ pub mod error;
 mod fleet;
 pub mod input;
 pub mod live;
+pub mod metrics;
 pub mod model;
 pub mod postgres;
 pub mod service;

@@ -72,6 +72,7 @@ pub struct Chat {
     known: Mutex<std::collections::HashMap<String, (bool, Instant)>>,
     /// Cluster mode: joins, leaves and presence decided fleet-wide.
     fleet: std::sync::OnceLock<Fleet>,
+    metrics: super::metrics::ChatMetrics,
 }
 
 impl std::fmt::Debug for Chat {
@@ -91,6 +92,7 @@ impl Chat {
             config,
             known: Mutex::new(std::collections::HashMap::new()),
             fleet: std::sync::OnceLock::new(),
+            metrics: super::metrics::ChatMetrics::default(),
         })
     }
 
@@ -224,6 +226,11 @@ impl Chat {
 
     pub fn config(&self) -> &ChatConfig {
         &self.config
+    }
+
+    /// The chat's counters (`/metrics`).
+    pub fn metrics(&self) -> &super::metrics::ChatMetrics {
+        &self.metrics
     }
 
     /// Typing stops and idle users go away on time; old messages are pruned every minute.
@@ -521,6 +528,7 @@ impl Chat {
                 .is_some_and(|users| users.iter().any(|u| u != sender));
         }
         let room_id = input.room.clone();
+        let started = Instant::now();
         let checked = self
             .store
             .insert_checked(
@@ -538,12 +546,16 @@ impl Chat {
                 !as_api,
             )
             .await?;
+        self.metrics.store_latency.observe(started.elapsed());
         let (msg, created) = match checked {
             Checked::Stored(m, created) => (m, created),
             Checked::NoRoom => return Err(ChatError::UnknownRoom(room_id)),
             Checked::NotMember => return Err(ChatError::NotMember(room_id)),
         };
         let body = if created {
+            self.metrics
+                .stored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let body = msg.wire(&[]);
             self.emit(
                 std::slice::from_ref(&msg.room_id),
@@ -709,6 +721,14 @@ impl Chat {
                 &self.config.timing,
             )
         };
+        let counter = match outcome {
+            TypingOutcome::Throttled => Some(&self.metrics.typing_throttled),
+            TypingOutcome::Relay => Some(&self.metrics.typing_relayed),
+            TypingOutcome::Idle => None,
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match outcome {
             TypingOutcome::Throttled => return Err(ChatError::TypingThrottled),
             TypingOutcome::Relay => self.emit(
