@@ -326,7 +326,9 @@ impl Realtime {
                         success: Some(false),
                     },
                 };
-                respond(socket, ack, "my-locks-response", body);
+                // Through a JSON value, so each hold's keys stay sorted as they always were
+                // on the wire (`Hold` declares its fields in another order).
+                respond(socket, ack, "my-locks-response", serde_json::json!(body));
             }
             "heartbeat" => {
                 respond(
