@@ -269,6 +269,43 @@ async fn publish_smoke_against_switchboard() {
     round_trips(&report);
 }
 
+/// The 4 KB publish with and without permessage-deflate (`bench/run`'s `publish-4k` and
+/// `publish-deflate`): every message arrives either way, and compressed it takes far
+/// fewer bytes on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_4k_with_and_without_compression_smoke() {
+    let Some(bin) = switchboard_bin() else { return };
+    let mut per_delivery = Vec::new();
+    for compress in [false, true] {
+        let server = start_realtime(&bin);
+        let config = PublishConfig {
+            server_pids: vec![server.child.id()],
+            sse: 0,
+            payload_bytes: 4096,
+            compress,
+            ..PublishConfig::smoke(&format!("http://{}", server.addr), "smoke-key")
+        };
+        let report = publish::run(&config, CancellationToken::new())
+            .await
+            .expect("publish run");
+        println!("{}", report.markdown());
+        assert!(report.ok(), "{report:?}");
+        for t in &report.transports {
+            assert_eq!(t.delivered, report.published * 5, "{t:?}");
+        }
+        let sio = &report.transports[0];
+        assert_eq!(sio.transport, "socketio");
+        per_delivery.push(sio.bytes_per_delivery().expect("wire bytes counted"));
+        round_trips(&report);
+    }
+    let (plain, deflated) = (per_delivery[0], per_delivery[1]);
+    assert!(plain > 4096.0, "uncompressed: {plain} bytes per delivery");
+    assert!(
+        deflated < plain / 3.0,
+        "compressed: {deflated} bytes per delivery, uncompressed {plain}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };

@@ -144,6 +144,17 @@ impl<S> Inflating<S> {
         }
     }
 
+    /// The client's side (a load generator): the server's HTTP response head passes
+    /// through first, then compressed server frames are inflated when `offered` (the
+    /// server may still decline; then none come).
+    pub fn client(inner: S, offered: bool, max_message: usize) -> Inflating<S> {
+        let mut st = offered.then(|| Box::new(Scanner::new(max_message)));
+        if let Some(st) = st.as_mut() {
+            st.mode = Mode::Head(0);
+        }
+        Inflating { inner, st }
+    }
+
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -199,6 +210,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
 /// Where the scanner is in the client's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// A client reading the server's HTTP response head: `\r\n\r\n` matched so far.
+    Head(u8),
     /// Collecting a frame header.
     Header,
     /// Copying an uncompressed frame's payload as it is.
@@ -218,6 +231,8 @@ struct Scanner {
     /// Payload bytes of the current frame still to come.
     remaining: u64,
     mask: [u8; 4],
+    /// The current compressed frame was masked (a client's); its rewrite is too.
+    masked: bool,
     /// Payload bytes of the current frame seen so far (for the mask's phase).
     seen: u64,
     /// The current compressed frame's first header byte (FIN and opcode).
@@ -247,6 +262,7 @@ impl Scanner {
             head_len: 0,
             remaining: 0,
             mask: [0; 4],
+            masked: true,
             seen: 0,
             first: 0,
             compressed: false,
@@ -284,6 +300,28 @@ impl Scanner {
     fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() && !self.dead {
             match self.mode {
+                Mode::Head(mut matched) => {
+                    let mut n = 0;
+                    for &b in data {
+                        n += 1;
+                        matched = match (matched, b) {
+                            (0 | 2, b'\r') => matched + 1,
+                            (1 | 3, b'\n') => matched + 1,
+                            (_, b'\r') => 1,
+                            _ => 0,
+                        };
+                        if matched == 4 {
+                            break;
+                        }
+                    }
+                    self.out.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.mode = if matched == 4 {
+                        Mode::Header
+                    } else {
+                        Mode::Head(matched)
+                    };
+                }
                 Mode::Header => {
                     let take = (self.header_len() - self.head_len as usize).min(data.len());
                     let at = self.head_len as usize;
@@ -352,7 +390,8 @@ impl Scanner {
         // A data frame starts a message (compressed if RSV1); a continuation carries on
         // the message's; a control frame is never compressed. Anything malformed (RSV1
         // on a continuation or control frame, an unmasked frame, a bad sequence) passes
-        // through unchanged, for tungstenite to refuse.
+        // through unchanged, for tungstenite to refuse. Unmasked compressed frames are a
+        // server's (the scanner also serves a client: the load generator).
         let inflate = if control {
             false
         } else if opcode == 0 {
@@ -362,7 +401,7 @@ impl Scanner {
             rsv1
         };
         self.head_len = 0;
-        if !inflate || !masked {
+        if !inflate {
             self.out.extend_from_slice(&self.head[..header_size(b1)]);
             self.remaining = len;
             self.mode = if len == 0 { Mode::Header } else { Mode::Pass };
@@ -371,8 +410,12 @@ impl Scanner {
             }
             return Ok(());
         }
-        let mask_at = header_size(b1) - 4;
-        self.mask.copy_from_slice(&self.head[mask_at..mask_at + 4]);
+        self.masked = masked;
+        self.mask = [0; 4];
+        if masked {
+            let at = header_size(b1) - 4;
+            self.mask.copy_from_slice(&self.head[at..at + 4]);
+        }
         self.first = b0 & 0x8f;
         if opcode != 0 {
             // A message starts: its own inflate state, made now and dropped at its end.
@@ -445,18 +488,7 @@ impl Scanner {
             }
         }
         let len = self.frame.len();
-        self.out.push(self.first);
-        // Masked with a zero key: tungstenite requires client frames to be masked.
-        if len < 126 {
-            self.out.push(0x80 | len as u8);
-        } else if let Ok(n) = u16::try_from(len) {
-            self.out.push(0x80 | 126);
-            self.out.extend_from_slice(&n.to_be_bytes());
-        } else {
-            self.out.push(0x80 | 127);
-            self.out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        self.out.extend_from_slice(&[0; 4]);
+        self.put_header(len as u64);
         self.out.extend_from_slice(&self.frame);
         self.msg_len += len;
         self.frame.clear();
@@ -475,14 +507,31 @@ impl Scanner {
     /// The message is too big: tungstenite is shown a frame one byte over its limit,
     /// refuses it before reading any payload (close 1009), and nothing more is read.
     fn refuse(&mut self) {
-        self.out.push(self.first);
-        self.out.push(0x80 | 127);
-        self.out
-            .extend_from_slice(&(self.max as u64).saturating_add(1).to_be_bytes());
-        self.out.extend_from_slice(&[0; 4]);
+        self.put_header((self.max as u64).saturating_add(1));
         self.dead = true;
         self.inflate = None;
         self.frame = Vec::new();
+    }
+}
+
+impl Scanner {
+    /// The rewritten frame's header: RSV1 cleared, a client's frame masked with a zero
+    /// key (tungstenite's server wants client frames masked, its client refuses masks).
+    fn put_header(&mut self, len: u64) {
+        let mask = if self.masked { 0x80 } else { 0 };
+        self.out.push(self.first);
+        if len < 126 {
+            self.out.push(mask | len as u8);
+        } else if let Ok(n) = u16::try_from(len) {
+            self.out.push(mask | 126);
+            self.out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            self.out.push(mask | 127);
+            self.out.extend_from_slice(&len.to_be_bytes());
+        }
+        if self.masked {
+            self.out.extend_from_slice(&[0; 4]);
+        }
     }
 }
 

@@ -146,8 +146,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         nsp: &Arc<Namespace>,
         auth: Option<&str>,
     ) -> Result<Self, SioError> {
+        Self::handshake_offering(stream, ws_url, None, nsp, auth).await
+    }
+
+    /// [`Client::handshake`] with a `Sec-WebSocket-Extensions` offer (compression).
+    pub async fn handshake_offering(
+        stream: S,
+        ws_url: &str,
+        extensions: Option<&str>,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = ws_url.into_client_request()?;
+        if let Some(offer) = extensions {
+            let offer = tungstenite::http::HeaderValue::from_str(offer)
+                .map_err(|e| SioError::Ws(tungstenite::Error::HttpFormat(e.into())))?;
+            request
+                .headers_mut()
+                .insert(tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
+        }
         let (ws, _) =
-            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(ws_config())).await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
         let mut client = Self {
             ws,
             nsp: Arc::clone(nsp),

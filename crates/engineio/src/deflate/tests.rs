@@ -197,6 +197,40 @@ fn a_bomb_is_refused_at_the_limit_without_inflating_it() {
 }
 
 #[test]
+fn a_server_frame_is_inflated_for_a_client_and_stays_unmasked() {
+    let msg = json(2000);
+    let mut wire = vec![0xc1, 126];
+    let z = deflate(&msg).unwrap();
+    wire.extend_from_slice(&(z.len() as u16).to_be_bytes());
+    wire.extend_from_slice(&z);
+    let (out, _) = scan(1 << 20, &wire, 100);
+    assert_eq!(out[0], 0x81);
+    assert_eq!(out[1], 126, "no mask bit");
+    assert_eq!(&out[4..], &msg[..]);
+}
+
+#[test]
+fn a_client_passes_the_response_head_then_inflates() {
+    let msg = json(1500);
+    let z = deflate(&msg).unwrap();
+    let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+    let mut wire = head.to_vec();
+    wire.extend_from_slice(&[0xc1, 126]);
+    wire.extend_from_slice(&(z.len() as u16).to_be_bytes());
+    wire.extend_from_slice(&z);
+    for step in [1, 7, 4096] {
+        let mut sc = Box::new(Scanner::new(1 << 20));
+        sc.mode = Mode::Head(0);
+        for piece in wire.chunks(step) {
+            sc.feed(piece).unwrap();
+        }
+        assert_eq!(&sc.out[..head.len()], head, "step {step}");
+        assert_eq!(&sc.out[head.len()..head.len() + 2], &[0x81, 126]);
+        assert_eq!(&sc.out[head.len() + 4..], &msg[..]);
+    }
+}
+
+#[test]
 fn corrupt_deflate_data_is_an_error() {
     let mut sc = Scanner::new(1 << 20);
     let err = sc
