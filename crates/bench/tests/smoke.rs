@@ -269,6 +269,29 @@ async fn publish_smoke_against_switchboard() {
     round_trips(&report);
 }
 
+/// `idle --compress`: `/realtime` clients that negotiated permessage-deflate connect,
+/// join and answer pings like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_with_compression_negotiated_smoke() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = IdleConfig {
+        server_pid: Some(server.child.id()),
+        event: Some(1),
+        namespace: "/realtime".into(),
+        compress: true,
+        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
+    };
+    let report = idle::run(&config, CancellationToken::new())
+        .await
+        .expect("idle run");
+    println!("{}", report.markdown());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.joined, config.clients);
+    assert!(report.compress);
+    assert!(report.server_bytes_per_client.is_some());
+}
+
 /// The 4 KB publish with and without permessage-deflate (`bench/run`'s `publish-4k` and
 /// `publish-deflate`): every message arrives either way, and compressed it takes far
 /// fewer bytes on the wire.

@@ -13,6 +13,8 @@ pub struct IdleReport {
     pub url: String,
     pub namespace: String,
     pub room: Option<String>,
+    /// Whether the clients offered permessage-deflate.
+    pub compress: bool,
     pub clients: usize,
     pub concurrency: usize,
     /// Clients that connected (and joined, with `--join`).
@@ -134,8 +136,13 @@ impl IdleReport {
                 .map_or_else(|| "-".into(), |us| format!("{us:.1}")),
             self.cpus.to_string(),
         ]);
+        let compression = if self.compress {
+            "clients offered permessage-deflate\n"
+        } else {
+            ""
+        };
         format!(
-            "{}\n{}\n{}\n",
+            "{}\n{}\n{compression}{}\n",
             main.render(),
             detail.render(),
             self.meta.machine_line()

@@ -15,6 +15,7 @@ use super::config::IdleConfig;
 use super::report::{IdleReport, Percentiles};
 use crate::realtime;
 use crate::report::Meta;
+use crate::sio::wire::Conn;
 use crate::sio::{Client, Namespace, SioError, Target, TargetError};
 use crate::sys::{self, CpuMeter, Proc};
 
@@ -53,11 +54,15 @@ struct Shared {
     /// Why joined clients lost their session while idle, by [`SioError::kind`].
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     pongs: AtomicU64,
+    /// Socket.IO clients offer permessage-deflate.
+    compress: bool,
+    /// Bytes the Socket.IO clients read (not reported: the counter of a measured client).
+    read: Arc<AtomicU64>,
 }
 
 /// An idle client of either protocol.
 enum IdleClient {
-    Sio(Client),
+    Sio(Client<Conn>),
     Pusher(super::pusher::PusherClient),
 }
 
@@ -134,6 +139,8 @@ pub async fn run(
         stop: shutdown.child_token(),
         dropped: Mutex::default(),
         pongs: AtomicU64::new(0),
+        compress: config.compress,
+        read: Arc::new(AtomicU64::new(0)),
     });
     let tracker = TaskTracker::new();
     let (tx, mut rx) = mpsc::channel::<Outcome>(1024);
@@ -206,6 +213,7 @@ pub async fn run(
         url: config.url.clone(),
         namespace: config.namespace.clone(),
         room: config.join.clone(),
+        compress: config.compress,
         clients: config.clients,
         concurrency: config.concurrency,
         joined,
@@ -311,14 +319,19 @@ async fn connect_and_join(i: usize, shared: &Shared) -> Result<IdleClient, &'sta
         .map_err(|e| e.kind())
 }
 
-async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client, SioError> {
+async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client<Conn>, SioError> {
+    let measured = || (shared.compress, shared.read.clone());
     if let Some(event) = shared.event {
+        let query = format!("userId=idle{i}");
         let mut client =
-            realtime::connect(&shared.target, &shared.nsp, &format!("idle{i}")).await?;
+            Client::connect_measured(&shared.target, &query, &shared.nsp, None, measured()).await?;
+        realtime::wait_connected(&mut client).await?;
         realtime::join_event(&mut client, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
         return Ok(client);
     }
-    let mut client = Client::connect(&shared.target, &shared.nsp, shared.auth.as_deref()).await?;
+    let auth = shared.auth.as_deref();
+    let mut client =
+        Client::connect_measured(&shared.target, "", &shared.nsp, auth, measured()).await?;
     if let Some(room) = &shared.join {
         let id = client.emit_with_ack("join", &[room]).await?;
         client.wait_ack(id).await?;

@@ -147,9 +147,9 @@ pub(super) async fn sio(
     via: &Wire,
 ) -> Result<Member, MemberError> {
     let nsp: Arc<Namespace> = Namespace::new(realtime::NAMESPACE);
-    let url = format!("{}&userId={user}", target.ws_url);
-    let conn = via.connect(target).await?;
-    let mut c = Client::handshake_offering(conn, &url, via.offer(), &nsp, None).await?;
+    let query = format!("userId={user}");
+    let measured = (via.deflate, via.read.clone());
+    let mut c = Client::connect_measured(target, &query, &nsp, None, measured).await?;
     realtime::wait_connected(&mut c).await?;
     realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
     Ok(Member::Sio(c))

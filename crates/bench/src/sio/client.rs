@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::packet::{self, Frame, PacketKind};
 use super::target::Target;
+use super::wire;
 
 /// A namespace name and its packet prefix, built once and shared by all clients.
 #[derive(Debug)]
@@ -135,6 +136,30 @@ impl Client<TcpStream> {
             let url = format!("{}&{query}", target.ws_url);
             Self::handshake(tcp, &url, nsp, auth).await
         }
+    }
+}
+
+impl Client<wire::Conn> {
+    /// [`Client::connect_with_query`] over a measured connection: bytes read count into
+    /// `read`, and the client offers permessage-deflate when `deflate`.
+    pub async fn connect_measured(
+        target: &Target,
+        query: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+        (deflate, read): (bool, Arc<std::sync::atomic::AtomicU64>),
+    ) -> Result<Self, SioError> {
+        let tcp = TcpStream::connect(target.addr)
+            .await
+            .map_err(SioError::Tcp)?;
+        tcp.set_nodelay(true).map_err(SioError::Tcp)?;
+        let url = if query.is_empty() {
+            target.ws_url.clone()
+        } else {
+            format!("{}&{query}", target.ws_url)
+        };
+        let offer = deflate.then_some(wire::DEFLATE_OFFER);
+        Self::handshake_offering(wire::conn(tcp, read, deflate), &url, offer, nsp, auth).await
     }
 }
 
