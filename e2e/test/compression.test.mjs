@@ -39,11 +39,19 @@ async function wireProxy(t, target) {
   const parser = (dir) => {
     let buf = Buffer.alloc(0);
     let upgraded = false;
+    let plainHttp = false;
     return (chunk) => {
+      if (plainHttp) return;
       buf = Buffer.concat([buf, chunk]);
       if (!upgraded) {
         const end = buf.indexOf("\r\n\r\n");
         if (end < 0) return;
+        // Only WebSocket connections carry frames (a page load is plain HTTP).
+        const head = buf.subarray(0, end).toString("latin1");
+        if (!/^HTTP\/1\.1 101 |\r\nupgrade: *websocket/i.test(head)) {
+          plainHttp = true;
+          return;
+        }
         upgraded = true;
         buf = buf.subarray(end + 4);
       }
