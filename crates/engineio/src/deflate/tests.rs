@@ -290,6 +290,7 @@ async fn tungstenite_reads(wire: Vec<u8>, max: usize) -> Vec<Result<Message, WsE
         Some(config),
     )
     .await;
+    assert!(!ws.get_ref().holds_state());
     tokio::spawn(async move {
         client.write_all(&wire).await.unwrap();
         // Keep the client open until the reader is done.
@@ -320,6 +321,28 @@ async fn tungstenite_reads_compressed_messages_and_refuses_a_bomb_as_too_big() {
     );
     assert_eq!(got[1].as_ref().unwrap(), &Message::Text("plain".into()));
     assert!(matches!(got[2], Err(WsError::Capacity(_))), "{:?}", got[2]);
+}
+
+#[tokio::test]
+async fn after_a_compressed_message_an_idle_connection_holds_nothing() {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let mut ws =
+        WebSocketStream::from_raw_socket(Inflating::new(server, true, 1 << 20), Role::Server, None)
+            .await;
+    let msg = json(3000);
+    // Written in two pieces: the scanner holds the half frame in between.
+    let wire = frame(0xc1, &deflate(&msg).unwrap(), [7, 7, 7, 7]);
+    let (a, b) = wire.split_at(wire.len() / 2);
+    client.write_all(a).await.unwrap();
+    let read = tokio::spawn(async move {
+        let m = ws.next().await.unwrap().unwrap();
+        (m, ws)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    client.write_all(b).await.unwrap();
+    let (m, ws) = read.await.unwrap();
+    assert_eq!(m, Message::Text(String::from_utf8(msg).unwrap().into()));
+    assert!(!ws.get_ref().holds_state());
 }
 
 #[tokio::test]
