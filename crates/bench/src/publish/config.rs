@@ -122,7 +122,7 @@ impl PublishConfig {
             out.push_str(&format!(
                 "{{\"seat\":\"{row}-{i}\",\"price\":{},\"free\":{}}}",
                 40 + i % 7,
-                i % 3 != 0
+                !i.is_multiple_of(3)
             ));
             i += 1;
         }

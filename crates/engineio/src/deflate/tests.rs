@@ -9,7 +9,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 fn offer(v: &str) -> bool {
     let mut h = HeaderMap::new();
-    h.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(v).unwrap());
+    h.append(
+        SEC_WEBSOCKET_EXTENSIONS,
+        HeaderValue::from_str(v).expect("test data"),
+    );
     accepts(&h)
 }
 
@@ -47,7 +50,7 @@ fn inflate(data: &[u8]) -> Vec<u8> {
     input.extend_from_slice(&TAIL);
     let mut out = Vec::with_capacity(1 << 20);
     d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
-        .unwrap();
+        .expect("test data");
     out
 }
 
@@ -70,7 +73,7 @@ fn a_message_deflates_alone_and_inflates_back() {
     assert!(!d.ends_with(&TAIL));
     assert_eq!(inflate(&d), msg);
     // No context: the same message deflates to the same bytes every time.
-    assert_eq!(deflate(&msg).unwrap(), d);
+    assert_eq!(deflate(&msg).expect("test data"), d);
     // Nothing gained: sent as it is.
     assert_eq!(deflate(b"2"), None);
 }
@@ -97,7 +100,7 @@ fn frame(b0: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 fn scan(max: usize, bytes: &[u8], step: usize) -> (Vec<u8>, Box<Scanner>) {
     let mut sc = Box::new(Scanner::new(max));
     for piece in bytes.chunks(step.max(1)) {
-        sc.feed(piece).unwrap();
+        sc.feed(piece).expect("test data");
     }
     let out = sc.out[sc.out_pos..].to_vec();
     (out, sc)
@@ -110,10 +113,10 @@ fn frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let hs = header_size(b[1]);
         let len = match b[1] & 0x7f {
             126 => u16::from_be_bytes([b[2], b[3]]) as usize,
-            127 => u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            127 => u64::from_be_bytes(b[2..10].try_into().expect("test data")) as usize,
             n => n as usize,
         };
-        let mask: [u8; 4] = b[hs - 4..hs].try_into().unwrap();
+        let mask: [u8; 4] = b[hs - 4..hs].try_into().expect("test data");
         let p = b[hs..hs + len]
             .iter()
             .enumerate()
@@ -139,7 +142,7 @@ fn uncompressed_frames_pass_byte_for_byte() {
 #[test]
 fn a_compressed_message_arrives_inflated_with_rsv1_cleared() {
     let msg = json(3000);
-    let z = deflate(&msg).unwrap();
+    let z = deflate(&msg).expect("test data");
     let mut wire = frame(0xc1, &z, [0xa1, 0xb2, 0xc3, 0xd4]);
     wire.extend(frame(0x81, b"after", [1, 1, 1, 1]));
     for step in [1, 5, 1000, 1 << 16] {
@@ -155,7 +158,7 @@ fn a_compressed_message_arrives_inflated_with_rsv1_cleared() {
 #[test]
 fn fragments_inflate_in_order_around_a_control_frame() {
     let msg = json(5000);
-    let z = deflate(&msg).unwrap();
+    let z = deflate(&msg).expect("test data");
     let (a, rest) = z.split_at(z.len() / 3);
     let (b, c) = rest.split_at(rest.len() / 2);
     let mut wire = frame(0x41, a, [1, 2, 3, 4]);
@@ -178,7 +181,7 @@ fn fragments_inflate_in_order_around_a_control_frame() {
 #[test]
 fn a_bomb_is_refused_at_the_limit_without_inflating_it() {
     let zeros = vec![0u8; 8 << 20];
-    let z = deflate(&zeros).unwrap();
+    let z = deflate(&zeros).expect("test data");
     assert!(z.len() < 16 * 1024);
     let max = 100_000;
     let (out, sc) = scan(max, &frame(0xc2, &z, [3, 1, 4, 1]), 4096);
@@ -191,7 +194,11 @@ fn a_bomb_is_refused_at_the_limit_without_inflating_it() {
     assert_eq!(out.len(), 14);
     // A message exactly at the limit still passes.
     let fits = vec![b'a'; max];
-    let (out, sc) = scan(max, &frame(0xc1, &deflate(&fits).unwrap(), [0; 4]), 4096);
+    let (out, sc) = scan(
+        max,
+        &frame(0xc1, &deflate(&fits).expect("test data"), [0; 4]),
+        4096,
+    );
     assert!(!sc.dead);
     assert_eq!(frames(&out)[0].1, fits);
 }
@@ -200,7 +207,7 @@ fn a_bomb_is_refused_at_the_limit_without_inflating_it() {
 fn a_server_frame_is_inflated_for_a_client_and_stays_unmasked() {
     let msg = json(2000);
     let mut wire = vec![0xc1, 126];
-    let z = deflate(&msg).unwrap();
+    let z = deflate(&msg).expect("test data");
     wire.extend_from_slice(&(z.len() as u16).to_be_bytes());
     wire.extend_from_slice(&z);
     let (out, _) = scan(1 << 20, &wire, 100);
@@ -212,7 +219,7 @@ fn a_server_frame_is_inflated_for_a_client_and_stays_unmasked() {
 #[test]
 fn a_client_passes_the_response_head_then_inflates() {
     let msg = json(1500);
-    let z = deflate(&msg).unwrap();
+    let z = deflate(&msg).expect("test data");
     let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
     let mut wire = head.to_vec();
     wire.extend_from_slice(&[0xc1, 126]);
@@ -222,7 +229,7 @@ fn a_client_passes_the_response_head_then_inflates() {
         let mut sc = Box::new(Scanner::new(1 << 20));
         sc.mode = Mode::Head(0);
         for piece in wire.chunks(step) {
-            sc.feed(piece).unwrap();
+            sc.feed(piece).expect("test data");
         }
         assert_eq!(&sc.out[..head.len()], head, "step {step}");
         assert_eq!(&sc.out[head.len()..head.len() + 2], &[0x81, 126]);
@@ -235,7 +242,7 @@ fn corrupt_deflate_data_is_an_error() {
     let mut sc = Scanner::new(1 << 20);
     let err = sc
         .feed(&frame(0xc1, &[0xff, 0xff, 0xff, 0xff, 0xff], [0; 4]))
-        .unwrap_err();
+        .expect_err("corrupt data");
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 }
 
@@ -253,7 +260,7 @@ proptest! {
             // Incompressible: deflate it anyway (the client may send it compressed).
             let mut c = Compress::new(Compression::fast(), false);
             let mut out = Vec::with_capacity(msg.len() * 2 + 64);
-            c.compress_vec(&msg, &mut out, FlushCompress::Sync).unwrap();
+            c.compress_vec(&msg, &mut out, FlushCompress::Sync).expect("test data");
             out.truncate(out.len() - 4);
             out
         }, |z| z.to_vec());
@@ -292,7 +299,7 @@ async fn tungstenite_reads(wire: Vec<u8>, max: usize) -> Vec<Result<Message, WsE
     .await;
     assert!(!ws.get_ref().holds_state());
     tokio::spawn(async move {
-        client.write_all(&wire).await.unwrap();
+        client.write_all(&wire).await.expect("test data");
         // Keep the client open until the reader is done.
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     });
@@ -310,16 +317,23 @@ async fn tungstenite_reads(wire: Vec<u8>, max: usize) -> Vec<Result<Message, WsE
 #[tokio::test]
 async fn tungstenite_reads_compressed_messages_and_refuses_a_bomb_as_too_big() {
     let msg = json(2048);
-    let mut wire = frame(0xc1, &deflate(&msg).unwrap(), [9, 8, 7, 6]);
+    let mut wire = frame(0xc1, &deflate(&msg).expect("test data"), [9, 8, 7, 6]);
     wire.extend(frame(0x81, b"plain", [1, 2, 3, 4]));
-    wire.extend(frame(0xc1, &deflate(&vec![b'x'; 1 << 20]).unwrap(), [0; 4]));
+    wire.extend(frame(
+        0xc1,
+        &deflate(&vec![b'x'; 1 << 20]).expect("test data"),
+        [0; 4],
+    ));
     let got = tungstenite_reads(wire, 64 * 1024).await;
     assert_eq!(got.len(), 3);
     assert_eq!(
-        got[0].as_ref().unwrap(),
-        &Message::Text(String::from_utf8(msg).unwrap().into())
+        got[0].as_ref().expect("test data"),
+        &Message::Text(String::from_utf8(msg).expect("test data").into())
     );
-    assert_eq!(got[1].as_ref().unwrap(), &Message::Text("plain".into()));
+    assert_eq!(
+        got[1].as_ref().expect("test data"),
+        &Message::Text("plain".into())
+    );
     assert!(matches!(got[2], Err(WsError::Capacity(_))), "{:?}", got[2]);
 }
 
@@ -331,17 +345,20 @@ async fn after_a_compressed_message_an_idle_connection_holds_nothing() {
             .await;
     let msg = json(3000);
     // Written in two pieces: the scanner holds the half frame in between.
-    let wire = frame(0xc1, &deflate(&msg).unwrap(), [7, 7, 7, 7]);
+    let wire = frame(0xc1, &deflate(&msg).expect("test data"), [7, 7, 7, 7]);
     let (a, b) = wire.split_at(wire.len() / 2);
-    client.write_all(a).await.unwrap();
+    client.write_all(a).await.expect("test data");
     let read = tokio::spawn(async move {
-        let m = ws.next().await.unwrap().unwrap();
+        let m = ws.next().await.expect("test data").expect("test data");
         (m, ws)
     });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    client.write_all(b).await.unwrap();
-    let (m, ws) = read.await.unwrap();
-    assert_eq!(m, Message::Text(String::from_utf8(msg).unwrap().into()));
+    client.write_all(b).await.expect("test data");
+    let (m, ws) = read.await.expect("test data");
+    assert_eq!(
+        m,
+        Message::Text(String::from_utf8(msg).expect("test data").into())
+    );
     assert!(!ws.get_ref().holds_state());
 }
 
@@ -358,6 +375,10 @@ async fn rsv1_where_no_message_is_compressed_is_still_a_protocol_error() {
         "{got:?}"
     );
     // Invalid UTF-8 inside a compressed text message is refused like any other.
-    let got = tungstenite_reads(frame(0xc1, &deflate(&[0xff; 64]).unwrap(), [0; 4]), 1024).await;
+    let got = tungstenite_reads(
+        frame(0xc1, &deflate(&[0xff; 64]).expect("test data"), [0; 4]),
+        1024,
+    )
+    .await;
     assert!(got[0].is_err(), "{:?}", got[0]);
 }
