@@ -73,6 +73,23 @@ pub enum Encoding {
     Chunked,
 }
 
+impl Encoding {
+    /// A WebSocket's encoding after its handshake: permessage-deflate from `threshold`
+    /// bytes when compression is on (`Some`) and the request offers it in a form we
+    /// honour (`crate::deflate`); then [`crate::deflate::RESPONSE`] is the answer.
+    pub fn negotiate(headers: &http::HeaderMap, threshold: Option<usize>) -> Encoding {
+        match threshold.filter(|_| crate::deflate::accepts(headers)) {
+            Some(threshold) => Encoding::WebSocketDeflate { threshold },
+            None => Encoding::WebSocket,
+        }
+    }
+
+    /// Whether messages may go compressed (permessage-deflate was negotiated).
+    pub fn compresses(self) -> bool {
+        matches!(self, Encoding::WebSocketDeflate { .. })
+    }
+}
+
 /// What [`Outbox::write_direct`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirectWrite {

@@ -62,15 +62,8 @@ impl<H: Handler> Engine<H> {
             None => None,
         };
         let handshake = handshake_of(raw_query, &req);
-        // permessage-deflate when the client offers it in a form we honour (`deflate`).
-        let compress = self
-            .config
-            .ws_compression
-            .filter(|_| deflate::accepts(req.headers()));
-        let encoding = match compress {
-            Some(threshold) => Encoding::WebSocketDeflate { threshold },
-            None => Encoding::WebSocket,
-        };
+        let encoding = Encoding::negotiate(req.headers(), self.config.ws_compression);
+        let compress = encoding.compresses();
         let max = self.config.max_payload;
         let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
@@ -91,7 +84,7 @@ impl<H: Handler> Engine<H> {
                 match direct_io(io, this.config.ws_max_write_buffer) {
                     Ok((wire, io)) => {
                         let ws = Box::pin(this.serve_websocket(
-                            Inflating::new(io, compress.is_some(), max),
+                            Inflating::new(io, compress, max),
                             (Some(wire), encoding),
                             refuse,
                             upgrading,
@@ -105,7 +98,7 @@ impl<H: Handler> Engine<H> {
                 io
             };
             let ws = Box::pin(this.serve_websocket(
-                Inflating::new(TokioIo::new(io), compress.is_some(), max),
+                Inflating::new(TokioIo::new(io), compress, max),
                 (None, encoding),
                 refuse,
                 upgrading,
@@ -119,7 +112,7 @@ impl<H: Handler> Engine<H> {
             .header(header::CONNECTION, "Upgrade")
             .header(header::UPGRADE, "websocket")
             .header(header::SEC_WEBSOCKET_ACCEPT, accept);
-        if compress.is_some() {
+        if compress {
             res = res.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
         }
         res.body(Full::new(Bytes::new()))

@@ -274,15 +274,9 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
     };
     // The connection's admission (see `limits`) lives as long as its task.
     let permit = req.extensions().get::<engineio::Permit>().cloned();
-    // permessage-deflate when the client offers it in a form we honour (`deflate`).
-    let compress = t
-        .config
-        .ws_compression
-        .filter(|_| deflate::accepts(req.headers()));
-    let encoding = match compress {
-        Some(threshold) => Encoding::WebSocketDeflate { threshold },
-        None => Encoding::WebSocket,
-    };
+    // permessage-deflate when the client offers it in a form we honour.
+    let encoding = Encoding::negotiate(req.headers(), t.config.ws_compression);
+    let compress = encoding.compresses();
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let this = t.clone();
@@ -306,7 +300,7 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         let io = if this.flushers.enabled() {
             match direct_io(io, this.config.max_message.saturating_mul(2)) {
                 Ok((wire, io)) => {
-                    let io = Inflating::new(io, compress.is_some(), this.config.max_message);
+                    let io = Inflating::new(io, compress, this.config.max_message);
                     let ws = Box::pin(WebSocketStream::from_raw_socket(
                         io,
                         Role::Server,
@@ -341,7 +335,7 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
     if let Some(p) = echo {
         res = res.header(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
-    if compress.is_some() {
+    if compress {
         res = res.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
     }
     res.body(axum::body::Body::empty())
