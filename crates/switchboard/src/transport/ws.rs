@@ -314,11 +314,7 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         } else {
             io
         };
-        let io = Inflating::new(
-            TokioIo::new(io),
-            compress.is_some(),
-            this.config.max_message,
-        );
+        let io = Inflating::new(TokioIo::new(io), compress, this.config.max_message);
         let ws = Box::pin(WebSocketStream::from_raw_socket(
             io,
             Role::Server,
