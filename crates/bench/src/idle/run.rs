@@ -107,6 +107,7 @@ pub async fn run(
     let server_before = config.server_pid.map(server_rss).transpose()?;
     let generator_before = sys::rss_bytes(Proc::This).ok();
     let label = match (config.event, &config.pusher_key) {
+        (Some(_), _) if config.compress => format!("idle-deflate-{}", config.clients),
         (Some(_), _) => format!("idle-{}", config.clients),
         (None, Some(_)) => format!("idle-pusher-{}", config.clients),
         (None, None) => format!(
