@@ -62,10 +62,19 @@ pub async fn connect_from(
 ) -> Result<Client, SioError> {
     let mut client =
         Client::connect_from(target, source, &format!("userId={user}"), nsp, None).await?;
+    wait_connected(&mut client).await?;
+    Ok(client)
+}
+
+/// Waits for the contract's `connected` event (see [`connect`]).
+pub async fn wait_connected<S>(client: &mut Client<S>) -> Result<(), SioError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let p = client.recv_packet().await?;
         if p.kind == PacketKind::Event && p.data().starts_with(CONNECTED_PREFIX) {
-            return Ok(client);
+            return Ok(());
         }
     }
 }
@@ -89,11 +98,14 @@ pub fn parse_update(p: &Incoming) -> Option<Update> {
 /// Emits `join-event-room {eventId}` with an ack and waits for the ack and the
 /// `initial` availability updates the server sends on a join; returns those updates
 /// that parsed.
-pub async fn join_event(
-    client: &mut Client,
+pub async fn join_event<S>(
+    client: &mut Client<S>,
     event_id: i64,
     initial: usize,
-) -> Result<Vec<Update>, SioError> {
+) -> Result<Vec<Update>, SioError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let arg = format!("{{\"eventId\":{event_id}}}");
     let id = client.emit_with_ack("join-event-room", &[&arg]).await?;
     let mut acked = false;

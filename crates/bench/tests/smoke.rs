@@ -307,6 +307,66 @@ async fn publish_smoke_against_switchboard() {
     round_trips(&report);
 }
 
+/// `idle --compress`: `/realtime` clients that negotiated permessage-deflate connect,
+/// join and answer pings like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_with_compression_negotiated_smoke() {
+    let Some(bin) = switchboard_bin() else { return };
+    let server = start_realtime(&bin);
+    let config = IdleConfig {
+        server_pid: Some(server.child.id()),
+        event: Some(1),
+        namespace: "/realtime".into(),
+        compress: true,
+        ..IdleConfig::smoke(&format!("http://{}", server.addr), "/realtime", None)
+    };
+    let report = idle::run(&config, CancellationToken::new())
+        .await
+        .expect("idle run");
+    println!("{}", report.markdown());
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.joined, config.clients);
+    assert!(report.compress);
+    assert!(report.server_bytes_per_client.is_some());
+}
+
+/// The 4 KB publish with and without permessage-deflate (`bench/run`'s `publish-4k` and
+/// `publish-deflate`): every message arrives either way, and compressed it takes far
+/// fewer bytes on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_4k_with_and_without_compression_smoke() {
+    let Some(bin) = switchboard_bin() else { return };
+    let mut per_delivery = Vec::new();
+    for compress in [false, true] {
+        let server = start_realtime(&bin);
+        let config = PublishConfig {
+            server_pids: vec![server.child.id()],
+            sse: 0,
+            payload_bytes: 4096,
+            compress,
+            ..PublishConfig::smoke(&format!("http://{}", server.addr), "smoke-key")
+        };
+        let report = publish::run(&config, CancellationToken::new())
+            .await
+            .expect("publish run");
+        println!("{}", report.markdown());
+        assert!(report.ok(), "{report:?}");
+        for t in &report.transports {
+            assert_eq!(t.delivered, report.published * 5, "{t:?}");
+        }
+        let sio = &report.transports[0];
+        assert_eq!(sio.transport, "socketio");
+        per_delivery.push(sio.bytes_per_delivery().expect("wire bytes counted"));
+        round_trips(&report);
+    }
+    let (plain, deflated) = (per_delivery[0], per_delivery[1]);
+    assert!(plain > 4096.0, "uncompressed: {plain} bytes per delivery");
+    assert!(
+        deflated < plain / 3.0,
+        "compressed: {deflated} bytes per delivery, uncompressed {plain}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_smoke_against_switchboard() {
     let Some(bin) = switchboard_bin() else { return };

@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// batching whatever queued up (crate `wire`); 0 turns direct writes off (each
     /// session's task then writes its own frames).
     pub ws_flushers: usize,
+    /// permessage-deflate (RFC 7692) for clients that offer it: messages of at least this
+    /// many bytes go compressed; `None` declines every offer.
+    pub ws_compression: Option<usize>,
     /// Which cross-origin requests the endpoints answer.
     pub cors: Cors,
 }
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             ws_read_buffer: 256,
             ws_max_write_buffer: 4 * 1024 * 1024,
             ws_flushers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ws_compression: Some(1024),
             cors: Cors::AnyOrigin,
         }
     }

@@ -12,6 +12,8 @@
 //!   (the upgrade lives with the WebSocket).
 //! - [`outbox`]: a connection's bounded outbox, its slow-client policy and its direct
 //!   writes, shared with the server's other transports (`/ws`, SSE).
+//! - [`deflate`]: permessage-deflate (RFC 7692): the offer we accept, compressing one
+//!   message, and the read side that inflates client frames before tungstenite sees them.
 //! - `wire`: the write side of a connection's TCP stream and the flush queues.
 //! - `query`: [`query_param`], a query string's parameters (`form_urlencoded`).
 //! - [`stats`]: the counters the metrics endpoint reads.
@@ -28,6 +30,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod deflate;
 pub mod engine;
 mod frame;
 mod heartbeat;
@@ -43,7 +46,7 @@ mod wire;
 pub use admission::Permit;
 pub use config::{Cors, EngineConfig};
 pub use engine::{Body, Engine, Handler, Message, RemoteAddr, websocket_accept};
-pub use frame::Frame;
+pub use frame::{Frame, Shared};
 pub use kind::{CloseReason, TransportKind};
 pub use origin::AllowedOrigins;
 pub use query::query_param;

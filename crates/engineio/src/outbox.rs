@@ -62,9 +62,32 @@ pub struct ConnectionWire(pub Arc<Wire>);
 pub enum Encoding {
     /// One unmasked server WebSocket frame per queued frame (RFC 6455 §5.2).
     WebSocket,
+    /// The same with permessage-deflate negotiated (RFC 7692): frames of at least
+    /// `threshold` bytes go compressed, a broadcast's compressed once for everyone.
+    WebSocketDeflate {
+        /// The smallest payload compressed, in bytes.
+        threshold: usize,
+    },
     /// The bytes of every queued frame, in one HTTP/1.1 chunk (RFC 9112 §7.1): the body of
     /// a streaming response whose head the HTTP server has already written.
     Chunked,
+}
+
+impl Encoding {
+    /// A WebSocket's encoding after its handshake: permessage-deflate from `threshold`
+    /// bytes when compression is on (`Some`) and the request offers it in a form we
+    /// honour (`crate::deflate`); then [`crate::deflate::RESPONSE`] is the answer.
+    pub fn negotiate(headers: &http::HeaderMap, threshold: Option<usize>) -> Encoding {
+        match threshold.filter(|_| crate::deflate::accepts(headers)) {
+            Some(threshold) => Encoding::WebSocketDeflate { threshold },
+            None => Encoding::WebSocket,
+        }
+    }
+
+    /// Whether messages may go compressed (permessage-deflate was negotiated).
+    pub fn compresses(self) -> bool {
+        matches!(self, Encoding::WebSocketDeflate { .. })
+    }
 }
 
 /// What [`Outbox::write_direct`] did.
@@ -340,7 +363,12 @@ fn encode(out: &mut Vec<u8>, encoding: Encoding, frames: &VecDeque<Frame>) {
     match encoding {
         Encoding::WebSocket => {
             for f in frames {
-                encode_frame(out, f);
+                encode_frame(out, f, None);
+            }
+        }
+        Encoding::WebSocketDeflate { threshold } => {
+            for f in frames {
+                encode_frame(out, f, Some(threshold));
             }
         }
         Encoding::Chunked => encode_chunk(out, frames),

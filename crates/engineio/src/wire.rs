@@ -239,13 +239,7 @@ where
     I::IntoIter: Clone,
 {
     let frames = frames.into_iter();
-    let bytes = |f: &'a Frame| -> &'a [u8] {
-        match f {
-            Frame::Text(t) => t.as_bytes(),
-            Frame::Binary(b) => b,
-            Frame::Close => &[],
-        }
-    };
+    let bytes = |f: &'a Frame| -> &'a [u8] { f.payload().map_or(&[], |(_, p)| p) };
     let n: usize = frames.clone().map(|f| bytes(f).len()).sum();
     if n == 0 {
         return;
@@ -258,15 +252,26 @@ where
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends one unmasked server-to-client WebSocket frame (RFC 6455 §5.2) for `frame`.
-pub(crate) fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
-    let (opcode, payload): (u8, &[u8]) = match frame {
-        Frame::Text(t) => (0x1, t.as_bytes()),
-        Frame::Binary(b) => (0x2, b),
-        // The close handshake belongs to the session's task.
-        Frame::Close => return,
+/// Appends one unmasked server-to-client WebSocket frame (RFC 6455 §5.2) for `frame`;
+/// with `deflate_from`, a payload of at least that many bytes goes compressed (RFC 7692:
+/// RSV1 set) when that is smaller, a shared frame's compressed once for all recipients.
+pub(crate) fn encode_frame(out: &mut Vec<u8>, frame: &Frame, deflate_from: Option<usize>) {
+    // The close handshake belongs to the session's task.
+    let Some((opcode, payload)) = frame.payload() else {
+        return;
     };
-    out.push(0x80 | opcode);
+    let deflated = deflate_from
+        .filter(|&min| payload.len() >= min)
+        .and_then(|_| frame.deflated());
+    match &deflated {
+        Some(d) => put_frame(out, 0xc0 | opcode, d),
+        None => put_frame(out, 0x80 | opcode, payload),
+    }
+}
+
+/// Appends a frame with first byte `b0` (FIN, RSV1, opcode) and `payload`, unmasked.
+fn put_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8]) {
+    out.push(b0);
     let n = payload.len();
     if n < 126 {
         out.push(n as u8);
@@ -500,24 +505,24 @@ mod tests {
     #[test]
     fn frame_lengths_use_the_three_encodings() {
         let mut out = Vec::new();
-        encode_frame(&mut out, &Frame::Text(Utf8Bytes::from_static("42")));
+        encode_frame(&mut out, &Frame::Text(Utf8Bytes::from_static("42")), None);
         assert_eq!(out, [0x81, 2, b'4', b'2']);
 
         out.clear();
         let mid = "x".repeat(300);
-        encode_frame(&mut out, &Frame::Text(Utf8Bytes::from(mid.clone())));
+        encode_frame(&mut out, &Frame::Text(Utf8Bytes::from(mid.clone())), None);
         assert_eq!(&out[..4], &[0x81, 126, 0x01, 0x2c]);
         assert_eq!(out.len(), 4 + 300);
 
         out.clear();
         let big = vec![7u8; 70_000];
-        encode_frame(&mut out, &Frame::Binary(Bytes::from(big)));
+        encode_frame(&mut out, &Frame::Binary(Bytes::from(big)), None);
         assert_eq!(&out[..2], &[0x82, 127]);
         assert_eq!(&out[2..10], &70_000u64.to_be_bytes());
         assert_eq!(out.len(), 10 + 70_000);
 
         out.clear();
-        encode_frame(&mut out, &Frame::Close);
+        encode_frame(&mut out, &Frame::Close, None);
         assert!(out.is_empty());
     }
 

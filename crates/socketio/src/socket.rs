@@ -306,9 +306,13 @@ impl Socket {
 impl Member for Socket {
     fn deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
         let nsp = &self.nsp;
+        // Shared frames: compressed (permessage-deflate) at most once for every recipient.
         let frames: Arc<[Frame]> = envelope.encoded(nsp.format, |e| {
             let offset = nsp.config.recovery.is_some().then_some(e.offset);
-            encode_event(nsp.name(), &e.event, &e.payload, None, offset).into()
+            encode_event(nsp.name(), &e.event, &e.payload, None, offset)
+                .into_iter()
+                .map(Frame::shared)
+                .collect()
         });
         match self
             .conn

@@ -37,6 +37,11 @@ pub struct Config {
     /// Flusher tasks writing Socket.IO WebSocket frames straight to the sockets, batching
     /// what queued up meanwhile; `0` lets each connection's task write its own.
     pub ws_flushers: usize,
+    /// permessage-deflate (RFC 7692) on Socket.IO's WebSocket and `/ws`, for clients that
+    /// offer it; `false` declines every offer.
+    pub ws_compression: bool,
+    /// Messages of at least this many bytes go compressed (smaller ones as they are).
+    pub ws_compression_threshold: usize,
     /// Origins allowed to use long-polling from a browser: `["*"]` for any (without
     /// credentials), `[]` for none, or a list of exact origins.
     pub cors_origins: Vec<String>,
@@ -291,6 +296,8 @@ impl Default for Config {
             max_buffered_packets: 1024,
             ws_read_buffer: 256,
             ws_flushers: 1,
+            ws_compression: true,
+            ws_compression_threshold: 1024,
             cors_origins: vec!["*".to_owned()],
             cors_credentials: false,
             connect_timeout_ms: 45_000,
@@ -721,9 +728,15 @@ impl Config {
             max_buffered_packets: self.max_buffered_packets,
             ws_read_buffer: self.ws_read_buffer,
             ws_flushers: self.ws_flushers,
+            ws_compression: self.ws_compression(),
             cors,
             ..engineio::EngineConfig::default()
         }
+    }
+
+    /// The smallest message compressed on a WebSocket, if compression is on.
+    fn ws_compression(&self) -> Option<usize> {
+        self.ws_compression.then_some(self.ws_compression_threshold)
     }
 
     pub fn socketio(&self) -> socketio::SocketIoConfig {
@@ -763,6 +776,7 @@ impl Config {
             presence_limit: self.presence_max_members,
             max_message: self.max_payload,
             ws_read_buffer: self.ws_read_buffer,
+            ws_compression: self.ws_compression(),
             max_rooms: self.max_rooms_per_client,
             rate_limit: self.rate_limit(),
         }

@@ -29,6 +29,10 @@ pub struct IdleArgs {
     /// channel of `--join` (default `idle`).
     #[arg(long, conflicts_with_all = ["event", "namespace", "auth"])]
     pub pusher_key: Option<String>,
+    /// Socket.IO clients offer permessage-deflate (as Node's `ws` and browsers do), so the
+    /// server's memory per client is measured with compression negotiated.
+    #[arg(long, conflicts_with = "pusher_key")]
+    pub compress: bool,
     /// Name of the server under test, carried into the report.
     #[arg(long, default_value = "switchboard")]
     pub server: String,
@@ -85,6 +89,8 @@ pub struct IdleConfig {
     pub event: Option<i64>,
     /// Pusher clients with this app key (see [`IdleArgs::pusher_key`]).
     pub pusher_key: Option<String>,
+    /// Socket.IO clients offer permessage-deflate (see [`IdleArgs::compress`]).
+    pub compress: bool,
     pub server: String,
     pub server_pid: Option<u32>,
     pub concurrency: usize,
@@ -135,6 +141,7 @@ impl IdleConfig {
             join: join.map(Into::into),
             event: None,
             pusher_key: None,
+            compress: false,
             server: "switchboard".into(),
             server_pid: None,
             concurrency: 20,
@@ -197,6 +204,7 @@ impl TryFrom<&IdleArgs> for IdleConfig {
             join: a.join.clone(),
             event: a.event,
             pusher_key: a.pusher_key.clone(),
+            compress: a.compress,
             server: a.server.clone(),
             server_pid: a.server_pid,
             concurrency: a.concurrency,

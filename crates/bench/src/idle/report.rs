@@ -13,6 +13,8 @@ pub struct IdleReport {
     pub url: String,
     pub namespace: String,
     pub room: Option<String>,
+    /// Whether the clients offered permessage-deflate.
+    pub compress: bool,
     pub clients: usize,
     pub concurrency: usize,
     /// Clients that connected (and joined, with `--join`).
@@ -180,8 +182,13 @@ impl IdleReport {
             ]);
             t.render() + "\n"
         });
+        let compression = if self.compress {
+            "clients offered permessage-deflate\n"
+        } else {
+            ""
+        };
         format!(
-            "{}\n{}\n{paced}{limits}{}\n",
+            "{}\n{}\n{compression}{paced}{limits}{}\n",
             main.render(),
             detail.render(),
             self.meta.machine_line()

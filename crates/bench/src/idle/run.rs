@@ -16,6 +16,7 @@ use super::paced::{self, PacedSpec};
 use super::report::{IdleReport, Percentiles};
 use crate::realtime;
 use crate::report::Meta;
+use crate::sio::wire::Conn;
 use crate::sio::{Client, Namespace, SioError, Sources, SourcesError, Target, TargetError};
 use crate::sys::{self, CpuMeter, Proc};
 
@@ -62,11 +63,15 @@ struct Shared {
     /// Why joined clients lost their session while idle, by [`SioError::kind`].
     dropped: Mutex<BTreeMap<&'static str, u64>>,
     pongs: AtomicU64,
+    /// Socket.IO clients offer permessage-deflate.
+    compress: bool,
+    /// Bytes the Socket.IO clients read (not reported: the counter of a measured client).
+    read: Arc<AtomicU64>,
 }
 
 /// An idle client of either protocol.
 enum IdleClient {
-    Sio(Client),
+    Sio(Client<Conn>),
     Pusher(super::pusher::PusherClient),
 }
 
@@ -115,6 +120,7 @@ pub async fn run(
         .label
         .clone()
         .unwrap_or_else(|| match (config.event, &config.pusher_key) {
+            (Some(_), _) if config.compress => format!("idle-deflate-{}", config.clients),
             (Some(_), _) => format!("idle-{}", config.clients),
             (None, Some(_)) => format!("idle-pusher-{}", config.clients),
             (None, None) => format!(
@@ -148,6 +154,8 @@ pub async fn run(
         stop: shutdown.child_token(),
         dropped: Mutex::default(),
         pongs: AtomicU64::new(0),
+        compress: config.compress,
+        read: Arc::new(AtomicU64::new(0)),
     });
     let tracker = TaskTracker::new();
     let (tx, mut rx) = mpsc::channel::<Outcome>(1024);
@@ -257,6 +265,7 @@ pub async fn run(
         url: config.url.clone(),
         namespace: config.namespace.clone(),
         room: config.join.clone(),
+        compress: config.compress,
         clients: config.clients,
         concurrency: config.concurrency,
         joined,
@@ -374,21 +383,32 @@ async fn connect_and_join(i: usize, shared: &Shared) -> Result<IdleClient, &'sta
         .map_err(|e| e.kind())
 }
 
-async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client, SioError> {
+async fn connect_and_join_sio(i: usize, shared: &Shared) -> Result<Client<Conn>, SioError> {
+    let measured = || (shared.compress, shared.read.clone());
     if let Some(event) = shared.event {
+        let query = format!("userId=idle{i}");
         let source = shared.sources.of(i);
-        let mut client =
-            realtime::connect_from(&shared.target, source, &shared.nsp, &format!("idle{i}"))
-                .await?;
+        let mut client = Client::connect_measured_from(
+            &shared.target,
+            source,
+            &query,
+            &shared.nsp,
+            None,
+            measured(),
+        )
+        .await?;
+        realtime::wait_connected(&mut client).await?;
         realtime::join_event(&mut client, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
         return Ok(client);
     }
-    let mut client = Client::connect_from(
+    let auth = shared.auth.as_deref();
+    let mut client = Client::connect_measured_from(
         &shared.target,
         shared.sources.of(i),
         "",
         &shared.nsp,
-        shared.auth.as_deref(),
+        auth,
+        measured(),
     )
     .await?;
     if let Some(room) = &shared.join {

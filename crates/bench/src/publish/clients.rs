@@ -3,6 +3,7 @@
 //! and to read messages, no reconnection.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,6 +12,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::realtime;
+use crate::sio::wire::{self, Conn, DEFLATE_OFFER};
 use crate::sio::{Client, Namespace, PacketKind, SioError, Target};
 
 /// The event name every publish carries.
@@ -55,8 +57,8 @@ pub(super) fn seq_of(text: &str) -> Option<u64> {
 
 /// One member of the room.
 pub(super) enum Member {
-    Sio(Client),
-    Ws(WebSocketStream<TcpStream>),
+    Sio(Client<Conn>),
+    Ws(WebSocketStream<Conn>),
     Sse(Sse),
 }
 
@@ -117,23 +119,63 @@ impl Member {
     }
 }
 
+/// How a WebSocket member connects: whether it offers permessage-deflate, and where it
+/// counts the bytes it reads.
+#[derive(Clone)]
+pub(super) struct Wire {
+    pub(super) deflate: bool,
+    pub(super) read: Arc<AtomicU64>,
+}
+
+impl Wire {
+    async fn connect(&self, target: &Target) -> Result<Conn, std::io::Error> {
+        let tcp = TcpStream::connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(wire::conn(tcp, self.read.clone(), self.deflate))
+    }
+
+    fn offer(&self) -> Option<&'static str> {
+        self.deflate.then_some(DEFLATE_OFFER)
+    }
+}
+
 /// A Socket.IO member: `/realtime`, joined to the event room.
-pub(super) async fn sio(target: &Target, user: &str, event: i64) -> Result<Member, MemberError> {
+pub(super) async fn sio(
+    target: &Target,
+    user: &str,
+    event: i64,
+    via: &Wire,
+) -> Result<Member, MemberError> {
     let nsp: Arc<Namespace> = Namespace::new(realtime::NAMESPACE);
-    let mut c = realtime::connect(target, &nsp, user).await?;
+    let query = format!("userId={user}");
+    let measured = (via.deflate, via.read.clone());
+    let mut c = Client::connect_measured(target, &query, &nsp, None, measured).await?;
+    realtime::wait_connected(&mut c).await?;
     realtime::join_event(&mut c, event, realtime::DEMO_CATEGORIES_PER_EVENT).await?;
     Ok(Member::Sio(c))
 }
 
 /// A plain WebSocket member of `room`.
-pub(super) async fn ws(target: &Target, user: &str, room: &str) -> Result<Member, MemberError> {
-    let tcp = TcpStream::connect(target.addr).await?;
-    tcp.set_nodelay(true)?;
-    let url = format!("ws://{}/ws?userId={user}", target.addr);
+pub(super) async fn ws(
+    target: &Target,
+    user: &str,
+    room: &str,
+    via: &Wire,
+) -> Result<Member, MemberError> {
+    use tungstenite::client::IntoClientRequest;
+    let conn = via.connect(target).await?;
+    let mut request = format!("ws://{}/ws?userId={user}", target.addr).into_client_request()?;
+    if let Some(offer) = via.offer() {
+        request.headers_mut().insert(
+            tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS,
+            tungstenite::http::HeaderValue::from_static(offer),
+        );
+    }
     let config = tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(request, conn, Some(config)).await?;
     let join = format!("{{\"action\":\"join\",\"roomId\":\"{room}\"}}");
     ws.send(Message::text(join)).await?;
     loop {
@@ -310,10 +352,17 @@ impl Publisher {
         })
     }
 
-    /// Publishes `{"seq": seq}` as [`EVENT`] to `room` and waits for the answer.
-    pub(super) async fn publish(&mut self, room: &str, seq: u64) -> Result<(), MemberError> {
-        let body =
-            format!("{{\"room\":\"{room}\",\"event\":\"{EVENT}\",\"data\":{{\"seq\":{seq}}}}}");
+    /// Publishes `{"seq": seq}` (then `extra`, more fields) as [`EVENT`] to `room` and
+    /// waits for the answer.
+    pub(super) async fn publish(
+        &mut self,
+        room: &str,
+        seq: u64,
+        extra: &str,
+    ) -> Result<(), MemberError> {
+        let body = format!(
+            "{{\"room\":\"{room}\",\"event\":\"{EVENT}\",\"data\":{{\"seq\":{seq}{extra}}}}}"
+        );
         self.post(&body).await
     }
 

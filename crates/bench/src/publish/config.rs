@@ -37,6 +37,14 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 10)]
     pub drain_secs: u64,
     /// CI scale: 5 members of each kind, 1 s.
+    /// Grow each message's data to about this many bytes of JSON (a seat map: repeated
+    /// keys, as real payloads have); 0 sends `{"seq": N}` alone.
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+    /// WebSocket members (Socket.IO and `/ws`) offer permessage-deflate, as Node's `ws`
+    /// and browsers do; the report gives the bytes each delivery took on the wire.
+    #[arg(long)]
+    pub compress: bool,
     #[arg(long)]
     pub smoke: bool,
     /// Write the result as JSON to this file.
@@ -62,6 +70,10 @@ pub struct PublishConfig {
     pub concurrency: usize,
     pub connect_timeout: Duration,
     pub drain: Duration,
+    /// Approximate JSON size of each message's data (0: `{"seq": N}` only).
+    pub payload_bytes: usize,
+    /// WebSocket members offer permessage-deflate.
+    pub compress: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +101,33 @@ impl PublishConfig {
             concurrency: 15,
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
+            payload_bytes: 0,
+            compress: false,
         }
+    }
+
+    /// The fields added to each message's data after `seq`: `,"seats":[...]` of about
+    /// `payload_bytes` bytes, built once.
+    pub fn extra_fields(&self) -> String {
+        if self.payload_bytes == 0 {
+            return String::new();
+        }
+        let mut out = String::from(",\"seats\":[");
+        let mut i = 0usize;
+        while out.len() < self.payload_bytes {
+            if i > 0 {
+                out.push(',');
+            }
+            let row = (b'A' + (i % 26) as u8) as char;
+            out.push_str(&format!(
+                "{{\"seat\":\"{row}-{i}\",\"price\":{},\"free\":{}}}",
+                40 + i % 7,
+                !i.is_multiple_of(3)
+            ));
+            i += 1;
+        }
+        out.push(']');
+        out
     }
 
     pub fn members(&self) -> usize {
@@ -126,6 +164,8 @@ impl TryFrom<&PublishArgs> for PublishConfig {
             concurrency: a.concurrency.max(1),
             connect_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(a.drain_secs),
+            payload_bytes: a.payload_bytes,
+            compress: a.compress,
         };
         if a.smoke {
             let s = Self::smoke(&c.url, &c.api_key);

@@ -18,6 +18,8 @@ pub struct TransportResult {
     pub dropped: BTreeMap<&'static str, u64>,
     /// From sending the publish request to a member reading the message.
     pub latency_ms: Latency,
+    /// Bytes this transport's members read while messages flowed (WebSocket members).
+    pub wire_bytes: Option<u64>,
 }
 
 impl TransportResult {
@@ -30,7 +32,14 @@ impl TransportResult {
             out_of_order: 0,
             dropped: BTreeMap::new(),
             latency_ms: Latency::default(),
+            wire_bytes: None,
         }
+    }
+
+    /// Wire bytes per message delivered (frames, headers and pings included).
+    pub fn bytes_per_delivery(&self) -> Option<f64> {
+        let bytes = self.wire_bytes?;
+        (self.delivered > 0).then(|| bytes as f64 / self.delivered as f64)
     }
 }
 
@@ -40,6 +49,10 @@ pub struct PublishReport {
     pub meta: Meta,
     pub url: String,
     pub room: String,
+    /// Approximate data size of each message (0: `{"seq": N}` only).
+    pub payload_bytes: usize,
+    /// Whether WebSocket members offered permessage-deflate.
+    pub compress: bool,
     pub members: usize,
     pub connect_failures: BTreeMap<String, u64>,
     pub window: u64,
@@ -68,6 +81,7 @@ impl PublishReport {
             "lost",
             "out of order",
             "dropped",
+            "wire bytes/delivery",
         ]);
         for tr in &self.transports {
             t.row(vec![
@@ -80,6 +94,8 @@ impl PublishReport {
                 tr.lost.to_string(),
                 tr.out_of_order.to_string(),
                 kinds(&tr.dropped),
+                tr.bytes_per_delivery()
+                    .map_or_else(|| "-".to_owned(), |b| format!("{b:.0}")),
             ]);
         }
         let failures = if self.connect_failures.is_empty() {
@@ -88,8 +104,14 @@ impl PublishReport {
             format!("{:?}", self.connect_failures)
         };
         format!(
-            "{}\nconnect failures: {failures}; publisher: {}\n{}\n",
+            "{}\npayload: {} bytes of data, compression {}; connect failures: {failures}; publisher: {}\n{}\n",
             t.render(),
+            self.payload_bytes,
+            if self.compress {
+                "offered"
+            } else {
+                "not offered"
+            },
             self.publish_error.as_deref().unwrap_or("ok"),
             self.meta.machine_line()
         )

@@ -72,6 +72,15 @@ pub async fn run(
             .unwrap_or_else(|| format!("publish-{}", config.members())),
     );
     let room = format!("event_{}", config.event);
+    let via = clients::Wire {
+        deflate: config.compress,
+        read: Arc::new(AtomicU64::new(0)),
+    };
+    let ws_via = clients::Wire {
+        deflate: config.compress,
+        read: Arc::new(AtomicU64::new(0)),
+    };
+    let extra = config.extra_fields();
 
     // Members of every kind, at most `concurrency` handshakes at once.
     let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -80,14 +89,15 @@ pub async fn run(
     for (kind, n) in kinds {
         for i in 0..n {
             let (slots, target, room) = (slots.clone(), target.clone(), room.clone());
+            let (via, ws_via) = (via.clone(), ws_via.clone());
             let (event, timeout) = (config.event, config.connect_timeout);
             opening.spawn(async move {
                 let _permit = slots.acquire_owned().await.ok();
                 let user = format!("pub-{kind}{i}");
                 let opened = tokio::time::timeout(timeout, async {
                     match kind {
-                        "sio" => clients::sio(&target, &user, event).await,
-                        "ws" => clients::ws(&target, &user, &room).await,
+                        "sio" => clients::sio(&target, &user, event, &via).await,
+                        "ws" => clients::ws(&target, &user, &room, &ws_via).await,
                         _ => clients::sse(&target, &user, &room).await,
                     }
                 })
@@ -134,6 +144,7 @@ pub async fn run(
     let generator_cpu = CpuMeter::start(Proc::This);
     let server_cpu = CpuMeter::start_pids(&config.server_pids);
     let started = Instant::now();
+    let read_before = [&via, &ws_via].map(|v| v.read.load(Ordering::Relaxed));
     let deadline = started + config.duration;
     let mut published = 0u64;
     let mut publish_error = None;
@@ -145,7 +156,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         shared.sent_at[published as usize].store(shared.nanos(), Ordering::Release);
-        match publisher.publish(&room, published).await {
+        match publisher.publish(&room, published, &extra).await {
             Ok(()) => published += 1,
             Err(e) => {
                 publish_error = Some(e.to_string());
@@ -158,6 +169,12 @@ pub async fn run(
     while shared.slowest() < published && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let wire_bytes = [&via, &ws_via]
+        .map(|v| v.read.load(Ordering::Relaxed))
+        .into_iter()
+        .zip(read_before)
+        .map(|(now, before)| now.saturating_sub(before));
+    let wire_bytes: Vec<u64> = wire_bytes.collect();
     meta.generator_cpu_pct = generator_cpu.and_then(|m| m.percent());
     meta.server_cpu_pct = server_cpu.and_then(|m| m.percent());
     shared.stop.cancel();
@@ -185,6 +202,12 @@ pub async fn run(
         .into_values()
         .map(|(mut t, mut lat)| {
             t.latency_ms = Latency::from_micros(&mut lat);
+            // Bytes the members of a WebSocket transport read while messages flowed.
+            t.wire_bytes = match t.transport {
+                "socketio" => Some(wire_bytes[0]),
+                "ws" => Some(wire_bytes[1]),
+                _ => None,
+            };
             t
         })
         .collect();
@@ -209,12 +232,22 @@ pub async fn run(
     );
     meta.headline
         .insert("deliveries_per_sec".into(), deliveries_per_sec);
+    if let Some(b) = transports
+        .iter()
+        .find(|t| t.transport == "socketio")
+        .and_then(TransportResult::bytes_per_delivery)
+    {
+        meta.headline
+            .insert("sio_wire_bytes_per_delivery".into(), b);
+    }
     meta.finish();
     Ok(PublishReport {
         scenario: "publish",
         meta,
         url: config.url.clone(),
         room,
+        payload_bytes: config.payload_bytes,
+        compress: config.compress,
         members: config.members(),
         connect_failures,
         window: config.window,

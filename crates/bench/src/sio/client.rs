@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::packet::{self, Frame, PacketKind};
 use super::target::Target;
+use super::wire;
 
 /// A namespace name and its packet prefix, built once and shared by all clients.
 #[derive(Debug)]
@@ -151,6 +152,42 @@ impl Client<TcpStream> {
     }
 }
 
+impl Client<wire::Conn> {
+    /// [`Client::connect_with_query`] over a measured connection: bytes read count into
+    /// `read`, and the client offers permessage-deflate when `deflate`.
+    pub async fn connect_measured(
+        target: &Target,
+        query: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+        measured: (bool, Arc<std::sync::atomic::AtomicU64>),
+    ) -> Result<Self, SioError> {
+        Self::connect_measured_from(target, None, query, nsp, auth, measured).await
+    }
+
+    /// [`Client::connect_measured`] from the local address `source` (see
+    /// [`Client::connect_from`]).
+    pub async fn connect_measured_from(
+        target: &Target,
+        source: Option<IpAddr>,
+        query: &str,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+        (deflate, read): (bool, Arc<std::sync::atomic::AtomicU64>),
+    ) -> Result<Self, SioError> {
+        let tcp = super::target::tcp_connect(target.addr, source)
+            .await
+            .map_err(SioError::Tcp)?;
+        let url = if query.is_empty() {
+            target.ws_url.clone()
+        } else {
+            format!("{}&{query}", target.ws_url)
+        };
+        let offer = deflate.then_some(wire::DEFLATE_OFFER);
+        Self::handshake_offering(wire::conn(tcp, read, deflate), &url, offer, nsp, auth).await
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// The protocol part of [`Client::connect`] over any byte stream.
     pub async fn handshake(
@@ -159,8 +196,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         nsp: &Arc<Namespace>,
         auth: Option<&str>,
     ) -> Result<Self, SioError> {
+        Self::handshake_offering(stream, ws_url, None, nsp, auth).await
+    }
+
+    /// [`Client::handshake`] with a `Sec-WebSocket-Extensions` offer (compression).
+    pub async fn handshake_offering(
+        stream: S,
+        ws_url: &str,
+        extensions: Option<&str>,
+        nsp: &Arc<Namespace>,
+        auth: Option<&str>,
+    ) -> Result<Self, SioError> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = ws_url.into_client_request()?;
+        if let Some(offer) = extensions {
+            let offer = tungstenite::http::HeaderValue::from_str(offer)
+                .map_err(|e| SioError::Ws(tungstenite::Error::HttpFormat(e.into())))?;
+            request
+                .headers_mut()
+                .insert(tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
+        }
         let (ws, _) =
-            tokio_tungstenite::client_async_with_config(ws_url, stream, Some(ws_config())).await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
         let mut client = Self {
             ws,
             nsp: Arc::clone(nsp),

@@ -106,12 +106,12 @@ impl<H: Handler> Engine<H> {
     }
 
     /// Makes `session` write straight to `wire` from now on.
-    fn attach(&self, session: &Arc<Session<H::Data>>, wire: Option<Arc<Wire>>) {
+    fn attach(&self, session: &Arc<Session<H::Data>>, wire: Option<Arc<Wire>>, encoding: Encoding) {
         if let Some(wire) = wire {
             let me: Weak<dyn Flushable> = Arc::downgrade(session) as _;
             session
                 .out
-                .attach_direct(wire, self.flushers.queue(), me, Encoding::WebSocket);
+                .attach_direct(wire, self.flushers.queue(), me, encoding);
         }
     }
 

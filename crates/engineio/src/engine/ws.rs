@@ -16,14 +16,15 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{
     CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode,
 };
-use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 
 use super::routing::{HttpError, empty, error};
 use super::{Body, Engine, Handler, Message, handshake_of};
+use crate::deflate::{self, Inflating};
 use crate::frame::Frame;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::kind::{CloseReason, TransportKind};
-use crate::outbox::Wire;
+use crate::outbox::{Encoding, Wire};
 use crate::packet::Inbound;
 use crate::session::{Handshake, Session, Sid};
 use crate::wire::direct_io;
@@ -61,6 +62,9 @@ impl<H: Handler> Engine<H> {
             None => None,
         };
         let handshake = handshake_of(raw_query, &req);
+        let encoding = Encoding::negotiate(req.headers(), self.config.ws_compression);
+        let compress = encoding.compresses();
+        let max = self.config.max_payload;
         let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
         let fut = async move {
@@ -80,8 +84,8 @@ impl<H: Handler> Engine<H> {
                 match direct_io(io, this.config.ws_max_write_buffer) {
                     Ok((wire, io)) => {
                         let ws = Box::pin(this.serve_websocket(
-                            io,
-                            Some(wire),
+                            Inflating::new(io, compress, max),
+                            (Some(wire), encoding),
                             refuse,
                             upgrading,
                             handshake,
@@ -94,8 +98,8 @@ impl<H: Handler> Engine<H> {
                 io
             };
             let ws = Box::pin(this.serve_websocket(
-                TokioIo::new(io),
-                None,
+                Inflating::new(TokioIo::new(io), compress, max),
+                (None, encoding),
                 refuse,
                 upgrading,
                 handshake,
@@ -103,20 +107,25 @@ impl<H: Handler> Engine<H> {
             ws.await
         };
         self.tasks.spawn(fut);
-        Response::builder()
+        let mut res = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "Upgrade")
             .header(header::UPGRADE, "websocket")
-            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-            .body(Full::new(Bytes::new()))
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+        if compress {
+            res = res.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
+        }
+        res.body(Full::new(Bytes::new()))
             .unwrap_or_else(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
     /// The upgraded connection: a new WebSocket session, or the upgrade of a polling one.
+    /// `direct`: the connection's wire for direct writes, if it has one, and how frames
+    /// are encoded on it.
     async fn serve_websocket<S>(
         self: Arc<Self>,
         io: S,
-        wire: Option<Arc<Wire>>,
+        direct: (Option<Arc<Wire>>, Encoding),
         refuse: bool,
         upgrading: Option<Arc<Session<H::Data>>>,
         handshake: Handshake,
@@ -134,7 +143,7 @@ impl<H: Handler> Engine<H> {
             return;
         }
         match upgrading {
-            Some(session) => Box::pin(self.run_upgrade(session, ws, wire)).await,
+            Some(session) => Box::pin(self.run_upgrade(session, ws, direct)).await,
             None => {
                 let session = self.new_session(handshake, TransportKind::WebSocket);
                 // Nothing of the request outlives the handshake (now in the session):
@@ -142,7 +151,7 @@ impl<H: Handler> Engine<H> {
                 // alone (this handshake task, and its allocation, end here).
                 if let Some(session) = session {
                     let tasks = self.tasks.clone();
-                    tasks.spawn(self.run_websocket(session, ws, wire));
+                    tasks.spawn(self.run_websocket(session, ws, direct));
                 }
             }
         }
@@ -168,7 +177,7 @@ impl<H: Handler> Engine<H> {
         self: Arc<Self>,
         session: Arc<Session<H::Data>>,
         mut ws: WebSocketStream<S>,
-        wire: Option<Arc<Wire>>,
+        (wire, encoding): (Option<Arc<Wire>>, Encoding),
     ) -> impl std::future::Future<Output = ()> + Send + 'static
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -183,7 +192,7 @@ impl<H: Handler> Engine<H> {
                 return;
             }
             self.handler.on_open(&session);
-            self.attach(&session, wire);
+            self.attach(&session, wire, encoding);
             let mut hb = Heartbeat::new(
                 self.config.ping_interval,
                 self.config.ping_timeout,
@@ -199,7 +208,7 @@ impl<H: Handler> Engine<H> {
         self: Arc<Self>,
         session: Arc<Session<H::Data>>,
         mut ws: WebSocketStream<S>,
-        wire: Option<Arc<Wire>>,
+        (wire, encoding): (Option<Arc<Wire>>, Encoding),
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -237,7 +246,7 @@ impl<H: Handler> Engine<H> {
             let _ = ws.close(None).await;
             return;
         }
-        self.attach(&session, wire);
+        self.attach(&session, wire, encoding);
         // The polling lifecycle task keeps the heartbeat and finishes the session.
         self.ws_loop(&session, &mut ws, None).await;
     }
@@ -254,6 +263,8 @@ impl<H: Handler> Engine<H> {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         // Attached before the loop starts, detached when it ends (crate::wire).
         let wire = session.out.wire();
+        // A message over `max_payload` (inflated, if compressed) closes with 1009.
+        let mut too_big = false;
         loop {
             if let Some(reason) = session.closed_reason() {
                 // The outbox may have closed itself (a failed direct write): the lifecycle
@@ -267,7 +278,9 @@ impl<H: Handler> Engine<H> {
                         Some(w) => session.out.flush_direct(w, true).await.map_err(drop),
                         None => self.flush_outbox(session, ws).await,
                     };
-                    let code = if reason == CloseReason::ServerShutdown {
+                    let code = if too_big {
+                        CloseCode::Size
+                    } else if reason == CloseReason::ServerShutdown {
                         CloseCode::Away
                     } else {
                         CloseCode::Normal
@@ -341,6 +354,10 @@ impl<H: Handler> Engine<H> {
                         }
                         Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
                         Some(Ok(_)) => {}
+                        Some(Err(WsError::Capacity(_))) => {
+                            too_big = true;
+                            session.close(CloseReason::TransportError);
+                        }
                         Some(Err(_)) => session.close(CloseReason::TransportError),
                     }
                     // The answer to what the client sent goes out now, not behind the
@@ -374,12 +391,7 @@ impl<H: Handler> Engine<H> {
         if frames.is_empty() {
             return Ok(());
         }
-        for f in frames {
-            let msg = match f {
-                Frame::Text(t) => WsMessage::Text(t),
-                Frame::Binary(b) => WsMessage::Binary(b),
-                Frame::Close => continue,
-            };
+        for msg in frames.iter().filter_map(Frame::to_ws_message) {
             ws.feed(msg).await.map_err(|_| ())?;
         }
         ws.flush().await.map_err(|_| ())

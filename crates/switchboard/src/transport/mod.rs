@@ -31,6 +31,8 @@ pub struct TransportConfig {
     pub presence_limit: usize,
     pub max_message: usize,
     pub ws_read_buffer: usize,
+    /// permessage-deflate on `/ws`: the smallest message compressed; `None`: off.
+    pub ws_compression: Option<usize>,
     pub max_rooms: usize,
     pub rate_limit: primitives::RateLimit,
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use engineio::deflate::{self, Inflating};
 use engineio::outbox::{Encoding, Flushable, Outbox, OutboxCounters, Wire, direct_io};
 use engineio::{CloseReason, Frame, Push};
 use futures_util::{SinkExt, StreamExt};
@@ -108,7 +109,11 @@ impl WsClient {
     }
 
     fn queue(&self, frame: Utf8Bytes, volatile: bool) -> Delivery {
-        match self.out.push(Frame::Text(frame), volatile) {
+        self.push(Frame::Text(frame), volatile)
+    }
+
+    fn push(&self, frame: Frame, volatile: bool) -> Delivery {
+        match self.out.push(frame, volatile) {
             Push::Queued => Delivery::Delivered,
             Push::Dropped => Delivery::Dropped,
             Push::Closed => Delivery::Closed,
@@ -146,8 +151,9 @@ impl Member for WsClient {
         if self.out.closed_reason().is_some() {
             return Delivery::Closed;
         }
-        let frame = envelope.encoded(format(), encode_envelope);
-        self.queue(frame, envelope.volatile)
+        // Shared: compressed (permessage-deflate) at most once for every recipient.
+        let frame = envelope.encoded(format(), |e| Frame::Text(encode_envelope(e)).shared());
+        self.push(frame, envelope.volatile)
     }
     fn transport(&self) -> &'static str {
         "ws"
@@ -268,6 +274,9 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
     };
     // The connection's admission (see `limits`) lives as long as its task.
     let permit = req.extensions().get::<engineio::Permit>().cloned();
+    // permessage-deflate when the client offers it in a form we honour.
+    let encoding = Encoding::negotiate(req.headers(), t.config.ws_compression);
+    let compress = encoding.compresses();
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let this = t.clone();
@@ -291,26 +300,28 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         let io = if this.flushers.enabled() {
             match direct_io(io, this.config.max_message.saturating_mul(2)) {
                 Ok((wire, io)) => {
+                    let io = Inflating::new(io, compress, this.config.max_message);
                     let ws = Box::pin(WebSocketStream::from_raw_socket(
                         io,
                         Role::Server,
                         Some(config),
                     ))
                     .await;
-                    return Box::pin(serve(this, identity, ws, Some(wire))).await;
+                    return Box::pin(serve(this, identity, ws, (Some(wire), encoding))).await;
                 }
                 Err(io) => io,
             }
         } else {
             io
         };
+        let io = Inflating::new(TokioIo::new(io), compress, this.config.max_message);
         let ws = Box::pin(WebSocketStream::from_raw_socket(
-            TokioIo::new(io),
+            io,
             Role::Server,
             Some(config),
         ))
         .await;
-        Box::pin(serve(this, identity, ws, None)).await
+        Box::pin(serve(this, identity, ws, (None, encoding))).await
     });
     let mut res = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -319,6 +330,9 @@ pub async fn upgrade(State(t): State<Arc<Transports>>, mut req: Request) -> Resp
         .header(header::SEC_WEBSOCKET_ACCEPT, accept);
     if let Some(p) = echo {
         res = res.header(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    if compress {
+        res = res.header(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
     }
     res.body(axum::body::Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
@@ -329,12 +343,12 @@ async fn serve<S>(
     t: Arc<Transports>,
     identity: Result<crate::auth::Identity, AuthError>,
     mut ws: WebSocketStream<S>,
-    wire: Option<Arc<Wire>>,
+    direct: (Option<Arc<Wire>>, Encoding),
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     match identity {
-        Ok(id) => Box::pin(run(t, id, ws, wire)).await,
+        Ok(id) => Box::pin(run(t, id, ws, direct)).await,
         Err(e) => {
             tracing::debug!(error = %e, cause = ?std::error::Error::source(&e), "/ws token refused");
             t.metrics.ws.closed(Close::Unauthorized);
@@ -360,13 +374,14 @@ where
 
 /// One authenticated connection, from its first frame to its cleanup. Not an `async fn`,
 /// so the stream is stored once in the future (see `engineio::Engine::run_websocket`).
-/// `wire`: the connection's TCP stream for direct writes (crate docs), if it has one.
+/// `wire`: the connection's TCP stream for direct writes (crate docs), if it has one, and
+/// how frames are encoded on it.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 fn run<S>(
     t: Arc<Transports>,
     identity: crate::auth::Identity,
     mut ws: WebSocketStream<S>,
-    wire: Option<Arc<Wire>>,
+    (wire, encoding): (Option<Arc<Wire>>, Encoding),
 ) -> impl std::future::Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
@@ -389,7 +404,7 @@ where
             let me: Weak<dyn Flushable> = me;
             client
                 .out
-                .attach_direct(wire.clone(), t.flushers.queue(), me, Encoding::WebSocket);
+                .attach_direct(wire.clone(), t.flushers.queue(), me, encoding);
         }
         let member = t.hub.add_member(client.clone());
         let _ = client.member.set(member);
@@ -559,10 +574,8 @@ where
     if frames.is_empty() {
         return Ok(());
     }
-    for f in frames {
-        if let Frame::Text(text) = f {
-            ws.feed(Message::Text(text)).await.map_err(drop)?;
-        }
+    for msg in frames.iter().filter_map(Frame::to_ws_message) {
+        ws.feed(msg).await.map_err(drop)?;
     }
     ws.flush().await.map_err(drop)
 }
