@@ -138,6 +138,21 @@ async fn emit(ch: &Channel, queue: &str, pattern: &str, data: Value) {
     publish(ch, queue, body.as_bytes(), BasicProperties::default()).await;
 }
 
+/// The replies to requests published on `ch` with `reply_to = amq.rabbitmq.reply-to`.
+async fn reply_to_consumer(ch: &Channel) -> lapin::Consumer {
+    ch.basic_consume(
+        "amq.rabbitmq.reply-to".into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("direct reply-to consumer")
+}
+
 /// A request the way a NestJS `ClientProxy.send` makes it: direct reply-to.
 struct Requester {
     ch: Channel,
@@ -147,18 +162,7 @@ struct Requester {
 impl Requester {
     async fn new(conn: &Connection) -> Requester {
         let ch = conn.create_channel().await.expect("channel");
-        let replies = ch
-            .basic_consume(
-                "amq.rabbitmq.reply-to".into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("direct reply-to consumer");
+        let replies = reply_to_consumer(&ch).await;
         Requester { ch, replies }
     }
 
@@ -1259,18 +1263,7 @@ async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked(
         )));
     }
     let ch = conn.create_channel().await.expect("channel");
-    let mut replies = ch
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("direct reply-to consumer");
+    let mut replies = reply_to_consumer(&ch).await;
     let replied = Arc::new(parking_lot::Mutex::new(HashSet::new()));
     let collector = {
         let replied = replied.clone();
