@@ -1159,6 +1159,16 @@ async fn wait_ready_spawned(addr: SocketAddr) {
     }
 }
 
+/// A spawned server killed however the test ends (a panic included).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     l.local_addr().expect("addr").port()
@@ -1242,7 +1252,7 @@ async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked(
     ];
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut first = spawn_server(port, &dir, &queue, &settings);
+    let mut first = Killed(spawn_server(port, &dir, &queue, &settings));
     wait_ready_spawned(addr).await;
 
     // Seats to order: the orders' buyer holds categories 1..=ORDERS.
@@ -1308,8 +1318,8 @@ async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    first.kill().expect("kill -9");
-    let _ = first.wait();
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
     let answered: Vec<(String, String)> = answered.lock().clone();
     for b in buyers {
         let _ = b.await;
@@ -1329,7 +1339,7 @@ async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked(
     );
 
     // The state as the crash left it: no broker, so nothing is redelivered meanwhile.
-    let mut second = spawn_server_on(port, &dir, None, &settings);
+    let second = Killed(spawn_server_on(port, &dir, None, &settings));
     wait_ready_spawned(addr).await;
     let (_, events) = get_text(addr, "/api/events").await;
     let events: Value = serde_json::from_str(&events).expect("json");
@@ -1388,8 +1398,7 @@ async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked(
         replied.len(),
         sold.len()
     );
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
     let ch = conn.create_channel().await.expect("channel");
     cleanup(&ch, &queue).await;
     let _ = std::fs::remove_file(catalog);
