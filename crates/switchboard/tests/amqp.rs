@@ -138,6 +138,21 @@ async fn emit(ch: &Channel, queue: &str, pattern: &str, data: Value) {
     publish(ch, queue, body.as_bytes(), BasicProperties::default()).await;
 }
 
+/// The replies to requests published on `ch` with `reply_to = amq.rabbitmq.reply-to`.
+async fn reply_to_consumer(ch: &Channel) -> lapin::Consumer {
+    ch.basic_consume(
+        "amq.rabbitmq.reply-to".into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("direct reply-to consumer")
+}
+
 /// A request the way a NestJS `ClientProxy.send` makes it: direct reply-to.
 struct Requester {
     ch: Channel,
@@ -147,18 +162,7 @@ struct Requester {
 impl Requester {
     async fn new(conn: &Connection) -> Requester {
         let ch = conn.create_channel().await.expect("channel");
-        let replies = ch
-            .basic_consume(
-                "amq.rabbitmq.reply-to".into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("direct reply-to consumer");
+        let replies = reply_to_consumer(&ch).await;
         Requester { ch, replies }
     }
 
@@ -1048,6 +1052,16 @@ fn spawn_server(
     queue: &str,
     extra: &[&str],
 ) -> std::process::Child {
+    spawn_server_on(port, data_dir, Some(queue), extra)
+}
+
+/// [`spawn_server`], consuming `queue` if given (without: no broker at all).
+fn spawn_server_on(
+    port: u16,
+    data_dir: &std::path::Path,
+    queue: Option<&str>,
+    extra: &[&str],
+) -> std::process::Child {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
     for (k, _) in std::env::vars() {
         if k.starts_with("SWITCHBOARD_") {
@@ -1055,15 +1069,17 @@ fn spawn_server(
         }
     }
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", &data_dir.display().to_string()])
-        .args(["--amqp-url", &broker_url(BROKER)])
-        .args(["--set", &format!("amqp_queue={queue}")])
-        .args([
-            "--set",
-            "coalesce_ms=0",
-            "--set",
-            "amqp_reconnect_max_ms=500",
-        ]);
+        .args(["--data-dir", &data_dir.display().to_string()]);
+    if let Some(queue) = queue {
+        cmd.args(["--amqp-url", &broker_url(BROKER)])
+            .args(["--set", &format!("amqp_queue={queue}")]);
+    }
+    cmd.args([
+        "--set",
+        "coalesce_ms=0",
+        "--set",
+        "amqp_reconnect_max_ms=500",
+    ]);
     for e in extra {
         cmd.args(["--set", e]);
     }
@@ -1141,4 +1157,250 @@ async fn wait_ready_spawned(addr: SocketAddr) {
         assert!(Instant::now() < deadline, "server on {addr} not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A spawned server killed however the test ends (a panic included).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr").port()
+}
+
+/// One buyer taking one seat in each of `categories`, one hold after the other; every
+/// granted hold's lock id goes into `answered` as soon as it is answered. Ends quietly
+/// when the server goes away.
+async fn hold_stream(
+    addr: SocketAddr,
+    user: String,
+    categories: std::ops::RangeInclusive<usize>,
+    answered: Arc<parking_lot::Mutex<Vec<(String, String)>>>,
+) {
+    let mut c = Client::connect(addr, &user).await;
+    for cat in categories {
+        let frame = json!(["lock-tickets", {"eventId": 7, "categoryId": cat, "quantity": 1}]);
+        if c.ws
+            .send(Message::Text(format!("42/realtime,{frame}").into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await
+            else {
+                return;
+            };
+            let Message::Text(t) = msg else { continue };
+            if t.as_str() == "2" {
+                let _ = c.ws.send(Message::Text("3".into())).await;
+                continue;
+            }
+            if let Some((name, r)) = parse_event(&t)
+                && name == "lock-tickets-response"
+            {
+                assert_eq!(r["success"], true, "{r}");
+                let lock = r["lockId"].as_str().expect("lockId").to_owned();
+                answered.lock().push((user.clone(), lock));
+                break;
+            }
+        }
+    }
+}
+
+/// The live lock ids of `user` (`get-my-locks`).
+async fn locks_of(addr: SocketAddr, user: &str) -> HashSet<String> {
+    let mut c = Client::connect(addr, user).await;
+    c.emit("get-my-locks", json!({})).await;
+    let r = c.expect("my-locks-response").await;
+    r["locks"]
+        .as_array()
+        .expect("locks")
+        .iter()
+        .map(|l| l["lockId"].as_str().expect("lockId").to_owned())
+        .collect()
+}
+
+/// `kill -9` while holds (20 buyers at once, so their commits are shared) and orders
+/// (pipelined requests, acked with `multiple`) stream in: after a restart on the same
+/// data directory, every hold that was answered is there, every order that was replied
+/// to or acked is sold, and each category is wholly one thing (held, sold, or free, with
+/// the counters agreeing): nothing unanswered is half applied.
+#[tokio::test]
+async fn kill_9_during_batched_holds_and_orders_loses_nothing_answered_or_acked() {
+    let Some(conn) = broker().await else { return };
+    const ORDERS: usize = 500;
+    const BUYERS: usize = 20;
+    const HOLDS_EACH: usize = 50;
+    let queue = unique("kill9");
+    let dir = std::env::temp_dir().join(format!("sb-kill9-{:08x}", rand::random::<u32>()));
+    let categories = ORDERS + BUYERS * HOLDS_EACH;
+    let catalog = catalog_file(categories, 1);
+    let catalog_set = format!("catalog={}", catalog.display());
+    let settings = [
+        catalog_set.as_str(),
+        "max_hold_quantity=1",
+        "rate_limit_per_sec=0",
+        "rate_limit_per_user_per_sec=0",
+    ];
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut first = Killed(spawn_server(port, &dir, &queue, &settings));
+    wait_ready_spawned(addr).await;
+
+    // Seats to order: the orders' buyer holds categories 1..=ORDERS.
+    let mut orderer = Client::connect(addr, "orderer").await;
+    hold_everything(&mut orderer, ORDERS).await;
+    drop(orderer);
+
+    // The buyers connect, then everything starts at once.
+    let answered = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut buyers = Vec::new();
+    for b in 0..BUYERS {
+        let from = ORDERS + 1 + b * HOLDS_EACH;
+        buyers.push(tokio::spawn(hold_stream(
+            addr,
+            format!("buyer-{b}"),
+            from..=from + HOLDS_EACH - 1,
+            answered.clone(),
+        )));
+    }
+    let ch = conn.create_channel().await.expect("channel");
+    let mut replies = reply_to_consumer(&ch).await;
+    let replied = Arc::new(parking_lot::Mutex::new(HashSet::new()));
+    let collector = {
+        let replied = replied.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = replies.next().await {
+                let reply: Value = serde_json::from_slice(&d.data).expect("json reply");
+                assert!(reply["err"].is_null(), "{reply}");
+                let cat = d.properties.correlation_id().as_ref().expect("correlation");
+                replied
+                    .lock()
+                    .insert(cat.as_str().parse::<usize>().expect("category"));
+            }
+        })
+    };
+    for i in 1..=ORDERS {
+        let body = json!({"pattern": "order-completed", "id": format!("r{i}"), "data": {
+            "orderId": format!("kill9-{i}"), "eventId": 7, "categoryId": i,
+            "quantity": 1, "userId": "orderer"}})
+        .to_string();
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id(i.to_string().as_str().into()),
+        )
+        .await
+        .expect("publish");
+    }
+
+    // Kill while both streams flow.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        assert!(Instant::now() < deadline, "the streams did not get going");
+        let st = stats(addr).await;
+        let acked = st["amqp"]["acked"].as_u64().unwrap_or(0) as usize;
+        if answered.lock().len() >= 100 && acked >= 20 {
+            break acked;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+    let answered: Vec<(String, String)> = answered.lock().clone();
+    for b in buyers {
+        let _ = b.await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    collector.abort();
+    let replied: HashSet<usize> = replied.lock().clone();
+    assert!(
+        answered.len() < BUYERS * HOLDS_EACH && acked.max(replied.len()) < ORDERS,
+        "the kill came after the streams ended ({} holds, {} orders acked): it proves nothing",
+        answered.len(),
+        acked
+    );
+    assert!(
+        replied.len() >= acked,
+        "a delivery was acked before its reply was confirmed"
+    );
+
+    // The state as the crash left it: no broker, so nothing is redelivered meanwhile.
+    let second = Killed(spawn_server_on(port, &dir, None, &settings));
+    wait_ready_spawned(addr).await;
+    let (_, events) = get_text(addr, "/api/events").await;
+    let events: Value = serde_json::from_str(&events).expect("json");
+    let seats: Vec<u64> = events["events"][0]["categories"]
+        .as_array()
+        .expect("categories")
+        .iter()
+        .map(|c| c["availableSeats"].as_u64().expect("seats"))
+        .collect();
+    assert_eq!(seats.len(), categories);
+    let sold: HashSet<usize> = (1..=categories).filter(|i| seats[i - 1] == 0).collect();
+    let orderer_holds = locks_of(addr, "orderer").await.len();
+    assert!(
+        sold.iter().all(|i| *i <= ORDERS),
+        "only ordered categories are sold"
+    );
+    for i in &replied {
+        assert!(sold.contains(i), "order {i} was replied to, then lost");
+    }
+    // Orders are acked in arrival order: the first `acked` are acked.
+    for i in 1..=acked {
+        assert!(sold.contains(&i), "order {i} was acked, then lost");
+    }
+    // Each ordered category is held or sold, never both or neither.
+    assert_eq!(
+        orderer_holds + sold.len(),
+        ORDERS,
+        "a category both held and sold, or neither"
+    );
+    let st = stats(addr).await;
+    assert_eq!(
+        st["ticketLocks"]["locksByStatus"]["completed"],
+        json!(sold.len()),
+        "the ended-holds counter agrees with the seats sold: {st}"
+    );
+    let mut live = 0;
+    for b in 0..BUYERS {
+        let user = format!("buyer-{b}");
+        let mine = locks_of(addr, &user).await;
+        live += mine.len();
+        for (_, lock) in answered.iter().filter(|(u, _)| *u == user) {
+            assert!(
+                mine.contains(lock),
+                "{user}'s answered hold {lock} was lost"
+            );
+        }
+    }
+    assert_eq!(
+        st["ticketLocks"]["activeLocks"],
+        json!(live + orderer_holds),
+        "every live hold belongs to a buyer: {st}"
+    );
+    eprintln!(
+        "KILL -9: {} holds answered ({live} on disk), {} orders replied, {acked} acked ({} sold)",
+        answered.len(),
+        replied.len(),
+        sold.len()
+    );
+    drop(second);
+    let ch = conn.create_channel().await.expect("channel");
+    cleanup(&ch, &queue).await;
+    let _ = std::fs::remove_file(catalog);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchboard::tickets::{HoldService, SqliteStore};
+use switchboard::tickets::{HoldService, HoldStore, SqliteStore};
 use tickets::{Category, Event, HoldConfig, HoldRequest};
 
 fn catalog(seats: u32) -> Vec<Event> {
@@ -235,4 +235,225 @@ async fn expiry_and_coalescing_happen_at_their_instants() {
     );
     stop.cancel();
     expiry.await.expect("expiry task");
+}
+
+// ----- group commit --------------------------------------------------------------------
+
+/// A file store the test steers: it counts commits, can hold a commit at a gate (so the
+/// next operations pile up behind it), and can fail the next one.
+#[derive(Default)]
+struct Steer {
+    /// While true, a commit waits at the gate.
+    closed: parking_lot::Mutex<bool>,
+    opened: parking_lot::Condvar,
+    /// A commit is waiting at the gate.
+    waiting: std::sync::atomic::AtomicBool,
+    fail_next: std::sync::atomic::AtomicBool,
+    /// Change records of every commit that succeeded.
+    commits: parking_lot::Mutex<Vec<usize>>,
+}
+
+impl Steer {
+    fn close(&self) {
+        *self.closed.lock() = true;
+    }
+    fn open(&self) {
+        *self.closed.lock() = false;
+        self.opened.notify_all();
+    }
+    async fn until_waiting(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.waiting.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(tokio::time::Instant::now() < deadline, "no commit came");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+struct SteeredStore {
+    inner: SqliteStore,
+    steer: std::sync::Arc<Steer>,
+}
+
+impl HoldStore for SteeredStore {
+    fn load(&mut self) -> Result<Option<tickets::Snapshot>, switchboard::tickets::StoreError> {
+        self.inner.load()
+    }
+    fn apply(
+        &mut self,
+        changes: &[tickets::Change],
+    ) -> Result<(), switchboard::tickets::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        {
+            let mut closed = self.steer.closed.lock();
+            while *closed {
+                self.steer.waiting.store(true, SeqCst);
+                self.steer.opened.wait(&mut closed);
+            }
+            self.steer.waiting.store(false, SeqCst);
+        }
+        if self.steer.fail_next.swap(false, SeqCst) {
+            return Err(switchboard::tickets::StoreError::Corrupt(
+                "disk full (test)".into(),
+            ));
+        }
+        self.inner.apply(changes)?;
+        self.steer.commits.lock().push(changes.len());
+        Ok(())
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-commit-{name}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A service on a steered file store in `dir`, and a watcher of its event room.
+fn steered(
+    dir: &std::path::Path,
+    seats: u32,
+) -> (
+    std::sync::Arc<HoldService>,
+    std::sync::Arc<Steer>,
+    std::sync::Arc<Watcher>,
+) {
+    let hub = hub::Hub::new(hub::HubConfig::default());
+    let watcher = std::sync::Arc::new(Watcher::default());
+    let id = hub.add_member(watcher.clone());
+    hub.join(id, "event_1").expect("join");
+    let steer = std::sync::Arc::new(Steer::default());
+    let store = SteeredStore {
+        inner: SqliteStore::open(dir).expect("open"),
+        steer: steer.clone(),
+    };
+    let svc = HoldService::open(
+        HoldConfig::default(),
+        catalog(seats),
+        Box::new(store),
+        hub,
+        Duration::ZERO,
+    )
+    .expect("service");
+    steer.commits.lock().clear();
+    (svc, steer, watcher)
+}
+
+/// What the disk says, read by a fresh store.
+fn on_disk(dir: &std::path::Path) -> tickets::Snapshot {
+    SqliteStore::open(dir)
+        .and_then(|mut s| s.load())
+        .expect("load")
+        .expect("data")
+}
+
+fn spawn_locks(
+    svc: &std::sync::Arc<HoldService>,
+    users: std::ops::Range<usize>,
+) -> Vec<tokio::task::JoinHandle<Result<tickets::Hold, switchboard::tickets::ServiceError>>> {
+    users
+        .map(|u| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.lock(req(u, 1)).await })
+        })
+        .collect()
+}
+
+/// Operations that arrive while a commit is on its way share the next one: one write for
+/// all of them, none answered (and nothing announced) before it, and each decided on the
+/// effects of the ones before it, committed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_share_a_commit_and_see_each_others_effects() {
+    let dir = temp_dir("share");
+    let (svc, steer, watcher) = steered(&dir, 30);
+    steer.close();
+    let first = spawn_locks(&svc, 0..1);
+    steer.until_waiting().await;
+    let rest = spawn_locks(&svc, 1..50);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        first.iter().chain(&rest).all(|t| !t.is_finished()),
+        "an answer before its commit"
+    );
+    assert!(
+        watcher.seen().is_empty(),
+        "an announcement before its commit"
+    );
+    // Every operation is applied in memory already: 29 more seats taken, 20 refused.
+    steer.open();
+    let mut granted = 0;
+    let mut refused = 0;
+    for t in first.into_iter().chain(rest) {
+        match t.await.expect("task") {
+            Ok(_) => granted += 1,
+            Err(switchboard::tickets::ServiceError::Refused(_)) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((granted, refused), (30, 20));
+    let commits = steer.commits.lock().clone();
+    assert_eq!(
+        commits.len(),
+        2,
+        "one commit for the first, one for the rest: {commits:?}"
+    );
+    assert_eq!(on_disk(&dir).holds.len(), 30);
+    assert_eq!(watcher.seen().last(), Some(&(0, 30)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A commit that fails fails every operation of its batch, and of the batch that piled up
+/// behind it (those saw its effects): nothing of them is answered, announced or kept, in
+/// memory or on disk, and the service goes on from what the disk says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_its_operations_and_memory_follows_the_disk() {
+    let dir = temp_dir("fail");
+    let (svc, steer, watcher) = steered(&dir, 10);
+    svc.lock(req(100, 2)).await.expect("a hold before");
+    let before = watcher.seen();
+    steer.close();
+    steer
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let failing = spawn_locks(&svc, 0..1);
+    steer.until_waiting().await;
+    let behind = spawn_locks(&svc, 1..20);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    steer.open();
+    for t in failing.into_iter().chain(behind) {
+        match t.await.expect("task") {
+            Err(switchboard::tickets::ServiceError::Storage(cause)) => {
+                assert!(cause.contains("disk full"), "{cause}");
+            }
+            other => panic!("answered from a failed commit: {other:?}"),
+        }
+    }
+    // Memory is the disk: only the first hold, 8 seats left, and every user may hold.
+    let disk = on_disk(&dir);
+    assert_eq!(disk.holds.len(), 1);
+    let a = svc
+        .availability(1, 1)
+        .await
+        .expect("store")
+        .expect("category");
+    assert_eq!((a.available_tickets, a.locked_tickets), (8, 2));
+    assert!(svc.holds_of_user("u1").await.expect("store").is_empty());
+    assert_eq!(svc.stats().active_locks, 1);
+    // What clients heard is never a state that was taken back.
+    assert!(
+        watcher.seen()[before.len()..].iter().all(|s| *s == (8, 2)),
+        "{:?}",
+        watcher.seen()
+    );
+    // It goes on: the same users hold now.
+    let again = spawn_locks(&svc, 1..9);
+    for t in again {
+        t.await.expect("task").expect("granted after the failure");
+    }
+    assert_eq!(on_disk(&dir).holds.len(), 9);
+    let _ = std::fs::remove_dir_all(&dir);
 }

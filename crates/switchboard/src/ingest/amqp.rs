@@ -1,10 +1,14 @@
 //! The RabbitMQ consumer: one connection, a consuming channel with manual acks and a
 //! publishing channel with publisher confirms (replies and dead letters).
 //!
-//! Per delivery, in order: handle it (the effect is durable when the handler returns),
-//! publish the reply or the dead letter and wait for the broker's confirm, then ack.
-//! Any broker error ends the session; unacked messages go back to the queue, the session
-//! starts again after a backoff, and redeliveries are harmless (see [`super::handle`]).
+//! Deliveries are pipelined, up to `prefetch` at once: each is started in arrival order
+//! (its effect applied, in memory, in that order), then waits until its effect is durable
+//! (the hold store commits many operations in one batch), its reply or dead letter is
+//! published and confirmed by the broker; finished deliveries are acked in arrival order,
+//! with one `multiple` ack for every run of them. Nothing is acked before its effect is
+//! durable and its reply confirmed. Any broker error ends the session; unacked messages
+//! go back to the queue, the session starts again after a backoff, and redeliveries are
+//! harmless (see [`super::handle`]).
 //!
 //! Queues: the work queue is declared exactly as a NestJS client asserts it (durable, no
 //! arguments), so both sides can declare it. Dead letters go through a direct exchange
@@ -13,7 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use lapin::Acker;
 use lapin::ConnectionStatus;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -113,6 +122,22 @@ pub fn spawn(
     };
     tasks.spawn(consumer.run(stop));
     ingest
+}
+
+/// What to do with a finished delivery.
+enum Settle {
+    Ack(Acker),
+    Requeue(Acker),
+}
+
+/// The rest of a started delivery.
+type Finishing<'a> = Pin<Box<dyn Future<Output = Result<Settle, SessionError>> + Send + 'a>>;
+
+/// Finished deliveries not yet acked: the last one's acker acks them all (`multiple`).
+#[derive(Default)]
+struct Acks {
+    last: Option<Acker>,
+    count: u64,
 }
 
 struct Consumer {
@@ -239,26 +264,116 @@ impl Consumer {
         *connected = true;
         self.ingest.connected();
         tracing::info!(queue = %cfg.queue, dead_letters = %cfg.dead_letter_queue, prefetch = cfg.prefetch, "consuming from RabbitMQ");
+        let status = conn.status();
+        let mut inflight = FuturesOrdered::new();
+        let result = self
+            .pipeline(status, &publish, &mut deliveries, &mut inflight, stop)
+            .await;
+        if result.is_err() {
+            // The session is over, but the effects started in it are (or will be)
+            // durable: let each finish telling its clients. None is acked; their
+            // redeliveries are recognized duplicates.
+            while inflight.next().await.is_some() {}
+        }
+        result
+    }
+
+    /// Starts deliveries in arrival order, up to `prefetch` in flight, and settles them
+    /// with the broker in the same order.
+    async fn pipeline<'a>(
+        &'a self,
+        status: &'a ConnectionStatus,
+        publish: &'a Channel,
+        deliveries: &mut lapin::Consumer,
+        inflight: &mut FuturesOrdered<Finishing<'a>>,
+        stop: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let mut acks = Acks::default();
+        let depth = usize::from(self.config.prefetch);
         loop {
-            // Only the wait is raced with `stop`: a message being handled is finished.
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                d = deliveries.next() => d,
-            };
-            match next {
-                None => return Err(SessionError::Cancelled),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(delivery)) => self.process(conn.status(), &publish, delivery).await?,
+            tokio::select! {
+                biased;
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    self.settle(status, done?, &mut acks).await?;
+                    // Every delivery finished by now is acked together.
+                    while let Some(Some(done)) = inflight.next().now_or_never() {
+                        self.settle(status, done?, &mut acks).await?;
+                    }
+                    self.ack(status, &mut acks).await?;
+                }
+                // Only the wait is raced with `stop`: messages being handled are finished.
+                _ = stop.cancelled() => {
+                    while let Some(done) = inflight.next().await {
+                        self.settle(status, done?, &mut acks).await?;
+                    }
+                    self.ack(status, &mut acks).await?;
+                    return Ok(());
+                }
+                next = deliveries.next(), if inflight.len() < depth => match next {
+                    None => return Err(SessionError::Cancelled),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(delivery)) => {
+                        inflight.push_back(self.start(status, publish, delivery).await?);
+                    }
+                },
             }
         }
     }
 
-    async fn process(
+    /// Records a finished delivery: an ack owed (sent with the run it ends), or a
+    /// requeue (the acks owed before it go first).
+    async fn settle(
         &self,
         status: &ConnectionStatus,
-        publish: &Channel,
-        delivery: Delivery,
+        done: Settle,
+        acks: &mut Acks,
     ) -> Result<(), SessionError> {
+        match done {
+            Settle::Ack(acker) => {
+                acks.last = Some(acker);
+                acks.count += 1;
+            }
+            Settle::Requeue(acker) => {
+                self.ack(status, acks).await?;
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                if !bounded(status, acker.nack(requeue)).await? {
+                    return Err(SessionError::ChannelGone);
+                }
+                bump(&self.ingest.counters.requeued);
+            }
+        }
+        Ok(())
+    }
+
+    /// Acks every owed delivery at once (`multiple`, up to the last finished one).
+    async fn ack(&self, status: &ConnectionStatus, acks: &mut Acks) -> Result<(), SessionError> {
+        let Some(last) = acks.last.take() else {
+            return Ok(());
+        };
+        let multiple = BasicAckOptions { multiple: true };
+        if !bounded(status, last.ack(multiple)).await? {
+            // The channel died under us: the broker will redeliver, and the effects are
+            // already durable, so the redeliveries are recognized duplicates.
+            return Err(SessionError::ChannelGone);
+        }
+        self.ingest.counters.acked.fetch_add(
+            std::mem::take(&mut acks.count),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Starts one delivery (its effect applied now, in arrival order) and returns the
+    /// rest: durability, the reply or dead letter confirmed, then what to do with it.
+    async fn start<'a>(
+        &'a self,
+        status: &'a ConnectionStatus,
+        publish: &'a Channel,
+        delivery: Delivery,
+    ) -> Result<Finishing<'a>, SessionError> {
         let c = &self.ingest.counters;
         // Deliveries buffered before the channel died cannot be acked: leave them to
         // their redelivery instead of applying them now.
@@ -272,7 +387,24 @@ impl Consumer {
         let reply_to = delivery.properties.reply_to().clone();
         let correlation = delivery.properties.correlation_id().clone();
         let can_reply = reply_to.is_some() && correlation.is_some();
-        let verdict = self.handler.handle(&delivery.data, can_reply).await;
+        let finish = self.handler.start(&delivery.data, can_reply).await;
+        Ok(Box::pin(async move {
+            let verdict = finish.await;
+            self.finish(status, publish, delivery, reply_to, correlation, verdict)
+                .await
+        }))
+    }
+
+    async fn finish(
+        &self,
+        status: &ConnectionStatus,
+        publish: &Channel,
+        delivery: Delivery,
+        reply_to: Option<ShortString>,
+        correlation: Option<ShortString>,
+        verdict: Verdict,
+    ) -> Result<Settle, SessionError> {
+        let c = &self.ingest.counters;
         let reply = |r: Reply| {
             let to = reply_to.clone();
             let corr = correlation.clone();
@@ -330,28 +462,10 @@ impl Consumer {
             Verdict::Retry(cause) => {
                 tracing::error!(%cause, "store failed; the message goes back to the queue");
                 tokio::time::sleep(self.config.retry_delay).await;
-                if !bounded(
-                    status,
-                    delivery.acker.nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    }),
-                )
-                .await?
-                {
-                    return Err(SessionError::ChannelGone);
-                }
-                bump(&c.requeued);
-                return Ok(());
+                return Ok(Settle::Requeue(delivery.acker));
             }
         }
-        if !bounded(status, delivery.acker.ack(BasicAckOptions::default())).await? {
-            // The channel died under us: the broker will redeliver, and the effect is
-            // already durable, so the redelivery is a recognized duplicate.
-            return Err(SessionError::ChannelGone);
-        }
-        bump(&c.acked);
-        Ok(())
+        Ok(Settle::Ack(delivery.acker))
     }
 
     /// Publishes a copy of the message to the dead-letter exchange with the reason in

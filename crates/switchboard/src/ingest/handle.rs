@@ -3,6 +3,8 @@
 //!
 //! No broker here, so every rule is testable without one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hub::{Hub, Payload, Publish};
@@ -156,6 +158,13 @@ struct Applied {
     duplicate: bool,
 }
 
+/// The rest of a started message: it waits until the effect is durable, tells the clients,
+/// and says what to do with the message.
+pub type Finish = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// What a pattern's effect still has to do once applied: wait for durability, notify.
+type Rest = Pin<Box<dyn Future<Output = Result<Applied, Failure>> + Send>>;
+
 /// Applies NestJS packets to the hold service and publishes what clients must hear.
 #[derive(Debug, Clone)]
 pub struct Handler {
@@ -167,11 +176,19 @@ impl Handler {
     /// Handles one message body. `can_reply`: the message names a reply queue and a
     /// correlation id, so a request can be answered.
     pub async fn handle(&self, body: &[u8], can_reply: bool) -> Verdict {
+        self.start(body, can_reply).await.await
+    }
+
+    /// Applies one message's effect (with the local hold authority: in memory, so
+    /// messages started one after another apply in that order) and returns the rest,
+    /// which waits until the effect is durable (its batch committed), tells the clients
+    /// and gives the verdict. Several messages may wait at once.
+    pub async fn start(&self, body: &[u8], can_reply: bool) -> Finish {
         let packet = match nest::decode_packet(body) {
             Ok(p) => p,
             Err(e) => {
                 let message = e.to_string();
-                return Verdict::DeadLetter {
+                let verdict = Verdict::DeadLetter {
                     reason: Reason::Unparsable,
                     reply: if can_reply {
                         Reply::err(nest::reply_err(None, &message))
@@ -180,71 +197,90 @@ impl Handler {
                     },
                     message,
                 };
+                return Box::pin(std::future::ready(verdict));
             }
         };
-        // A request is a packet with an id (NestJS's own test), answerable only with a
-        // reply queue; one that cannot be answered is treated like an event.
-        let reply_id = packet.id.as_ref().filter(|_| can_reply);
-        let result = self.apply(&packet).await;
-        match (result, reply_id) {
-            (Ok(a), Some(id)) => Verdict::Done {
-                reply: Reply::ok(nest::reply_ok(Some(id), &a.response)),
-                duplicate: a.duplicate,
-            },
-            (Ok(a), None) => Verdict::Done {
-                reply: None,
-                duplicate: a.duplicate,
-            },
-            (Err(Failure::Storage(cause)), _) => Verdict::Retry(cause),
-            (Err(Failure::UnknownPattern), Some(id)) => Verdict::Done {
-                reply: Reply::err(nest::reply_no_handler(Some(id))),
+        let begun = self.begin(&packet).await;
+        Box::pin(async move {
+            let result = match begun {
+                Ok(rest) => rest.await,
+                Err(f) => Err(f),
+            };
+            verdict(&packet, can_reply, result)
+        })
+    }
+}
+
+/// What the transport does with a message, given its pattern's result.
+fn verdict(packet: &Packet, can_reply: bool, result: Result<Applied, Failure>) -> Verdict {
+    // A request is a packet with an id (NestJS's own test), answerable only with a
+    // reply queue; one that cannot be answered is treated like an event.
+    let reply_id = packet.id.as_ref().filter(|_| can_reply);
+    match (result, reply_id) {
+        (Ok(a), Some(id)) => Verdict::Done {
+            reply: Reply::ok(nest::reply_ok(Some(id), &a.response)),
+            duplicate: a.duplicate,
+        },
+        (Ok(a), None) => Verdict::Done {
+            reply: None,
+            duplicate: a.duplicate,
+        },
+        (Err(Failure::Storage(cause)), _) => Verdict::Retry(cause),
+        (Err(Failure::UnknownPattern), Some(id)) => Verdict::Done {
+            reply: Reply::err(nest::reply_no_handler(Some(id))),
+            duplicate: false,
+        },
+        (Err(f), Some(id)) => {
+            let message = match f {
+                Failure::Invalid(m) | Failure::NotFound(m) | Failure::Refused(m) => m,
+                Failure::UnknownPattern | Failure::Storage(_) => String::new(),
+            };
+            Verdict::Done {
+                reply: Reply::err(nest::reply_err(Some(id), &message)),
                 duplicate: false,
-            },
-            (Err(f), Some(id)) => {
-                let message = match f {
-                    Failure::Invalid(m) | Failure::NotFound(m) | Failure::Refused(m) => m,
-                    Failure::UnknownPattern | Failure::Storage(_) => String::new(),
-                };
-                Verdict::Done {
-                    reply: Reply::err(nest::reply_err(Some(id), &message)),
-                    duplicate: false,
-                }
             }
-            (Err(f), None) => {
-                let (reason, message) = match f {
-                    Failure::Invalid(m) => (Reason::InvalidData, m),
-                    Failure::NotFound(m) => (Reason::NotFound, m),
-                    Failure::Refused(m) => (Reason::Refused, m),
-                    Failure::UnknownPattern => (
-                        Reason::UnknownPattern,
-                        format!("no handler for pattern {}", packet.pattern),
-                    ),
-                    Failure::Storage(m) => return Verdict::Retry(m),
-                };
-                Verdict::DeadLetter {
-                    reason,
-                    message,
-                    reply: None,
-                }
+        }
+        (Err(f), None) => {
+            let (reason, message) = match f {
+                Failure::Invalid(m) => (Reason::InvalidData, m),
+                Failure::NotFound(m) => (Reason::NotFound, m),
+                Failure::Refused(m) => (Reason::Refused, m),
+                Failure::UnknownPattern => (
+                    Reason::UnknownPattern,
+                    format!("no handler for pattern {}", packet.pattern),
+                ),
+                Failure::Storage(m) => return Verdict::Retry(m),
+            };
+            Verdict::DeadLetter {
+                reason,
+                message,
+                reply: None,
             }
         }
     }
+}
 
-    async fn apply(&self, packet: &Packet) -> Result<Applied, Failure> {
+impl Handler {
+    /// Applies the pattern's effect; the returned rest awaits its durability and tells
+    /// the clients.
+    async fn begin(&self, packet: &Packet) -> Result<Rest, Failure> {
         let data = &packet.data;
         match packet.pattern.as_str() {
             "confirm-ticket-lock" => {
                 let lock_id = text(data, "lockId")?;
-                let hold = self.holds.confirm_typed(&lock_id).await?;
-                Ok(Applied {
-                    response: json!({
-                        "success": true,
-                        "lockId": hold.lock_id,
-                        "status": hold.status,
-                        "expiresAt": hold.expires_at,
-                    }),
-                    duplicate: false,
-                })
+                let pending = self.holds.confirm_typed(&lock_id).await;
+                Ok(Box::pin(async move {
+                    let hold = pending.settled().await?;
+                    Ok(Applied {
+                        response: json!({
+                            "success": true,
+                            "lockId": hold.lock_id,
+                            "status": hold.status,
+                            "expiresAt": hold.expires_at,
+                        }),
+                        duplicate: false,
+                    })
+                }))
             }
             "order-completed" | "order-cancelled" => {
                 let completed = packet.pattern == "order-completed";
@@ -254,50 +290,56 @@ impl Handler {
                 } else {
                     OrderKind::Cancelled
                 };
-                let effect = self.holds.order_typed(kind, order.clone()).await?;
-                Ok(match effect {
-                    OrderEffect::Applied(hold) => {
-                        self.notify_order(&packet.pattern, &order, &hold);
-                        Applied {
+                let pending = self.holds.order_typed(kind, order.clone()).await;
+                let this = self.clone();
+                Ok(Box::pin(async move {
+                    Ok(match pending.settled().await? {
+                        OrderEffect::Applied(hold) => {
+                            this.notify_order(kind, &order, &hold);
+                            Applied {
+                                response: json!({
+                                    "success": true,
+                                    "orderId": order.order_id,
+                                    "lockId": hold.lock_id,
+                                    "status": hold.status,
+                                }),
+                                duplicate: false,
+                            }
+                        }
+                        OrderEffect::AlreadyApplied { kind } => Applied {
                             response: json!({
                                 "success": true,
                                 "orderId": order.order_id,
-                                "lockId": hold.lock_id,
-                                "status": hold.status,
+                                "status": kind,
+                                "duplicate": true,
                             }),
-                            duplicate: false,
-                        }
-                    }
-                    OrderEffect::AlreadyApplied { kind } => Applied {
-                        response: json!({
-                            "success": true,
-                            "orderId": order.order_id,
-                            "status": kind,
-                            "duplicate": true,
-                        }),
-                        duplicate: true,
-                    },
-                })
+                            duplicate: true,
+                        },
+                    })
+                }))
             }
             "event-capacity-changed" => {
                 let (event_id, category_id) = (int(data, "eventId")?, int(data, "categoryId")?);
                 let total = seats(data, "totalSeats")?;
                 let available = seats(data, "availableSeats")?;
-                let a = self
+                let pending = self
                     .holds
                     .change_capacity_typed(event_id, category_id, total, available)
-                    .await?;
-                Ok(Applied {
-                    response: json!({
-                        "success": true,
-                        "eventId": a.event_id,
-                        "categoryId": a.category_id,
-                        "availableTickets": a.available_tickets,
-                        "lockedTickets": a.locked_tickets,
-                        "totalTickets": a.total_tickets,
-                    }),
-                    duplicate: false,
-                })
+                    .await;
+                Ok(Box::pin(async move {
+                    let a = pending.settled().await?;
+                    Ok(Applied {
+                        response: json!({
+                            "success": true,
+                            "eventId": a.event_id,
+                            "categoryId": a.category_id,
+                            "availableTickets": a.available_tickets,
+                            "lockedTickets": a.locked_tickets,
+                            "totalTickets": a.total_tickets,
+                        }),
+                        duplicate: false,
+                    })
+                }))
             }
             "event-cancelled" => {
                 let event_id = int(data, "eventId")?;
@@ -309,35 +351,43 @@ impl Handler {
                 if known.is_none() {
                     return Err(Failure::NotFound(format!("event {event_id} not found")));
                 }
-                let released = self.holds.event_cancelled_typed(event_id).await?;
-                self.hub.publish(Publish {
-                    rooms: std::iter::once(event_room(event_id).into()).collect(),
-                    event: "event-cancelled".into(),
-                    payload: Payload::json(&json!({
-                        "eventId": event_id,
-                        "message": format!("Event {event_id} was cancelled; held tickets were released"),
-                        "releasedLocks": released.len(),
-                        "timestamp": now_ms(),
-                    })),
-                    persist: true,
-                    ..Publish::default()
-                });
-                Ok(Applied {
-                    response: json!({
-                        "success": true,
-                        "eventId": event_id,
-                        "releasedLocks": released.len(),
-                    }),
-                    duplicate: false,
-                })
+                let pending = self.holds.event_cancelled_typed(event_id).await;
+                let hub = self.hub.clone();
+                Ok(Box::pin(async move {
+                    let released = pending.settled().await?;
+                    hub.publish(Publish {
+                        rooms: std::iter::once(event_room(event_id).into()).collect(),
+                        event: "event-cancelled".into(),
+                        payload: Payload::json(&json!({
+                            "eventId": event_id,
+                            "message": format!("Event {event_id} was cancelled; held tickets were released"),
+                            "releasedLocks": released.len(),
+                            "timestamp": now_ms(),
+                        })),
+                        persist: true,
+                        ..Publish::default()
+                    });
+                    Ok(Applied {
+                        response: json!({
+                            "success": true,
+                            "eventId": event_id,
+                            "releasedLocks": released.len(),
+                        }),
+                        duplicate: false,
+                    })
+                }))
             }
             _ => Err(Failure::UnknownPattern),
         }
     }
 
     /// Tells the order's user, on every transport they use (their hub room).
-    fn notify_order(&self, event: &str, order: &OrderMessage, hold: &Hold) {
-        let (status, message) = if event == "order-completed" {
+    fn notify_order(&self, kind: OrderKind, order: &OrderMessage, hold: &Hold) {
+        let event = match kind {
+            OrderKind::Completed => "order-completed",
+            OrderKind::Cancelled => "order-cancelled",
+        };
+        let (status, message) = if kind == OrderKind::Completed {
             (
                 OrderStatus::Completed,
                 format!("Order {} completed", order.order_id),

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod coalesce;
+mod commit;
 mod events_source;
 mod redis_batch;
 pub mod redis_store;

@@ -2,6 +2,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::commit::{Durable, Inner, Local};
 use super::shared::Shared;
 use super::store::HoldStore;
 use hub::{Hub, Payload, Publish};
@@ -55,16 +56,49 @@ impl<E> ApplyError<E> {
     }
 }
 
-pub(crate) struct Inner {
-    state: State,
-    store: Box<dyn HoldStore + Send>,
-}
-
 /// Who decides holds: this process (the pure `State` made durable by SQLite or kept in
 /// memory), or Redis, shared by every node.
 enum Authority {
-    Local(Mutex<Inner>),
-    Redis(Shared),
+    Local(Arc<Local>),
+    Redis(Box<Shared>),
+}
+
+/// A local operation applied in memory whose answer waits until the state it produced
+/// or read is durable ([`Pending::settled`]). From the Redis authority: already settled.
+pub(crate) struct Pending<T, E> {
+    service: Arc<HoldService>,
+    result: Result<T, ApplyError<E>>,
+    /// The batch the answer depends on (`None`: nothing to wait for).
+    durable: Option<Durable>,
+    started: Instant,
+}
+
+impl<T, E> Pending<T, E> {
+    fn ready(service: &Arc<HoldService>, result: Result<T, ApplyError<E>>) -> Self {
+        Pending {
+            service: service.clone(),
+            result,
+            durable: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The answer, once it may be given: its batch is on disk and the availability it
+    /// changed is published. If the batch failed, every operation in it fails
+    /// ([`ApplyError::Storage`]) and nothing of it remains, in memory or on disk.
+    pub(crate) async fn settled(self) -> Result<T, ApplyError<E>> {
+        let Some(durable) = self.durable else {
+            return self.result;
+        };
+        let written = durable.wait().await;
+        self.service.latency.observe(self.started.elapsed());
+        if let Err(cause) = written {
+            return Err(ApplyError::Storage(cause.to_string()));
+        }
+        // The announcements of this batch go out before the caller answers.
+        self.service.flush_pending();
+        self.result
+    }
 }
 
 thread_local! {
@@ -88,10 +122,16 @@ pub struct HoldService {
     expired_here: std::sync::atomic::AtomicU64,
     /// Availability snapshots waiting for their broadcast, in the order of the states.
     pending: Mutex<Vec<Availability>>,
-    /// The store never waits on a disk: mutations may run on the async runtime.
-    inline: bool,
     /// Held for a whole flush (see `flush_pending`).
     flushing: Mutex<()>,
+}
+
+impl Drop for HoldService {
+    fn drop(&mut self) {
+        if let Authority::Local(local) = &self.authority {
+            local.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for HoldService {
@@ -214,14 +254,22 @@ impl HoldService {
             }
         };
         let inline = !store.waits_on_disk();
-        Ok(Self::with_authority(
-            Authority::Local(Mutex::new(Inner { state, store })),
+        let (local, committer) = Local::new(state, store, inline);
+        let service = Self::with_authority(
+            Authority::Local(local.clone()),
             clock,
-            inline,
-            config,
+            config.clone(),
             hub,
             coalesce_window,
-        ))
+        );
+        if let Some(store) = committer {
+            local
+                .spawn_committer(Arc::downgrade(&service), store, config)
+                .map_err(|e| {
+                    ServiceError::Storage(format!("cannot start the hold store writer: {e}"))
+                })?;
+        }
+        Ok(service)
     }
 
     /// A service whose authority is Redis, shared by every node. Nothing is awaited
@@ -237,9 +285,8 @@ impl HoldService {
     ) -> Arc<HoldService> {
         let config = store.config().clone();
         Self::with_authority(
-            Authority::Redis(Shared::new(store, catalog, liveness)),
+            Authority::Redis(Box::new(Shared::new(store, catalog, liveness))),
             Clock::Wall,
-            true,
             config,
             hub,
             coalesce_window,
@@ -249,7 +296,6 @@ impl HoldService {
     fn with_authority(
         authority: Authority,
         clock: Clock,
-        inline: bool,
         config: HoldConfig,
         hub: Arc<Hub>,
         coalesce_window: Duration,
@@ -257,7 +303,6 @@ impl HoldService {
         Arc::new(HoldService {
             authority,
             clock,
-            inline,
             hub,
             coalescer: Coalescer::new(coalesce_window),
             timer: Notify::new(),
@@ -304,8 +349,32 @@ impl HoldService {
         let (ev, cat) = (req.event_id, req.category_id);
         match &self.authority {
             Authority::Local(_) => {
-                let result = self.local(move |s, now| s.lock(req, now)).await;
-                (result, self.local_read(|s| s.availability(ev, cat)))
+                // The availability is read in the same step, so it is durable with the
+                // answer (a later read could show another operation's unwritten state).
+                let result = self
+                    .local(move |s, now| {
+                        let locked = s.lock(req, now);
+                        let after = s.availability(ev, cat);
+                        Ok::<_, Infallible>(match locked {
+                            Ok(out) => Outcome {
+                                value: (Ok(out.value), after),
+                                changes: out.changes,
+                                touched: out.touched,
+                            },
+                            Err(e) => Outcome {
+                                value: (Err(e), after),
+                                changes: Vec::new(),
+                                touched: Vec::new(),
+                            },
+                        })
+                    })
+                    .await;
+                match result {
+                    Ok((Ok(hold), after)) => (Ok(hold), after),
+                    Ok((Err(e), after)) => (Err(ApplyError::Rules(e)), after),
+                    Err(ApplyError::Storage(cause)) => (Err(ApplyError::Storage(cause)), None),
+                    Err(ApplyError::Rules(never)) => match never {},
+                }
             }
             Authority::Redis(shared) => {
                 let session = req.session_id.clone();
@@ -381,7 +450,7 @@ impl HoldService {
 
     /// Confirms a hold for an order.
     pub async fn confirm(self: &Arc<Self>, lock_id: &str) -> Result<Hold, ServiceError> {
-        Ok(self.confirm_typed(lock_id).await?)
+        Ok(self.confirm_typed(lock_id).await.settled().await?)
     }
 
     /// `order_completed`: the user's hold becomes sold seats (once per order id).
@@ -389,7 +458,11 @@ impl HoldService {
         self: &Arc<Self>,
         msg: &OrderMessage,
     ) -> Result<OrderEffect, ServiceError> {
-        Ok(self.order_typed(OrderKind::Completed, msg.clone()).await?)
+        Ok(self
+            .order_typed(OrderKind::Completed, msg.clone())
+            .await
+            .settled()
+            .await?)
     }
 
     /// `order_cancelled`: the user's hold is released (once per order id).
@@ -397,7 +470,11 @@ impl HoldService {
         self: &Arc<Self>,
         msg: &OrderMessage,
     ) -> Result<OrderEffect, ServiceError> {
-        Ok(self.order_typed(OrderKind::Cancelled, msg.clone()).await?)
+        Ok(self
+            .order_typed(OrderKind::Cancelled, msg.clone())
+            .await
+            .settled()
+            .await?)
     }
 
     /// `event_cancelled`: releases every live hold of the event.
@@ -405,7 +482,7 @@ impl HoldService {
         self: &Arc<Self>,
         event_id: i64,
     ) -> Result<Vec<Hold>, ServiceError> {
-        Ok(self.event_cancelled_typed(event_id).await?)
+        Ok(self.event_cancelled_typed(event_id).await.settled().await?)
     }
 
     /// `event-capacity-changed`.
@@ -418,26 +495,35 @@ impl HoldService {
     ) -> Result<Availability, ServiceError> {
         Ok(self
             .change_capacity_typed(event_id, category_id, total, available)
+            .await
+            .settled()
             .await?)
     }
 
-    /// [`HoldService::confirm`] with the rules' own error.
+    /// [`HoldService::confirm`] with the rules' own error. Applied when this returns
+    /// (in call order); the answer waits in [`Pending::settled`]. So do the other
+    /// `_typed` operations, which the broker consumer pipelines.
     pub(crate) async fn confirm_typed(
         self: &Arc<Self>,
         lock_id: &str,
-    ) -> Result<Hold, ApplyError<ConfirmError>> {
+    ) -> Pending<Hold, ConfirmError> {
         let lock_id = lock_id.to_owned();
         match &self.authority {
-            Authority::Local(_) => self.local(move |s, now| s.confirm(&lock_id, now)).await,
+            Authority::Local(_) => self.submit(move |s, now| s.confirm(&lock_id, now)),
             Authority::Redis(_) => {
                 let Some(ev) = super::redis_store::event_of_lock(&lock_id) else {
-                    return Err(ApplyError::Rules(ConfirmError::UnknownLock(lock_id)));
+                    return Pending::ready(
+                        self,
+                        Err(ApplyError::Rules(ConfirmError::UnknownLock(lock_id))),
+                    );
                 };
-                self.shared_op(ev, |store, now| async move {
-                    store.confirm(&lock_id, now).await
-                })
-                .await
-                .0
+                let result = self
+                    .shared_op(ev, |store, now| async move {
+                        store.confirm(&lock_id, now).await
+                    })
+                    .await
+                    .0;
+                Pending::ready(self, result)
             }
         }
     }
@@ -447,22 +533,21 @@ impl HoldService {
         self: &Arc<Self>,
         kind: OrderKind,
         msg: OrderMessage,
-    ) -> Result<OrderEffect, ApplyError<OrderError>> {
+    ) -> Pending<OrderEffect, OrderError> {
         match &self.authority {
-            Authority::Local(_) => {
-                self.local(move |s, _| match kind {
-                    OrderKind::Completed => s.order_completed(&msg),
-                    OrderKind::Cancelled => s.order_cancelled(&msg),
-                })
-                .await
-            }
+            Authority::Local(_) => self.submit(move |s, _| match kind {
+                OrderKind::Completed => s.order_completed(&msg),
+                OrderKind::Cancelled => s.order_cancelled(&msg),
+            }),
             Authority::Redis(_) => {
                 let ev = msg.event_id;
-                self.shared_op(ev, |store, now| async move {
-                    store.order(kind, &msg, now).await
-                })
-                .await
-                .0
+                let result = self
+                    .shared_op(ev, |store, now| async move {
+                        store.order(kind, &msg, now).await
+                    })
+                    .await
+                    .0;
+                Pending::ready(self, result)
             }
         }
     }
@@ -471,18 +556,19 @@ impl HoldService {
     pub(crate) async fn event_cancelled_typed(
         self: &Arc<Self>,
         event_id: i64,
-    ) -> Result<Vec<Hold>, ApplyError<Infallible>> {
+    ) -> Pending<Vec<Hold>, Infallible> {
         match &self.authority {
             Authority::Local(_) => {
-                self.local(move |s, _| Ok::<_, Infallible>(s.event_cancelled(event_id)))
-                    .await
+                self.submit(move |s, _| Ok::<_, Infallible>(s.event_cancelled(event_id)))
             }
             Authority::Redis(_) => {
-                self.shared_op(event_id, |store, now| async move {
-                    store.event_cancelled(event_id, now).await
-                })
-                .await
-                .0
+                let result = self
+                    .shared_op(event_id, |store, now| async move {
+                        store.event_cancelled(event_id, now).await
+                    })
+                    .await
+                    .0;
+                Pending::ready(self, result)
             }
         }
     }
@@ -494,20 +580,21 @@ impl HoldService {
         category_id: i64,
         total: u32,
         available: u32,
-    ) -> Result<Availability, ApplyError<CatalogError>> {
+    ) -> Pending<Availability, CatalogError> {
         match &self.authority {
             Authority::Local(_) => {
-                self.local(move |s, _| s.change_capacity(event_id, category_id, total, available))
-                    .await
+                self.submit(move |s, _| s.change_capacity(event_id, category_id, total, available))
             }
             Authority::Redis(_) => {
-                self.shared_op(event_id, |store, now| async move {
-                    store
-                        .change_capacity(event_id, category_id, total, available, now)
-                        .await
-                })
-                .await
-                .0
+                let result = self
+                    .shared_op(event_id, |store, now| async move {
+                        store
+                            .change_capacity(event_id, category_id, total, available, now)
+                            .await
+                    })
+                    .await
+                    .0;
+                Pending::ready(self, result)
             }
         }
     }
@@ -542,7 +629,7 @@ impl HoldService {
     /// The whole catalog.
     pub async fn catalog(&self) -> Result<Vec<Event>, ServiceError> {
         match &self.authority {
-            Authority::Local(inner) => Ok(inner.lock().state.catalog()),
+            Authority::Local(_) => self.read(State::catalog).await,
             Authority::Redis(shared) => shared.catalog().await,
         }
     }
@@ -550,7 +637,7 @@ impl HoldService {
     /// One event, `None` if unknown.
     pub async fn event(&self, event_id: i64) -> Result<Option<Event>, ServiceError> {
         match &self.authority {
-            Authority::Local(inner) => Ok(inner.lock().state.event(event_id)),
+            Authority::Local(_) => self.read(|s| s.event(event_id)).await,
             Authority::Redis(shared) => Ok(shared.event(event_id).await?.map(|(e, _)| e)),
         }
     }
@@ -561,7 +648,7 @@ impl HoldService {
         event_id: i64,
     ) -> Result<Option<Vec<Availability>>, ServiceError> {
         match &self.authority {
-            Authority::Local(inner) => Ok(inner.lock().state.event_availability(event_id)),
+            Authority::Local(_) => self.read(|s| s.event_availability(event_id)).await,
             Authority::Redis(shared) => Ok(shared
                 .event(event_id)
                 .await?
@@ -576,11 +663,13 @@ impl HoldService {
         event_id: i64,
     ) -> Result<Option<Vec<(Availability, Option<u64>)>>, ServiceError> {
         match &self.authority {
-            Authority::Local(inner) => Ok(inner
-                .lock()
-                .state
-                .event_availability(event_id)
-                .map(|all| all.into_iter().map(|a| (a, None)).collect())),
+            Authority::Local(_) => {
+                self.read(|s| {
+                    s.event_availability(event_id)
+                        .map(|all| all.into_iter().map(|a| (a, None)).collect())
+                })
+                .await
+            }
             Authority::Redis(shared) => Ok(shared
                 .event(event_id)
                 .await?
@@ -633,7 +722,7 @@ impl HoldService {
     /// The user's live holds, oldest first (on every node, with Redis).
     pub async fn holds_of_user(&self, user: &str) -> Result<Vec<Hold>, ServiceError> {
         match &self.authority {
-            Authority::Local(inner) => Ok(inner.lock().state.holds_of_user(user)),
+            Authority::Local(_) => self.read(|s| s.holds_of_user(user)).await,
             Authority::Redis(shared) => shared.holds_of_user(user).await,
         }
     }
@@ -642,16 +731,31 @@ impl HoldService {
     /// sweeper last summed them (at most a second old).
     pub fn stats(&self) -> Stats {
         match &self.authority {
-            Authority::Local(inner) => inner.lock().state.stats(),
+            Authority::Local(local) => local.inner.lock().state.stats(),
             Authority::Redis(shared) => shared.stats(),
         }
     }
 
-    fn local_read<T>(&self, f: impl FnOnce(&State) -> Option<T>) -> Option<T> {
-        match &self.authority {
-            Authority::Local(inner) => f(&inner.lock().state),
-            Authority::Redis(_) => None,
+    /// A read of the local state, answered once what it read is durable (a read never
+    /// shows a state a failed write could take back).
+    async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, ServiceError> {
+        let Authority::Local(local) = &self.authority else {
+            return Err(ServiceError::Storage("not a local hold store".into()));
+        };
+        let (value, durable) = {
+            let inner = local.inner.lock();
+            if let Some(cause) = inner.broken() {
+                return Err(ServiceError::Storage(cause.to_string()));
+            }
+            (f(&inner.state), inner.latest())
+        };
+        if let Some(durable) = durable {
+            durable
+                .wait()
+                .await
+                .map_err(|cause| ServiceError::Storage(cause.to_string()))?;
         }
+        Ok(value)
     }
 
     /// The `availability-update` payload of a category, stamped now.
@@ -673,63 +777,64 @@ impl HoldService {
 
     // ----- the local authority ---------------------------------------------------------
 
-    /// Runs a local mutation: inline with an in-memory store, on a blocking thread with
-    /// a file (the store fsyncs); the broadcasts it queued go out before this returns.
+    /// Runs a local mutation and answers once it is durable; the broadcasts it queued go
+    /// out before this returns.
     async fn local<T, E>(
         self: &Arc<Self>,
-        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E> + Send + 'static,
-    ) -> Result<T, ApplyError<E>>
-    where
-        T: Send + 'static,
-        E: Send + 'static,
-    {
-        let this = self.clone();
-        let (result, flush) = if self.inline {
-            // An in-memory store answers in microseconds: no blocking-pool round trip.
-            Self::deferring_flush(|| this.apply(op))
-        } else {
-            tokio::task::spawn_blocking(move || Self::deferring_flush(|| this.apply(op)))
-                .await
-                .unwrap_or_else(|_| {
-                    let e = ApplyError::Storage("hold operation panicked".into());
-                    (Err(e), true)
-                })
-        };
-        // The availability this change queued goes out before the caller answers.
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
+    ) -> Result<T, ApplyError<E>> {
+        self.submit(op).settled().await
+    }
+
+    /// Applies a local mutation now, in memory (callers apply in the order they call).
+    /// With an in-memory store it is also written now (one transaction); with a file its
+    /// changes join the open batch and the answer waits for the batch's commit.
+    fn submit<T, E>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
+    ) -> Pending<T, E> {
+        let started = Instant::now();
+        let ((result, durable), flush) = Self::deferring_flush(|| self.apply(op));
+        // What this change queued for now goes out before the caller answers (what waits
+        // for a batch goes out in `settled`).
         if flush {
             self.flush_pending();
         }
-        result
+        if durable.is_none() {
+            self.latency.observe(started.elapsed());
+        }
+        Pending {
+            service: self.clone(),
+            result,
+            durable,
+            started,
+        }
     }
 
-    /// Runs one local mutation: sweep expired holds, apply, make it durable, then queue
-    /// the broadcasts. If the store fails, the state is rebuilt from the store: nothing
-    /// changed.
+    /// Runs one local mutation: sweep expired holds, apply, record the changes (written
+    /// inline, or into the open batch), then queue the broadcasts. Answers the result and
+    /// the batch it depends on. If an inline write fails, the state is rebuilt from the
+    /// store: nothing changed.
     fn apply<T, E>(
         self: &Arc<Self>,
         op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
-    ) -> Result<T, ApplyError<E>> {
-        let started = Instant::now();
-        let result = self.apply_inner(op);
-        self.latency.observe(started.elapsed());
-        result
-    }
-
-    fn apply_inner<T, E>(
-        self: &Arc<Self>,
-        op: impl FnOnce(&mut State, i64) -> Result<Outcome<T>, E>,
-    ) -> Result<T, ApplyError<E>> {
-        let Authority::Local(lock) = &self.authority else {
-            return Err(ApplyError::Storage("not a local hold store".into()));
+    ) -> (Result<T, ApplyError<E>>, Option<Durable>) {
+        let Authority::Local(local) = &self.authority else {
+            let e = ApplyError::Storage("not a local hold store".into());
+            return (Err(e), None);
         };
         let now = self.clock.now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
-        let (result, queued) = {
-            let mut inner = lock.lock();
+        let (result, queued, durable) = {
+            let mut inner = local.inner.lock();
+            if let Some(cause) = inner.broken() {
+                return (Err(ApplyError::Storage(cause.to_string())), None);
+            }
             let swept = inner.state.expire_due(now);
             if !swept.changes.is_empty() {
-                self.persist(&mut inner, &swept.changes)
-                    .map_err(ApplyError::storage)?;
+                if let Err(e) = self.record(&mut inner, swept.changes, &swept.touched) {
+                    return (Err(ApplyError::storage(e)), None);
+                }
                 self.expired_here.fetch_add(
                     swept.value.len() as u64,
                     std::sync::atomic::Ordering::Relaxed,
@@ -738,9 +843,10 @@ impl HoldService {
             }
             let result = match op(&mut inner.state, now) {
                 Ok(out) => {
-                    if !out.changes.is_empty() {
-                        self.persist(&mut inner, &out.changes)
-                            .map_err(ApplyError::storage)?;
+                    if !out.changes.is_empty()
+                        && let Err(e) = self.record(&mut inner, out.changes, &out.touched)
+                    {
+                        return (Err(ApplyError::storage(e)), None);
                     }
                     touched.extend(out.touched);
                     Ok(out.value)
@@ -750,21 +856,35 @@ impl HoldService {
             touched.sort();
             touched.dedup();
             // Queued under the state lock: the queue's order is the order of the states.
-            let queued = self.queue_broadcasts(&inner, &touched);
-            (result, queued)
+            let queued = self.queue_broadcasts(&mut inner, &touched);
+            let durable = inner.latest();
+            if durable.is_some() {
+                local.notify();
+            }
+            (result, queued, durable)
         };
         self.timer.notify_one();
         if queued {
             self.schedule_flush();
         }
-        result
+        (result, durable)
     }
 
-    fn persist(&self, inner: &mut Inner, changes: &[tickets::Change]) -> Result<(), ServiceError> {
-        if let Err(e) = inner.store.apply(changes) {
+    /// Makes one operation's changes durable: written now by an inline store (on failure
+    /// the state is reloaded from it), or added to the open batch.
+    fn record(
+        &self,
+        inner: &mut Inner,
+        changes: Vec<tickets::Change>,
+        touched: &[CategoryKey],
+    ) -> Result<(), ServiceError> {
+        let Some(store) = inner.store.as_mut() else {
+            inner.record(changes, touched);
+            return Ok(());
+        };
+        if let Err(e) = store.apply(&changes) {
             tracing::error!(error = %e, "hold store write failed; reloading state from the store");
-            let reloaded = inner
-                .store
+            let reloaded = store
                 .load()
                 .ok()
                 .flatten()
@@ -779,16 +899,12 @@ impl HoldService {
 
     /// Decides, per changed category, to broadcast now (its availability is queued) or
     /// later (coalesced). Called under the state lock; true when the queue was empty.
-    fn queue_broadcasts(self: &Arc<Self>, inner: &Inner, keys: &[CategoryKey]) -> bool {
+    fn queue_broadcasts(self: &Arc<Self>, inner: &mut Inner, keys: &[CategoryKey]) -> bool {
         let mut first = false;
         for key in keys {
             match self.coalescer.touch(*key, Instant::now()) {
                 Decision::SendNow => {
-                    if let Some(a) = inner.state.availability(key.event_id, key.category_id) {
-                        let mut pending = self.pending.lock();
-                        first |= pending.is_empty();
-                        pending.push(a);
-                    }
+                    first |= self.announce(inner, *key);
                 }
                 Decision::Later {
                     delay,
@@ -804,14 +920,7 @@ impl HoldService {
                                 this.broadcast(key);
                             });
                         }
-                        Err(_) => {
-                            if let Some(a) = inner.state.availability(key.event_id, key.category_id)
-                            {
-                                let mut pending = self.pending.lock();
-                                first |= pending.is_empty();
-                                pending.push(a);
-                            }
-                        }
+                        Err(_) => first |= self.announce(inner, key),
                     }
                 }
                 Decision::Later {
@@ -822,25 +931,58 @@ impl HoldService {
         first
     }
 
-    /// Queues the current availability of a category and sends it.
-    fn broadcast(self: &Arc<Self>, key: CategoryKey) {
-        {
-            let Authority::Local(lock) = &self.authority else {
-                return;
-            };
-            let inner = lock.lock();
-            let Some(a) = inner.state.availability(key.event_id, key.category_id) else {
-                return;
-            };
-            self.pending.lock().push(a);
+    /// Queues a category's current availability: in the open batch if some of the state
+    /// it shows is not yet durable (the committer queues it after the commit), else for
+    /// the next flush. True when the flush queue was empty.
+    fn announce(&self, inner: &mut Inner, key: CategoryKey) -> bool {
+        let Some(a) = inner.state.availability(key.event_id, key.category_id) else {
+            return false;
+        };
+        if inner.announce_later(a) {
+            return false;
         }
-        self.flush_pending();
+        let mut pending = self.pending.lock();
+        let first = pending.is_empty();
+        pending.push(a);
+        first
     }
 
-    /// Mutations run on blocking threads (the store may fsync). Fanning out from there
-    /// would wake every recipient's task from outside the runtime (a cross-thread wake
-    /// per delivery); instead one task on the runtime does the fan-out, so recipients
-    /// are woken runtime-locally. Outside a runtime (tests, tools) it happens inline.
+    /// Queues availabilities for the next flush, in order (the committer's: a batch is
+    /// durable, or failed and these are the categories' states on disk).
+    pub(super) fn queue_announcements(&self, items: impl Iterator<Item = Availability>) {
+        self.pending.lock().extend(items);
+    }
+
+    /// Flushes on `runtime` (recipients are woken runtime-locally), or here without one.
+    pub(super) fn flush_on(self: Arc<Self>, runtime: Option<&tokio::runtime::Handle>) {
+        match runtime {
+            Some(rt) => {
+                rt.spawn(async move { self.flush_pending() });
+            }
+            None => self.flush_pending(),
+        }
+    }
+
+    /// Queues the current availability of a category and sends it (once durable).
+    fn broadcast(self: &Arc<Self>, key: CategoryKey) {
+        let Authority::Local(local) = &self.authority else {
+            return;
+        };
+        let now = {
+            let mut inner = local.inner.lock();
+            self.announce(&mut inner, key);
+            inner.latest().is_none()
+        };
+        local.notify();
+        if now {
+            self.flush_pending();
+        }
+    }
+
+    /// Fans out what a change with no waiting caller queued (a coalesced broadcast) on a
+    /// runtime task, so recipients are woken runtime-locally; inside
+    /// [`HoldService::deferring_flush`] the caller does it. Outside a runtime (tests,
+    /// tools) it happens inline.
     fn schedule_flush(self: &Arc<Self>) {
         if DEFERRED.with(|d| d.get().is_some()) {
             DEFERRED.with(|d| d.set(Some(true)));
@@ -855,7 +997,7 @@ impl HoldService {
         }
     }
 
-    /// Runs `f` (on a blocking thread) with the fan-out of the broadcasts it queues left
+    /// Runs `f` with the fan-out of the broadcasts it queues left
     /// to the caller: true when the caller must call [`HoldService::flush_pending`].
     fn deferring_flush<T>(f: impl FnOnce() -> T) -> (T, bool) {
         let before = DEFERRED.with(|d| d.replace(Some(false)));
@@ -889,13 +1031,14 @@ impl HoldService {
     }
 
     fn availability_changed(self: &Arc<Self>, key: CategoryKey) {
-        let Authority::Local(lock) = &self.authority else {
+        let Authority::Local(local) = &self.authority else {
             return;
         };
         let queued = {
-            let inner = lock.lock();
-            self.queue_broadcasts(&inner, &[key])
+            let mut inner = local.inner.lock();
+            self.queue_broadcasts(&mut inner, &[key])
         };
+        local.notify();
         if queued {
             self.schedule_flush();
         }
@@ -1089,11 +1232,11 @@ impl HoldService {
         if let Authority::Redis(_) = &self.authority {
             return super::shared::run(self, stop).await;
         }
-        let Authority::Local(lock) = &self.authority else {
+        let Authority::Local(local) = &self.authority else {
             return;
         };
         loop {
-            let next = lock.lock().state.next_deadline();
+            let next = local.inner.lock().state.next_deadline();
             let wait = match next {
                 Some(d) => Duration::from_millis((d - self.clock.now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
