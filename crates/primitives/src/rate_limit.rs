@@ -29,9 +29,18 @@ pub struct Bucket {
     last_ms: u64,
 }
 
+/// The buckets' time origin, an hour before the first bucket: a bucket's time is an
+/// offset from it, so it must precede every `now` a bucket can see. Under tokio's paused
+/// clock `now` is a virtual time, which can be earlier than a real time another thread
+/// read first; an origin an hour back keeps every such `now` after it (a bucket that
+/// read 0 twice would never refill).
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(std::time::Duration::from_secs(3600))
+            .unwrap_or(now)
+    })
 }
 
 impl Bucket {
