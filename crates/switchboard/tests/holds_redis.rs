@@ -526,6 +526,22 @@ async fn an_outage_refuses_holds_and_a_restart_keeps_confirmed_ones() {
     a.stop();
 }
 
+/// A store under `prefix` with the one-category event of ten seats seeded, and the time
+/// it was seeded at.
+async fn store_with_ten_seats(
+    conn: &redis::aio::ConnectionManager,
+    prefix: &str,
+) -> (RedisHolds, i64) {
+    let store = RedisHolds::new(conn.clone(), prefix, "a", HoldConfig::default());
+    let now = switchboard::tickets::now_ms();
+    let seeded = store
+        .upsert_event(&catalog(10)[0], true, now)
+        .await
+        .expect("redis");
+    assert_eq!(seeded.value.ok(), Some(true));
+    (store, now)
+}
+
 /// A refused lock answers its category's availability from the same script (the answer's
 /// `availableTickets`), unchanged and not to be announced: no second script per refusal.
 #[tokio::test]
@@ -534,13 +550,7 @@ async fn a_refused_lock_reads_its_category_in_the_same_script() {
         return;
     };
     let p = prefix("observed");
-    let store = RedisHolds::new(conn.clone(), &p, "a", HoldConfig::default());
-    let now = switchboard::tickets::now_ms();
-    let seeded = store
-        .upsert_event(&catalog(10)[0], true, now)
-        .await
-        .expect("redis");
-    assert_eq!(seeded.value.ok(), Some(true));
+    let (store, now) = store_with_ten_seats(&conn, &p).await;
     let granted = store.lock(&req(1, 8), now).await.expect("redis");
     assert!(granted.value.is_ok(), "{granted:?}");
     let [(after, version)] = granted.effects.availability[..] else {
@@ -582,13 +592,7 @@ async fn an_events_operations_run_in_submission_order_in_batches() {
         return;
     };
     let p = prefix("batch");
-    let store = RedisHolds::new(conn.clone(), &p, "a", HoldConfig::default());
-    let now = switchboard::tickets::now_ms();
-    let seeded = store
-        .upsert_event(&catalog(10)[0], true, now)
-        .await
-        .expect("redis");
-    assert_eq!(seeded.value.ok(), Some(true));
+    let (store, now) = store_with_ten_seats(&conn, &p).await;
     let mut one_session = req(1, 2);
     one_session.user_id = "u1".into();
     let mut other_user = req(2, 3);
