@@ -1,10 +1,12 @@
 // A client of Switchboard written against the generated types: the `/chat` and
-// `/realtime` events it listens for, the acks it awaits, and the HTTP API it calls.
+// `/realtime` events it sends (ChatRequests, RealtimeRequests, WsChatAction) and listens
+// for, the acks it awaits, and the HTTP API it calls.
 // CI type-checks it (`npm run check`) against generated/, so a change of a payload's
 // Rust type that breaks a client breaks this file first.
 import type {
   AvailabilityUpdate,
   ChatMessage,
+  ChatRequests,
   ChatRefusal,
   ErrorBody,
   HistoryPage,
@@ -18,10 +20,12 @@ import type {
   PublishRequest,
   Published,
   ReadReceipt,
+  RealtimeRequests,
   RoomInfo,
   Sent,
   UserInRoom,
   UserPresence,
+  WsChatAction,
 } from "./generated/index";
 
 /** What `/chat` sends, by event name. */
@@ -49,11 +53,17 @@ export interface RealtimeEvents {
   "order-cancelled": (o: OrderOutcome) => void;
 }
 
-/** The part of a socket.io-client `Socket` this example needs. */
-export interface TypedSocket<Events> {
+/** The part of a socket.io-client `Socket` this example needs: what it hears
+ * (`Events`), and what it may send, each event with its argument (`Requests`). */
+export interface TypedSocket<Events, Requests> {
   on<E extends keyof Events & string>(event: E, listener: Events[E]): unknown;
-  emitWithAck(event: string, ...args: unknown[]): Promise<unknown>;
+  emitWithAck<E extends keyof Requests & string>(event: E, data: Requests[E]): Promise<unknown>;
 }
+
+/** A `/chat` socket. */
+export type ChatSocket = TypedSocket<ChatEvents, ChatRequests>;
+/** A `/realtime` socket. */
+export type RealtimeSocket = TypedSocket<RealtimeEvents, RealtimeRequests>;
 
 /** A room's state as a chat page keeps it. */
 export class ChatRoom {
@@ -62,7 +72,7 @@ export class ChatRoom {
   readonly presence = new Map<string, PresenceUpdate>();
 
   constructor(
-    private readonly socket: TypedSocket<ChatEvents>,
+    private readonly socket: ChatSocket,
     readonly roomId: string,
   ) {
     socket.on("message", (m) => {
@@ -92,6 +102,29 @@ export class ChatRoom {
     return (await this.socket.emitWithAck("join", { roomId: this.roomId })) as JoinAck;
   }
 
+  /** `typing` takes the room id alone too. */
+  startTyping(): Promise<unknown> {
+    return this.socket.emitWithAck("typing", this.roomId);
+  }
+
+  /** The page before message `before`, newest last. */
+  async older(before: string): Promise<HistoryPage> {
+    const page = await this.socket.emitWithAck("history", { roomId: this.roomId, before, limit: 50 });
+    return page as HistoryPage;
+  }
+
+  markRead(messageId: string): Promise<unknown> {
+    return this.socket.emitWithAck("read", { roomId: this.roomId, messageId });
+  }
+
+  away(): Promise<unknown> {
+    return this.socket.emitWithAck("presence:update", { status: "away" });
+  }
+
+  heartbeat(): Promise<unknown> {
+    return this.socket.emitWithAck("presence:heartbeat", null);
+  }
+
   /** Sends with a client id, so a retry after a reconnect never duplicates. */
   async send(content: string, clientMsgId: string): Promise<ChatMessage> {
     const ack = (await this.socket.emitWithAck("message", {
@@ -111,6 +144,20 @@ export class ChatRoom {
     return ack.message;
   }
 }
+
+/** Holds seats on `/realtime` (ids as numbers or numeric strings). */
+export async function hold(socket: RealtimeSocket, eventId: number, categoryId: number): Promise<LockAnswer> {
+  await socket.emitWithAck("join-event-room", { eventId });
+  const ack = await socket.emitWithAck("lock-tickets", { eventId, categoryId: String(categoryId), quantity: 2 });
+  return ack as LockAnswer;
+}
+
+/** A `/ws` chat action as a frame: the event's fields beside `action`, and an `ack` id. */
+export function wsFrame(action: WsChatAction, ack?: number): string {
+  return JSON.stringify(ack === undefined ? action : { ...action, ack });
+}
+export const wsTyping = wsFrame({ action: "typing", roomId: "r" });
+export const wsSend = wsFrame({ action: "message", roomId: "r", content: "hi", clientMsgId: "c2" }, 1);
 
 /** The HTTP API with an API key. */
 export class Api {
@@ -175,3 +222,25 @@ export const badStatus: ChatMessage = { ...sample, status: "seen" };
 export const badType: PostMessage = { content: "x", type: "video" };
 // @ts-expect-error: ids are strings on the wire
 export const badId: ChatMessage = { ...sample, id: 7 };
+
+// What clients send, refused by the types as the server refuses it:
+declare const chat: ChatSocket;
+declare const realtime: RealtimeSocket;
+// @ts-expect-error: a message needs content
+void chat.emitWithAck("message", { roomId: "r" });
+// @ts-expect-error: `system` messages come only from the HTTP API
+void chat.emitWithAck("message", { roomId: "r", content: "x", type: "system" });
+// @ts-expect-error: a read names the message (messageId), not only the room
+void chat.emitWithAck("read", { roomId: "r" });
+// @ts-expect-error: `message` takes an object, not the room id alone (only join, leave and typing do)
+void chat.emitWithAck("message", "r");
+// @ts-expect-error: offline is not a status a user chooses
+void chat.emitWithAck("presence:update", { status: "offline" });
+// @ts-expect-error: owners are made by creating a room, not by room:role
+void chat.emitWithAck("room:role", { roomId: "r", userId: "bob", role: "owner" });
+// @ts-expect-error: no such event
+void chat.emitWithAck("mesage", { roomId: "r", content: "x" });
+// @ts-expect-error: lock-tickets needs a quantity
+void realtime.emitWithAck("lock-tickets", { eventId: 1, categoryId: 2 });
+// @ts-expect-error: on /ws a room is always {roomId}
+export const badWs: WsChatAction = { action: "join", room: "r" };

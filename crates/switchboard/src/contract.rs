@@ -1,11 +1,13 @@
-//! The typed contract: the TypeScript declarations of every payload a client sends to
-//! the HTTP API or receives (tickets, chat, presence, publish API), generated from the
+//! The typed contract: the TypeScript declarations of every payload a client sends (to
+//! `/realtime`, `/chat`, `/ws` chat actions, the HTTP API) or receives (tickets, chat,
+//! presence, publish API), generated from the
 //! Rust types the server serializes with `ts-rs`. `clients/typescript/` holds the output,
 //! checked in; `tests/typescript.rs` regenerates it (a plain `cargo test`), and CI fails
 //! when that changed a file (`scripts/test`).
 //!
 //! Never: a type of its own. Each type lives beside the code that sends it (`chat::wire`,
-//! `tickets::wire`, `api`, `chat::api`); this module only lists them.
+//! `tickets::wire`, `api`, `chat::api`; what clients send in `chat::requests` and
+//! `tickets::requests`); this module only lists them.
 
 use std::path::Path;
 
@@ -28,6 +30,8 @@ pub fn export_typescript(dir: &Path) -> Result<(), ExportError> {
     tickets::ErrorEvent::export_all(&cfg)?;
     tickets::AvailabilityUpdate::export_all(&cfg)?;
     tickets::OrderOutcome::export_all(&cfg)?;
+    // /realtime: what clients send (event name -> argument).
+    crate::tickets::requests::RealtimeRequests::export_all(&cfg)?;
     // /chat, /ws chat actions, SSE: events and acks.
     chat::ChatMessage::export_all(&cfg)?;
     chat::RoomInfo::export_all(&cfg)?;
@@ -50,6 +54,9 @@ pub fn export_typescript(dir: &Path) -> Result<(), ExportError> {
     chat::RoomsAck::export_all(&cfg)?;
     chat::RoomCreated::export_all(&cfg)?;
     chat::Kicked::export_all(&cfg)?;
+    // /chat and /ws chat actions: what clients send.
+    crate::chat::requests::ChatRequests::export_all(&cfg)?;
+    crate::chat::requests::WsChatAction::export_all(&cfg)?;
     // HTTP: presence, chat messages, the publish API.
     chat::UserPresence::export_all(&cfg)?;
     crate::chat::api::PostMessage::export_all(&cfg)?;

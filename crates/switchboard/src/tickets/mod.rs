@@ -11,6 +11,7 @@ mod commit;
 mod events_source;
 mod redis_batch;
 pub mod redis_store;
+pub mod requests;
 mod service;
 mod shared;
 mod store;
