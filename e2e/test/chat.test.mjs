@@ -641,4 +641,97 @@ describe("chat across two nodes (PostgreSQL and Redis)", { skip: skip() }, () =>
     await agree([b], carl, "offline"); // carl was only on the dead node too
     await bob.next("user_left", (d) => d.userId === carl);
   });
+
+  it("typing throttle, the quiet typer's stop and away are fleet-wide", { timeout: 60000 }, async (t) => {
+    const dbUrl = pgSchema(t);
+    const redis = await startRedis();
+    t.after(() => redis.close());
+    const extra = ["--set", `database_url=${dbUrl}`, "--set", "presence_idle_secs=2"];
+    const a = await startNode(redis, "chat-p", extra);
+    t.after(() => a.stop());
+    const b = await startNode(redis, "chat-q", extra);
+    t.after(() => b.stop());
+    await waitFleet([a, b]);
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+    const id = uniq("t");
+    const ana = `ana-${id}`;
+    const anaA = await chatClient(t, ana, a.url);
+    const anaB = await chatClient(t, ana, b.url);
+    const bob = await chatClient(t, `bob-${id}`, b.url);
+    const carl = await chatClient(t, `carl-${id}`, a.url);
+    const roomId = uniq("tf");
+    const created = await anaA.ask("room:create", { roomId, members: [bob.userId, carl.userId, `eve-${id}`] });
+    assert.equal(created.success, true, JSON.stringify(created));
+    for (const c of [anaA, anaB, bob, carl]) assert.equal((await c.ask("join", roomId)).success, true);
+    /** A message from carl that everyone has seen: whatever came before it has arrived. */
+    let barriers = 0;
+    const barrier = async () => {
+      const content = `barrier ${++barriers}`;
+      await carl.ask("message", { roomId, content });
+      await Promise.all([bob, anaA].map((c) => c.next("message", (m) => m.content === content)));
+    };
+    const typed = (c, event) => count(c, event, (d) => d.userId === ana && d.roomId === roomId);
+
+    // Typing on node a, then on node b within 2 s: relayed once, on both nodes; b's is refused.
+    assert.equal((await anaA.ask("typing:start", { roomId })).success, true);
+    const second = await anaB.ask("typing:start", { roomId });
+    assert.deepEqual([second.success, /throttled/i.test(second.error)], [false, true], JSON.stringify(second));
+    await bob.next("typing:start", (d) => d.userId === ana);
+    await barrier();
+    assert.deepEqual([typed(bob, "typing:start"), typed(carl, "typing:start")], [1, 1], "one relay fleet-wide");
+    // Quiet for 5 s: one typing:stop (from the node that relayed), not one per node.
+    await bob.next("typing:stop", (d) => d.userId === ana, 8000);
+    await sleep(1000);
+    await barrier();
+    assert.deepEqual([typed(bob, "typing:stop"), typed(carl, "typing:stop")], [1, 1], "one stop fleet-wide");
+
+    // Typing on a, then on b after the window: b relays; the stop still comes once
+    // (from b, the last to relay; a stays quiet).
+    await anaA.ask("typing", roomId);
+    await sleep(2200);
+    assert.equal((await anaB.ask("typing", roomId)).success, true, "the window is over");
+    await bob.next("typing:stop", (d) => d.userId === ana, 8000);
+    await sleep(1000);
+    await barrier();
+    assert.deepEqual([typed(bob, "typing"), typed(bob, "typing:stop")], [2, 2]);
+    // A client's stop on another node than the one that relayed: one stop, and none later.
+    await anaA.ask("typing:start", roomId);
+    await bob.next("typing:start", (d) => d.userId === ana && typed(bob, "typing:start") === 2);
+    const stop = await anaB.ask("typing:stop", roomId);
+    assert.equal(stop.success, true);
+    await bob.next("typing:stop", (d) => d.userId === ana && typed(bob, "typing:stop") === 3);
+    await sleep(5500);
+    await barrier();
+    assert.equal(typed(bob, "typing:stop"), 3, "node a's quiet timer sent no second stop");
+
+    // eve (connected to both nodes now) active on b only (heartbeats), idle on a, for
+    // 2.5 idle periods: never away. (ana went away during the typing, unwatched.)
+    const eve = `eve-${id}`;
+    const eveA = await chatClient(t, eve, a.url);
+    const eveB = await chatClient(t, eve, b.url);
+    const awayOf = (c) => count(c, "presence:update", (p) => p.userId === eve && p.status === "away");
+    const busy = setInterval(() => eveB.socket.emit("presence:heartbeat"), 300);
+    t.after(() => clearInterval(busy));
+    await sleep(5000);
+    clearInterval(busy);
+    await barrier();
+    assert.deepEqual([awayOf(bob), awayOf(carl)], [0, 0], "active on b: node a did not announce away");
+    // Idle on both: away, once.
+    await bob.next("presence:update", (p) => p.userId === eve && p.status === "away", 8000);
+    await sleep(2000);
+    await barrier();
+    assert.deepEqual([awayOf(bob), awayOf(carl)], [1, 1], "away once fleet-wide");
+    // Back on a: online once (b, which had her away too, does not announce it again).
+    await eveA.ask("presence:heartbeat");
+    await bob.next("presence:update", (p) => p.userId === eve && p.status === "online" && awayOf(bob) === 1);
+    await eveB.ask("presence:heartbeat");
+    await sleep(500);
+    await barrier();
+    const onlineAfterAway = (c) => {
+      const i = c.seen.findIndex((s) => s.event === "presence:update" && s.data.userId === eve && s.data.status === "away");
+      return c.seen.slice(i).filter((s) => s.event === "presence:update" && s.data.userId === eve && s.data.status === "online").length;
+    };
+    assert.equal(onlineAfterAway(bob), 1, "back once");
+  });
 });

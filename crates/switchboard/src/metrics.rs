@@ -612,6 +612,16 @@ fn chat_families(f: &mut Family<'_>, c: &crate::chat::metrics::ChatMetrics) {
         load(&c.typing_throttled),
     );
     f.head(
+        "switchboard_chat_fleet_fallback_total",
+        "counter",
+        "Cluster mode: typing throttles, typing stops and away/online decisions a node made alone because Redis failed or did not answer within 250 ms.",
+    );
+    f.sample(
+        "switchboard_chat_fleet_fallback_total",
+        &[],
+        load(&c.fleet_fallback),
+    );
+    f.head(
         "switchboard_chat_store_seconds",
         "histogram",
         "Storing a chat message: the checked insert, durable before the ack.",

@@ -8,9 +8,10 @@
 //! - book `chat-online`, pairs (`online`, user): `presence:update online` when a user's
 //!   first chat connection anywhere opens, `offline` (with last seen stored) when their
 //!   last one closes or its node dies;
-//! - a hash `<prefix>-sb:chat-status`, user -> `status lastSeen`, written with every
-//!   presence announcement, so `GET /api/presence` on any node tells a user connected to
-//!   another one;
+//! - a hash `<prefix>-sb:chat-status`, user -> `status lastSeen` (`away lastSeen chosen`
+//!   for a user who chose away), written with every presence announcement, so
+//!   `GET /api/presence` on any node tells a user connected to another one;
+//! - the typing throttle, the quiet typer's stop and the idle timer (`fleet_live`);
 //! - the signal `chat-kick`: a member removed on one node leaves the room on every node.
 //!
 //! Never: the rules (`service`), local bookkeeping (`live`).
@@ -21,6 +22,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
+use super::fleet_live::FleetLive;
 use super::live::Status;
 use crate::cluster::{Cluster, PresenceBook};
 
@@ -45,6 +47,7 @@ pub(crate) struct Fleet {
     pub(crate) rooms: Arc<PresenceBook>,
     pub(crate) online: Arc<PresenceBook>,
     pub(crate) cluster: Arc<Cluster>,
+    pub(crate) live: FleetLive,
     con: ConnectionManager,
     status_key: String,
 }
@@ -55,17 +58,31 @@ impl Fleet {
         rooms: Arc<PresenceBook>,
         online: Arc<PresenceBook>,
     ) -> Fleet {
+        let status_key = format!("{}-sb:chat-status", cluster.prefix());
         Fleet {
             rooms,
             online,
+            live: FleetLive::new(
+                cluster.connection(),
+                cluster.prefix(),
+                cluster.node_id(),
+                &status_key,
+            ),
             con: cluster.connection(),
-            status_key: format!("{}-sb:chat-status", cluster.prefix()),
+            status_key,
             cluster,
         }
     }
 
-    /// Records a user's announced status (`offline`: forgets it).
-    pub(crate) async fn set_status(&self, user: &str, status: Status, last_seen: i64) {
+    /// Records a user's announced status (`offline`: forgets it; `chosen`: an away the
+    /// user chose, which activity does not end).
+    pub(crate) async fn set_status(
+        &self,
+        user: &str,
+        status: Status,
+        last_seen: i64,
+        chosen: bool,
+    ) {
         let mut con = self.con.clone();
         let write = async {
             if status == Status::Offline {
@@ -78,7 +95,11 @@ impl Fleet {
                 redis::cmd("HSET")
                     .arg(&self.status_key)
                     .arg(user)
-                    .arg(format!("{} {last_seen}", status.as_str()))
+                    .arg(if chosen && status == Status::Away {
+                        format!("away {last_seen} chosen")
+                    } else {
+                        format!("{} {last_seen}", status.as_str())
+                    })
                     .query_async::<()>(&mut con)
                     .await
             }
@@ -120,6 +141,7 @@ impl Fleet {
 
 fn parse(s: &str) -> Option<(Status, i64)> {
     let (status, at) = s.split_once(' ')?;
+    let at = at.strip_suffix(" chosen").unwrap_or(at);
     let status = match status {
         "online" => Status::Online,
         "away" => Status::Away,
@@ -141,6 +163,7 @@ mod tests {
     fn statuses_parse() {
         assert_eq!(parse("online 5"), Some((Status::Online, 5)));
         assert_eq!(parse("away 7"), Some((Status::Away, 7)));
+        assert_eq!(parse("away 8 chosen"), Some((Status::Away, 8)));
         for bad in ["offline 5", "online", "online x", ""] {
             assert_eq!(parse(bad), None, "{bad}");
         }

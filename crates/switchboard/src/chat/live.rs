@@ -65,11 +65,16 @@ struct UserLive {
     chosen_away: bool,
     active: Instant,
     last_seen_ms: i64,
+    /// Cluster mode: when this node last wrote the user's activity to the fleet.
+    touched: Option<Instant>,
 }
 
 struct Typing {
-    relayed: Instant,
-    quiet_at: Instant,
+    /// No start is relayed before this (this node's relay, or the fleet's).
+    until: Instant,
+    /// When this node relayed the last start: the user's typing stops then unless they
+    /// type again. `None`: another node relayed it (cluster mode), and stops it.
+    quiet_at: Option<Instant>,
 }
 
 /// What a typing event does.
@@ -128,6 +133,7 @@ impl Live {
             chosen_away: false,
             active: now,
             last_seen_ms: now_ms,
+            touched: None,
         });
         u.conns += 1;
         u.active = now;
@@ -145,7 +151,7 @@ impl Live {
         };
         for room in c.rooms {
             if self.leave_room(&room, &user) {
-                if self.typing.remove(&(room.clone(), user.clone())).is_some() {
+                if self.stop_typing(&room, &user) {
                     gone.typing_stopped.push(room.clone());
                 }
                 gone.left.push(room);
@@ -213,8 +219,16 @@ impl Live {
         if !self.leave_room(room, &user) {
             return (false, false);
         }
-        let typing = self.typing.remove(&(room.to_owned(), user)).is_some();
+        let typing = self.stop_typing(room, &user);
         (true, typing)
+    }
+
+    /// Forgets the user's typing in the room; true when this node relayed it (its stop
+    /// is this node's to send).
+    fn stop_typing(&mut self, room: &str, user: &str) -> bool {
+        self.typing
+            .remove(&(room.to_owned(), user.to_owned()))
+            .is_some_and(|t| t.quiet_at.is_some())
     }
 
     /// Whether this connection is in the room.
@@ -258,31 +272,50 @@ impl Live {
         now: Instant,
         t: &Timing,
     ) -> TypingOutcome {
-        let key = (room.to_owned(), user.to_owned());
         if !start {
-            return match self.typing.remove(&key) {
-                Some(_) => TypingOutcome::Relay,
-                None => TypingOutcome::Idle,
+            return if self.stop_typing(room, user) {
+                TypingOutcome::Relay
+            } else {
+                TypingOutcome::Idle
             };
         }
-        match self.typing.get_mut(&key) {
-            Some(ty) if now < ty.relayed + t.typing_throttle => TypingOutcome::Throttled,
-            Some(ty) => {
-                ty.relayed = now;
-                ty.quiet_at = now + t.typing_quiet;
-                TypingOutcome::Relay
-            }
-            None => {
-                self.typing.insert(
-                    key,
-                    Typing {
-                        relayed: now,
-                        quiet_at: now + t.typing_quiet,
-                    },
-                );
-                TypingOutcome::Relay
-            }
+        if !self.may_relay(room, user, now) {
+            return TypingOutcome::Throttled;
         }
+        self.relayed(room, user, now, t);
+        TypingOutcome::Relay
+    }
+
+    /// Whether a typing start now is outside the throttle window this node knows of.
+    pub fn may_relay(&self, room: &str, user: &str, now: Instant) -> bool {
+        self.typing
+            .get(&(room.to_owned(), user.to_owned()))
+            .is_none_or(|ty| now >= ty.until)
+    }
+
+    /// This node relays a typing start now: throttled for `typing_throttle`, stopped
+    /// after `typing_quiet` unless the user types again.
+    pub fn relayed(&mut self, room: &str, user: &str, now: Instant, t: &Timing) {
+        self.typing.insert(
+            (room.to_owned(), user.to_owned()),
+            Typing {
+                until: now + t.typing_throttle,
+                quiet_at: Some(now + t.typing_quiet),
+            },
+        );
+    }
+
+    /// Another node relayed the user's typing within the throttle window, which runs
+    /// `left` longer: nothing relayed here until then (cluster mode).
+    pub fn throttled_elsewhere(&mut self, room: &str, user: &str, now: Instant, left: Duration) {
+        let ty = self
+            .typing
+            .entry((room.to_owned(), user.to_owned()))
+            .or_insert(Typing {
+                until: now,
+                quiet_at: None,
+            });
+        ty.until = now + left;
     }
 
     /// The user did something; true when that brings them back from an automatic away.
@@ -312,6 +345,43 @@ impl Live {
         changed
     }
 
+    /// Cluster mode: the fleet saw the user active at `active` (`at_ms`) on another node,
+    /// so the away this node's clock decided is withdrawn (never announced).
+    pub fn active_elsewhere(&mut self, user: &str, active: Instant, at_ms: i64) {
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
+        if active > u.active {
+            u.active = active;
+        }
+        u.last_seen_ms = u.last_seen_ms.max(at_ms);
+        if u.status == Status::Away && !u.chosen_away {
+            u.status = Status::Online;
+        }
+    }
+
+    /// Cluster mode: the fleet has the user away by their choice (made on another node):
+    /// activity here does not end it either.
+    pub fn chosen_elsewhere(&mut self, user: &str) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.status = Status::Away;
+            u.chosen_away = true;
+        }
+    }
+
+    /// Cluster mode: whether the user's activity is due to be written to the fleet (at
+    /// most once per `every`); marks it written.
+    pub fn touch_due(&mut self, user: &str, now: Instant, every: Duration) -> bool {
+        let Some(u) = self.users.get_mut(user) else {
+            return false;
+        };
+        if u.touched.is_some_and(|at| now < at + every) {
+            return false;
+        }
+        u.touched = Some(now);
+        true
+    }
+
     /// A connected user's status and last-seen time.
     pub fn presence(&self, user: &str) -> Option<(Status, i64)> {
         self.users.get(user).map(|u| (u.status, u.last_seen_ms))
@@ -320,16 +390,17 @@ impl Live {
     /// What the clock made happen by `now`: quiet typists stop, idle users are away.
     pub fn tick(&mut self, now: Instant, t: &Timing) -> Vec<Tick> {
         let mut out = Vec::new();
-        self.typing.retain(|(room, user), ty| {
-            if now >= ty.quiet_at {
+        self.typing.retain(|(room, user), ty| match ty.quiet_at {
+            Some(quiet_at) if now >= quiet_at => {
                 out.push(Tick::TypingStopped {
                     room: room.clone(),
                     user: user.clone(),
                 });
                 false
-            } else {
-                true
             }
+            Some(_) => true,
+            // Another node's typer: only the throttle to remember, until it ends.
+            None => now < ty.until,
         });
         for (user, u) in &mut self.users {
             if u.status == Status::Online && now >= u.active + t.idle {

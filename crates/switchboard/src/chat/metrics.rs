@@ -22,9 +22,17 @@ pub struct ChatMetrics {
     pub typing_throttled: AtomicU64,
     /// Storing a message: the checked insert, durable before the ack.
     pub store_latency: Histogram,
+    /// Cluster mode: fleet-wide typing or presence decisions this node made alone
+    /// because Redis failed or was slow (`fleet_live::CALL_TIMEOUT`).
+    pub fleet_fallback: std::sync::Arc<AtomicU64>,
 }
 
 impl ChatMetrics {
+    /// The fallback counter, for a task that outlives the borrow.
+    pub fn fleet_fallback_counter(&self) -> std::sync::Arc<AtomicU64> {
+        self.fleet_fallback.clone()
+    }
+
     pub fn refused(&self, e: &ChatError) {
         let i = ChatError::REASONS
             .iter()

@@ -3,7 +3,7 @@
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
 //! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state), `metrics` (its counters),
-//! `service` (the rules), `fleet` (the same across a cluster's nodes), `input` (decoding client payloads), `requests` (what clients send, as types), `dispatch` (event ->
+//! `service` (the rules), `fleet` and `fleet_live` (the same across a cluster's nodes), `input` (decoding client payloads), `requests` (what clients send, as types), `dispatch` (event ->
 //! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes), `wire` (what clients receive, as types). `/ws`
 //! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
 //! or room fan-out (the hub).
@@ -12,6 +12,7 @@ pub mod api;
 pub mod dispatch;
 pub mod error;
 mod fleet;
+mod fleet_live;
 pub mod input;
 pub mod live;
 pub mod metrics;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ChatError;
 use super::fleet::{self, Change, Fleet, KICK_SIGNAL, ONLINE};
+use super::fleet_live::{Back, FleetError, Idle, touch_every};
 use super::input::{CreateInput, SendInput};
 use super::live::{ChatConn, Live, Status, Tick, Timing, TypingOutcome};
 use super::model::{Member, Message, NewMessage, Retention, Role, Room, RoomKind, direct_room};
@@ -167,7 +168,7 @@ impl Chat {
     async fn fleet_change(&self, change: Change) {
         match change {
             Change::Online(user) => {
-                self.announce_presence(&user, Status::Online, now_ms())
+                self.announce_presence(&user, Status::Online, now_ms(), false)
                     .await;
             }
             Change::Offline(user) => {
@@ -175,7 +176,8 @@ impl Chat {
                 if let Err(e) = self.store.set_last_seen(user.clone(), at).await {
                     tracing::warn!(error = %e, "chat presence: storing last seen");
                 }
-                self.announce_presence(&user, Status::Offline, at).await;
+                self.announce_presence(&user, Status::Offline, at, false)
+                    .await;
             }
         }
     }
@@ -247,16 +249,8 @@ impl Chat {
             let ticks = self.live.lock().tick(now, &self.config.timing);
             for t in ticks {
                 match t {
-                    Tick::TypingStopped { room, user } => self.emit(
-                        std::slice::from_ref(&room),
-                        "typing:stop",
-                        &user_in(&room, &user),
-                        Some(&user),
-                        true,
-                    ),
-                    Tick::Away { user, last_seen } => {
-                        self.announce_presence(&user, Status::Away, last_seen).await;
-                    }
+                    Tick::TypingStopped { room, user } => self.typing_stopped(&room, &user).await,
+                    Tick::Away { user, last_seen } => self.idle(&user, last_seen).await,
                 }
             }
             if now >= prune_at {
@@ -299,10 +293,99 @@ impl Chat {
         });
     }
 
-    async fn announce_presence(&self, user: &str, status: Status, last_seen: i64) {
+    /// A decision the fleet could not make (Redis failed or was slow): this node's own
+    /// stands, counted.
+    fn fell_back(&self, what: &str, e: &FleetError) {
+        self.metrics
+            .fleet_fallback
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %e, "chat: {what} decided by this node alone");
+    }
+
+    /// The user's typing in the room stopped here (went quiet, left, disconnected): the
+    /// room hears `typing:stop` from the node that relayed the last start (cluster mode),
+    /// else from this one.
+    async fn typing_stopped(&self, room: &str, user: &str) {
         if let Some(f) = self.fleet.get() {
-            f.set_status(user, status, last_seen).await;
+            match f.live.typing_quiet(room, user).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => self.fell_back("a typing stop", &e),
+            }
         }
+        self.emit(
+            &[room.to_owned()],
+            "typing:stop",
+            &user_in(room, user),
+            Some(user),
+            true,
+        );
+    }
+
+    /// The user has been idle here for `presence_idle_secs` (this node's status now says
+    /// `away`): announced, unless (cluster mode) they were active on another node or
+    /// another node announced it.
+    async fn idle(&self, user: &str, last_seen: i64) {
+        let Some(f) = self.fleet.get() else {
+            self.announce_presence(user, Status::Away, last_seen, false)
+                .await;
+            return;
+        };
+        let now_at = now_ms();
+        match f
+            .live
+            .claim_away(user, last_seen, now_at, self.config.timing.idle)
+            .await
+        {
+            Ok(Idle::ActiveAt(at)) => {
+                let ago = Duration::from_millis(now_at.saturating_sub(at).max(0) as u64);
+                let now = Instant::now();
+                let active = now.checked_sub(ago).unwrap_or(now);
+                self.live.lock().active_elsewhere(user, active, at);
+            }
+            Ok(Idle::AlreadyAway) => {}
+            Ok(Idle::Claimed { last_seen }) => {
+                self.emit_presence(user, Status::Away, last_seen).await;
+            }
+            Err(e) => {
+                self.fell_back("an away", &e);
+                self.announce_presence(user, Status::Away, last_seen, false)
+                    .await;
+            }
+        }
+    }
+
+    /// Cluster mode: writes the user's activity for the fleet's idle timers, at most once
+    /// per `touch_every(idle)` per user from this node, without waiting for it.
+    fn touch(&self, user: &str) {
+        let Some(f) = self.fleet.get() else { return };
+        let idle = self.config.timing.idle;
+        if !self
+            .live
+            .lock()
+            .touch_due(user, Instant::now(), touch_every(idle))
+        {
+            return;
+        }
+        let (fleet, user, at) = (f.live.clone(), user.to_owned(), now_ms());
+        let metrics = self.metrics.fleet_fallback_counter();
+        tokio::spawn(async move {
+            if let Err(e) = fleet.touch(&user, at, idle * 2).await {
+                metrics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "chat presence: writing activity to Redis");
+            }
+        });
+    }
+
+    async fn announce_presence(&self, user: &str, status: Status, last_seen: i64, chosen: bool) {
+        if let Some(f) = self.fleet.get() {
+            f.set_status(user, status, last_seen, chosen).await;
+        }
+        self.emit_presence(user, status, last_seen).await;
+    }
+
+    /// `presence:update` to everyone who shares a room with the user.
+    async fn emit_presence(&self, user: &str, status: Status, last_seen: i64) {
         let rooms = match self.store.room_ids_of(user.to_owned()).await {
             Ok(r) => r,
             Err(e) => {
@@ -326,8 +409,30 @@ impl Chat {
     /// Marks the user active (a chat event); announces a return from away.
     async fn active(&self, user: &str) {
         let back = self.live.lock().activity(user, Instant::now(), now_ms());
+        self.touch(user);
         if back {
-            self.announce_presence(user, Status::Online, now_ms()).await;
+            self.came_back(user).await;
+        }
+    }
+
+    /// The user, away by this node's clock, is active here: `online` is announced, once
+    /// fleet-wide in cluster mode (and not over an away they chose on another node).
+    async fn came_back(&self, user: &str) {
+        let at = now_ms();
+        let Some(f) = self.fleet.get() else {
+            self.announce_presence(user, Status::Online, at, false)
+                .await;
+            return;
+        };
+        match f.live.claim_back(user, at).await {
+            Ok(Back::Claimed) => self.emit_presence(user, Status::Online, at).await,
+            Ok(Back::AlreadyOnline) => {}
+            Ok(Back::ChosenAway) => self.live.lock().chosen_elsewhere(user),
+            Err(e) => {
+                self.fell_back("a return from away", &e);
+                self.announce_presence(user, Status::Online, at, false)
+                    .await;
+            }
         }
     }
 
@@ -335,11 +440,12 @@ impl Chat {
     pub async fn connected(&self, conn: Arc<dyn ChatConn>) {
         let user = conn.user_id().to_owned();
         let online = self.live.lock().connect(conn, Instant::now(), now_ms());
+        self.touch(&user);
         if online {
             match self.fleet.get() {
                 Some(f) => f.online.joined(ONLINE, &user, None, None),
                 None => {
-                    self.announce_presence(&user, Status::Online, now_ms())
+                    self.announce_presence(&user, Status::Online, now_ms(), false)
                         .await
                 }
             }
@@ -353,13 +459,7 @@ impl Chat {
             return;
         };
         for room in &gone.typing_stopped {
-            self.emit(
-                std::slice::from_ref(room),
-                "typing:stop",
-                &user_in(room, &gone.user),
-                Some(&gone.user),
-                true,
-            );
+            self.typing_stopped(room, &gone.user).await;
         }
         for room in &gone.left {
             self.departed(room, &gone.user);
@@ -372,7 +472,7 @@ impl Chat {
             if let Err(e) = self.store.set_last_seen(gone.user.clone(), at).await {
                 tracing::warn!(error = %e, "chat presence: storing last seen");
             }
-            self.announce_presence(&gone.user, Status::Offline, at)
+            self.announce_presence(&gone.user, Status::Offline, at, false)
                 .await;
         }
     }
@@ -487,9 +587,8 @@ impl Chat {
         let user = conn.user_id();
         let (last, typing) = self.live.lock().leave(conn.conn_id(), room);
         conn.unsubscribe(room);
-        let body = user_in(room, user);
         if typing {
-            self.emit(&[room.to_owned()], "typing:stop", &body, Some(user), true);
+            self.typing_stopped(room, user).await;
         }
         if last {
             self.departed(room, user);
@@ -708,18 +807,56 @@ impl Chat {
     /// `typing`, `typing:start`, `typing:stop`: volatile, never stored, throttled.
     pub async fn typing(&self, conn: &dyn ChatConn, room: &str, kind: TypingKind) -> Result<Value> {
         let user = conn.user_id();
+        let start = kind != TypingKind::Stop;
+        let t = &self.config.timing;
         let outcome = {
             let mut live = self.live.lock();
             if !live.is_in(conn.conn_id(), room) {
                 return Err(ChatError::NotJoined(room.to_owned()));
             }
-            live.typing(
-                room,
-                user,
-                kind != TypingKind::Stop,
-                Instant::now(),
-                &self.config.timing,
-            )
+            match self.fleet.get() {
+                // Cluster mode: this node's throttle first (no Redis for a flood), then
+                // the fleet's (below).
+                Some(_) if start && !live.may_relay(room, user, Instant::now()) => {
+                    TypingOutcome::Throttled
+                }
+                Some(_) if start => TypingOutcome::Relay,
+                _ => live.typing(room, user, start, Instant::now(), t),
+            }
+        };
+        let outcome = match self.fleet.get() {
+            Some(f) if start && outcome == TypingOutcome::Relay => {
+                match f
+                    .live
+                    .typing_start(room, user, t.typing_throttle, t.typing_quiet)
+                    .await
+                {
+                    Ok(None) => {
+                        self.live.lock().relayed(room, user, Instant::now(), t);
+                        TypingOutcome::Relay
+                    }
+                    Ok(Some(left)) => {
+                        self.live
+                            .lock()
+                            .throttled_elsewhere(room, user, Instant::now(), left);
+                        TypingOutcome::Throttled
+                    }
+                    Err(e) => {
+                        self.fell_back("a typing throttle", &e);
+                        self.live.lock().typing(room, user, true, Instant::now(), t)
+                    }
+                }
+            }
+            // A client's stop: news when a start was on record anywhere.
+            Some(f) if !start => match f.live.typing_stop(room, user).await {
+                Ok(true) => TypingOutcome::Relay,
+                Ok(false) => TypingOutcome::Idle,
+                Err(e) => {
+                    self.fell_back("a typing stop", &e);
+                    outcome
+                }
+            },
+            _ => outcome,
         };
         let counter = match outcome {
             TypingOutcome::Throttled => Some(&self.metrics.typing_throttled),
@@ -750,6 +887,7 @@ impl Chat {
     pub async fn presence(&self, user: &str, status: Option<Status>) -> Result<Value> {
         let now = Instant::now();
         let at = now_ms();
+        let asked = status;
         let changed = match status {
             None => self.live.lock().activity(user, now, at),
             Some(s) => self.live.lock().choose(user, s, now, at),
@@ -759,8 +897,16 @@ impl Chat {
             .lock()
             .presence(user)
             .unwrap_or((Status::Online, at));
+        self.touch(user);
         if changed {
-            self.announce_presence(user, status, last_seen).await;
+            match status {
+                Status::Online if asked.is_none() => self.came_back(user).await,
+                _ => {
+                    let chosen = asked == Some(Status::Away);
+                    self.announce_presence(user, status, last_seen, chosen)
+                        .await
+                }
+            }
         }
         Ok(wire::value(&PresenceAck {
             last_seen,
