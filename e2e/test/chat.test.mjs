@@ -733,5 +733,16 @@ describe("chat across two nodes (PostgreSQL and Redis)", { skip: skip() }, () =>
       return c.seen.slice(i).filter((s) => s.event === "presence:update" && s.data.userId === eve && s.data.status === "online").length;
     };
     assert.equal(onlineAfterAway(bob), 1, "back once");
+
+    // Redis gone: node a decides alone, at once (no client waits on Redis), and counts it.
+    await redis.stop("SIGKILL");
+    const started = Date.now();
+    const alone = await anaA.ask("typing:start", { roomId });
+    assert.equal(alone.success, true, JSON.stringify(alone));
+    assert.ok(Date.now() - started < 1500, `answered in ${Date.now() - started} ms`);
+    await carl.next("typing:start", (d) => d.userId === ana && typed(carl, "typing:start") === 3);
+    const text = await (await fetch(`${a.url}/metrics`)).text();
+    const fallbacks = Number(/^switchboard_chat_fleet_fallback_total (\d+)/m.exec(text)?.[1]);
+    assert.ok(fallbacks >= 1, `fallbacks counted: ${fallbacks}`);
   });
 });
