@@ -487,6 +487,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn typing_another_node_relayed_is_throttled_here_and_never_stopped_here() {
+        let mut l = Live::default();
+        let t0 = Instant::now();
+        l.connect(conn("b", "bob"), t0, 0);
+        l.join("b", "r");
+        assert!(l.may_relay("r", "bob", t0));
+        l.throttled_elsewhere("r", "bob", t0, Duration::from_millis(800));
+        assert!(!l.may_relay("r", "bob", t0 + Duration::from_millis(799)));
+        assert!(l.may_relay("r", "bob", t0 + Duration::from_millis(800)));
+        // Not this node's to stop: no quiet stop, none on leaving, and the entry goes
+        // when its window ends.
+        assert!(l.tick(t0 + Duration::from_secs(10), &T).is_empty());
+        assert!(l.typing.is_empty());
+        l.throttled_elsewhere("r", "bob", t0, Duration::from_secs(1));
+        assert_eq!(l.leave("b", "r"), (true, false));
+        // Relayed here after another node's window: this node's stop again.
+        l.join("b", "r");
+        let t1 = t0 + Duration::from_secs(11);
+        l.throttled_elsewhere("r", "bob", t1, Duration::from_secs(1));
+        l.relayed("r", "bob", t1 + Duration::from_secs(1), &T);
+        let gone = l.disconnect("b", 1).expect("known");
+        assert_eq!(gone.typing_stopped, ["r"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_users_go_away_and_come_back() {
         let mut l = Live::default();
         let t0 = Instant::now();
@@ -502,6 +527,21 @@ mod tests {
         assert_eq!(l.presence("cy"), Some((Status::Away, 5)));
         assert!(l.activity("cy", t0 + Duration::from_secs(61), 6));
         assert_eq!(l.presence("cy"), Some((Status::Online, 6)));
+        // Cluster mode: an away the fleet withdrew (active on another node) is silent,
+        // and the clock runs from that activity.
+        let t1 = t0 + Duration::from_secs(200);
+        assert_eq!(l.tick(t1, &T).len(), 1);
+        l.active_elsewhere("cy", t1 - Duration::from_secs(10), 9);
+        assert_eq!(l.presence("cy"), Some((Status::Online, 9)));
+        assert!(l.tick(t1 + Duration::from_secs(49), &T).is_empty());
+        assert_eq!(l.tick(t1 + Duration::from_secs(50), &T).len(), 1);
+        assert!(l.activity("cy", t1 + Duration::from_secs(51), 10));
+        // Activity is written to the fleet at most once per period.
+        let every = Duration::from_secs(15);
+        assert!(l.touch_due("cy", t1, every));
+        assert!(!l.touch_due("cy", t1 + Duration::from_secs(14), every));
+        assert!(l.touch_due("cy", t1 + every, every));
+        assert!(!l.touch_due("nobody", t1, every));
         // Chosen away sticks through activity.
         assert!(l.choose("cy", Status::Away, t0, 7));
         assert!(!l.activity("cy", t0, 8));
