@@ -734,6 +734,14 @@ describe("chat across two nodes (PostgreSQL and Redis)", { skip: skip() }, () =>
     };
     assert.equal(onlineAfterAway(bob), 1, "back once");
 
+    // An away chosen on a, then online chosen on b (where she was online all along): the
+    // room hears both.
+    await eveA.ask("presence:update", { status: "away" });
+    await bob.next("presence:update", (p) => p.userId === eve && p.status === "away" && awayOf(bob) === 2);
+    await eveB.ask("presence:update", { status: "online" });
+    await bob.next("presence:update", (p) => p.userId === eve && p.status === "online" && onlineAfterAway(bob) === 2);
+    await agree([a, b], eve, "online");
+
     // Redis gone: node a decides alone, at once (no client waits on Redis), and counts it.
     await redis.stop("SIGKILL");
     const started = Date.now();

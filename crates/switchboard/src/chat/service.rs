@@ -898,6 +898,17 @@ impl Chat {
             .presence(user)
             .unwrap_or((Status::Online, at));
         self.touch(user);
+        let mut changed = changed;
+        if let (Some(f), Some(chosen), false) = (self.fleet.get(), asked, changed) {
+            // Cluster mode: what another node announced (an away chosen or decided by
+            // its clock there) may differ from this choice, unchanged here.
+            let recorded = f.statuses(&[user.to_owned()]).await.pop().flatten();
+            changed = recorded.is_some_and(|(s, _)| s != status);
+            if !changed && chosen == Status::Away {
+                // Already away: now by choice, so activity elsewhere does not end it.
+                f.set_status(user, status, last_seen, true).await;
+            }
+        }
         if changed {
             match status {
                 Status::Online if asked.is_none() => self.came_back(user).await,
