@@ -149,10 +149,12 @@ impl Local {
     /// all); one that never waits on a disk is written under the lock; otherwise the
     /// store is returned for the committer.
     pub(super) fn new(
-        state: State,
+        mut state: State,
         store: Box<dyn HoldStore + Send>,
     ) -> (Arc<Local>, Option<Box<dyn HoldStore + Send>>) {
         let (writes, committer) = if store.keeps_nothing() {
+            // Nothing reads change records: the rules need not copy holds into them.
+            state.set_change_records(false);
             (Writes::Nowhere, None)
         } else if !store.waits_on_disk() {
             (Writes::Inline(store), None)

@@ -835,8 +835,10 @@ impl HoldService {
                 return (Err(ApplyError::Storage(cause.to_string())), None);
             }
             let swept = inner.state.expire_due(now);
-            if !swept.changes.is_empty() {
-                if let Err(e) = self.record(&mut inner, swept.changes, &swept.touched) {
+            if !swept.value.is_empty() {
+                if !swept.changes.is_empty()
+                    && let Err(e) = self.record(&mut inner, swept.changes, &swept.touched)
+                {
                     return (Err(ApplyError::storage(e)), None);
                 }
                 self.expired_here.fetch_add(
