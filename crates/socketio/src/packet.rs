@@ -232,7 +232,9 @@ fn push_header(out: &mut String, kind: u8, attachments: usize, nsp: &str, id: Op
 /// Appends `s` as a JSON string. Event names are plain ASCII nearly always: those are
 /// copied between quotes with no allocation; anything else goes through serde_json.
 fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push('"');
         out.push_str(s);
         out.push('"');

@@ -176,7 +176,10 @@ impl Run {
             }
             Op::Unlock { user: u, cat } => {
                 let key = keys().nth(cat).expect("category index");
-                format!("{:?}", same(s.unlock(&user(u), key.event_id, key.category_id)))
+                format!(
+                    "{:?}",
+                    same(s.unlock(&user(u), key.event_id, key.category_id))
+                )
             }
             Op::Confirm { pick } => {
                 if self.issued.is_empty() {
