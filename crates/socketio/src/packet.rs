@@ -229,6 +229,20 @@ fn push_header(out: &mut String, kind: u8, attachments: usize, nsp: &str, id: Op
     }
 }
 
+/// Appends `s` as a JSON string. Event names are plain ASCII nearly always: those are
+/// copied between quotes with no allocation; anything else goes through serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    }
+}
+
 fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
     let mut v = Vec::with_capacity(1 + attachments.len());
     v.push(Frame::Text(text.into()));
@@ -249,7 +263,7 @@ pub fn encode_event(
     let mut out = String::with_capacity(16 + nsp.len() + event.len() + payload.args.len());
     push_header(&mut out, if n > 0 { b'5' } else { b'2' }, n, nsp, id);
     out.push('[');
-    out.push_str(&serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned()));
+    push_json_str(&mut out, event);
     if payload.arg_count > 0 {
         out.push(',');
         out.push_str(&payload.args);
@@ -306,6 +320,25 @@ mod tests {
 
     fn dec(s: &str) -> Result<Packet<'_>, ParseError> {
         Packet::decode(s, 10)
+    }
+
+    #[test]
+    fn event_names_are_written_as_serde_json_writes_them() {
+        for name in [
+            "availability-update",
+            "",
+            "a/b c~",
+            "quote\"d",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "del\u{7f}",
+            "é ünïcode 🎟",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, name);
+            assert_eq!(out, serde_json::to_string(name).expect("json"), "{name:?}");
+        }
     }
 
     #[test]

@@ -298,16 +298,19 @@ fn auth_of(config: &Config) -> Result<Auth, BuildError> {
 }
 
 fn store_of(config: &Config, kind: HoldStoreKind) -> Result<Box<dyn HoldStore + Send>, BuildError> {
-    let store = plain_store_of(config, kind)?;
-    Ok(
-        match crate::failpoint::Failpoint::parse(&config.failpoint)
-            .ok()
-            .flatten()
-        {
-            Some(point) => Box::new(crate::failpoint::FailpointStore::wrap(store, point)),
-            None => store,
-        },
-    )
+    let point = crate::failpoint::Failpoint::parse(&config.failpoint)
+        .ok()
+        .flatten();
+    let memory = kind == HoldStoreKind::Memory || config.data_dir == "memory";
+    Ok(match point {
+        Some(point) => Box::new(crate::failpoint::FailpointStore::wrap(
+            plain_store_of(config, kind)?,
+            point,
+        )),
+        // No store layer at all: the state in memory is all there is.
+        None if memory => Box::new(crate::tickets::MemoryStore),
+        None => plain_store_of(config, kind)?,
+    })
 }
 
 fn plain_store_of(
@@ -318,6 +321,7 @@ fn plain_store_of(
         dir: config.data_dir.clone(),
         source,
     };
+    // With a failpoint: an in-memory database, which a failed write can be reloaded from.
     if kind == HoldStoreKind::Memory || config.data_dir == "memory" {
         return Ok(Box::new(
             crate::tickets::SqliteStore::memory().map_err(failed)?,

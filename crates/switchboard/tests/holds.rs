@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use switchboard::tickets::{HoldService, HoldStore, SqliteStore};
+use switchboard::tickets::{HoldService, HoldStore, MemoryStore, SqliteStore};
 use tickets::{Category, Event, HoldConfig, HoldRequest};
 
 fn catalog(seats: u32) -> Vec<Event> {
@@ -31,8 +31,16 @@ fn req(user: usize, q: u32) -> HoldRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_buyers_race_for_a_hundred_seats() {
+    race_for_a_hundred_seats(Box::new(SqliteStore::memory().expect("store"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_buyers_race_for_a_hundred_seats_without_a_store() {
+    race_for_a_hundred_seats(Box::new(MemoryStore)).await;
+}
+
+async fn race_for_a_hundred_seats(store: Box<dyn HoldStore + Send>) {
     let hub = hub::Hub::new(hub::HubConfig::default());
-    let store = Box::new(SqliteStore::memory().expect("store"));
     let svc = HoldService::open(
         HoldConfig::default(),
         catalog(100),
@@ -156,6 +164,62 @@ impl Watcher {
 /// one tick past the instant it is about.)
 #[tokio::test(start_paused = true)]
 async fn expiry_and_coalescing_happen_at_their_instants() {
+    expiry_and_coalescing_at_their_instants(Box::new(SqliteStore::memory().expect("store"))).await;
+}
+
+/// The same with `data_dir = memory` (no store, no change records).
+#[tokio::test(start_paused = true)]
+async fn expiry_and_coalescing_happen_at_their_instants_without_a_store() {
+    expiry_and_coalescing_at_their_instants(Box::new(MemoryStore)).await;
+}
+
+/// A confirmed hold's order deadline can come before the deadline the expiry timer sleeps
+/// for: the operation that made it wakes the timer (it is not woken by every operation).
+#[tokio::test(start_paused = true)]
+async fn an_earlier_deadline_wakes_the_expiry_timer() {
+    use switchboard::tickets::Clock;
+    use tokio::time::{Instant, sleep_until};
+
+    let hub = hub::Hub::new(hub::HubConfig::default());
+    let config = HoldConfig {
+        hold_ttl_ms: 60_000,
+        order_timeout_ms: 5_000,
+        ..HoldConfig::default()
+    };
+    let svc = HoldService::open_on(
+        Clock::tokio(),
+        config,
+        catalog(10),
+        Box::new(MemoryStore),
+        hub,
+        Duration::ZERO,
+    )
+    .expect("service");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let expiry = tokio::spawn(svc.clone().run_expiry(stop.clone()));
+    let t0 = Instant::now();
+    let at = |ms: u64| sleep_until(t0 + Duration::from_millis(ms));
+
+    let held = svc.lock(req(1, 2)).await.expect("lock");
+    svc.lock(req(2, 1)).await.expect("lock");
+    // The timer now sleeps until the holds' deadline, 60 s away.
+    at(10).await;
+    svc.confirm(&held.lock_id).await.expect("confirm");
+    at(5_009).await;
+    assert_eq!(svc.stats().locks_by_status.expired, 0);
+    at(5_011).await;
+    assert_eq!(
+        svc.stats().locks_by_status.expired,
+        1,
+        "the confirmed hold ended at its order deadline, with no operation to sweep it"
+    );
+    at(60_001).await;
+    assert_eq!(svc.stats().locks_by_status.expired, 2);
+    stop.cancel();
+    expiry.await.expect("expiry task");
+}
+
+async fn expiry_and_coalescing_at_their_instants(store: Box<dyn HoldStore + Send>) {
     use switchboard::tickets::Clock;
     use tokio::time::{Instant, sleep_until};
 
@@ -171,7 +235,7 @@ async fn expiry_and_coalescing_happen_at_their_instants() {
         Clock::tokio(),
         config,
         catalog(10),
-        Box::new(SqliteStore::memory().expect("store")),
+        store,
         hub,
         Duration::from_millis(100),
     )

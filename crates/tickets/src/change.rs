@@ -123,15 +123,34 @@ impl<T> Outcome<T> {
 }
 
 /// Collects changes while a mutation runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Effects {
     changes: Vec<Change>,
     touched: Vec<CategoryKey>,
+    /// Whether change records are kept (see [`State::set_change_records`](crate::State::set_change_records)).
+    keep: bool,
 }
 
 impl Effects {
+    pub(crate) fn new(keep: bool) -> Self {
+        Effects {
+            changes: Vec::new(),
+            touched: Vec::new(),
+            keep,
+        }
+    }
+
     pub(crate) fn record(&mut self, change: Change) {
-        self.changes.push(change);
+        if self.keep {
+            self.changes.push(change);
+        }
+    }
+
+    /// [`Effects::record`] for a record that costs copies to build: built only if kept.
+    pub(crate) fn record_with(&mut self, change: impl FnOnce() -> Change) {
+        if self.keep {
+            self.changes.push(change());
+        }
     }
 
     pub(crate) fn touch(&mut self, key: CategoryKey) {

@@ -48,6 +48,8 @@ pub struct State {
     next_lock_seq: u64,
     orders: Recent<String, OrderKind>,
     ended_locks: Recent<String, HoldStatus>,
+    /// Whether outcomes carry change records (see [`State::set_change_records`]).
+    change_records: bool,
 }
 
 impl State {
@@ -67,7 +69,20 @@ impl State {
             next_lock_seq: 1,
             orders: Recent::new(capacity),
             ended_locks: Recent::new(capacity),
+            change_records: true,
         })
+    }
+
+    /// Whether outcomes carry change records (on by default). A driver that persists
+    /// nothing (holds kept in memory only) turns them off: [`Outcome::changes`] is then
+    /// always empty and its copies of holds and ids are never made. The rules, the
+    /// values returned and [`Outcome::touched`] are the same either way.
+    pub fn set_change_records(&mut self, on: bool) {
+        self.change_records = on;
+    }
+
+    fn effects(&self) -> Effects {
+        Effects::new(self.change_records)
     }
 
     /// Rebuilds a state from what a store persisted. Everything is validated; holds whose
@@ -159,7 +174,7 @@ impl State {
                 });
             }
         }
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let entry = self.events.entry(event.id).or_insert_with(|| EventEntry {
             name: String::new(),
             categories: BTreeMap::new(),
@@ -188,11 +203,11 @@ impl State {
         category: Category,
     ) -> Result<Outcome<()>, CatalogError> {
         check_category(event_id, &category)?;
+        let mut fx = self.effects();
         let entry = self
             .events
             .get_mut(&event_id)
             .ok_or(CatalogError::UnknownEvent(event_id))?;
-        let mut fx = Effects::default();
         fx.touch(CategoryKey::new(event_id, category.id));
         put_category(entry, category.clone());
         fx.record(Change::CategoryUpserted { event_id, category });
@@ -225,7 +240,7 @@ impl State {
         check_category(event_id, &category)?;
         entry.category = category.clone();
         let availability = availability_of(key, entry);
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         fx.touch(key);
         fx.record(Change::CategoryUpserted { event_id, category });
         Ok(fx.finish(availability))
@@ -354,9 +369,9 @@ impl State {
             expires_at: now_ms.saturating_add(self.config.hold_ttl_ms),
             status: HoldStatus::Active,
         };
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         fx.touch(hold.key());
-        fx.record(Change::HoldCreated(hold.clone()));
+        fx.record_with(|| Change::HoldCreated(hold.clone()));
         self.insert_hold(hold.clone());
         fx.finish(hold)
     }
@@ -382,7 +397,7 @@ impl State {
         {
             return Err(UnlockError::Confirmed { lock_id });
         }
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         match self.end_hold(&lock_id, HoldStatus::Released, &mut fx) {
             Some(hold) => Ok(fx.finish(hold)),
             None => Err(UnlockError::NoHold {
@@ -443,7 +458,7 @@ impl State {
             .insert((order_deadline, hold.lock_id.clone()));
         self.confirmed += 1;
         let hold = hold.clone();
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         fx.record(Change::HoldStatus {
             lock_id: hold.lock_id.clone(),
             status: HoldStatus::Confirmed,
@@ -501,7 +516,7 @@ impl State {
                 available: sellable,
             });
         }
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let Some(hold) = self.end_hold(&lock_id, HoldStatus::Completed, &mut fx) else {
             return Err(no_matching_hold(order));
         };
@@ -527,7 +542,7 @@ impl State {
             return Ok(Outcome::unchanged(OrderEffect::AlreadyApplied { kind }));
         }
         let lock_id = self.matching_hold(order)?;
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let Some(hold) = self.end_hold(&lock_id, HoldStatus::Released, &mut fx) else {
             return Err(no_matching_hold(order));
         };
@@ -673,7 +688,7 @@ impl State {
     }
 
     fn end_all(&mut self, ids: &[String], status: HoldStatus) -> Outcome<Vec<Hold>> {
-        let mut fx = Effects::default();
+        let mut fx = self.effects();
         let ended = ids
             .iter()
             .filter_map(|id| self.end_hold(id, status, &mut fx))
@@ -716,7 +731,7 @@ impl State {
         hold.status = status;
         self.ended_locks.insert(hold.lock_id.clone(), status);
         fx.touch(key);
-        fx.record(Change::HoldStatus {
+        fx.record_with(|| Change::HoldStatus {
             lock_id: hold.lock_id.clone(),
             status,
             expires_at: hold.expires_at,

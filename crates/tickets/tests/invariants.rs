@@ -1,5 +1,6 @@
 //! Property test: random operation sequences keep every invariant of the hold rules, and
-//! the change records alone are enough to mirror the state (what a store relies on).
+//! the change records alone are enough to mirror the state (what a store relies on); a
+//! twin state without change records (holds kept in memory only) ends every step the same.
 
 mod common;
 
@@ -114,6 +115,8 @@ struct Run {
     issued: Vec<String>,
     /// Unsold seats per category, from capacity changes and completed orders only.
     seats: BTreeMap<CategoryKey, u32>,
+    /// The same operations on a state that keeps no change records.
+    bare: State,
 }
 
 impl Run {
@@ -124,6 +127,10 @@ impl Run {
             name: "prop".into(),
             categories: CATEGORIES.iter().map(|(id, n)| category(*id, *n)).collect(),
         };
+        let mut bare = State::new(config()).expect("valid config");
+        bare.set_change_records(false);
+        let bare_out = bare.upsert_event(event.clone()).expect("valid event");
+        assert!(bare_out.changes.is_empty());
         let out = state.upsert_event(event).expect("valid event");
         let mut mirror = Mirror::default();
         mirror.apply(&out.changes);
@@ -137,7 +144,92 @@ impl Run {
             now: T0,
             issued: Vec::new(),
             seats,
+            bare,
         }
+    }
+
+    /// Applies `op` to the twin without change records (after `step` applied it to the
+    /// state): it must answer the same, record nothing, and end in the same state.
+    fn step_bare(&mut self, op: &Op) {
+        fn same<T: std::fmt::Debug, E: std::fmt::Debug>(
+            out: Result<Outcome<T>, E>,
+        ) -> Result<(T, Vec<CategoryKey>), E> {
+            out.map(|o| {
+                assert!(o.changes.is_empty(), "a state without records recorded");
+                (o.value, o.touched)
+            })
+        }
+        let now = self.now;
+        let s = &mut self.bare;
+        // The answers are formatted only to use them; the snapshots below compare states.
+        let _answer = match *op {
+            Op::Lock {
+                user: u,
+                session,
+                cat,
+                qty,
+            } => {
+                let key = keys().nth(cat).expect("category index");
+                let mut request = req(&user(u), key.category_id, qty);
+                request.session_id = format!("s{u}-{session}");
+                format!("{:?}", same(s.lock(request, now)))
+            }
+            Op::Unlock { user: u, cat } => {
+                let key = keys().nth(cat).expect("category index");
+                format!(
+                    "{:?}",
+                    same(s.unlock(&user(u), key.event_id, key.category_id))
+                )
+            }
+            Op::Confirm { pick } => {
+                if self.issued.is_empty() {
+                    return;
+                }
+                let id = self.issued[pick % self.issued.len()].clone();
+                format!("{:?}", same(s.confirm(&id, now)))
+            }
+            Op::Complete {
+                user: u,
+                cat,
+                qty,
+                order: o,
+            } => {
+                let key = keys().nth(cat).expect("category index");
+                let msg = order(&format!("o{o}"), &user(u), key.category_id, qty);
+                format!("{:?}", same(s.order_completed(&msg)))
+            }
+            Op::Cancel {
+                user: u,
+                cat,
+                order: o,
+            } => {
+                let key = keys().nth(cat).expect("category index");
+                let msg = order(&format!("o{o}"), &user(u), key.category_id, 1);
+                format!("{:?}", same(s.order_cancelled(&msg)))
+            }
+            Op::Advance { .. } | Op::AdvanceToDeadline => {
+                format!("{:?}", same::<_, ()>(Ok(s.expire_due(now))))
+            }
+            Op::Capacity { cat, total, avail } => {
+                let key = keys().nth(cat).expect("category index");
+                format!(
+                    "{:?}",
+                    same(s.change_capacity(key.event_id, key.category_id, total, avail))
+                )
+            }
+            Op::ReleaseSession { user: u, session } => {
+                let out = s.release_session(&format!("s{u}-{session}"));
+                format!("{:?}", same::<_, ()>(Ok(out)))
+            }
+            Op::EventCancelled => format!("{:?}", same::<_, ()>(Ok(s.event_cancelled(EVENT)))),
+            Op::Restore => {
+                *s = State::restore(config(), s.snapshot()).expect("restores");
+                s.set_change_records(false);
+                String::new()
+            }
+        };
+        assert_eq!(self.bare.snapshot(), self.state.snapshot(), "after {op:?}");
+        assert_eq!(availabilities(&self.bare), availabilities(&self.state));
     }
 
     fn absorb<T>(&mut self, out: &Outcome<T>, before: &BTreeMap<CategoryKey, Availability>) {
@@ -294,6 +386,7 @@ impl Run {
                 assert_eq!(self.state.snapshot(), snapshot);
             }
         }
+        self.step_bare(op);
         self.check();
     }
 

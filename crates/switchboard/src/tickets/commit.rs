@@ -77,11 +77,20 @@ pub(super) struct Local {
     wake: Condvar,
 }
 
+/// Where an operation's change records go.
+pub(super) enum Writes {
+    /// A store that never waits on a disk (in-memory SQLite, in tests and failpoints):
+    /// written inline under the state lock, one transaction per operation.
+    Inline(Box<dyn HoldStore + Send>),
+    /// Into the open batch: the committer owns the store.
+    Batched,
+    /// Nowhere (`data_dir = memory`): the state in memory is all there is.
+    Nowhere,
+}
+
 pub(super) struct Inner {
     pub(super) state: State,
-    /// A store that never waits on a disk (in-memory SQLite): written inline under this
-    /// lock, one transaction per operation. `None` when the committer owns the store.
-    pub(super) store: Option<Box<dyn HoldStore + Send>>,
+    pub(super) writes: Writes,
     open: Batch,
     /// The batch the committer is writing.
     writing: Option<Durable>,
@@ -97,7 +106,7 @@ pub(super) struct Inner {
 impl Inner {
     /// Whether changes go through batches (the committer owns the store).
     pub(super) fn batched(&self) -> bool {
-        self.store.is_none()
+        matches!(self.writes, Writes::Batched)
     }
 
     /// Adds one operation's change records to the open batch.
@@ -136,22 +145,26 @@ impl Inner {
 }
 
 impl Local {
-    /// The authority over `state`. With `inline`, the store is written under the lock
-    /// and `None` is returned; otherwise the store is returned for the committer.
+    /// The authority over `state`. A store that keeps nothing is dropped (no writes at
+    /// all); one that never waits on a disk is written under the lock; otherwise the
+    /// store is returned for the committer.
     pub(super) fn new(
-        state: State,
+        mut state: State,
         store: Box<dyn HoldStore + Send>,
-        inline: bool,
     ) -> (Arc<Local>, Option<Box<dyn HoldStore + Send>>) {
-        let (kept, committer) = if inline {
-            (Some(store), None)
+        let (writes, committer) = if store.keeps_nothing() {
+            // Nothing reads change records: the rules need not copy holds into them.
+            state.set_change_records(false);
+            (Writes::Nowhere, None)
+        } else if !store.waits_on_disk() {
+            (Writes::Inline(store), None)
         } else {
-            (None, Some(store))
+            (Writes::Batched, Some(store))
         };
         let local = Arc::new(Local {
             inner: Mutex::new(Inner {
                 state,
-                store: kept,
+                writes,
                 open: Batch::new(),
                 writing: None,
                 broken: None,

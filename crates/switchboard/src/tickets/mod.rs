@@ -27,4 +27,4 @@ pub use service::{
     Clock, HoldService, ServiceError, UNAVAILABLE, announcement_version, event_room, now_ms,
 };
 pub use shared::{LivenessConfig, NodeLiveness, RedisLiveness};
-pub use store::{HoldStore, SqliteStore, StoreError};
+pub use store::{HoldStore, MemoryStore, SqliteStore, StoreError};

@@ -1,8 +1,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::commit::{Durable, Inner, Local};
+use super::commit::{Durable, Inner, Local, Writes};
 use super::shared::Shared;
 use super::store::HoldStore;
 use hub::{Hub, Payload, Publish};
@@ -115,6 +116,9 @@ pub struct HoldService {
     coalescer: Coalescer,
     /// Re-arms the expiry timer after a mutation.
     timer: Notify,
+    /// The deadline the local expiry timer sleeps until (`i64::MAX`: none), written and
+    /// read under the state lock.
+    timer_deadline: AtomicI64,
     config: HoldConfig,
     /// Time of every operation, from taking the lock to durable (for `/metrics`).
     pub latency: primitives::Histogram,
@@ -253,8 +257,7 @@ impl HoldService {
                 state
             }
         };
-        let inline = !store.waits_on_disk();
-        let (local, committer) = Local::new(state, store, inline);
+        let (local, committer) = Local::new(state, store);
         let service = Self::with_authority(
             Authority::Local(local.clone()),
             clock,
@@ -306,6 +309,7 @@ impl HoldService {
             hub,
             coalescer: Coalescer::new(coalesce_window),
             timer: Notify::new(),
+            timer_deadline: AtomicI64::new(i64::MIN),
             config,
             latency: primitives::Histogram::default(),
             expired_here: std::sync::atomic::AtomicU64::new(0),
@@ -825,14 +829,16 @@ impl HoldService {
         };
         let now = self.clock.now_ms();
         let mut touched: Vec<CategoryKey> = Vec::new();
-        let (result, queued, durable) = {
+        let (result, queued, durable, rearm) = {
             let mut inner = local.inner.lock();
             if let Some(cause) = inner.broken() {
                 return (Err(ApplyError::Storage(cause.to_string())), None);
             }
             let swept = inner.state.expire_due(now);
-            if !swept.changes.is_empty() {
-                if let Err(e) = self.record(&mut inner, swept.changes, &swept.touched) {
+            if !swept.value.is_empty() {
+                if !swept.changes.is_empty()
+                    && let Err(e) = self.record(&mut inner, swept.changes, &swept.touched)
+                {
                     return (Err(ApplyError::storage(e)), None);
                 }
                 self.expired_here.fetch_add(
@@ -861,9 +867,16 @@ impl HoldService {
             if durable.is_some() {
                 local.notify();
             }
-            (result, queued, durable)
+            // The expiry timer is woken only when it sleeps too long now (an earlier
+            // deadline than the one it waits for): most operations grant a hold that
+            // ends after the others, or end one, and leave it asleep.
+            let rearm = (inner.state.next_deadline())
+                .is_some_and(|d| d < self.timer_deadline.load(Ordering::Relaxed));
+            (result, queued, durable, rearm)
         };
-        self.timer.notify_one();
+        if rearm {
+            self.timer.notify_one();
+        }
         if queued {
             self.schedule_flush();
         }
@@ -878,9 +891,13 @@ impl HoldService {
         changes: Vec<tickets::Change>,
         touched: &[CategoryKey],
     ) -> Result<(), ServiceError> {
-        let Some(store) = inner.store.as_mut() else {
-            inner.record(changes, touched);
-            return Ok(());
+        let store = match &mut inner.writes {
+            Writes::Inline(store) => store,
+            Writes::Batched => {
+                inner.record(changes, touched);
+                return Ok(());
+            }
+            Writes::Nowhere => return Ok(()),
         };
         if let Err(e) = store.apply(&changes) {
             tracing::error!(error = %e, "hold store write failed; reloading state from the store");
@@ -1236,7 +1253,14 @@ impl HoldService {
             return;
         };
         loop {
-            let next = local.inner.lock().state.next_deadline();
+            let next = {
+                let inner = local.inner.lock();
+                let next = inner.state.next_deadline();
+                // Under the state lock, so a mutation sees either the deadline this
+                // sleep is for or the one before, and wakes it if it found an earlier one.
+                (self.timer_deadline).store(next.unwrap_or(i64::MAX), Ordering::Relaxed);
+                next
+            };
             let wait = match next {
                 Some(d) => Duration::from_millis((d - self.clock.now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),

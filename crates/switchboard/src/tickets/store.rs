@@ -1,8 +1,9 @@
 //! Durable hold storage: change records written to SQLite, one transaction per mutation,
 //! `synchronous = FULL`, so a hold is on disk before the client hears it was granted.
 //!
-//! Behind [`HoldStore`] so Redis can replace it for many nodes. `memory` mode uses the
-//! same code on an in-memory database.
+//! Behind [`HoldStore`] so Redis can replace it for many nodes. `memory` mode has no store
+//! at all ([`MemoryStore`]); `SqliteStore::memory` (an in-memory database) stays for tests and
+//! failpoints, which need a store that can be reloaded after a failed write.
 
 use std::path::Path;
 
@@ -19,6 +20,35 @@ pub trait HoldStore: Send {
     fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError>;
     /// Whether `apply` may wait on a disk (then it runs off the async runtime).
     fn waits_on_disk(&self) -> bool {
+        true
+    }
+    /// Whether the store keeps nothing at all ([`MemoryStore`]): the hold service then writes
+    /// no change records anywhere, the state in memory is all there is.
+    fn keeps_nothing(&self) -> bool {
+        false
+    }
+}
+
+/// `data_dir = memory`: no store. Holds live in the process's memory only (as the
+/// peers in `bench/` keep them) and are gone after a restart; nothing is written, so an
+/// operation is the rules under the state lock and nothing else.
+#[derive(Debug, Default)]
+pub struct MemoryStore;
+
+impl HoldStore for MemoryStore {
+    fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {
+        Ok(None)
+    }
+
+    fn apply(&mut self, _changes: &[Change]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn waits_on_disk(&self) -> bool {
+        false
+    }
+
+    fn keeps_nothing(&self) -> bool {
         true
     }
 }
