@@ -885,21 +885,21 @@ async fn throughput(orders: usize, data_dir: &str) {
     let queue = unique("rate");
     let catalog = catalog_file(orders, 5);
     let catalog_s = catalog.display().to_string();
-    let s = serve(
-        switchboard::build(&config(
-            &queue,
-            &broker_url(BROKER),
-            &[
-                ("catalog", &catalog_s),
-                ("data_dir", data_dir),
-                ("max_hold_quantity", "1"),
-                ("max_buffered_packets", "100000"),
-                ("history_len", "100"),
-            ],
-        ))
-        .expect("build"),
-    )
-    .await;
+    let mut settings = vec![
+        ("catalog", catalog_s.as_str()),
+        ("data_dir", data_dir),
+        ("max_hold_quantity", "1"),
+        ("max_buffered_packets", "100000"),
+        ("history_len", "100"),
+    ];
+    // THROUGHPUT_PREFETCH=N: the consumer's prefetch for this run (default: the config's).
+    let prefetch = std::env::var("THROUGHPUT_PREFETCH").unwrap_or_default();
+    if !prefetch.is_empty() {
+        settings.push(("amqp_prefetch", prefetch.as_str()));
+    }
+    let s =
+        serve(switchboard::build(&config(&queue, &broker_url(BROKER), &settings)).expect("build"))
+            .await;
     wait_ready(s.addr, 200, Duration::from_secs(10)).await;
     let mut buyer = Client::connect(s.addr, "rate-buyer").await;
     hold_everything(&mut buyer, orders).await;

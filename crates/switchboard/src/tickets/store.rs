@@ -1,5 +1,6 @@
-//! Durable hold storage: change records written to SQLite, one transaction per mutation,
-//! `synchronous = FULL`, so a hold is on disk before the client hears it was granted.
+//! Durable hold storage: change records written to SQLite, one transaction per batch of
+//! mutations (`tickets::commit` groups them), `synchronous = FULL`, so a hold is on disk
+//! before the client hears it was granted.
 //!
 //! Behind [`HoldStore`] so Redis can replace it for many nodes. `memory` mode has no store
 //! at all ([`MemoryStore`]); `SqliteStore::memory` (an in-memory database) stays for tests and
@@ -111,6 +112,26 @@ impl SqliteStore {
         let in_memory = conn.path().is_none_or(str::is_empty);
         Ok(SqliteStore { conn, in_memory })
     }
+
+    /// The processed order ids kept, oldest first.
+    fn load_orders(&self) -> Result<Vec<ProcessedOrder>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT order_id, kind FROM processed_orders ORDER BY seq")?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(order_id, kind)| {
+                let kind = match kind.as_str() {
+                    "completed" => OrderKind::Completed,
+                    "cancelled" => OrderKind::Cancelled,
+                    other => return Err(StoreError::Corrupt(format!("order kind {other}"))),
+                };
+                Ok(ProcessedOrder { order_id, kind })
+            })
+            .collect()
+    }
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>, key: &str, by: i64) -> rusqlite::Result<()> {
@@ -120,6 +141,14 @@ fn bump(tx: &rusqlite::Transaction<'_>, key: &str, by: i64) -> rusqlite::Result<
         params![key, by],
     )?;
     Ok(())
+}
+
+/// Holds a batch ended, by how they ended (added to the `ended_*` counters once).
+#[derive(Default)]
+struct Ended {
+    expired: i64,
+    released: i64,
+    completed: i64,
 }
 
 fn kind_str(k: OrderKind) -> &'static str {
@@ -200,24 +229,7 @@ impl HoldStore for SqliteStore {
                 .collect::<Result<_, _>>()
                 .map_err(corrupt)?
         };
-        let processed_orders: Vec<ProcessedOrder> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT order_id, kind FROM processed_orders ORDER BY seq")?;
-            let rows: Vec<(String, String)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            rows.into_iter()
-                .map(|(order_id, kind)| {
-                    let kind = match kind.as_str() {
-                        "completed" => OrderKind::Completed,
-                        "cancelled" => OrderKind::Cancelled,
-                        other => return Err(StoreError::Corrupt(format!("order kind {other}"))),
-                    };
-                    Ok(ProcessedOrder { order_id, kind })
-                })
-                .collect::<Result<_, _>>()?
-        };
+        let processed_orders = self.load_orders()?;
         let meta = |key: &str| -> Result<i64, StoreError> {
             Ok(self
                 .conn
@@ -240,6 +252,12 @@ impl HoldStore for SqliteStore {
 
     fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        // What many changes of a batch add up to is written once, after them: the ended
+        // counters (sums), the next lock sequence (a maximum) and the trim of the
+        // processed orders (the newest `ORDER_MEMORY` are kept either way).
+        let mut ended = Ended::default();
+        let mut next_lock_seq: Option<i64> = None;
+        let mut orders_recorded = false;
         for change in changes {
             match change {
                 Change::EventUpserted { event_id, name } => {
@@ -269,12 +287,7 @@ impl HoldStore for SqliteStore {
                         params![hold.lock_id, body],
                     )?;
                     if let Some(seq) = lock_seq(&hold.lock_id) {
-                        exec(
-                            &tx,
-                            "INSERT INTO meta (key, value) VALUES ('next_lock_seq', ?1)
-                             ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?1)",
-                            params![seq + 1],
-                        )?;
+                        next_lock_seq = next_lock_seq.max(Some(seq + 1));
                     }
                 }
                 Change::HoldStatus {
@@ -302,12 +315,11 @@ impl HoldStore for SqliteStore {
                         )?;
                     } else {
                         exec(&tx, "DELETE FROM holds WHERE lock_id = ?1", [lock_id])?;
-                        let key = match status {
-                            HoldStatus::Expired => "ended_expired",
-                            HoldStatus::Completed => "ended_completed",
-                            _ => "ended_released",
-                        };
-                        bump(&tx, key, 1)?;
+                        match status {
+                            HoldStatus::Expired => ended.expired += 1,
+                            HoldStatus::Completed => ended.completed += 1,
+                            _ => ended.released += 1,
+                        }
                     }
                 }
                 Change::SeatsSold {
@@ -328,13 +340,33 @@ impl HoldStore for SqliteStore {
                         "INSERT INTO processed_orders (order_id, kind) VALUES (?1, ?2)",
                         params![order_id, kind_str(*kind)],
                     )?;
-                    exec(
-                        &tx,
-                        "DELETE FROM processed_orders WHERE seq <= (SELECT MAX(seq) FROM processed_orders) - ?1",
-                        [ORDER_MEMORY],
-                    )?;
+                    orders_recorded = true;
                 }
             }
+        }
+        if let Some(seq) = next_lock_seq {
+            exec(
+                &tx,
+                "INSERT INTO meta (key, value) VALUES ('next_lock_seq', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?1)",
+                params![seq],
+            )?;
+        }
+        for (key, by) in [
+            ("ended_expired", ended.expired),
+            ("ended_released", ended.released),
+            ("ended_completed", ended.completed),
+        ] {
+            if by > 0 {
+                bump(&tx, key, by)?;
+            }
+        }
+        if orders_recorded {
+            exec(
+                &tx,
+                "DELETE FROM processed_orders WHERE seq <= (SELECT MAX(seq) FROM processed_orders) - ?1",
+                [ORDER_MEMORY],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -433,6 +465,82 @@ mod tests {
             .expect("lock after restart");
         assert!(next.value.lock_id != b.value.lock_id && next.value.lock_id != a.value.lock_id);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One `apply` holding many operations' changes (as a group commit writes them): the
+    /// counters, the lock sequence and the order memory it writes once per batch come out
+    /// as if every operation had been written alone.
+    #[test]
+    fn one_batch_of_many_operations_restores_the_same_state() {
+        let dir = temp_dir("batch");
+        let mut store = SqliteStore::open(&dir).expect("open");
+        let mut state = State::new(HoldConfig::default()).expect("state");
+        let t = 1_700_000_000_000;
+        let mut batch: Vec<Change> = state.upsert_event(catalog()).expect("event").changes;
+        let mut locks = Vec::new();
+        for (i, user) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let held = state.lock(req(user, 1, 1), t + i as i64).expect("lock");
+            locks.push(held.value.lock_id.clone());
+            batch.extend(held.changes);
+        }
+        batch.extend(state.confirm(&locks[1], t + 10).expect("confirm").changes);
+        let sold = OrderMessage {
+            order_id: "o1".into(),
+            event_id: 1,
+            category_id: 1,
+            quantity: 1,
+            user_id: "a".into(),
+        };
+        batch.extend(state.order_completed(&sold).expect("sold").changes);
+        batch.extend(state.unlock("c", 1, 1).expect("unlock c").changes);
+        batch.extend(state.unlock("d", 1, 1).expect("unlock d").changes);
+        // Holds expire later than the batch's writes above; ones created after stay.
+        let expired = state.expire_due(t + 3_600_000);
+        assert!(!expired.changes.is_empty(), "something expired");
+        batch.extend(expired.changes);
+        let late = state.lock(req("f", 2, 1), t + 3_600_001).expect("lock f");
+        batch.extend(late.changes);
+        store.apply(&batch).expect("one batch");
+        // A second batch adds to the counters the first one wrote.
+        store
+            .apply(&state.unlock("f", 1, 2).expect("unlock f").changes)
+            .expect("second batch");
+        drop(store);
+        let snapshot = SqliteStore::open(&dir)
+            .expect("reopen")
+            .load()
+            .expect("load")
+            .expect("data");
+        assert_eq!(snapshot, state.snapshot());
+        assert_eq!(
+            (
+                snapshot.ended.released,
+                snapshot.ended.completed,
+                snapshot.ended.expired
+            ),
+            (3, 1, 2)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The order memory keeps the newest `ORDER_MEMORY` ids when a batch records more.
+    #[test]
+    fn a_batch_of_orders_keeps_the_newest_in_memory() {
+        let mut store = SqliteStore::memory().expect("memory");
+        let total = ORDER_MEMORY as usize + 5;
+        let orders: Vec<Change> = (0..total)
+            .map(|i| Change::OrderRecorded {
+                order_id: format!("o{i}"),
+                kind: OrderKind::Completed,
+            })
+            .collect();
+        let (first, rest) = orders.split_at(3);
+        store.apply(first).expect("first batch");
+        store.apply(rest).expect("second batch");
+        let kept = store.load_orders().expect("orders");
+        assert_eq!(kept.len(), ORDER_MEMORY as usize);
+        assert_eq!(kept[0].order_id, "o5");
+        assert_eq!(kept[kept.len() - 1].order_id, format!("o{}", total - 1));
     }
 
     #[test]
