@@ -159,9 +159,15 @@ impl Node {
         let mut child = cmd.spawn().expect("spawn switchboard");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let name = id.to_owned();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // A node's warnings and errors go to the test's output (shown when it
+                // fails), so a failure names the node's side of it.
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("[node {name}] {line}");
+                }
                 if !sent
                     && line.contains("switchboard listening")
                     && let Some(at) = line.find("listen=")

@@ -632,3 +632,44 @@ async fn an_events_operations_run_in_submission_order_in_batches() {
     assert_eq!((last.available_tickets, last.locked_tickets), (0, 10));
     cleanup(&conn, &p).await;
 }
+
+/// The first read after Redis restarts is answered: the connection only learns that the
+/// old one is gone when it is used, and a read (which changes nothing) is asked once more
+/// on the new one instead of telling a joining client to try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_read_after_a_redis_restart_is_answered() {
+    let dir = std::env::temp_dir().join(format!("sb-holds-read-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let Some(mut first) = OwnRedis::start(&dir, port) else {
+        return;
+    };
+    first.wait_ready().await;
+    let conn = redis_store::connection(&first.url()).expect("url");
+    let (store, now) = store_with_ten_seats(&conn, "sb:").await;
+    assert!(store.event(1, now).await.expect("redis").is_some());
+
+    // Nothing uses the connection while Redis is down and back.
+    first.kill();
+    let Some(mut second) = OwnRedis::start(&dir, port) else {
+        return;
+    };
+    second.wait_ready().await;
+    let (_, availability) = store
+        .event(1, now)
+        .await
+        .expect("answered at the first try")
+        .expect("the event survived (append-only file)");
+    assert_eq!(availability[0].0.available_tickets, 10);
+
+    // The catalog's list of events (a plain command, not a script) does the same.
+    second.kill();
+    let Some(third) = OwnRedis::start(&dir, port) else {
+        return;
+    };
+    third.wait_ready().await;
+    assert_eq!(
+        store.event_ids().await.expect("answered at the first try"),
+        vec![1]
+    );
+}

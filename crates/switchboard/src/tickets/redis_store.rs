@@ -188,6 +188,24 @@ impl RedisHolds {
         self.global_key("{catalog}:events")
     }
 
+    /// A script's call on one event: its key, then the event's key base, the recent-ops
+    /// capacity, the time and `args`.
+    fn invocation<'a>(
+        &self,
+        script: &'a Script,
+        event_id: i64,
+        now: i64,
+        args: &[&str],
+    ) -> redis::ScriptInvocation<'a> {
+        let base = self.base(event_id);
+        let mut call = script.key(format!("{base}ev"));
+        call.arg(&base)
+            .arg(self.config.recent_capacity)
+            .arg(now)
+            .arg(args);
+        call
+    }
+
     async fn run(
         &self,
         script: &Script,
@@ -195,14 +213,23 @@ impl RedisHolds {
         now: i64,
         args: &[&str],
     ) -> Result<Value, RedisStoreError> {
-        let base = self.base(event_id);
-        let mut call = script.key(format!("{base}ev"));
-        call.arg(&base)
-            .arg(self.config.recent_capacity)
-            .arg(now)
-            .arg(args);
         let mut conn = self.conn.clone();
+        let call = self.invocation(script, event_id, now, args);
         Ok(call.invoke_async::<Value>(&mut conn).await?)
+    }
+
+    /// Runs the read-only script. A read changes nothing, so one that fails because the
+    /// connection had dropped (the first command after Redis restarts fails while the
+    /// manager reconnects) is asked once more, on the new connection: a client joining
+    /// right after Redis came back is answered, not told to try again.
+    async fn read(&self, event_id: i64, now: i64, args: &[&str]) -> Result<Value, RedisStoreError> {
+        let call = self.invocation(&self.scripts.read, event_id, now, args);
+        Ok(once_more(|| {
+            let mut conn = self.conn.clone();
+            let call = &call;
+            async move { call.invoke_async::<Value>(&mut conn).await }
+        })
+        .await?)
     }
 
     /// Runs a mutation script and splits its reply: `{code, value, swept, availability,
@@ -575,11 +602,13 @@ impl RedisHolds {
 
     /// Every event id of the fleet's catalog.
     pub async fn event_ids(&self) -> Result<Vec<i64>, RedisStoreError> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.catalog_key())
-            .query_async(&mut conn)
-            .await?;
+        let members = redis::cmd("SMEMBERS").arg(self.catalog_key()).clone();
+        let ids: Vec<String> = once_more(|| {
+            let mut conn = self.conn.clone();
+            let members = members.clone();
+            async move { members.query_async(&mut conn).await }
+        })
+        .await?;
         let mut ids: Vec<i64> = ids.iter().filter_map(|s| s.parse().ok()).collect();
         ids.sort_unstable();
         Ok(ids)
@@ -591,10 +620,7 @@ impl RedisHolds {
         event_id: i64,
         now: i64,
     ) -> Result<Option<(Event, Vec<(Availability, u64)>)>, RedisStoreError> {
-        let reply = array(
-            self.run(&self.scripts.read, event_id, now, &["event"])
-                .await?,
-        )?;
+        let reply = array(self.read(event_id, now, &["event"]).await?)?;
         let mut parts = reply.into_iter();
         let (Some(name), Some(cats)) = (parts.next(), parts.next()) else {
             return Ok(None);
@@ -643,17 +669,13 @@ impl RedisHolds {
         user: &str,
         now: i64,
     ) -> Result<Vec<Hold>, RedisStoreError> {
-        let reply = self
-            .run(&self.scripts.read, event_id, now, &["user", user])
-            .await?;
+        let reply = self.read(event_id, now, &["user", user]).await?;
         holds(event_id, array(reply)?)
     }
 
     /// Every live hold of one event, in lock id order.
     pub async fn holds(&self, event_id: i64, now: i64) -> Result<Vec<Hold>, RedisStoreError> {
-        let reply = self
-            .run(&self.scripts.read, event_id, now, &["holds"])
-            .await?;
+        let reply = self.read(event_id, now, &["holds"]).await?;
         let mut all = holds(event_id, array(reply)?)?;
         all.sort_by(|a, b| a.lock_id.cmp(&b.lock_id));
         Ok(all)
@@ -661,9 +683,7 @@ impl RedisHolds {
 
     /// Hold counts of one event (users and categories counted within the event).
     pub async fn stats(&self, event_id: i64, now: i64) -> Result<Stats, RedisStoreError> {
-        let reply = self
-            .run(&self.scripts.read, event_id, now, &["stats"])
-            .await?;
+        let reply = self.read(event_id, now, &["stats"]).await?;
         let n: Vec<u64> = array(reply)?
             .into_iter()
             .map(number::<u64>)
@@ -806,6 +826,24 @@ fn split(
             observed,
         },
     ))
+}
+
+/// Runs an idempotent command, and once more if it failed on a dropped connection (not on
+/// a timeout: Redis may be slow, and waiting twice would double the wait).
+async fn once_more<T, F, Fut>(mut command: F) -> redis::RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    match command().await {
+        Err(e) if dropped(&e) => command().await,
+        done => done,
+    }
+}
+
+/// The connection was gone before Redis could answer (reset, closed, refused).
+fn dropped(e: &redis::RedisError) -> bool {
+    (e.is_connection_dropped() || e.is_connection_refusal()) && !e.is_timeout()
 }
 
 fn bad(what: &str) -> RedisStoreError {
