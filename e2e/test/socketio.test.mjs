@@ -216,6 +216,21 @@ describe("acknowledgements", () => {
     });
   }
 
+  it("a handler that waits keeps its place: events after it are handled after it", T, async (t) => {
+    // `ask` waits for this client's answer (given 150 ms late); the `rooms` requests sent
+    // right behind it are handled at once by the server, but only after `ask` is done.
+    // Switchboard's promise (one handler at a time per socket, in order); Node's server
+    // runs handlers concurrently, so the reference server is not held to it.
+    if (process.env.E2E_SERVER === "reference") return t.skip("per-socket order is Switchboard's");
+    const socket = await sioConnect(t, "/e2e", WS);
+    socket.on("slow-question", (cb) => setTimeout(() => cb("late"), 150));
+    const done = [];
+    const asked = ack(socket, "ask", "slow-question", []).then((r) => done.push(["ask", r]));
+    const after = [1, 2, 3].map((i) => ack(socket, "rooms").then(() => done.push(["rooms", i])));
+    await Promise.all([asked, ...after]);
+    assert.deepEqual(done, [["ask", ["late"]], ["rooms", 1], ["rooms", 2], ["rooms", 3]]);
+  });
+
   it("server -> client (via ask) with binary in both directions", T, async (t) => {
     const socket = await sioConnect(t, "/e2e", WS);
     socket.on("bin-question", (data, cb) => {

@@ -5,11 +5,13 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use engineio::{Frame, Push, Session};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use hub::{Delivery, Envelope, Member, MemberId, Payload};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -394,20 +396,29 @@ pub(crate) async fn enqueue_event(socket: &Arc<Socket>, event: Event, max: usize
     let mut event = Some(event);
     loop {
         let space = socket.inbox_space.notified();
-        {
+        let idle = {
             let mut inbox = socket.inbox.lock();
             if inbox.queue.len() < max {
-                if let Some(e) = event.take() {
+                // Not running means idle: the inbox runs until its queue is empty.
+                let idle = !inbox.running;
+                inbox.running = true;
+                if !idle && let Some(e) = event.take() {
                     inbox.queue.push_back(Work::Event(e));
                 }
-                let start = !inbox.running;
-                inbox.running = true;
-                drop(inbox);
-                if start {
-                    tokio::spawn(run_inbox(socket.clone()));
+                Some(idle)
+            } else {
+                None
+            }
+        };
+        match idle {
+            Some(true) => {
+                if let Some(e) = event.take() {
+                    run_in_place(socket, e).await;
                 }
                 return;
             }
+            Some(false) => return,
+            None => {}
         }
         // Back-pressure: stop reading this client until its handler catches up.
         space.await;
@@ -421,12 +432,64 @@ pub(crate) fn enqueue(socket: &Arc<Socket>, work: Work) {
     inbox.running = true;
     drop(inbox);
     if start {
-        tokio::spawn(run_inbox(socket.clone()));
+        tokio::spawn(run_inbox(socket.clone(), None));
     }
 }
 
-/// Runs a socket's queued work in order, then exits; at most one runs per socket.
-async fn run_inbox(socket: Arc<Socket>) {
+/// A handler's future that owns what it borrows, so it can move to a task of its own.
+type Handling = BoxFuture<'static, ()>;
+
+/// Runs an idle socket's event on the reader's task, its inbox marked running (ARCHITECTURE.md
+/// invariant 6). Most handlers finish at their first poll (nothing they await is slow), and
+/// then no task is spawned, scheduled and freed for the event, as socketioxide calls its
+/// handlers in place. A handler that has to wait moves, with the inbox still running, to a
+/// task of its own, which then runs whatever was queued behind it: events stay one at a time
+/// and in order, and the reader reads on (a handler may wait for this client's own ack).
+async fn run_in_place(socket: &Arc<Socket>, event: Event) {
+    let handler = socket.namespace().handler.clone();
+    let me = socket.clone();
+    let mut handling: Handling = Box::pin(async move { handler.on_event(me, event).await });
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handling.as_mut().poll(cx)
+        })))
+    })
+    .await;
+    match first {
+        Ok(Poll::Ready(())) => {}
+        Ok(Poll::Pending) => {
+            tokio::spawn(run_inbox(socket.clone(), Some(handling)));
+            return;
+        }
+        Err(_) => handler_panicked(socket),
+    }
+    socket.conn().flush();
+    // Work queued meanwhile by another task (a disconnect) runs in the inbox's own task.
+    let mut inbox = socket.inbox.lock();
+    if inbox.queue.is_empty() {
+        inbox.running = false;
+    } else {
+        drop(inbox);
+        tokio::spawn(run_inbox(socket.clone(), None));
+    }
+}
+
+fn handler_panicked(socket: &Socket) {
+    tracing::error!(
+        socket = socket.id(),
+        "application handler panicked; socket keeps serving"
+    );
+}
+
+/// Runs a socket's queued work in order (after `first`, a handler already started), then
+/// exits; at most one runs per socket.
+async fn run_inbox(socket: Arc<Socket>, first: Option<Handling>) {
+    if let Some(handling) = first {
+        if AssertUnwindSafe(handling).catch_unwind().await.is_err() {
+            handler_panicked(&socket);
+        }
+        socket.conn().flush();
+    }
     let handler = socket.namespace().handler.clone();
     loop {
         let work = {
@@ -452,10 +515,7 @@ async fn run_inbox(socket: Arc<Socket>) {
             }
         };
         if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
-            tracing::error!(
-                socket = socket.id(),
-                "application handler panicked; socket keeps serving"
-            );
+            handler_panicked(&socket);
         }
         // The handler's answers go out now, ahead of broadcasts waiting to be flushed.
         socket.conn().flush();
