@@ -100,8 +100,6 @@ fn free_port() -> u16 {
 
 /// A store on the same keys as the nodes: the test reads what Redis holds and confirms
 /// holds the way the orders-service does (through the same script a node runs).
-/// The node the kill test kills (`fleet.nodes[2]`).
-const VICTIM: &str = "n2";
 
 fn checker(url: &str, prefix: &str) -> RedisHolds {
     let conn = redis_store::connection(url).expect("redis url");
@@ -744,21 +742,38 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         // A short node timeout and recovery window, so the test sees the release.
         let fast = [("node_timeout_secs", "3"), ("recovery_window_secs", "2")];
         let mut fleet = Fleet::start(SHARED_REDIS, &prefix, &catalog, &fast).await;
-        let victim = fleet.nodes[2].take().expect("three nodes"); // node_id VICTIM
+        // The victim is the node that granted the hold which brought the race to half the
+        // seats, so it has granted some when it dies (with batching, one node's script may
+        // take many seats before another's runs, so a node fixed in advance may have none).
+        let nodes: Arc<Mutex<Vec<Option<Node>>>> =
+            Arc::new(Mutex::new(std::mem::take(&mut fleet.nodes)));
+        let victim: Arc<Mutex<Option<usize>>> = Arc::default();
+        let (all, killed) = (nodes.clone(), victim.clone());
         let store = fleet.checker.clone();
         let confirmed: Arc<Mutex<Vec<tickets::Hold>>> = Arc::default();
         let c = confirmed.clone();
+        let p = prefix.clone();
         let chaos: Chaos = Box::new(move |so_far| {
             Box::pin(async move {
                 *c.lock() = confirm_half(&store, &so_far).await;
-                let mut victim = victim;
-                tokio::task::spawn_blocking(move || victim.kill9())
+                let last = so_far.last().expect("a grant triggered the step");
+                let node = granted_by(SHARED_REDIS, &p, 1, &last.lock_id)
+                    .await
+                    .expect("the hold names its node");
+                let index: usize = node
+                    .strip_prefix('n')
+                    .and_then(|i| i.parse().ok())
+                    .expect("node ids are n0, n1, n2");
+                *killed.lock() = Some(index);
+                let mut node = all.lock()[index].take().expect("a live node");
+                tokio::task::spawn_blocking(move || node.kill9())
                     .await
                     .expect("kill");
             })
         });
-        // Killed once half the seats are held: the node has granted some by then.
         let race = race(fleet.lb.addr, 1, &format!("k{run}"), 50, Some(chaos)).await;
+        let victim = victim.lock().expect("a node was killed");
+        let victim_id = format!("n{victim}");
         let confirmed = std::mem::take(&mut *confirmed.lock());
         let granted = race.granted();
         // Nothing was released during the race (the dead node's holds go after its
@@ -770,7 +785,7 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         let mut on_victim: Vec<&Grant> = Vec::new();
         for g in &race.grants {
             let node = granted_by(SHARED_REDIS, &prefix, 1, &g.lock_id).await;
-            if node.as_deref() == Some(VICTIM) {
+            if node.as_deref() == Some(victim_id.as_str()) {
                 on_victim.push(g);
             }
         }
@@ -808,7 +823,7 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
             .filter(|g| confirmed_ids.contains_key(g.lock_id.as_str()))
             .count();
         eprintln!(
-            "kill run {run}: granted {granted} seats ({} holds, {} confirmed), {} holds on the killed node ({confirmed_on_victim} confirmed), {} refused, {} unavailable, {} errors (buyers of the killed node), {} not connected",
+            "kill run {run}: node {victim_id} killed; granted {granted} seats ({} holds, {} confirmed), {} holds on the killed node ({confirmed_on_victim} confirmed), {} refused, {} unavailable, {} errors (buyers of the killed node), {} not connected",
             race.grants.len(),
             confirmed.len(),
             on_victim.len(),
@@ -844,10 +859,14 @@ async fn a_node_killed_mid_race_loses_no_confirmed_hold_and_its_active_holds_are
         );
         // ... and announced: every buyer still connected hears the new numbers.
         let locked: u32 = want.values().map(|v| v.2).sum();
-        let survivors = [fleet.addrs[0], fleet.addrs[1]];
+        let survivors: Vec<SocketAddr> = (0..3)
+            .filter(|&i| i != victim)
+            .map(|i| fleet.addrs[i])
+            .collect();
         clients_converge(&race.heard, (SEATS - locked, locked)).await;
         nodes_agree(&survivors, 1, (SEATS - locked, locked)).await;
         drop(race.clients);
+        drop(nodes);
         drop(fleet);
         let _ = fleet_cleanup(SHARED_REDIS, &prefix).await;
     }
