@@ -100,7 +100,6 @@ fn free_port() -> u16 {
 
 /// A store on the same keys as the nodes: the test reads what Redis holds and confirms
 /// holds the way the orders-service does (through the same script a node runs).
-
 fn checker(url: &str, prefix: &str) -> RedisHolds {
     let conn = redis_store::connection(url).expect("redis url");
     RedisHolds::new(conn, prefix, "checker", HoldConfig::default())
