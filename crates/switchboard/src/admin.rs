@@ -241,8 +241,9 @@ async fn stats(State(s): State<AdminState>) -> impl IntoResponse {
                 // Every transport's connections on every live node, as of its last heartbeat.
                 "connections": nodes.iter().map(|n| n.connections).sum::<u64>(),
                 "nodes": nodes,
-                // Whether this node's share of presence is in the fleet's book.
-                "presenceSynced": s.transports.presence_book().map(|b| b.is_synced()),
+                // Whether this node's share is in each of the fleet's books (presence,
+                // Pusher's channel occupancy).
+                "presenceSynced": c.books_synced(),
             })
         }),
     }))

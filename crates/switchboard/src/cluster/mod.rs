@@ -102,6 +102,9 @@ pub struct Cluster {
     census: Arc<Census>,
     signals: Arc<Signals>,
     waiting: Arc<ops::Waiting>,
+    /// Every book this node writes (presence, Pusher's occupancy): `/stats` reports them
+    /// synced only when all are.
+    books: parking_lot::Mutex<Vec<Arc<PresenceBook>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -225,6 +228,7 @@ impl Cluster {
             census,
             signals,
             waiting,
+            books: parking_lot::Mutex::new(Vec::new()),
         }))
     }
 
@@ -278,7 +282,7 @@ impl Cluster {
         let connection = redis::Client::open(self.config.url.as_str())
             .and_then(|c| c.get_connection_manager_lazy(manager_config()))
             .unwrap_or_else(|_| self.connection.clone());
-        PresenceBook::start(
+        let book = PresenceBook::start(
             &self.config.prefix,
             kind,
             &self.config.node_id,
@@ -290,7 +294,16 @@ impl Cluster {
             self.nodes.rejoined(),
             tasks,
             stop,
-        )
+        );
+        self.books.lock().push(book.clone());
+        book
+    }
+
+    /// Whether every book this node writes holds this node's share (false from start-up
+    /// or an outage until each has reconciled); `None` with no book.
+    pub fn books_synced(&self) -> Option<bool> {
+        let books = self.books.lock();
+        (!books.is_empty()).then(|| books.iter().all(|b| b.is_synced()))
     }
 
     /// The key and channel prefix (the Node adapter's `key`).
