@@ -532,7 +532,15 @@ async fn store_with_ten_seats(
     conn: &redis::aio::ConnectionManager,
     prefix: &str,
 ) -> (RedisHolds, i64) {
-    let store = RedisHolds::new(conn.clone(), prefix, "a", HoldConfig::default());
+    store_with_ten_seats_and(conn, prefix, HoldConfig::default()).await
+}
+
+async fn store_with_ten_seats_and(
+    conn: &redis::aio::ConnectionManager,
+    prefix: &str,
+    config: HoldConfig,
+) -> (RedisHolds, i64) {
+    let store = RedisHolds::new(conn.clone(), prefix, "a", config);
     let now = switchboard::tickets::now_ms();
     let seeded = store
         .upsert_event(&catalog(10)[0], true, now)
@@ -672,4 +680,63 @@ async fn the_first_read_after_a_redis_restart_is_answered() {
         store.event_ids().await.expect("answered at the first try"),
         vec![1]
     );
+}
+
+/// A batch that ends more holds than the ended-lock memory keeps trims it once, at the end
+/// of its script: exactly the newest `recent_capacity` ids are remembered (a confirm of one
+/// of them says how it ended), the older ones are forgotten (unknown), and Redis holds
+/// exactly that many entries in the memory's hash and its order list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_ends_many_holds_keeps_the_ended_memory_bounded() {
+    let Some(conn) = redis_or_skip().await else {
+        return;
+    };
+    let p = prefix("ended-cap");
+    let config = HoldConfig {
+        recent_capacity: 3,
+        ..HoldConfig::default()
+    };
+    let (store, now) = store_with_ten_seats_and(&conn, &p, config).await;
+    let mut locks = Vec::new();
+    for u in 1..=5 {
+        let granted = store.lock(&req(u, 1), now).await.expect("redis");
+        locks.push(granted.value.expect("granted").lock_id);
+    }
+    // Polled in this order: the first unlock goes alone, the other four wait for it and
+    // run together in one script, in order.
+    let (a, b, c, d, e) = tokio::join!(
+        store.unlock("u1", 1, 1, now),
+        store.unlock("u2", 1, 1, now),
+        store.unlock("u3", 1, 1, now),
+        store.unlock("u4", 1, 1, now),
+        store.unlock("u5", 1, 1, now),
+    );
+    for done in [a, b, c, d, e] {
+        assert!(done.expect("redis").value.is_ok());
+    }
+    let mut redis = conn.clone();
+    let base = format!("{p}{{e:1}}:");
+    let (in_hash, in_list): (usize, usize) = redis::pipe()
+        .hlen(format!("{base}ended"))
+        .llen(format!("{base}endedq"))
+        .query_async(&mut redis)
+        .await
+        .expect("redis");
+    assert_eq!((in_hash, in_list), (3, 3), "trimmed to the capacity");
+    for (i, lock) in locks.iter().enumerate() {
+        let answer = store.confirm(lock, now).await.expect("redis").value;
+        if i < 2 {
+            assert_eq!(
+                answer,
+                Err(tickets::ConfirmError::UnknownLock(lock.clone())),
+                "the oldest are forgotten"
+            );
+        } else {
+            assert!(
+                matches!(answer, Err(tickets::ConfirmError::Ended { .. })),
+                "the newest three are remembered: {answer:?}"
+            );
+        }
+    }
+    cleanup(&conn, &p).await;
 }

@@ -2,9 +2,9 @@
 local cat, total, avail = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local swept = sweep()
 if not event_exists() then return finish('unknown_event', {}, swept) end
-local ck = cat_key(cat)
-if redis.call('EXISTS', ck) == 0 then return finish('unknown_category', {}, swept) end
+if not seats(cat) then return finish('unknown_category', {}, swept) end
 if avail > total then return finish('exceeds_total', {}, swept) end
-redis.call('HSET', ck, 'total', ARGV[5], 'avail', ARGV[6])
+set_seats(cat, 'total', total)
+set_seats(cat, 'avail', avail)
 touch(cat)
 return finish('ok', availability(cat), swept)

@@ -12,6 +12,6 @@ if h.status == 'confirmed' then return finish('ok', hold_reply(l, h), swept) end
 if tonumber(h.expires) <= NOW then return finish('expired', {}, swept) end
 redis.call('HSET', hold_key(l), 'status', 'confirmed', 'expires', deadline)
 redis.call('ZADD', DL, deadline, l)
-redis.call('HINCRBY', EV, 'n_confirmed', 1)
+count('n_confirmed', 1)
 h.status, h.expires = 'confirmed', deadline
 return finish('ok', hold_reply(l, h), swept)

@@ -4,14 +4,12 @@ local function op_lock(a)
   local ev, cat, user, sess, qty, expires, node, now =
     a[1], a[2], a[3], a[4], tonumber(a[5]), a[6], a[7], a[8]
   if not event_exists() then return 'unknown_event', {} end
-  local ck = cat_key(cat)
-  -- Every category hash has `avail` and `held` (upsert writes both): none means unknown.
-  local seats = redis.call('HMGET', ck, 'avail', 'held')
-  if not seats[1] then return 'unknown_category', {} end
+  local s = seats(cat)
+  if not s then return 'unknown_category', {} end
   local uk = user_key(user)
   local existing = redis.call('HGET', uk, cat)
   if existing then return 'already_holding', {existing} end
-  local free = tonumber(seats[1]) - tonumber(seats[2])
+  local free = s.avail - s.held
   if free < 0 then free = 0 end
   if qty > free then return 'not_enough', {tostring(free)} end
   local l
@@ -21,14 +19,14 @@ local function op_lock(a)
   until redis.call('EXISTS', hold_key(l)) == 0 and redis.call('HEXISTS', B .. 'ended', l) == 0
   redis.call('HSET', hold_key(l), 'user', user, 'cat', cat, 'qty', a[5], 'sess', sess,
     'node', node, 'created', now, 'expires', expires, 'status', 'active')
-  if redis.call('EXISTS', uk) == 0 then redis.call('HINCRBY', EV, 'n_users', 1) end
+  if redis.call('EXISTS', uk) == 0 then count('n_users', 1) end
   redis.call('HSET', uk, cat, l)
   redis.call('ZADD', sess_key(sess), 0, l)
   redis.call('ZADD', node_key(node), 0, l)
   redis.call('ZADD', DL, expires, l)
   redis.call('ZADD', IDS, 0, l)
-  redis.call('HINCRBY', ck, 'held', qty)
-  redis.call('HINCRBY', EV, 'n_live', 1)
+  set_seats(cat, 'held', s.held + qty)
+  count('n_live', 1)
   touch(cat)
   return 'ok', {l, now, expires}
 end

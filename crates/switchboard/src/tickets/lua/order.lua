@@ -6,19 +6,19 @@ local done = redis.call('HGET', B .. 'orders', order_id)
 if done then return finish('already', {done}, swept) end
 if kind == 'completed' and qty == 0 then return finish('invalid_quantity', {}, swept) end
 local l = redis.call('HGET', user_key(user), cat)
-local ck = cat_key(cat)
-if not l or redis.call('EXISTS', ck) == 0 then return finish('no_matching_hold', {}, swept) end
+local s = seats(cat)
+if not l or not s then return finish('no_matching_hold', {}, swept) end
 local r
 if kind == 'completed' then
   -- The order may use its hold's seats plus free ones, never seats held by others.
-  local avail = tonumber(redis.call('HGET', ck, 'avail'))
-  local others = tonumber(redis.call('HGET', ck, 'held')) - tonumber(redis.call('HGET', hold_key(l), 'qty'))
+  local avail = s.avail
+  local others = s.held - tonumber(redis.call('HGET', hold_key(l), 'qty'))
   if others < 0 then others = 0 end
   local sellable = avail - others
   if sellable < 0 then sellable = 0 end
   if qty > sellable then return finish('not_enough', {tostring(sellable)}, swept) end
   r = end_hold(l, 'completed')
-  redis.call('HSET', ck, 'avail', avail - qty)
+  set_seats(cat, 'avail', avail - qty)
 else
   r = end_hold(l, 'released')
 end

@@ -4,9 +4,10 @@
 local function op_release(by, id)
   local index
   if by == 'node' then index = node_key(id) else index = sess_key(id) end
-  local ids = {}
+  local out = {}
   for _, l in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if redis.call('HGET', hold_key(l), 'status') == 'active' then ids[#ids + 1] = l end
+    local h = read_hold(l)
+    if h and h.status == 'active' then out[#out + 1] = end_hold(l, 'released', h) end
   end
-  return 'ok', end_all(ids, 'released')
+  return 'ok', out
 end

@@ -2,10 +2,9 @@
 local function op_unlock(user, cat)
   local l = redis.call('HGET', user_key(user), cat)
   if not l then return 'no_hold', {} end
-  if redis.call('HGET', hold_key(l), 'status') == 'confirmed' then
-    return 'confirmed', {l}
-  end
-  local r = end_hold(l, 'released')
+  local h = read_hold(l)
+  if h and h.status == 'confirmed' then return 'confirmed', {l} end
+  local r = end_hold(l, 'released', h)
   if not r then return 'no_hold', {} end
   return 'ok', r
 end
