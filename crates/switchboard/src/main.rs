@@ -8,6 +8,12 @@ use switchboard::cli::{Cli, Command};
 use switchboard::config::{Config, Sources};
 use switchboard::{app, server, telemetry};
 
+/// mimalloc instead of glibc malloc: the server allocates and frees many small and
+/// mid-sized blocks per request (boxed handler futures, frames, Redis replies); see
+/// ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
