@@ -10,7 +10,7 @@ use switchboard::{app, server, telemetry};
 
 /// mimalloc instead of glibc malloc: the server allocates and frees many small and
 /// mid-sized blocks per request (boxed handler futures, frames, Redis replies); see
-/// ARCHITECTURE.md, "Allocator".
+/// ARCHITECTURE.md, "Choices" (memory allocator), and README, "Allocator".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
