@@ -473,11 +473,27 @@ describe("chat persistence", { skip: skip() }, () => {
     const acked = [];
     for (let i = 0; i < 20; i++) acked.push((await ana.ask("message", { roomId, content: `n${i}`, clientMsgId: `p${i}` })).message);
     await bob.ask("read", { roomId, messageId: acked[9].id });
+    // Then a burst that the store commits in groups, killed while part of it is still
+    // on its way: every acknowledged message of it must survive too.
+    const burst = [];
+    for (let i = 0; i < 40; i++) {
+      ana.ask("message", { roomId, content: `b${i}`, clientMsgId: `b${i}` })
+        .then((a) => a.message && burst.push(a.message), () => {});
+    }
+    const deadline = Date.now() + 5000;
+    while (burst.length < 10 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    assert.ok(burst.length >= 10, `only ${burst.length} acks of the burst in 5 s`);
     await s.stop("SIGKILL");
+    const ackedBurst = new Set(burst.map((m) => m.id));
 
     s = await startServer({ args: serveArgs(dir), port: s.port });
     const ana2 = await chatClient(t, "ana-p", s.url);
-    const h = await ana2.ask("history", { roomId, limit: 100 });
+    const all = await ana2.ask("history", { roomId, limit: 100 });
+    const fromBurst = all.messages.slice(acked.length);
+    for (const id of ackedBurst) assert.ok(fromBurst.some((m) => m.id === id), `acknowledged ${id} lost`);
+    // What survived of the burst is a prefix of it, in the order sent, each message once.
+    assert.deepEqual(fromBurst.map((m) => m.content), fromBurst.map((_, i) => `b${i}`));
+    const h = { messages: all.messages.slice(0, acked.length) };
     assert.deepEqual(h.messages.map((m) => m.id), acked.map((m) => m.id));
     assert.equal(h.messages[9].status, "read");
     assert.equal(h.messages[10].status, "delivered");

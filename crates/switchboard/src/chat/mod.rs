@@ -2,7 +2,7 @@
 //! edits, deletes, read receipts, typing, presence with last seen.
 //!
 //! Layout: `model` (records and their JSON), `store` (the storage trait), `sqlite` (its
-//! SQLite implementation), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state), `metrics` (its counters),
+//! SQLite implementation; `sqlite_sends` its group commit of sends), `postgres` (the one a fleet shares), `live` (connections, typing, presence: in-process state), `metrics` (its counters),
 //! `service` (the rules), `fleet` and `fleet_live` (the same across a cluster's nodes), `input` (decoding client payloads), `requests` (what clients send, as types), `dispatch` (event ->
 //! service call), `socket` (the `/chat` namespace), `api` (the HTTP routes), `wire` (what clients receive, as types). `/ws`
 //! reaches the chat through `dispatch`; SSE only listens. Never: token checks (`auth`)
@@ -22,6 +22,7 @@ pub mod requests;
 pub mod service;
 pub mod socket;
 pub mod sqlite;
+mod sqlite_sends;
 pub mod store;
 pub mod wire;
 

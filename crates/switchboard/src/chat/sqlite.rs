@@ -2,7 +2,9 @@
 //! `data_dir = "memory"`), WAL with `synchronous = FULL`, one transaction per write, so
 //! an acknowledged message survives a crash of the process or the machine.
 //!
-//! Blocking calls run on tokio's blocking pool, one at a time on one connection.
+//! Blocking calls run on tokio's blocking pool, one at a time on one connection. Sends
+//! are group-committed (`sqlite_sends`): those that arrive during a commit share the next
+//! transaction and its `fsync`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +16,21 @@ use serde_json::Value;
 use super::model::{
     Member, Message, MessageType, NewMessage, Retention, Role, Room, RoomKind, RoomOf,
 };
+use super::sqlite_sends::Sends;
 use super::store::{ChatStore, Checked, Fut, StoreError};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteChat {
     conn: Arc<Mutex<Connection>>,
+    sends: Arc<Sends>,
+}
+
+impl std::fmt::Debug for SqliteChat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteChat")
+            .field("send_commits", &self.sends.commits())
+            .finish_non_exhaustive()
+    }
 }
 
 const SCHEMA: &str = "BEGIN;
@@ -67,7 +79,13 @@ impl SqliteChat {
         }
         Ok(SqliteChat {
             conn: Arc::new(Mutex::new(conn)),
+            sends: Arc::default(),
         })
+    }
+
+    /// Transactions committed for sends so far (a group commit takes several sends).
+    pub fn send_commits(&self) -> u64 {
+        self.sends.commits()
     }
 
     /// Runs `f` on the connection, off the async runtime.
@@ -158,26 +176,49 @@ fn unread_of(c: &Connection, room: &str, user: &str) -> rusqlite::Result<i64> {
     )
 }
 
-fn insert(c: &mut Connection, msg: NewMessage) -> Result<(Message, bool), StoreError> {
-    let tx = c.transaction()?;
+/// `ChatStore::insert_checked` inside a caller's transaction (a savepoint of a batch).
+fn checked(c: &Connection, msg: NewMessage, member_required: bool) -> Result<Checked, StoreError> {
+    let room: Option<i64> = c
+        .prepare_cached("SELECT 1 FROM chat_rooms WHERE id = ?1")?
+        .query_row([&msg.room_id], |r| r.get(0))
+        .optional()?;
+    if room.is_none() {
+        return Ok(Checked::NoRoom);
+    }
+    if member_required {
+        let member: Option<i64> = c
+            .prepare_cached("SELECT 1 FROM chat_members WHERE room_id = ?1 AND user_id = ?2")?
+            .query_row(params![msg.room_id, msg.sender_id], |r| r.get(0))
+            .optional()?;
+        if member.is_none() {
+            return Ok(Checked::NotMember);
+        }
+    }
+    let (m, created) = insert(c, msg)?;
+    Ok(Checked::Stored(m, created))
+}
+
+/// Stores `msg` (or finds the first one of its `client_msg_id`), inside the caller's
+/// transaction.
+fn insert(c: &Connection, msg: NewMessage) -> Result<(Message, bool), StoreError> {
     if let Some(client) = &msg.client_msg_id {
-        let first = tx
-            .query_row(
+        let first = c
+            .prepare_cached(
                 &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE sender_id = ?1 AND client_msg_id = ?2"
                 ),
-                params![msg.sender_id, client],
-                message_row,
-            )
+            )?
+            .query_row(params![msg.sender_id, client], message_row)
             .optional()?;
         if let Some(first) = first {
             return Ok((first, false));
         }
     }
-    tx.execute(
+    c.prepare_cached(
         "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )?
+    .execute(params![
             msg.room_id,
             msg.sender_id,
             msg.content,
@@ -187,10 +228,8 @@ fn insert(c: &mut Connection, msg: NewMessage) -> Result<(Message, bool), StoreE
             msg.client_msg_id,
             msg.created_at,
             msg.delivered
-        ],
-    )?;
-    let seq = tx.last_insert_rowid();
-    tx.commit()?;
+    ])?;
+    let seq = c.last_insert_rowid();
     Ok((
         Message {
             seq,
@@ -328,28 +367,7 @@ impl ChatStore for SqliteChat {
     }
 
     fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
-        self.run(move |c| {
-            let room: Option<i64> = c
-                .prepare_cached("SELECT 1 FROM chat_rooms WHERE id = ?1")?
-                .query_row([&msg.room_id], |r| r.get(0))
-                .optional()?;
-            if room.is_none() {
-                return Ok(Checked::NoRoom);
-            }
-            if member_required {
-                let member: Option<i64> = c
-                    .prepare_cached(
-                        "SELECT 1 FROM chat_members WHERE room_id = ?1 AND user_id = ?2",
-                    )?
-                    .query_row(params![msg.room_id, msg.sender_id], |r| r.get(0))
-                    .optional()?;
-                if member.is_none() {
-                    return Ok(Checked::NotMember);
-                }
-            }
-            let (m, created) = insert(c, msg)?;
-            Ok(Checked::Stored(m, created))
-        })
+        Box::pin(self.sends.submit(&self.conn, checked, msg, member_required))
     }
 
     fn message(&self, seq: i64) -> Fut<'_, Option<Message>> {
@@ -689,5 +707,97 @@ mod tests {
                 .expect("seen"),
             [("ana".to_owned(), 50)]
         );
+    }
+
+    /// Sends that arrive together share a transaction (one `fsync`), and each still gets
+    /// its own answer: stored in order, a repeated `clientMsgId` inside the same batch
+    /// answered with the first, unknown rooms and non-members refused with nothing written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sends_share_commits_and_keep_their_own_answers() {
+        let dir = std::env::temp_dir().join(format!("sb-chat-group-{}", rand::random::<u64>()));
+        let s = SqliteChat::open(&dir).expect("open");
+        s.create_room(room("r", true), vec![("ana".to_owned(), Role::Owner)])
+            .await
+            .expect("create");
+        let before = s.send_commits();
+        let sends = (0..60).map(|i| {
+            let s = s.clone();
+            async move {
+                let m = match i % 6 {
+                    0 => msg("nowhere", "ana", "x", None, i),
+                    1 => msg("r", "eve", "x", None, i),
+                    // Every third message repeats the client id of the message before it.
+                    2 | 3 => msg(
+                        "r",
+                        "ana",
+                        &format!("m{i}"),
+                        Some(&format!("c{}", i / 2)),
+                        i,
+                    ),
+                    _ => msg("r", "ana", &format!("m{i}"), None, i),
+                };
+                s.insert_checked(m, true).await.expect("answered")
+            }
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let commits = s.send_commits() - before;
+        assert!(commits < 20, "60 concurrent sends took {commits} commits");
+        let mut stored = Vec::new();
+        for (i, a) in answers.iter().enumerate() {
+            match (i % 6, a) {
+                (0, Checked::NoRoom) | (1, Checked::NotMember) => {}
+                (2 | 4 | 5, Checked::Stored(m, true)) => stored.push(m.clone()),
+                (3, Checked::Stored(m, false)) => {
+                    assert_eq!(
+                        m.content,
+                        format!("m{}", i - 1),
+                        "the first of its client id"
+                    );
+                }
+                other => panic!("send {i}: {other:?}"),
+            }
+        }
+        let (history, _) = s.history("r".into(), None, 100).await.expect("history");
+        assert_eq!(
+            history, stored,
+            "every stored message once, in the order answered"
+        );
+        assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A send whose write fails (the database is locked by another writer) answers an
+    /// error and writes nothing; the sends after it are stored as usual.
+    #[tokio::test]
+    async fn a_failed_send_writes_nothing_and_the_next_ones_work() {
+        let dir = std::env::temp_dir().join(format!("sb-chat-busy-{}", rand::random::<u64>()));
+        let s = SqliteChat::open(&dir).expect("open");
+        s.create_room(room("r", false), vec![])
+            .await
+            .expect("create");
+        s.conn
+            .lock()
+            .busy_timeout(std::time::Duration::ZERO)
+            .expect("timeout");
+        let other = Connection::open(dir.join("chat.db")).expect("second connection");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+        let failed = s
+            .insert_checked(msg("r", "ana", "lost", None, 1), false)
+            .await;
+        assert!(
+            matches!(&failed, Err(StoreError::Sqlite(e)) if e.to_string().contains("locked")),
+            "{failed:?}"
+        );
+        other.execute_batch("ROLLBACK").expect("unlock");
+        assert!(matches!(
+            s.insert_checked(msg("r", "ana", "kept", None, 2), false)
+                .await
+                .expect("stored"),
+            Checked::Stored(_, true)
+        ));
+        let (history, _) = s.history("r".into(), None, 10).await.expect("history");
+        let contents: Vec<_> = history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["kept"]);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
