@@ -347,6 +347,13 @@ pub fn direct_io(
 /// through `buf`'s uninitialized space: safe code would have to zero that first, a memset
 /// of all of hyper's read buffer (8 KB or more) on every read of an HTTP connection, for
 /// the few hundred bytes a request usually is.
+///
+/// A read that returns less than it asked for has drained the socket, so it clears the
+/// socket's read readiness as tokio's own `TcpStream::poll_read` does: the next read then
+/// waits for the next bytes instead of first making a `recvfrom` that can only answer
+/// `EAGAIN` (one wasted system call per request of a client that sends one frame at a
+/// time). Bytes that arrive after the read raise a new readiness event, which the clear
+/// does not touch (tokio compares the event's tick).
 fn read_into(tcp: &TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<()> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Box<[u8]>> =
@@ -355,16 +362,38 @@ fn read_into(tcp: &TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<()> {
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut scratch) => {
             let n = buf.remaining().min(scratch.len());
-            let got = tcp.try_read(&mut scratch[..n])?;
+            let got = read_draining(tcp, &mut scratch[..n])?;
             buf.put_slice(&scratch[..got]);
             Ok(())
         }
         Err(_) => {
-            let got = tcp.try_read(buf.initialize_unfilled())?;
+            let got = read_draining(tcp, buf.initialize_unfilled())?;
             buf.advance(got);
             Ok(())
         }
     })
+}
+
+/// `try_read` into `dst`; a short read (the socket drained) also clears the read
+/// readiness. `WouldBlock` only when nothing was read.
+fn read_draining(tcp: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
+    let wanted = dst.len();
+    let mut got = None;
+    let outcome = tcp.try_io(tokio::io::Interest::READABLE, || {
+        let n = tcp.try_read(dst)?;
+        got = Some(n);
+        if n > 0 && n < wanted {
+            // Drained: `try_io` clears the readiness on `WouldBlock`; the bytes are kept.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match (outcome, got) {
+        (Ok(()), Some(n)) => Ok(n),
+        (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => Ok(n),
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(io::ErrorKind::WouldBlock.into()),
+    }
 }
 
 impl AsyncRead for WireIo {
