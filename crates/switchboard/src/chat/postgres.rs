@@ -7,12 +7,13 @@
 //! starting together do not race. Idempotent sends rely on the unique index: of two
 //! nodes inserting the same `clientMsgId`, one inserts and the other reads its row.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::model::{
     Member, Message, MessageType, NewMessage, Retention, Role, Room, RoomKind, RoomOf,
@@ -47,7 +48,7 @@ const MEMBER_COLUMNS: &str = "user_id, role, joined_at, read_seq, read_at";
 
 pub struct PgChat {
     config: tokio_postgres::Config,
-    pool: Vec<Mutex<Option<Client>>>,
+    pool: Vec<Mutex<Option<PgConn>>>,
     next: AtomicUsize,
     schema: OnceCell<()>,
 }
@@ -85,7 +86,7 @@ impl PgChat {
     fn with<'a, T, F>(&'a self, f: F) -> Fut<'a, T>
     where
         T: Send + 'a,
-        F: for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'a,
+        F: for<'c> FnOnce(&'c mut PgConn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'a,
     {
         Box::pin(async move {
             // A free connection if there is one, else wait for the next in turn.
@@ -95,8 +96,11 @@ impl PgChat {
                 Some(g) => g,
                 None => self.pool[start % POOL].lock().await,
             };
-            if guard.as_ref().is_none_or(Client::is_closed) {
-                *guard = Some(self.connect().await?);
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = Some(PgConn {
+                    client: self.connect().await?,
+                    insert: None,
+                });
             }
             let client = guard.as_mut().expect("just connected");
             self.schema
@@ -113,6 +117,50 @@ impl PgChat {
         })
     }
 }
+
+/// One pooled connection and the send path's statement, prepared once on it (without
+/// it every send was a Parse/Describe round trip before its insert).
+struct PgConn {
+    client: Client,
+    insert: Option<Statement>,
+}
+
+impl PgConn {
+    /// The send's insert, prepared on this connection the first time.
+    async fn insert_statement(&mut self) -> Result<Statement, StoreError> {
+        if let Some(s) = &self.insert {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(&INSERT_CHECKED).await?;
+        self.insert = Some(s.clone());
+        Ok(s)
+    }
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// The checked insert of a send: one statement on the happy path, the checks its WHERE.
+static INSERT_CHECKED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+         WHERE EXISTS (SELECT 1 FROM chat_rooms WHERE id = $1)
+           AND (NOT $10 OR EXISTS (SELECT 1 FROM chat_members WHERE room_id = $1 AND user_id = $2))
+         ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
+         RETURNING {MESSAGE_COLUMNS}"
+    )
+});
 
 fn json_col(s: Option<String>) -> Option<Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
@@ -239,7 +287,7 @@ impl ChatStore for PgChat {
     }
 
     fn room(&self, id: String) -> Fut<'_, Option<Room>> {
-        self.with(move |c| Box::pin(async move { get_room(&*c, &id).await }))
+        self.with(move |c| Box::pin(async move { get_room(&**c, &id).await }))
     }
 
     fn member(&self, room: String, user: String) -> Fut<'_, Option<Member>> {
@@ -360,16 +408,10 @@ impl ChatStore for PgChat {
             Box::pin(async move {
                 let metadata = msg.metadata.as_ref().map(Value::to_string);
                 // One statement on the happy path: the checks are its WHERE.
+                let insert = c.insert_statement().await?;
                 let inserted = c
                     .query_opt(
-                        &format!(
-                            "INSERT INTO chat_messages (room_id, sender_id, content, type, metadata, reply_to, client_msg_id, created_at, delivered)
-                             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-                             WHERE EXISTS (SELECT 1 FROM chat_rooms WHERE id = $1)
-                               AND (NOT $10 OR EXISTS (SELECT 1 FROM chat_members WHERE room_id = $1 AND user_id = $2))
-                             ON CONFLICT (sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
-                             RETURNING {MESSAGE_COLUMNS}"
-                        ),
+                        &insert,
                         &[
                             &msg.room_id,
                             &msg.sender_id,
@@ -388,7 +430,7 @@ impl ChatStore for PgChat {
                     return Ok(Checked::Stored(message_row(&row)?, true));
                 }
                 // Why not: no room, not a member, or a repeated clientMsgId.
-                if get_room(&*c, &msg.room_id).await?.is_none() {
+                if get_room(&**c, &msg.room_id).await?.is_none() {
                     return Ok(Checked::NoRoom);
                 }
                 if member_required
@@ -415,7 +457,7 @@ impl ChatStore for PgChat {
     }
 
     fn message(&self, seq: i64) -> Fut<'_, Option<Message>> {
-        self.with(move |c| Box::pin(async move { get_message(&*c, seq).await }))
+        self.with(move |c| Box::pin(async move { get_message(&**c, seq).await }))
     }
 
     fn update_message(
