@@ -77,9 +77,10 @@ impl SqliteChat {
             1 => {}
             v => return Err(StoreError::Corrupt(format!("unknown schema version {v}"))),
         }
+        let conn = Arc::new(Mutex::new(conn));
         Ok(SqliteChat {
-            conn: Arc::new(Mutex::new(conn)),
-            sends: Arc::default(),
+            sends: Arc::new(Sends::new(conn.clone())),
+            conn,
         })
     }
 
@@ -177,7 +178,11 @@ fn unread_of(c: &Connection, room: &str, user: &str) -> rusqlite::Result<i64> {
 }
 
 /// `ChatStore::insert_checked` inside a caller's transaction (a savepoint of a batch).
-fn checked(c: &Connection, msg: NewMessage, member_required: bool) -> Result<Checked, StoreError> {
+pub(super) fn checked(
+    c: &Connection,
+    msg: NewMessage,
+    member_required: bool,
+) -> Result<Checked, StoreError> {
     let room: Option<i64> = c
         .prepare_cached("SELECT 1 FROM chat_rooms WHERE id = ?1")?
         .query_row([&msg.room_id], |r| r.get(0))
@@ -367,7 +372,7 @@ impl ChatStore for SqliteChat {
     }
 
     fn insert_checked(&self, msg: NewMessage, member_required: bool) -> Fut<'_, Checked> {
-        Box::pin(self.sends.submit(&self.conn, checked, msg, member_required))
+        Box::pin(self.sends.submit(msg, member_required))
     }
 
     fn message(&self, seq: i64) -> Fut<'_, Option<Message>> {

@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::model::NewMessage;
+use super::sqlite::checked;
 use super::store::{Checked, StoreError};
 
 /// The most sends one transaction takes; the rest go in the next one.
@@ -35,22 +36,26 @@ struct Queue {
     draining: bool,
 }
 
-/// The sends waiting for a commit, and how many commits they took.
-#[derive(Default)]
+/// The sends waiting for a commit on the store's connection, and how many commits they
+/// took.
 pub(super) struct Sends {
+    conn: Arc<Mutex<Connection>>,
     queue: Mutex<Queue>,
     commits: AtomicU64,
 }
 
-/// What runs one send inside a batch's transaction: the checks and the insert.
-pub(super) type Apply = fn(&Connection, NewMessage, bool) -> Result<Checked, StoreError>;
-
 impl Sends {
+    pub(super) fn new(conn: Arc<Mutex<Connection>>) -> Sends {
+        Sends {
+            conn,
+            queue: Mutex::default(),
+            commits: AtomicU64::new(0),
+        }
+    }
+
     /// Queues a send; its answer comes once the transaction holding it is committed.
     pub(super) async fn submit(
         self: &Arc<Self>,
-        conn: &Arc<Mutex<Connection>>,
-        apply: Apply,
         msg: NewMessage,
         member_required: bool,
     ) -> Result<Checked, StoreError> {
@@ -65,8 +70,8 @@ impl Sends {
             !std::mem::replace(&mut q.draining, true)
         };
         if start {
-            let (sends, conn) = (self.clone(), conn.clone());
-            tokio::task::spawn_blocking(move || sends.drain(&conn, apply));
+            let sends = self.clone();
+            tokio::task::spawn_blocking(move || sends.drain());
         }
         answer
             .await
@@ -79,7 +84,7 @@ impl Sends {
     }
 
     /// Commits batches until the queue is empty.
-    fn drain(&self, conn: &Mutex<Connection>, apply: Apply) {
+    fn drain(&self) {
         // A panic in here must not leave the queue marked as drained by nobody.
         let _reset = Reset(self);
         loop {
@@ -96,7 +101,7 @@ impl Sends {
                 .into_iter()
                 .map(|s| ((s.msg, s.member_required), s.reply))
                 .unzip();
-            let answers = commit(&mut conn.lock(), apply, ops);
+            let answers = commit(&mut self.conn.lock(), ops);
             self.commits.fetch_add(1, Ordering::Relaxed);
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer);
@@ -121,11 +126,7 @@ impl Drop for Reset<'_> {
 
 /// One transaction for `ops`, each in its own savepoint: the answers in order, or, if
 /// the transaction cannot begin or commit, the same failure for every one.
-fn commit(
-    c: &mut Connection,
-    apply: Apply,
-    ops: Vec<(NewMessage, bool)>,
-) -> Vec<Result<Checked, StoreError>> {
+fn commit(c: &mut Connection, ops: Vec<(NewMessage, bool)>) -> Vec<Result<Checked, StoreError>> {
     let n = ops.len();
     let failed = |e: rusqlite::Error| -> Vec<Result<Checked, StoreError>> {
         (0..n)
@@ -139,7 +140,7 @@ fn commit(
     let mut answers = Vec::with_capacity(n);
     for (msg, member_required) in ops {
         let one = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
-            let answer = apply(&sp, msg, member_required)?;
+            let answer = checked(&sp, msg, member_required)?;
             sp.commit()?;
             Ok(answer)
         });
